@@ -1,0 +1,73 @@
+# Finds what lowbit builds against. Only LibTorch and Abseil are required;
+# MPI, Gloo, NCCL and nvcc add backends and kernels when present.
+
+find_package(Torch REQUIRED)
+find_package(absl REQUIRED)
+find_package(Threads REQUIRED)
+
+find_package(MPI COMPONENTS CXX)
+set(LOWBIT_WITH_MPI ${MPI_CXX_FOUND})
+
+# Gloo ships inside LibTorch (c10d); its headers come from libgloo-dev.
+find_path(LOWBIT_C10D_GLOO_HEADER torch/csrc/distributed/c10d/ProcessGroupGloo.hpp
+  HINTS ${TORCH_INCLUDE_DIRS})
+find_path(LOWBIT_GLOO_HEADER gloo/algorithm.h HINTS ${TORCH_INCLUDE_DIRS})
+if(LOWBIT_C10D_GLOO_HEADER AND LOWBIT_GLOO_HEADER)
+  set(LOWBIT_WITH_GLOO ON)
+else()
+  set(LOWBIT_WITH_GLOO OFF)
+endif()
+
+# A CUDA LibTorch exports torch_cuda; Debian's libtorch-dev does not.
+if(TARGET torch_cuda)
+  set(LOWBIT_WITH_CUDA ON)
+else()
+  set(LOWBIT_WITH_CUDA OFF)
+endif()
+
+# nvcc alone is enough to build kernels/cuda, so CI proves the kernels compile.
+if(NOT DEFINED CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+  set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+endif()
+include(CheckLanguage)
+check_language(CUDA)
+if(CMAKE_CUDA_COMPILER)
+  enable_language(CUDA)
+  find_package(CUDAToolkit REQUIRED)
+  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "")
+    set(CMAKE_CUDA_ARCHITECTURES 80 90)
+  endif()
+  set(LOWBIT_WITH_CUDA_KERNELS ON)
+else()
+  set(LOWBIT_WITH_CUDA_KERNELS OFF)
+endif()
+
+set(LOWBIT_WITH_NCCL OFF)
+if(LOWBIT_WITH_CUDA AND LOWBIT_WITH_CUDA_KERNELS)
+  find_path(LOWBIT_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include)
+  find_library(LOWBIT_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib64)
+  if(LOWBIT_NCCL_INCLUDE_DIR AND LOWBIT_NCCL_LIBRARY)
+    set(LOWBIT_WITH_NCCL ON)
+  endif()
+endif()
+
+foreach(flag MPI GLOO NCCL CUDA CUDA_KERNELS)
+  if(LOWBIT_WITH_${flag})
+    set(LOWBIT_WITH_${flag}_01 1)
+  else()
+    set(LOWBIT_WITH_${flag}_01 0)
+  endif()
+endforeach()
+
+if(LOWBIT_USE_CCACHE)
+  find_program(LOWBIT_CCACHE ccache)
+  if(LOWBIT_CCACHE)
+    # Sloppiness lets ccache cache translation units that use the precompiled
+    # header; depend mode skips its preprocessor pass, which would expand all of
+    # <torch/torch.h> again for every file.
+    set(CMAKE_CXX_COMPILER_LAUNCHER ${CMAKE_COMMAND} -E env
+        CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
+        CCACHE_DEPEND=1 ${LOWBIT_CCACHE})
+    set(CMAKE_CUDA_COMPILER_LAUNCHER ${LOWBIT_CCACHE})
+  endif()
+endif()

@@ -1,0 +1,22 @@
+# install() rules and the package files behind find_package(lowbit).
+include(GNUInstallDirs)
+include(CMakePackageConfigHelpers)
+
+get_property(lowbit_targets GLOBAL PROPERTY LOWBIT_EXPORTED_TARGETS)
+install(TARGETS ${lowbit_targets} lowbit EXPORT lowbitTargets
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+foreach(dir comm kernels launch optimizers qat sparsity)
+  install(DIRECTORY ${PROJECT_SOURCE_DIR}/${dir}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/lowbit/${dir}
+    FILES_MATCHING PATTERN "*.h" PATTERN "internal" EXCLUDE)
+endforeach()
+install(FILES ${PROJECT_BINARY_DIR}/generated/lowbit/config.h
+  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/lowbit)
+install(EXPORT lowbitTargets NAMESPACE lowbit:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/lowbit)
+configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/lowbitConfig.cmake.in
+  ${PROJECT_BINARY_DIR}/lowbitConfig.cmake INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/lowbit)
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/lowbitConfigVersion.cmake
+  COMPATIBILITY SameMinorVersion)
+install(FILES ${PROJECT_BINARY_DIR}/lowbitConfig.cmake ${PROJECT_BINARY_DIR}/lowbitConfigVersion.cmake
+  DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/lowbit)

@@ -1,0 +1,3 @@
+// The heavy LibTorch includes, precompiled once (see lowbit_make_pch).
+#pragma once
+#include <torch/torch.h>

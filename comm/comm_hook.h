@@ -1,0 +1,68 @@
+// CommHook: how DistributedDataParallel exchanges one bucket of gradients.
+//
+// DDP hands each bucket to the registered hook as soon as all its gradients
+// are ready, while backward goes on; the hook starts its exchange and returns
+// a Work whose Result()[0] is the flat gradient averaged over ranks (it may
+// write it into bucket.buffer itself). The default hook, AllReduceHook, is a
+// mean allreduce; compression hooks (1-bit, top-k, PowerSGD, ...) implement
+// the same interface.
+//
+//   ddp.RegisterCommHook(std::make_shared<lowbit::comm::AllReduceHook>(pg));
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "lowbit/comm/process_group.h"
+
+namespace lowbit::comm {
+
+// One bucket of gradients. `gradients[i]` (shaped like parameter i) aliases
+// `buffer` at element offset `offsets[i]`.
+struct GradBucket {
+  size_t index = 0;
+  bool is_last = false;
+  at::Tensor buffer;
+  std::vector<at::Tensor> gradients;
+  std::vector<std::string> parameter_names;
+  std::vector<int64_t> offsets;
+};
+
+// Named tensors of a hook's per-rank state (error-feedback residuals, warm
+// starts, ...), saved with a checkpoint and restored exactly.
+using HookState = std::vector<std::pair<std::string, at::Tensor>>;
+
+class CommHook {
+ public:
+  virtual ~CommHook() = default;
+  virtual std::string Name() const = 0;
+  // The hook's name and every setting that must agree across ranks; DDP
+  // compares it across ranks when the hook is registered.
+  virtual std::string Config() const = 0;
+  // Starts exchanging `bucket`; see the file comment for the result.
+  virtual std::shared_ptr<Work> RunHook(GradBucket& bucket) = 0;
+  virtual HookState StateDict() const = 0;
+  virtual void LoadStateDict(const HookState& state) = 0;
+};
+
+// The default: an in-place mean allreduce of the bucket. Stateless.
+class AllReduceHook final : public CommHook {
+ public:
+  explicit AllReduceHook(std::shared_ptr<ProcessGroup> pg) : pg_(std::move(pg)) {}
+  std::string Name() const override { return "allreduce"; }
+  std::string Config() const override { return "allreduce"; }
+  std::shared_ptr<Work> RunHook(GradBucket& bucket) override {
+    return pg_->AllReduce(bucket.buffer, ReduceOp::kAvg);
+  }
+  HookState StateDict() const override { return {}; }
+  void LoadStateDict(const HookState&) override {}
+
+ private:
+  std::shared_ptr<ProcessGroup> pg_;
+};
+
+}  // namespace lowbit::comm

@@ -1,0 +1,379 @@
+#include "lowbit/comm/distributed_data_parallel.h"
+
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <sstream>
+
+#include <torch/csrc/autograd/engine.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
+#include <torch/nn/module.h>
+
+namespace lowbit::comm {
+
+// Note [Gradient sync]
+// Each parameter's grad is a plain tensor aliasing its slot in a flat bucket
+// (an alias, not an autograd view, so optimizers may detach_() and zero_() it).
+// AccumulateGrad adds into it in place; its post hook marks the parameter
+// ready, and a bucket whose parameters are all ready is launched, strictly in
+// bucket order so every rank issues the same collectives in the same order. If
+// something replaced a grad (zero_grad(set_to_none), a fresh first gradient),
+// the hook copies it into the slot and points the grad back at the slot. The
+// first hook of a backward queues an engine callback that runs at its end:
+// parameters that got no gradient are sent as zeros, every bucket is launched
+// and waited for, and results that a hook returned out of place are copied
+// back. So when backward() returns, every grad holds the mean over ranks.
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+std::string Describe(const std::string& name, const at::Tensor& t) {
+  std::ostringstream out;
+  out << name << " " << t.scalar_type() << " " << t.sizes();
+  return out.str();
+}
+
+std::vector<std::string> SplitLines(const at::Tensor& bytes) {
+  std::string text(static_cast<const char*>(bytes.data_ptr()), bytes.numel());
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// All-gathers `lines` from every rank and throws, on every rank alike, when a
+// rank's lines differ from rank 0's, naming the first difference.
+void CheckSameOnAllRanks(ProcessGroup& pg, const std::vector<std::string>& lines, const std::string& what) {
+  std::string text;
+  for (const auto& line : lines) text += line + "\n";
+  at::Tensor bytes = at::empty({static_cast<int64_t>(text.size())}, at::kByte);
+  std::memcpy(bytes.data_ptr(), text.data(), text.size());
+  auto work = pg.AllGatherV(bytes);
+  work->Wait();
+  const std::vector<at::Tensor> all = work->Result();
+  const std::vector<std::string> reference = SplitLines(all[0]);
+  for (size_t r = 1; r < all.size(); ++r) {
+    const std::vector<std::string> other = SplitLines(all[r]);
+    for (size_t i = 0; i < std::max(reference.size(), other.size()); ++i) {
+      const std::string a = i < reference.size() ? reference[i] : "<nothing>";
+      const std::string b = i < other.size() ? other[i] : "<nothing>";
+      TORCH_CHECK(a == b, "DistributedDataParallel: the ", what, " on rank ", r, " differs from rank 0; first difference at entry ",
+                  i, ": rank 0 has '", a, "', rank ", r, " has '", b, "'");
+    }
+  }
+}
+
+}  // namespace
+
+struct DistributedDataParallel::Impl : std::enable_shared_from_this<Impl> {
+  struct Slot {
+    at::Tensor param;
+    std::string name;
+    size_t bucket = 0;
+    at::Tensor grad_alias;  // the parameter's grad: aliases its bucket slot
+    bool ready = false;
+  };
+  struct Bucket {
+    GradBucket grad_bucket;
+    std::vector<size_t> slots;
+    size_t pending = 0;
+    std::shared_ptr<Work> work;
+  };
+
+  std::shared_ptr<torch::nn::Module> module;
+  std::shared_ptr<ProcessGroup> pg;
+  DdpOptions options;
+  std::shared_ptr<CommHook> hook;
+  std::vector<Slot> slots;
+  std::vector<Bucket> buckets;
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
+
+  std::mutex mu;
+  int no_sync_depth = 0;
+  bool step_active = false;
+  size_t next_to_launch = 0;
+  TrafficCounters traffic_at_start;
+  DdpStepStats last;
+
+  void BuildBuckets() {
+    std::vector<std::pair<std::string, at::Tensor>> params;
+    for (const auto& item : module->named_parameters(/*recurse=*/true)) {
+      if (item.value().requires_grad()) params.emplace_back(item.key(), item.value());
+    }
+    // Reverse order: gradients of the last layers are ready first.
+    std::map<std::pair<int, int>, size_t> open;  // (dtype, device) -> open bucket
+    const auto bytes_cap = [this](size_t bucket_index) {
+      const double mb = bucket_index == 0 ? options.first_bucket_mb : options.bucket_cap_mb;
+      return static_cast<int64_t>(mb * 1024 * 1024);
+    };
+    std::vector<int64_t> bucket_bytes;
+    for (auto it = params.rbegin(); it != params.rend(); ++it) {
+      const at::Tensor& p = it->second;
+      const std::pair<int, int> key{static_cast<int>(p.scalar_type()),
+                                    static_cast<int>(p.device().type()) * 1000 + p.device().index()};
+      const int64_t bytes = p.numel() * static_cast<int64_t>(p.element_size());
+      auto found = open.find(key);
+      if (found == open.end() || (bucket_bytes[found->second] > 0 &&
+                                  bucket_bytes[found->second] + bytes > bytes_cap(found->second))) {
+        buckets.emplace_back();
+        bucket_bytes.push_back(0);
+        open[key] = buckets.size() - 1;
+        found = open.find(key);
+      }
+      Slot slot;
+      slot.param = p;
+      slot.name = it->first;
+      slot.bucket = found->second;
+      buckets[found->second].slots.push_back(slots.size());
+      bucket_bytes[found->second] += bytes;
+      slots.push_back(std::move(slot));
+    }
+    torch::NoGradGuard no_grad;
+    for (size_t b = 0; b < buckets.size(); ++b) {
+      Bucket& bucket = buckets[b];
+      int64_t total = 0;
+      for (size_t s : bucket.slots) total += slots[s].param.numel();
+      const at::Tensor& first = slots[bucket.slots.front()].param;
+      GradBucket& gb = bucket.grad_bucket;
+      gb.index = b;
+      gb.is_last = b + 1 == buckets.size();
+      gb.buffer = at::zeros({total}, first.options().requires_grad(false));
+      int64_t offset = 0;
+      for (size_t s : bucket.slots) {
+        Slot& slot = slots[s];
+        const at::Tensor shaped = gb.buffer.narrow(0, offset, slot.param.numel()).view(slot.param.sizes());
+        slot.grad_alias = at::empty({0}, gb.buffer.options())
+                              .set_(gb.buffer.storage(), shaped.storage_offset(), shaped.sizes(), shaped.strides());
+        if (slot.param.grad().defined()) slot.grad_alias.copy_(slot.param.grad());
+        slot.param.mutable_grad() = slot.grad_alias;
+        gb.gradients.push_back(slot.grad_alias);
+        gb.parameter_names.push_back(slot.name);
+        gb.offsets.push_back(offset);
+        offset += slot.param.numel();
+      }
+      bucket.pending = bucket.slots.size();
+    }
+  }
+
+  // Makes sure slot `s`'s gradient is in its bucket slot (Note [Gradient sync]).
+  void AdoptGrad(Slot& slot) {
+    at::Tensor grad = slot.param.grad();
+    if (grad.defined() && grad.is_same(slot.grad_alias)) return;
+    torch::NoGradGuard no_grad;
+    if (grad.defined()) {
+      slot.grad_alias.copy_(grad);
+    } else {
+      slot.grad_alias.zero_();
+    }
+    slot.param.mutable_grad() = slot.grad_alias;
+  }
+
+  void OnGradReady(size_t s) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (no_sync_depth > 0) return;
+    if (!step_active) {
+      step_active = true;
+      traffic_at_start = pg->Traffic();
+      std::weak_ptr<Impl> weak = weak_from_this();
+      torch::autograd::Engine::get_default_engine().queue_callback([weak] {
+        if (auto self = weak.lock()) self->Finish();
+      });
+    }
+    Slot& slot = slots[s];
+    TORCH_CHECK(!slot.ready, "DistributedDataParallel: parameter '", slot.name,
+                "' got its gradient twice in one synchronised step; run extra backward passes under NoSync()");
+    AdoptGrad(slot);
+    slot.ready = true;
+    --buckets[slot.bucket].pending;
+    LaunchReadyBuckets();
+  }
+
+  void LaunchReadyBuckets() {
+    while (next_to_launch < buckets.size() && buckets[next_to_launch].pending == 0) {
+      Bucket& bucket = buckets[next_to_launch++];
+      bucket.work = hook->RunHook(bucket.grad_bucket);
+    }
+  }
+
+  void Finish() {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!step_active) return;
+    DdpStepStats stats;
+    const Clock::time_point start = Clock::now();
+    try {
+      for (Slot& slot : slots) {
+        if (slot.ready) continue;
+        AdoptGrad(slot);
+        slot.ready = true;
+        --buckets[slot.bucket].pending;
+        ++stats.unused_parameters;
+      }
+      LaunchReadyBuckets();
+      for (Bucket& bucket : buckets) {
+        bucket.work->Wait();
+        const std::vector<at::Tensor> result = bucket.work->Result();
+        if (!result.empty() && !result[0].is_same(bucket.grad_bucket.buffer)) {
+          torch::NoGradGuard no_grad;
+          bucket.grad_bucket.buffer.copy_(result[0].view_as(bucket.grad_bucket.buffer));
+        }
+        stats.comm_seconds += bucket.work->Seconds();
+        stats.dense_bytes += bucket.grad_bucket.buffer.numel() *
+                             static_cast<int64_t>(bucket.grad_bucket.buffer.element_size());
+      }
+    } catch (...) {
+      ResetStep();
+      throw;
+    }
+    stats.wait_seconds = Seconds(start);
+    stats.buckets = static_cast<int>(buckets.size());
+    const TrafficCounters now = pg->Traffic();
+    stats.bytes_sent = now.bytes_sent - traffic_at_start.bytes_sent;
+    stats.bytes_received = now.bytes_received - traffic_at_start.bytes_received;
+    last = stats;
+    ResetStep();
+    if (options.broadcast_buffers) BroadcastBuffers();
+  }
+
+  void ResetStep() {
+    for (Slot& slot : slots) slot.ready = false;
+    for (Bucket& bucket : buckets) {
+      bucket.pending = bucket.slots.size();
+      bucket.work.reset();
+    }
+    next_to_launch = 0;
+    step_active = false;
+  }
+
+  // Broadcasts `tensors` from rank 0, one flat message per dtype.
+  void BroadcastFromRankZero(const std::vector<at::Tensor>& tensors) {
+    torch::NoGradGuard no_grad;
+    std::map<int, std::vector<at::Tensor>> by_dtype;
+    for (const auto& t : tensors) by_dtype[static_cast<int>(t.scalar_type())].push_back(t);
+    for (auto& [dtype, group] : by_dtype) {
+      std::vector<at::Tensor> flat;
+      for (const auto& t : group) flat.push_back(t.reshape({-1}));
+      at::Tensor message = at::cat(flat);
+      pg->Broadcast(message, 0)->Wait();
+      int64_t offset = 0;
+      for (auto& t : group) {
+        t.copy_(message.narrow(0, offset, t.numel()).view_as(t));
+        offset += t.numel();
+      }
+    }
+  }
+
+  void BroadcastBuffers() {
+    if (pg->Size() == 1) return;
+    std::vector<at::Tensor> buffers = module->buffers(/*recurse=*/true);
+    if (!buffers.empty()) BroadcastFromRankZero(buffers);
+  }
+};
+
+namespace {
+
+class GradReadyHook final : public torch::autograd::FunctionPostHook {
+ public:
+  GradReadyHook(std::weak_ptr<DistributedDataParallel::Impl> impl, size_t slot)
+      : impl_(std::move(impl)), slot_(slot) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list&) override {
+    if (auto impl = impl_.lock()) impl->OnGradReady(slot_);
+    return outputs;
+  }
+
+ private:
+  std::weak_ptr<DistributedDataParallel::Impl> impl_;
+  size_t slot_;
+};
+
+}  // namespace
+
+DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Module> module,
+                                                 std::shared_ptr<ProcessGroup> pg, DdpOptions options)
+    : impl_(std::make_shared<Impl>()) {
+  TORCH_CHECK(module != nullptr, "DistributedDataParallel: module is null");
+  TORCH_CHECK(pg != nullptr, "DistributedDataParallel: process group is null");
+  TORCH_CHECK(options.first_bucket_mb > 0, "DistributedDataParallel: first_bucket_mb must be > 0, got ",
+              options.first_bucket_mb);
+  TORCH_CHECK(options.bucket_cap_mb > 0, "DistributedDataParallel: bucket_cap_mb must be > 0, got ",
+              options.bucket_cap_mb);
+  impl_->module = std::move(module);
+  impl_->pg = std::move(pg);
+  impl_->options = options;
+  impl_->hook = std::make_shared<AllReduceHook>(impl_->pg);
+
+  std::vector<std::string> fingerprint;
+  for (const auto& item : impl_->module->named_parameters(true)) {
+    fingerprint.push_back("parameter " + Describe(item.key(), item.value()) +
+                          (item.value().requires_grad() ? "" : " frozen"));
+  }
+  for (const auto& item : impl_->module->named_buffers(true)) {
+    fingerprint.push_back("buffer " + Describe(item.key(), item.value()));
+  }
+  CheckSameOnAllRanks(*impl_->pg, fingerprint, "model (parameter names, shapes and dtypes)");
+  BroadcastState();
+
+  impl_->BuildBuckets();
+  for (size_t s = 0; s < impl_->slots.size(); ++s) {
+    auto accumulator = torch::autograd::impl::grad_accumulator(impl_->slots[s].param);
+    accumulator->add_post_hook(std::make_unique<GradReadyHook>(impl_, s));
+    impl_->accumulators.push_back(std::move(accumulator));
+  }
+}
+
+DistributedDataParallel::~DistributedDataParallel() = default;
+
+torch::nn::Module& DistributedDataParallel::module() const { return *impl_->module; }
+ProcessGroup& DistributedDataParallel::process_group() const { return *impl_->pg; }
+CommHook& DistributedDataParallel::comm_hook() const { return *impl_->hook; }
+
+void DistributedDataParallel::RegisterCommHook(std::shared_ptr<CommHook> hook) {
+  TORCH_CHECK(hook != nullptr, "RegisterCommHook: hook is null");
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  TORCH_CHECK(!impl_->step_active, "RegisterCommHook: cannot replace the hook during a backward pass");
+  CheckSameOnAllRanks(*impl_->pg, {hook->Config()}, "comm hook configuration");
+  impl_->hook = std::move(hook);
+}
+
+void DistributedDataParallel::FinishGradientSync() { impl_->Finish(); }
+
+void DistributedDataParallel::BroadcastState() {
+  if (impl_->pg->Size() == 1) return;
+  std::vector<at::Tensor> state;
+  for (const auto& p : impl_->module->parameters(true)) state.push_back(p);
+  for (const auto& b : impl_->module->buffers(true)) state.push_back(b);
+  if (!state.empty()) impl_->BroadcastFromRankZero(state);
+}
+
+const DdpStepStats& DistributedDataParallel::LastStepStats() const { return impl_->last; }
+
+std::vector<std::vector<std::string>> DistributedDataParallel::BucketLayout() const {
+  std::vector<std::vector<std::string>> layout;
+  for (const auto& bucket : impl_->buckets) layout.push_back(bucket.grad_bucket.parameter_names);
+  return layout;
+}
+
+DistributedDataParallel::NoSyncGuard::NoSyncGuard(DistributedDataParallel* ddp) : ddp_(ddp) {
+  std::lock_guard<std::mutex> lock(ddp_->impl_->mu);
+  ++ddp_->impl_->no_sync_depth;
+}
+
+DistributedDataParallel::NoSyncGuard::NoSyncGuard(NoSyncGuard&& other) noexcept : ddp_(other.ddp_) {
+  other.ddp_ = nullptr;
+}
+
+DistributedDataParallel::NoSyncGuard::~NoSyncGuard() {
+  if (ddp_ == nullptr) return;
+  std::lock_guard<std::mutex> lock(ddp_->impl_->mu);
+  --ddp_->impl_->no_sync_depth;
+}
+
+DistributedDataParallel::NoSyncGuard DistributedDataParallel::NoSync() { return NoSyncGuard(this); }
+
+}  // namespace lowbit::comm

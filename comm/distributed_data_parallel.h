@@ -1,0 +1,108 @@
+// DistributedDataParallel: data-parallel training for a LibTorch C++ module.
+//
+// At construction it checks that every rank holds the same model (parameter
+// names, shapes and dtypes; the first difference is named in the error) and
+// broadcasts parameters and buffers from rank 0. Gradients live as views into
+// flat buckets built in reverse parameter order (first bucket ~1 MB, the rest
+// ~25 MB). A hook on each parameter's gradient accumulator hands a bucket to
+// the comm hook as soon as its gradients are ready, so communication overlaps
+// the rest of backward; buckets are launched in order. When backward ends,
+// the averaged gradients are in place (see Note [Gradient sync]).
+//
+//   auto model = std::make_shared<Net>();
+//   lowbit::comm::DistributedDataParallel ddp(model, pg);
+//   for (auto& batch : loader) {
+//     optimizer.zero_grad();
+//     torch::nll_loss(model->forward(batch.data), batch.target).backward();
+//     optimizer.step();                       // gradients are already averaged
+//   }
+//
+// Gradient accumulation: backward passes inside `auto guard = ddp.NoSync();`
+// only accumulate locally; the next backward outside it averages the sum.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lowbit/comm/comm_hook.h"
+#include "lowbit/comm/process_group.h"
+
+namespace torch::nn {
+class Module;
+}  // namespace torch::nn
+
+namespace lowbit::comm {
+
+struct DdpOptions {
+  double first_bucket_mb = 1.0;
+  double bucket_cap_mb = 25.0;
+  // Broadcast rank 0's buffers (e.g. BatchNorm statistics) after each sync.
+  bool broadcast_buffers = true;
+};
+
+// What one synchronised step cost. Bytes as in TrafficCounters.
+struct DdpStepStats {
+  int64_t bytes_sent = 0;
+  int64_t bytes_received = 0;
+  // Gradient bytes of the step, i.e. what an uncompressed allreduce carries.
+  int64_t dense_bytes = 0;
+  // Sum of the durations of the step's bucket exchanges.
+  double comm_seconds = 0.0;
+  // How long the end of backward blocked on communication that was still running.
+  double wait_seconds = 0.0;
+  int buckets = 0;
+  // Parameters that got no gradient this step on this rank (sent as zeros).
+  int unused_parameters = 0;
+};
+
+class DistributedDataParallel {
+ public:
+  DistributedDataParallel(std::shared_ptr<torch::nn::Module> module, std::shared_ptr<ProcessGroup> pg,
+                          DdpOptions options = {});
+  ~DistributedDataParallel();
+  DistributedDataParallel(const DistributedDataParallel&) = delete;
+  DistributedDataParallel& operator=(const DistributedDataParallel&) = delete;
+
+  torch::nn::Module& module() const;
+  ProcessGroup& process_group() const;
+
+  // Replaces the comm hook (default: AllReduceHook). The hook's Config() must
+  // be the same on every rank; a mismatch throws on all ranks.
+  void RegisterCommHook(std::shared_ptr<CommHook> hook);
+  CommHook& comm_hook() const;
+
+  // Completes the gradient exchange of the current step. Backward already
+  // calls it when it ends; calling it again is a no-op.
+  void FinishGradientSync();
+
+  class NoSyncGuard {
+   public:
+    explicit NoSyncGuard(DistributedDataParallel* ddp);
+    NoSyncGuard(NoSyncGuard&& other) noexcept;
+    NoSyncGuard(const NoSyncGuard&) = delete;
+    NoSyncGuard& operator=(const NoSyncGuard&) = delete;
+    NoSyncGuard& operator=(NoSyncGuard&&) = delete;
+    ~NoSyncGuard();
+
+   private:
+    DistributedDataParallel* ddp_;
+  };
+  // While the returned guard lives, backward accumulates gradients locally.
+  [[nodiscard]] NoSyncGuard NoSync();
+
+  // Broadcasts rank 0's parameters and buffers to all ranks.
+  void BroadcastState();
+
+  const DdpStepStats& LastStepStats() const;
+  // Parameter names per bucket, in launch order.
+  std::vector<std::vector<std::string>> BucketLayout() const;
+
+  struct Impl;  // internal; shared with the autograd hooks
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace lowbit::comm

@@ -1,0 +1,335 @@
+#include "lowbit/comm/mpi_process_group.h"
+
+#include <climits>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include <ATen/ATen.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include "lowbit/comm/backends.h"
+#include "lowbit/comm/internal/mpi_check.h"
+#include "lowbit/kernels/scale.h"
+
+namespace lowbit::comm {
+namespace {
+
+// MPI has no 16-bit float types: lowbit sends them as 2-byte opaque elements
+// and reduces them with its own operators, accumulating each pair in float.
+template <typename T, typename F>
+void Reduce16(void* in, void* inout, int* len, MPI_Datatype*) {
+  const T* a = static_cast<const T*>(in);
+  T* b = static_cast<T*>(inout);
+  F f;
+  for (int i = 0; i < *len; ++i) b[i] = T(f(static_cast<float>(a[i]), static_cast<float>(b[i])));
+}
+struct SumF { float operator()(float a, float b) const { return a + b; } };
+struct MinF { float operator()(float a, float b) const { return a < b ? a : b; } };
+struct MaxF { float operator()(float a, float b) const { return a > b ? a : b; } };
+
+int CheckedCount(int64_t n, const char* what) {
+  TORCH_CHECK(n <= INT_MAX, "MPI process group: ", what, " has ", n,
+              " elements, more than MPI's int count allows (", INT_MAX, ")");
+  return static_cast<int>(n);
+}
+
+}  // namespace
+
+struct MpiProcessGroup::Worker {
+  struct Task {
+    std::shared_ptr<AsyncWork> work;
+    std::function<void()> run;
+  };
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Task> queue;
+  bool stop = false;
+  bool busy = false;
+  bool exited = false;
+  std::atomic<bool> timed_out{false};
+
+  // Set up on the worker thread before the group is handed out.
+  bool ready = false;
+  std::exception_ptr init_error;
+  bool we_initialised = false;
+  MPI_Comm comm = MPI_COMM_NULL;
+  int rank = 0;
+  int size = 1;
+  MPI_Datatype half = MPI_DATATYPE_NULL;
+  MPI_Datatype bf16 = MPI_DATATYPE_NULL;
+  MPI_Op half_ops[3] = {MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL};  // sum, min, max
+  MPI_Op bf16_ops[3] = {MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL};
+
+  std::thread thread;
+
+  void Init() {
+    int initialised = 0;
+    LOWBIT_MPI_CHECK(MPI_Initialized(&initialised));
+    int provided = MPI_THREAD_SINGLE;
+    if (!initialised) {
+      LOWBIT_MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided));
+      we_initialised = true;
+    } else {
+      LOWBIT_MPI_CHECK(MPI_Query_thread(&provided));
+    }
+    TORCH_CHECK(provided >= MPI_THREAD_SERIALIZED,
+                "MPI process group: MPI provides thread level ", provided,
+                ", lowbit needs at least MPI_THREAD_SERIALIZED (", MPI_THREAD_SERIALIZED, ")");
+    LOWBIT_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm));
+    LOWBIT_MPI_CHECK(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN));
+    LOWBIT_MPI_CHECK(MPI_Comm_rank(comm, &rank));
+    LOWBIT_MPI_CHECK(MPI_Comm_size(comm, &size));
+    LOWBIT_MPI_CHECK(MPI_Type_contiguous(2, MPI_BYTE, &half));
+    LOWBIT_MPI_CHECK(MPI_Type_commit(&half));
+    LOWBIT_MPI_CHECK(MPI_Type_contiguous(2, MPI_BYTE, &bf16));
+    LOWBIT_MPI_CHECK(MPI_Type_commit(&bf16));
+    LOWBIT_MPI_CHECK(MPI_Op_create(&Reduce16<c10::Half, SumF>, 1, &half_ops[0]));
+    LOWBIT_MPI_CHECK(MPI_Op_create(&Reduce16<c10::Half, MinF>, 1, &half_ops[1]));
+    LOWBIT_MPI_CHECK(MPI_Op_create(&Reduce16<c10::Half, MaxF>, 1, &half_ops[2]));
+    LOWBIT_MPI_CHECK(MPI_Op_create(&Reduce16<c10::BFloat16, SumF>, 1, &bf16_ops[0]));
+    LOWBIT_MPI_CHECK(MPI_Op_create(&Reduce16<c10::BFloat16, MinF>, 1, &bf16_ops[1]));
+    LOWBIT_MPI_CHECK(MPI_Op_create(&Reduce16<c10::BFloat16, MaxF>, 1, &bf16_ops[2]));
+  }
+
+  void Shutdown() {
+    for (MPI_Op* op : {&half_ops[0], &half_ops[1], &half_ops[2], &bf16_ops[0], &bf16_ops[1], &bf16_ops[2]}) {
+      if (*op != MPI_OP_NULL) MPI_Op_free(op);
+    }
+    if (half != MPI_DATATYPE_NULL) MPI_Type_free(&half);
+    if (bf16 != MPI_DATATYPE_NULL) MPI_Type_free(&bf16);
+    if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
+    if (we_initialised) MPI_Finalize();
+  }
+
+  void Loop() {
+    try {
+      Init();
+    } catch (...) {
+      init_error = std::current_exception();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      ready = true;
+      cv.notify_all();
+    }
+    if (init_error) return;
+    while (true) {
+      Task task;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [this] { return stop || !queue.empty(); });
+        if (queue.empty()) break;  // stop requested and nothing left
+        task = std::move(queue.front());
+        queue.pop_front();
+        busy = true;
+      }
+      task.work->MarkStarted();
+      try {
+        task.run();
+        task.work->MarkCompleted();
+      } catch (...) {
+        task.work->MarkFailed(std::current_exception());
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      busy = false;
+      cv.notify_all();
+    }
+    Shutdown();
+    std::lock_guard<std::mutex> lock(mu);
+    exited = true;
+    cv.notify_all();
+  }
+
+  MPI_Datatype Type(at::ScalarType t) const {
+    switch (t) {
+      case at::kFloat: return MPI_FLOAT;
+      case at::kDouble: return MPI_DOUBLE;
+      case at::kHalf: return half;
+      case at::kBFloat16: return bf16;
+      case at::kByte: return MPI_UINT8_T;
+      case at::kChar: return MPI_INT8_T;
+      case at::kInt: return MPI_INT32_T;
+      case at::kLong: return MPI_INT64_T;
+      default: TORCH_CHECK(false, "MPI process group: no MPI type for dtype ", t);
+    }
+  }
+
+  MPI_Op Op(ReduceOp op, at::ScalarType t) const {
+    const int index = op == ReduceOp::kMin ? 1 : op == ReduceOp::kMax ? 2 : 0;  // avg = sum, then scale
+    if (t == at::kHalf) return half_ops[index];
+    if (t == at::kBFloat16) return bf16_ops[index];
+    static const MPI_Op kStandard[3] = {MPI_SUM, MPI_MIN, MPI_MAX};
+    return kStandard[index];
+  }
+};
+
+MpiProcessGroup::MpiProcessGroup(ProcessGroupOptions options)
+    : ProcessGroup(options), worker_(std::make_shared<Worker>()) {
+  std::shared_ptr<Worker> worker = worker_;
+  worker_->thread = std::thread([worker] { worker->Loop(); });
+  std::unique_lock<std::mutex> lock(worker_->mu);
+  worker_->cv.wait(lock, [this] { return worker_->ready; });
+  if (worker_->init_error) {
+    lock.unlock();
+    worker_->thread.join();
+    std::rethrow_exception(worker_->init_error);
+  }
+  rank_ = worker_->rank;
+  size_ = worker_->size;
+}
+
+MpiProcessGroup::~MpiProcessGroup() {
+  std::unique_lock<std::mutex> lock(worker_->mu);
+  worker_->stop = true;
+  worker_->cv.notify_all();
+  // After a timed-out collective the worker is stuck inside MPI for good:
+  // leave it (it owns its state through a shared_ptr) and skip MPI_Finalize,
+  // which could never return. The launcher then sees this rank fail.
+  const bool finished = worker_->timed_out
+      ? false
+      : worker_->cv.wait_for(lock, options_.timeout, [this] { return worker_->exited; });
+  lock.unlock();
+  if (finished) {
+    worker_->thread.join();
+  } else {
+    worker_->thread.detach();
+  }
+}
+
+std::shared_ptr<Work> MpiProcessGroup::Enqueue(std::string description, std::vector<at::Tensor> result,
+                                               std::function<void()> run, std::function<void()> finisher) {
+  TORCH_CHECK(!worker_->timed_out, description,
+              ": the MPI process group is unusable because an earlier collective timed out");
+  auto work = std::make_shared<AsyncWork>(std::move(description), std::move(result), options_.timeout);
+  if (finisher) work->SetFinisher(std::move(finisher));
+  std::weak_ptr<Worker> weak = worker_;
+  work->SetTimeoutHandler([weak] {
+    if (auto w = weak.lock()) w->timed_out = true;
+  });
+  std::lock_guard<std::mutex> lock(worker_->mu);
+  worker_->queue.push_back(Worker::Task{work, std::move(run)});
+  worker_->cv.notify_all();
+  return work;
+}
+
+std::shared_ptr<Work> MpiProcessGroup::DoAllReduce(at::Tensor tensor, ReduceOp op) {
+  Worker* w = worker_.get();
+  const int count = CheckedCount(tensor.numel(), "AllReduce tensor");
+  std::function<void()> finisher;
+  if (op == ReduceOp::kAvg) {
+    const double factor = 1.0 / size_;
+    finisher = [tensor, factor]() mutable { kernels::ScaleInPlace(tensor, factor); };
+  }
+  return Enqueue(
+      Describe("AllReduce", tensor), {tensor},
+      [w, tensor, count, op] {
+        LOWBIT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), count, w->Type(tensor.scalar_type()),
+                                       w->Op(op, tensor.scalar_type()), w->comm));
+      },
+      std::move(finisher));
+}
+
+std::shared_ptr<Work> MpiProcessGroup::DoAllGather(at::Tensor output, at::Tensor input) {
+  Worker* w = worker_.get();
+  const int count = CheckedCount(input.numel(), "AllGather input");
+  CheckedCount(output.numel(), "AllGather output");
+  return Enqueue(Describe("AllGather", input), {output}, [w, output, input, count] {
+    const MPI_Datatype type = w->Type(input.scalar_type());
+    LOWBIT_MPI_CHECK(MPI_Allgather(input.data_ptr(), count, type, output.data_ptr(), count, type, w->comm));
+  });
+}
+
+std::shared_ptr<Work> MpiProcessGroup::DoAllGatherV(at::Tensor input) {
+  // Result() must name the output tensors before they exist, so the work
+  // carries a holder that the worker fills in.
+  Worker* w = worker_.get();
+  const int count = CheckedCount(input.numel(), "AllGatherV input");
+  auto parts = std::make_shared<std::vector<at::Tensor>>();
+  class GatherVWork final : public Work {
+   public:
+    GatherVWork(std::shared_ptr<Work> inner, std::shared_ptr<std::vector<at::Tensor>> parts)
+        : inner_(std::move(inner)), parts_(std::move(parts)) {}
+    void Wait() override { inner_->Wait(); }
+    bool IsCompleted() override { return inner_->IsCompleted(); }
+    std::vector<at::Tensor> Result() override { return *parts_; }
+    double Seconds() override { return inner_->Seconds(); }
+
+   private:
+    std::shared_ptr<Work> inner_;
+    std::shared_ptr<std::vector<at::Tensor>> parts_;
+  };
+  const int size = size_;
+  auto inner = Enqueue(Describe("AllGatherV", input), {}, [w, input, count, parts, size] {
+    std::vector<int> counts(size), displs(size);
+    LOWBIT_MPI_CHECK(MPI_Allgather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, w->comm));
+    int64_t total = 0;
+    for (int i = 0; i < size; ++i) {
+      displs[i] = CheckedCount(total, "AllGatherV output");
+      total += counts[i];
+    }
+    CheckedCount(total, "AllGatherV output");
+    at::Tensor output = at::empty({total}, input.options());
+    const MPI_Datatype type = w->Type(input.scalar_type());
+    LOWBIT_MPI_CHECK(MPI_Allgatherv(input.data_ptr(), count, type, output.data_ptr(), counts.data(),
+                                    displs.data(), type, w->comm));
+    parts->clear();
+    for (int i = 0; i < size; ++i) parts->push_back(output.narrow(0, displs[i], counts[i]));
+  });
+  return std::make_shared<GatherVWork>(std::move(inner), std::move(parts));
+}
+
+std::shared_ptr<Work> MpiProcessGroup::DoReduceScatter(at::Tensor output, at::Tensor input, ReduceOp op) {
+  Worker* w = worker_.get();
+  const int count = CheckedCount(output.numel(), "ReduceScatter output");
+  CheckedCount(input.numel(), "ReduceScatter input");
+  std::function<void()> finisher;
+  if (op == ReduceOp::kAvg) {
+    const double factor = 1.0 / size_;
+    finisher = [output, factor]() mutable { kernels::ScaleInPlace(output, factor); };
+  }
+  return Enqueue(
+      Describe("ReduceScatter", input), {output},
+      [w, output, input, count, op] {
+        LOWBIT_MPI_CHECK(MPI_Reduce_scatter_block(input.data_ptr(), output.data_ptr(), count,
+                                                  w->Type(input.scalar_type()),
+                                                  w->Op(op, input.scalar_type()), w->comm));
+      },
+      std::move(finisher));
+}
+
+std::shared_ptr<Work> MpiProcessGroup::DoAllToAll(at::Tensor output, at::Tensor input) {
+  Worker* w = worker_.get();
+  const int chunk = CheckedCount(input.numel() / size_, "AllToAll chunk");
+  CheckedCount(input.numel(), "AllToAll input");
+  return Enqueue(Describe("AllToAll", input), {output}, [w, output, input, chunk] {
+    const MPI_Datatype type = w->Type(input.scalar_type());
+    LOWBIT_MPI_CHECK(MPI_Alltoall(input.data_ptr(), chunk, type, output.data_ptr(), chunk, type, w->comm));
+  });
+}
+
+std::shared_ptr<Work> MpiProcessGroup::DoBroadcast(at::Tensor tensor, int root) {
+  Worker* w = worker_.get();
+  const int count = CheckedCount(tensor.numel(), "Broadcast tensor");
+  return Enqueue(Describe("Broadcast", tensor), {tensor}, [w, tensor, count, root] {
+    LOWBIT_MPI_CHECK(MPI_Bcast(tensor.data_ptr(), count, w->Type(tensor.scalar_type()), root, w->comm));
+  });
+}
+
+std::shared_ptr<Work> MpiProcessGroup::DoBarrier() {
+  Worker* w = worker_.get();
+  return Enqueue(Describe("Barrier", at::Tensor()), {}, [w] { LOWBIT_MPI_CHECK(MPI_Barrier(w->comm)); });
+}
+
+absl::StatusOr<std::shared_ptr<ProcessGroup>> CreateMpiProcessGroup(ProcessGroupOptions options) {
+  try {
+    return std::shared_ptr<ProcessGroup>(std::make_shared<MpiProcessGroup>(options));
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(std::string("cannot create the MPI process group: ") + e.what());
+  }
+}
+
+}  // namespace lowbit::comm

@@ -1,0 +1,48 @@
+// MpiProcessGroup: lowbit's collectives over MPI_COMM_WORLD, for CPU tensors.
+//
+// One worker thread owns every MPI call of the group (MPI is initialised at
+// thread level SERIALIZED on it), so collectives run in the order they were
+// issued while the caller goes on, e.g. with the rest of backward. Reductions
+// of float16 / bfloat16 use MPI operators of lowbit's own.
+//
+//   auto pg = lowbit::comm::CreateMpiProcessGroup({}).value();   // under mpirun
+#pragma once
+
+#include <memory>
+
+#include "lowbit/comm/process_group.h"
+
+namespace lowbit::comm {
+
+class MpiProcessGroup final : public ProcessGroup {
+ public:
+  // Prefer CreateMpiProcessGroup (comm/backends.h), which reports errors as a Status.
+  explicit MpiProcessGroup(ProcessGroupOptions options);
+  ~MpiProcessGroup() override;
+
+  int Rank() const override { return rank_; }
+  int Size() const override { return size_; }
+  std::string Backend() const override { return "mpi"; }
+
+  struct Worker;  // internal; shared with the worker thread
+
+ protected:
+  std::shared_ptr<Work> DoAllReduce(at::Tensor tensor, ReduceOp op) override;
+  std::shared_ptr<Work> DoAllGather(at::Tensor output, at::Tensor input) override;
+  std::shared_ptr<Work> DoAllGatherV(at::Tensor input) override;
+  std::shared_ptr<Work> DoReduceScatter(at::Tensor output, at::Tensor input, ReduceOp op) override;
+  std::shared_ptr<Work> DoAllToAll(at::Tensor output, at::Tensor input) override;
+  std::shared_ptr<Work> DoBroadcast(at::Tensor tensor, int root) override;
+  std::shared_ptr<Work> DoBarrier() override;
+  bool AcceptsDevice(const at::Tensor& t) const override { return t.device().is_cpu(); }
+
+ private:
+  std::shared_ptr<Work> Enqueue(std::string description, std::vector<at::Tensor> result,
+                                std::function<void()> run, std::function<void()> finisher = {});
+
+  std::shared_ptr<Worker> worker_;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+}  // namespace lowbit::comm

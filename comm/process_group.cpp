@@ -1,0 +1,126 @@
+#include "lowbit/comm/process_group.h"
+
+#include <ATen/ATen.h>
+
+namespace lowbit::comm {
+
+std::string ToString(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return "sum";
+    case ReduceOp::kAvg: return "avg";
+    case ReduceOp::kMin: return "min";
+    case ReduceOp::kMax: return "max";
+  }
+  return "unknown";
+}
+
+namespace {
+
+bool IsSupportedDtype(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: case at::kDouble: case at::kHalf: case at::kBFloat16:
+    case at::kByte: case at::kChar: case at::kInt: case at::kLong:
+      return true;
+    default:
+      return false;
+  }
+}
+
+int64_t Bytes(const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.element_size()); }
+
+}  // namespace
+
+void ProcessGroup::CheckTensor(const char* op, const char* name, const at::Tensor& t) const {
+  TORCH_CHECK(t.defined(), op, ": `", name, "` is an undefined tensor");
+  TORCH_CHECK(t.is_contiguous(), op, ": `", name, "` must be contiguous, got sizes ", t.sizes(),
+              " and strides ", t.strides());
+  TORCH_CHECK(IsSupportedDtype(t.scalar_type()), op, ": `", name, "` has unsupported dtype ",
+              t.scalar_type(),
+              " (supported: float32, float64, float16, bfloat16, uint8, int8, int32, int64)");
+  TORCH_CHECK(AcceptsDevice(t), op, ": the ", Backend(), " process group cannot take `", name,
+              "` on device ", t.device());
+}
+
+void ProcessGroup::Count(int64_t sent, int64_t received) {
+  bytes_sent_ += sent;
+  bytes_received_ += received;
+  ++collectives_;
+}
+
+TrafficCounters ProcessGroup::Traffic() const {
+  return TrafficCounters{bytes_sent_.load(), bytes_received_.load(), collectives_.load()};
+}
+
+std::string ProcessGroup::Describe(const char* op, const at::Tensor& t) const {
+  return c10::str("lowbit ", Backend(), " ", op, " #", collectives_.load(), " (",
+                  t.defined() ? c10::toString(t.scalar_type()) : "none", ", ",
+                  t.defined() ? t.numel() : 0, " elements) on rank ", Rank(), " of ", Size());
+}
+
+std::shared_ptr<Work> ProcessGroup::AllReduce(at::Tensor tensor, ReduceOp op) {
+  CheckTensor("AllReduce", "tensor", tensor);
+  TORCH_CHECK(op != ReduceOp::kAvg || at::isFloatingType(tensor.scalar_type()),
+              "AllReduce: op avg needs a floating dtype, got ", tensor.scalar_type());
+  Count(Bytes(tensor), Bytes(tensor));
+  return DoAllReduce(std::move(tensor), op);
+}
+
+std::shared_ptr<Work> ProcessGroup::AllGather(at::Tensor output, at::Tensor input) {
+  CheckTensor("AllGather", "input", input);
+  CheckTensor("AllGather", "output", output);
+  TORCH_CHECK(output.scalar_type() == input.scalar_type(), "AllGather: output dtype ",
+              output.scalar_type(), " differs from input dtype ", input.scalar_type());
+  TORCH_CHECK(output.numel() == input.numel() * Size(), "AllGather: output has ", output.numel(),
+              " elements, expected world size ", Size(), " x input ", input.numel());
+  Count(Bytes(input), Bytes(input) * (Size() - 1));
+  return DoAllGather(std::move(output), std::move(input));
+}
+
+std::shared_ptr<Work> ProcessGroup::AllGatherV(at::Tensor input) {
+  CheckTensor("AllGatherV", "input", input);
+  auto work = DoAllGatherV(input);
+  // Counted on completion would need a hook; the sizes are known locally only
+  // for this rank, so count what this rank sends and its share received.
+  Count(Bytes(input), Bytes(input) * (Size() - 1));
+  return work;
+}
+
+std::shared_ptr<Work> ProcessGroup::ReduceScatter(at::Tensor output, at::Tensor input, ReduceOp op) {
+  CheckTensor("ReduceScatter", "input", input);
+  CheckTensor("ReduceScatter", "output", output);
+  TORCH_CHECK(output.scalar_type() == input.scalar_type(), "ReduceScatter: output dtype ",
+              output.scalar_type(), " differs from input dtype ", input.scalar_type());
+  TORCH_CHECK(input.numel() == output.numel() * Size(), "ReduceScatter: input has ", input.numel(),
+              " elements, expected world size ", Size(), " x output ", output.numel());
+  TORCH_CHECK(op != ReduceOp::kAvg || at::isFloatingType(input.scalar_type()),
+              "ReduceScatter: op avg needs a floating dtype, got ", input.scalar_type());
+  Count(Bytes(output) * (Size() - 1), Bytes(output) * (Size() - 1));
+  return DoReduceScatter(std::move(output), std::move(input), op);
+}
+
+std::shared_ptr<Work> ProcessGroup::AllToAll(at::Tensor output, at::Tensor input) {
+  CheckTensor("AllToAll", "input", input);
+  CheckTensor("AllToAll", "output", output);
+  TORCH_CHECK(output.scalar_type() == input.scalar_type(), "AllToAll: output dtype ",
+              output.scalar_type(), " differs from input dtype ", input.scalar_type());
+  TORCH_CHECK(input.numel() == output.numel() && input.numel() % Size() == 0,
+              "AllToAll: input (", input.numel(), ") and output (", output.numel(),
+              ") must have the same number of elements, divisible by the world size ", Size());
+  const int64_t chunk = Bytes(input) / Size();
+  Count(chunk * (Size() - 1), chunk * (Size() - 1));
+  return DoAllToAll(std::move(output), std::move(input));
+}
+
+std::shared_ptr<Work> ProcessGroup::Broadcast(at::Tensor tensor, int root) {
+  CheckTensor("Broadcast", "tensor", tensor);
+  TORCH_CHECK(root >= 0 && root < Size(), "Broadcast: root must be in [0, ", Size(), "), got ", root);
+  Count(Rank() == root ? Bytes(tensor) : 0, Rank() == root ? 0 : Bytes(tensor));
+  return DoBroadcast(std::move(tensor), root);
+}
+
+std::shared_ptr<Work> ProcessGroup::Barrier() {
+  Count(0, 0);
+  return DoBarrier();
+}
+
+}  // namespace lowbit::comm

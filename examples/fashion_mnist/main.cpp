@@ -1,0 +1,343 @@
+// Fashion-MNIST CNN trained data-parallel with lowbit.
+//
+//   mpirun -np 4 build/examples/fashion_mnist/fashion_mnist --epochs 3
+//   python3 -m torch.distributed.run --nproc_per_node 2 --redirects 1 --tee 1
+//       --no_python build/examples/fashion_mnist/fashion_mnist
+//   build/examples/fashion_mnist/fashion_mnist            # one process
+//
+// Rank 0 prints one line per epoch and, last, one JSON object with the results.
+#include <sys/stat.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include <torch/torch.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "idx_reader.h"
+#include "lowbit/comm/distributed_data_parallel.h"
+#include "lowbit/launch/init.h"
+
+ABSL_FLAG(int, epochs, 3, "training epochs");
+ABSL_FLAG(int, batch_size, 64, "examples per rank per step");
+ABSL_FLAG(double, lr, 1e-3, "learning rate");
+ABSL_FLAG(uint64_t, seed, 1, "seed of the initialisation and the per-epoch shuffle");
+ABSL_FLAG(std::string, optimizer, "adam", "sgd (momentum 0.9), adam or adamw (weight decay 1e-4)");
+ABSL_FLAG(std::string, hook, "allreduce", "gradient exchange: allreduce (mean allreduce, uncompressed)");
+ABSL_FLAG(std::string, backend, "auto", "process group: auto, mpi, gloo, nccl or local");
+ABSL_FLAG(std::string, data_dir, "/usr/share/datasets/fashion-mnist", "directory of the gzipped IDX files");
+ABSL_FLAG(std::string, metrics_csv, "", "if set, rank 0 writes one CSV row per epoch here");
+ABSL_FLAG(int, threads, 1, "intra-op threads per rank");
+ABSL_FLAG(std::string, checkpoint, "", "if set, save model, optimizer and hook state here after every epoch");
+ABSL_FLAG(std::string, resume, "", "if set, continue from this checkpoint");
+ABSL_FLAG(int, max_train_examples, 0, "use only the first N training images (0: all); for quick runs");
+ABSL_FLAG(double, bucket_cap_mb, 25.0, "DDP bucket size in MB");
+
+namespace {
+
+namespace nn = torch::nn;
+using lowbit::comm::ProcessGroup;
+
+struct CnnImpl : nn::Module {
+  CnnImpl() {
+    conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(1, 16, 3).padding(1)));
+    conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(16, 32, 3).padding(1)));
+    fc1 = register_module("fc1", nn::Linear(32 * 7 * 7, 128));
+    fc2 = register_module("fc2", nn::Linear(128, 10));
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    x = torch::max_pool2d(torch::relu(conv1->forward(x)), 2);
+    x = torch::max_pool2d(torch::relu(conv2->forward(x)), 2);
+    return fc2->forward(torch::relu(fc1->forward(x.flatten(1))));
+  }
+  nn::Conv2d conv1{nullptr}, conv2{nullptr};
+  nn::Linear fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(Cnn);
+
+struct Config {
+  int epochs, batch_size, threads, max_train_examples;
+  double lr, bucket_cap_mb;
+  uint64_t seed;
+  std::string optimizer, hook, backend, data_dir, metrics_csv, checkpoint, resume;
+};
+
+// Flag values that parse but make no sense, as "--flag must be ..., got ...".
+std::string ValidateFlags(const Config& c) {
+  if (c.epochs < 1) return absl::StrCat("--epochs must be >= 1, got ", c.epochs);
+  if (c.batch_size < 1) return absl::StrCat("--batch_size must be >= 1, got ", c.batch_size);
+  if (!(c.lr > 0)) return absl::StrCat("--lr must be > 0, got ", c.lr);
+  if (c.threads < 1) return absl::StrCat("--threads must be >= 1, got ", c.threads);
+  if (c.max_train_examples < 0) return absl::StrCat("--max_train_examples must be >= 0, got ", c.max_train_examples);
+  if (!(c.bucket_cap_mb > 0)) return absl::StrCat("--bucket_cap_mb must be > 0, got ", c.bucket_cap_mb);
+  if (c.optimizer != "sgd" && c.optimizer != "adam" && c.optimizer != "adamw") {
+    return absl::StrCat("--optimizer must be sgd, adam or adamw, got '", c.optimizer, "'");
+  }
+  if (c.hook != "allreduce") return absl::StrCat("--hook must be allreduce, got '", c.hook, "'");
+  if (!lowbit::launch::ParseBackend(c.backend).ok()) {
+    return absl::StrCat("--backend must be auto, mpi, gloo, nccl or local, got '", c.backend, "'");
+  }
+  return "";
+}
+
+std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Config& c, Cnn& model) {
+  if (c.optimizer == "sgd") {
+    return std::make_unique<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(c.lr).momentum(0.9));
+  }
+  if (c.optimizer == "adamw") {
+    return std::make_unique<torch::optim::AdamW>(model->parameters(),
+                                                 torch::optim::AdamWOptions(c.lr).weight_decay(1e-4));
+  }
+  return std::make_unique<torch::optim::Adam>(model->parameters(), torch::optim::AdamOptions(c.lr));
+}
+
+// FNV-1a over every parameter's bytes, in registration order.
+std::string ParamChecksum(Cnn& model) {
+  uint64_t h = 1469598103934665603ULL;
+  for (const auto& p : model->parameters()) {
+    at::Tensor c = p.detach().contiguous();
+    const auto* bytes = static_cast<const uint8_t*>(c.data_ptr());
+    for (int64_t i = 0; i < c.numel() * static_cast<int64_t>(c.element_size()); ++i) {
+      h = (h ^ bytes[i]) * 1099511628211ULL;
+    }
+  }
+  std::ostringstream out;
+  out << std::hex << std::setw(16) << std::setfill('0') << h;
+  return out.str();
+}
+
+std::string HookStatePath(const std::string& checkpoint, int rank) {
+  return absl::StrCat(checkpoint, ".hook.rank", rank);
+}
+
+bool FileExists(const std::string& path) {
+  struct stat info {};
+  return stat(path.c_str(), &info) == 0;
+}
+
+// Rank 0 writes model, optimizer and epoch; every rank with hook state writes
+// its own shard. Written to a temporary name and renamed, so a crash never
+// leaves a torn checkpoint.
+void SaveCheckpoint(const std::string& path, int completed_epochs, Cnn& model, torch::optim::Optimizer& opt,
+                    lowbit::comm::DistributedDataParallel& ddp, ProcessGroup& pg) {
+  if (pg.Rank() == 0) {
+    torch::serialize::OutputArchive archive, model_archive, opt_archive;
+    model->save(model_archive);
+    opt.save(opt_archive);
+    archive.write("model", model_archive);
+    archive.write("optimizer", opt_archive);
+    archive.write("epochs_done", torch::tensor(static_cast<int64_t>(completed_epochs)));
+    archive.write("world_size", torch::tensor(static_cast<int64_t>(pg.Size())));
+    archive.save_to(path + ".tmp");
+    std::rename((path + ".tmp").c_str(), path.c_str());
+  }
+  const lowbit::comm::HookState state = ddp.comm_hook().StateDict();
+  if (!state.empty()) {
+    torch::serialize::OutputArchive archive;
+    for (const auto& [name, tensor] : state) archive.write(name, tensor);
+    const std::string shard = HookStatePath(path, pg.Rank());
+    archive.save_to(shard + ".tmp");
+    std::rename((shard + ".tmp").c_str(), shard.c_str());
+  }
+  pg.Barrier()->Wait();
+}
+
+int LoadCheckpoint(const std::string& path, Cnn& model, torch::optim::Optimizer& opt, int world_size) {
+  TORCH_CHECK(FileExists(path), "--resume: checkpoint ", path, " does not exist");
+  torch::serialize::InputArchive archive, model_archive, opt_archive;
+  archive.load_from(path);
+  archive.read("model", model_archive);
+  archive.read("optimizer", opt_archive);
+  model->load(model_archive);
+  opt.load(opt_archive);
+  torch::Tensor epochs_done, saved_world;
+  archive.read("epochs_done", epochs_done);
+  archive.read("world_size", saved_world);
+  if (saved_world.item<int64_t>() != world_size) {
+    std::cerr << "warning: checkpoint was written by " << saved_world.item<int64_t>() << " ranks, resuming on "
+              << world_size << "; the data order of the remaining epochs differs\n";
+  }
+  return static_cast<int>(epochs_done.item<int64_t>());
+}
+
+void LoadHookState(const std::string& path, lowbit::comm::DistributedDataParallel& ddp, ProcessGroup& pg) {
+  const lowbit::comm::HookState current = ddp.comm_hook().StateDict();
+  if (current.empty()) return;
+  const std::string shard = HookStatePath(path, pg.Rank());
+  if (!FileExists(shard)) {
+    std::cerr << "warning: no hook state " << shard << " (different world size?); the hook starts afresh\n";
+    return;
+  }
+  torch::serialize::InputArchive archive;
+  archive.load_from(shard);
+  lowbit::comm::HookState loaded;
+  for (const auto& [name, tensor] : current) {
+    torch::Tensor t;
+    archive.read(name, t);
+    loaded.emplace_back(name, t);
+  }
+  ddp.comm_hook().LoadStateDict(loaded);
+}
+
+// Fraction of the test set classified correctly, each rank scoring a shard.
+double TestAccuracy(Cnn& model, const lowbit::examples::ImageSet& test, ProcessGroup& pg) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  const int64_t n = test.images.size(0);
+  const int64_t begin = n * pg.Rank() / pg.Size(), end = n * (pg.Rank() + 1) / pg.Size();
+  int64_t correct = 0;
+  for (int64_t i = begin; i < end; i += 1000) {
+    const int64_t len = std::min<int64_t>(1000, end - i);
+    correct += model->forward(test.images.narrow(0, i, len))
+                   .argmax(1)
+                   .eq(test.labels.narrow(0, i, len))
+                   .sum()
+                   .item<int64_t>();
+  }
+  model->train();
+  at::Tensor total = torch::tensor({static_cast<double>(correct)}, torch::kDouble);
+  pg.AllReduce(total)->Wait();
+  return total.item<double>() / static_cast<double>(n);
+}
+
+int Run(const Config& c) {
+  torch::set_num_threads(c.threads);
+  auto pg_or = lowbit::launch::InitProcessGroup({.backend = *lowbit::launch::ParseBackend(c.backend)});
+  if (!pg_or.ok()) {
+    std::cerr << "error: " << pg_or.status().message() << "\n";
+    return 1;
+  }
+  std::shared_ptr<ProcessGroup> pg = *pg_or;
+  const int rank = pg->Rank(), world = pg->Size();
+  const bool lead = rank == 0;
+
+  absl::StatusOr<lowbit::examples::FashionMnist> data = lowbit::examples::LoadFashionMnist(c.data_dir);
+  if (!data.ok()) {
+    std::cerr << "error: " << data.status().message() << "\n";
+    return 1;
+  }
+  int64_t train_n = data->train.images.size(0);
+  if (c.max_train_examples > 0) train_n = std::min<int64_t>(train_n, c.max_train_examples);
+  const int64_t steps_per_epoch = train_n / (static_cast<int64_t>(c.batch_size) * world);
+  TORCH_CHECK(steps_per_epoch > 0, "--batch_size ", c.batch_size, " x ", world, " ranks exceeds the ", train_n,
+              " training examples");
+
+  torch::manual_seed(c.seed);
+  Cnn model;
+  std::unique_ptr<torch::optim::Optimizer> opt = MakeOptimizer(c, model);
+  int start_epoch = 0;
+  if (!c.resume.empty()) start_epoch = LoadCheckpoint(c.resume, model, *opt, world);
+  lowbit::comm::DistributedDataParallel ddp(model.ptr(), pg, {.bucket_cap_mb = c.bucket_cap_mb});
+  if (!c.resume.empty()) LoadHookState(c.resume, ddp, *pg);
+
+  std::ofstream csv;
+  if (lead && !c.metrics_csv.empty()) {
+    csv.open(c.metrics_csv, start_epoch > 0 ? std::ios::app : std::ios::trunc);
+    TORCH_CHECK(csv.good(), "--metrics_csv: cannot write ", c.metrics_csv);
+    if (start_epoch == 0) {
+      csv << "epoch,train_loss,test_accuracy,images_per_second,bytes_sent_per_step,comm_seconds_per_step,"
+             "wait_seconds_per_step\n";
+    }
+  }
+  if (lead) {
+    std::cout << "fashion_mnist: " << world << " rank(s), backend " << pg->Backend() << ", hook "
+              << ddp.comm_hook().Name() << ", optimizer " << c.optimizer << ", " << steps_per_epoch
+              << " steps/epoch of " << c.batch_size << " x " << world << " images" << std::endl;
+  }
+
+  const auto t_start = std::chrono::steady_clock::now();
+  double train_loss = 0, accuracy = 0, images_per_second = 0;
+  int64_t bytes_sent = 0, dense_bytes = 0, total_steps = 0;
+  double comm_seconds = 0, wait_seconds = 0;
+  for (int epoch = start_epoch; epoch < c.epochs; ++epoch) {
+    const auto t_epoch = std::chrono::steady_clock::now();
+    torch::Generator gen = at::detail::createCPUGenerator(c.seed * 1000003ULL + static_cast<uint64_t>(epoch));
+    at::Tensor order = torch::randperm(train_n, gen);
+    double loss_sum = 0;
+    int64_t epoch_bytes = 0;
+    double epoch_comm = 0, epoch_wait = 0;
+    for (int64_t step = 0; step < steps_per_epoch; ++step) {
+      at::Tensor idx = order.narrow(0, (step * world + rank) * c.batch_size, c.batch_size);
+      at::Tensor x = data->train.images.index_select(0, idx);
+      at::Tensor y = data->train.labels.index_select(0, idx);
+      opt->zero_grad();
+      at::Tensor loss = torch::nn::functional::cross_entropy(model->forward(x), y);
+      loss.backward();
+      opt->step();
+      loss_sum += loss.item<double>();
+      const lowbit::comm::DdpStepStats& s = ddp.LastStepStats();
+      epoch_bytes += s.bytes_sent;
+      dense_bytes = s.dense_bytes;
+      epoch_comm += s.comm_seconds;
+      epoch_wait += s.wait_seconds;
+    }
+    const double epoch_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
+    at::Tensor mean_loss = torch::tensor({loss_sum / steps_per_epoch}, torch::kDouble);
+    pg->AllReduce(mean_loss, lowbit::comm::ReduceOp::kAvg)->Wait();
+    train_loss = mean_loss.item<double>();
+    accuracy = TestAccuracy(model, data->test, *pg);
+    images_per_second = static_cast<double>(steps_per_epoch * c.batch_size * world) / epoch_seconds;
+    bytes_sent += epoch_bytes;
+    comm_seconds += epoch_comm;
+    wait_seconds += epoch_wait;
+    total_steps += steps_per_epoch;
+    if (lead) {
+      std::cout << "epoch " << epoch + 1 << "/" << c.epochs << "  loss " << std::fixed << std::setprecision(4)
+                << train_loss << "  test_accuracy " << accuracy << "  images/s " << std::setprecision(0)
+                << images_per_second << "  MB sent/rank " << std::setprecision(1) << epoch_bytes / 1e6
+                << "  comm s " << std::setprecision(2) << epoch_comm << "  wait s " << epoch_wait << std::endl;
+      if (csv.is_open()) {
+        csv << epoch + 1 << "," << train_loss << "," << accuracy << "," << images_per_second << ","
+            << epoch_bytes / steps_per_epoch << "," << epoch_comm / steps_per_epoch << ","
+            << epoch_wait / steps_per_epoch << "\n";
+        csv.flush();
+      }
+    }
+    if (!c.checkpoint.empty()) SaveCheckpoint(c.checkpoint, epoch + 1, model, *opt, ddp, *pg);
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  const std::string checksum = ParamChecksum(model);
+  if (lead) {
+    const int64_t steps = std::max<int64_t>(total_steps, 1);
+    std::cout << std::setprecision(6) << std::defaultfloat;
+    std::cout << "{\"example\":\"fashion_mnist\",\"test_accuracy\":" << accuracy << ",\"train_loss\":" << train_loss
+              << ",\"epochs\":" << c.epochs << ",\"world_size\":" << world << ",\"backend\":\"" << pg->Backend()
+              << "\",\"hook\":\"" << ddp.comm_hook().Name() << "\",\"optimizer\":\"" << c.optimizer
+              << "\",\"batch_size\":" << c.batch_size << ",\"steps\":" << total_steps << ",\"seconds\":" << seconds
+              << ",\"images_per_second\":" << images_per_second
+              << ",\"bytes_sent_per_step\":" << bytes_sent / steps << ",\"dense_bytes_per_step\":" << dense_bytes
+              << ",\"comm_seconds_per_step\":" << comm_seconds / steps
+              << ",\"wait_seconds_per_step\":" << wait_seconds / steps << ",\"param_checksum\":\"" << checksum
+              << "\"}" << std::endl;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  Config c{absl::GetFlag(FLAGS_epochs),        absl::GetFlag(FLAGS_batch_size), absl::GetFlag(FLAGS_threads),
+           absl::GetFlag(FLAGS_max_train_examples), absl::GetFlag(FLAGS_lr), absl::GetFlag(FLAGS_bucket_cap_mb),
+           absl::GetFlag(FLAGS_seed),          absl::GetFlag(FLAGS_optimizer), absl::GetFlag(FLAGS_hook),
+           absl::GetFlag(FLAGS_backend),       absl::GetFlag(FLAGS_data_dir), absl::GetFlag(FLAGS_metrics_csv),
+           absl::GetFlag(FLAGS_checkpoint),    absl::GetFlag(FLAGS_resume)};
+  const std::string invalid = ValidateFlags(c);
+  if (!invalid.empty()) {
+    std::cerr << "error: " << invalid << "\n";
+    return 2;
+  }
+  try {
+    return Run(c);
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+}

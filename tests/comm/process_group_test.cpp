@@ -1,0 +1,159 @@
+// Every collective against its definition, on however many ranks launched the
+// binary (1: local group, mpirun: MPI, torchrun: Gloo).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "lowbit/comm/process_group.h"
+#include "lowbit/tests/common/test_env.h"
+
+namespace lowbit::comm {
+namespace {
+
+using testing::Pg;
+
+class ProcessGroupTest : public ::testing::Test {
+ protected:
+  ProcessGroup& pg = *Pg();
+  const int rank = pg.Rank();
+  const int size = pg.Size();
+};
+
+TEST_F(ProcessGroupTest, AllReduceSumEveryDtype) {
+  for (auto dtype : {torch::kFloat, torch::kDouble, torch::kHalf, torch::kBFloat16, torch::kByte,
+                     torch::kChar, torch::kInt, torch::kLong}) {
+    at::Tensor t = torch::full({37}, rank + 1, torch::TensorOptions().dtype(dtype));
+    pg.AllReduce(t, ReduceOp::kSum)->Wait();
+    EXPECT_TRUE(torch::equal(t, torch::full({37}, size * (size + 1) / 2, t.options()))) << dtype;
+  }
+}
+
+TEST_F(ProcessGroupTest, AllReduceMinMaxAvg) {
+  at::Tensor values = torch::arange(10, torch::kFloat) * (rank + 1);
+  at::Tensor mn = values.clone(), mx = values.clone(), avg = values.clone();
+  auto w1 = pg.AllReduce(mn, ReduceOp::kMin);
+  auto w2 = pg.AllReduce(mx, ReduceOp::kMax);
+  auto w3 = pg.AllReduce(avg, ReduceOp::kAvg);
+  w1->Wait();
+  w2->Wait();
+  w3->Wait();
+  at::Tensor base = torch::arange(10, torch::kFloat);
+  EXPECT_TRUE(torch::equal(mn, base));
+  EXPECT_TRUE(torch::equal(mx, base * size));
+  EXPECT_TRUE(torch::allclose(avg, base * (size + 1) / 2.0));
+  at::Tensor half = torch::full({5}, rank + 1, torch::kHalf);
+  pg.AllReduce(half, ReduceOp::kMax)->Wait();
+  EXPECT_TRUE(torch::equal(half, torch::full({5}, size, torch::kHalf)));
+}
+
+TEST_F(ProcessGroupTest, AllReduceRandomMatchesLocalSum) {
+  // Each rank's input is reproducible from its rank, so every rank can compute the sum itself.
+  const int64_t n = 100003;
+  at::Tensor expected = torch::zeros({n}, torch::kDouble);
+  at::Tensor mine;
+  for (int r = 0; r < size; ++r) {
+    at::Tensor x = torch::randn({n}, torch::Generator(at::detail::createCPUGenerator(100 + r)));
+    expected += x.to(torch::kDouble);
+    if (r == rank) mine = x.clone();
+  }
+  pg.AllReduce(mine, ReduceOp::kSum)->Wait();
+  EXPECT_TRUE(torch::allclose(mine.to(torch::kDouble), expected, 1e-5, 1e-5));
+}
+
+TEST_F(ProcessGroupTest, AllGather) {
+  at::Tensor input = torch::arange(6, torch::kInt) + 1000 * rank;
+  at::Tensor output = torch::empty({6 * size}, torch::kInt);
+  pg.AllGather(output, input)->Wait();
+  for (int r = 0; r < size; ++r) {
+    EXPECT_TRUE(torch::equal(output.narrow(0, 6 * r, 6), torch::arange(6, torch::kInt) + 1000 * r)) << r;
+  }
+}
+
+TEST_F(ProcessGroupTest, AllGatherVariableSizes) {
+  at::Tensor input = torch::full({rank + 1}, static_cast<double>(rank), torch::kDouble);
+  auto work = pg.AllGatherV(input);
+  work->Wait();
+  std::vector<at::Tensor> parts = work->Result();
+  ASSERT_EQ(static_cast<int>(parts.size()), size);
+  for (int r = 0; r < size; ++r) {
+    EXPECT_TRUE(torch::equal(parts[r], torch::full({r + 1}, static_cast<double>(r), torch::kDouble))) << r;
+  }
+}
+
+TEST_F(ProcessGroupTest, ReduceScatterSumAvgMax) {
+  // Chunk c of rank r holds r * 10 + c.
+  at::Tensor input = torch::empty({size * 3}, torch::kFloat);
+  for (int c = 0; c < size; ++c) input.narrow(0, 3 * c, 3).fill_(rank * 10 + c);
+  at::Tensor sum = torch::empty({3}), avg = torch::empty({3}), mx = torch::empty({3});
+  pg.ReduceScatter(sum, input, ReduceOp::kSum)->Wait();
+  pg.ReduceScatter(avg, input, ReduceOp::kAvg)->Wait();
+  pg.ReduceScatter(mx, input, ReduceOp::kMax)->Wait();
+  const float total = 10.0f * size * (size - 1) / 2 + static_cast<float>(rank) * size;
+  EXPECT_TRUE(torch::allclose(sum, torch::full({3}, total)));
+  EXPECT_TRUE(torch::allclose(avg, torch::full({3}, total / size)));
+  EXPECT_TRUE(torch::equal(mx, torch::full({3}, 10.0f * (size - 1) + rank)));
+}
+
+TEST_F(ProcessGroupTest, AllToAll) {
+  at::Tensor input = torch::empty({size * 2}, torch::kLong);
+  for (int j = 0; j < size; ++j) input.narrow(0, 2 * j, 2).fill_(rank * 100 + j);
+  at::Tensor output = torch::empty_like(input);
+  pg.AllToAll(output, input)->Wait();
+  for (int i = 0; i < size; ++i) {
+    EXPECT_TRUE(torch::equal(output.narrow(0, 2 * i, 2), torch::full({2}, i * 100 + rank, torch::kLong))) << i;
+  }
+}
+
+TEST_F(ProcessGroupTest, BroadcastFromLastRank) {
+  at::Tensor t = torch::full({9}, rank, torch::kBFloat16);
+  pg.Broadcast(t, size - 1)->Wait();
+  EXPECT_TRUE(torch::equal(t, torch::full({9}, size - 1, torch::kBFloat16)));
+  pg.Barrier()->Wait();
+}
+
+TEST_F(ProcessGroupTest, ManyOutstandingOperationsCompleteInOrder) {
+  std::vector<at::Tensor> tensors;
+  std::vector<std::shared_ptr<Work>> works;
+  for (int i = 0; i < 20; ++i) {
+    tensors.push_back(torch::full({1000}, i, torch::kFloat));
+    works.push_back(pg.AllReduce(tensors.back(), ReduceOp::kSum));
+  }
+  for (int i = 19; i >= 0; --i) {
+    works[i]->Wait();
+    EXPECT_TRUE(works[i]->IsCompleted());
+    EXPECT_TRUE(torch::equal(tensors[i], torch::full({1000}, i * size, torch::kFloat)));
+  }
+}
+
+TEST_F(ProcessGroupTest, TrafficCountersFollowPayload) {
+  const TrafficCounters before = pg.Traffic();
+  at::Tensor t = torch::ones({100}, torch::kFloat);
+  pg.AllReduce(t)->Wait();
+  const TrafficCounters after = pg.Traffic();
+  EXPECT_EQ(after.bytes_sent - before.bytes_sent, 400);
+  EXPECT_EQ(after.bytes_received - before.bytes_received, 400);
+  EXPECT_EQ(after.collectives - before.collectives, 1);
+}
+
+void ExpectError(const std::function<void()>& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "expected an error mentioning '" << needle << "'";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(ProcessGroupTest, BadInputsAreRefusedBeforeCommunicating) {
+  ExpectError([&] { pg.AllReduce(torch::ones({4, 4}).t()); }, "contiguous");
+  ExpectError([&] { pg.AllReduce(torch::ones({4}, torch::kBool)); }, "unsupported dtype");
+  ExpectError([&] { pg.AllReduce(torch::ones({4}, torch::kInt), ReduceOp::kAvg); }, "avg needs a floating dtype");
+  ExpectError([&] { pg.AllGather(torch::empty({size * 4 + 1}), torch::ones({4})); }, "expected world size");
+  ExpectError([&] { pg.AllGather(torch::empty({size * 4}, torch::kInt), torch::ones({4})); }, "differs from input dtype");
+  ExpectError([&] { pg.ReduceScatter(torch::empty({3}), torch::ones({size * 3 + 1})); }, "expected world size");
+  if (size > 1) ExpectError([&] { pg.AllToAll(torch::empty({size + 1}), torch::ones({size + 1})); }, "divisible");
+  ExpectError([&] { pg.Broadcast(torch::ones({2}), size); }, "root must be in");
+  ExpectError([&] { pg.AllReduce(at::Tensor()); }, "undefined");
+}
+
+}  // namespace
+}  // namespace lowbit::comm
