@@ -1,0 +1,44 @@
+# Shared by demo.sh, test.sh and bench.sh: installs what is missing (Debian
+# packages only), configures and builds lowbit into build/. Quiet when nothing
+# needs doing. Source it; it defines lowbit_setup and LOWBIT_MPIRUN.
+
+LOWBIT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LOWBIT_BUILD=${LOWBIT_BUILD:-$LOWBIT_ROOT/build}
+LOWBIT_PACKAGES=(cmake ninja-build g++ ccache pkg-config zlib1g-dev libtorch-dev libopenmpi-dev openmpi-bin
+  libabsl-dev libgloo-dev libgtest-dev libgmock-dev googletest libbenchmark-dev python3-torch
+  dataset-fashion-mnist)
+
+lowbit_install_packages() {
+  local missing=()
+  for p in "${LOWBIT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "lowbit: installing ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+lowbit_setup() {
+  lowbit_install_packages
+  if [ ! -f "$LOWBIT_BUILD/build.ninja" ]; then
+    echo "lowbit: configuring $LOWBIT_BUILD"
+    cmake -S "$LOWBIT_ROOT" -B "$LOWBIT_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release >"$LOWBIT_BUILD.configure.log" 2>&1 \
+      || { cat "$LOWBIT_BUILD.configure.log"; return 1; }
+    grep -A 12 'lowbit .* configuration' "$LOWBIT_BUILD.configure.log" | sed 's/^-- //'
+  fi
+  # Two cores: two jobs. Only errors and the final line are shown.
+  local log="$LOWBIT_BUILD/build.log"
+  if ! ninja -C "$LOWBIT_BUILD" -j "${LOWBIT_JOBS:-2}" >"$log" 2>&1; then
+    grep -E -A 5 'error|FAILED' "$log" | head -n 60
+    echo "lowbit: build failed; full log in $log"
+    return 1
+  fi
+  grep -q 'no work to do' "$log" || echo "lowbit: built $(tail -n 1 "$log" | sed 's/^\[[0-9/]*\] //')"
+}
+
+# mpirun as root on a small machine needs these; harmless otherwise.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+LOWBIT_MPIRUN=(mpirun --oversubscribe --bind-to none)
