@@ -78,11 +78,10 @@ std::shared_ptr<Work> ProcessGroup::AllGather(at::Tensor output, at::Tensor inpu
 
 std::shared_ptr<Work> ProcessGroup::AllGatherV(at::Tensor input) {
   CheckTensor("AllGatherV", "input", input);
-  auto work = DoAllGatherV(input);
-  // Counted on completion would need a hook; the sizes are known locally only
-  // for this rank, so count what this rank sends and its share received.
+  // The peers' lengths are unknown until the exchange: received bytes are
+  // counted as if every peer sent as much as this rank.
   Count(Bytes(input), Bytes(input) * (Size() - 1));
-  return work;
+  return DoAllGatherV(std::move(input));
 }
 
 std::shared_ptr<Work> ProcessGroup::ReduceScatter(at::Tensor output, at::Tensor input, ReduceOp op) {
