@@ -134,25 +134,12 @@ std::shared_ptr<Work> GlooProcessGroup::DoAllGatherV(at::Tensor input) {
   at::Tensor padded = at::zeros({longest}, input.options());
   padded.narrow(0, 0, input.numel()).copy_(input.reshape({-1}));
   at::Tensor gathered = at::empty({longest * size_}, input.options());
-  std::vector<at::Tensor> parts;
+  auto parts = std::make_shared<std::vector<at::Tensor>>();
   for (int i = 0; i < size_; ++i) {
-    parts.push_back(gathered.narrow(0, i * longest, lengths[i].item<int64_t>()));
+    parts->push_back(gathered.narrow(0, i * longest, lengths[i].item<int64_t>()));
   }
   auto inner = DoAllGather(gathered, padded);
-  class GatherVWork final : public Work {
-   public:
-    GatherVWork(std::shared_ptr<Work> inner, std::vector<at::Tensor> parts)
-        : inner_(std::move(inner)), parts_(std::move(parts)) {}
-    void Wait() override { inner_->Wait(); }
-    bool IsCompleted() override { return inner_->IsCompleted(); }
-    std::vector<at::Tensor> Result() override { return parts_; }
-    double Seconds() override { return inner_->Seconds(); }
-
-   private:
-    std::shared_ptr<Work> inner_;
-    std::vector<at::Tensor> parts_;
-  };
-  return std::make_shared<GatherVWork>(std::move(inner), std::move(parts));
+  return std::make_shared<DeferredResultWork>(std::move(inner), std::move(parts));
 }
 
 std::shared_ptr<Work> GlooProcessGroup::DoReduceScatter(at::Tensor output, at::Tensor input, ReduceOp op) {

@@ -244,24 +244,9 @@ std::shared_ptr<Work> MpiProcessGroup::DoAllGather(at::Tensor output, at::Tensor
 }
 
 std::shared_ptr<Work> MpiProcessGroup::DoAllGatherV(at::Tensor input) {
-  // Result() must name the output tensors before they exist, so the work
-  // carries a holder that the worker fills in.
   Worker* w = worker_.get();
   const int count = CheckedCount(input.numel(), "AllGatherV input");
   auto parts = std::make_shared<std::vector<at::Tensor>>();
-  class GatherVWork final : public Work {
-   public:
-    GatherVWork(std::shared_ptr<Work> inner, std::shared_ptr<std::vector<at::Tensor>> parts)
-        : inner_(std::move(inner)), parts_(std::move(parts)) {}
-    void Wait() override { inner_->Wait(); }
-    bool IsCompleted() override { return inner_->IsCompleted(); }
-    std::vector<at::Tensor> Result() override { return *parts_; }
-    double Seconds() override { return inner_->Seconds(); }
-
-   private:
-    std::shared_ptr<Work> inner_;
-    std::shared_ptr<std::vector<at::Tensor>> parts_;
-  };
   const int size = size_;
   auto inner = Enqueue(Describe("AllGatherV", input), {}, [w, input, count, parts, size] {
     std::vector<int> counts(size), displs(size);
@@ -279,7 +264,7 @@ std::shared_ptr<Work> MpiProcessGroup::DoAllGatherV(at::Tensor input) {
     parts->clear();
     for (int i = 0; i < size; ++i) parts->push_back(output.narrow(0, displs[i], counts[i]));
   });
-  return std::make_shared<GatherVWork>(std::move(inner), std::move(parts));
+  return std::make_shared<DeferredResultWork>(std::move(inner), std::move(parts));
 }
 
 std::shared_ptr<Work> MpiProcessGroup::DoReduceScatter(at::Tensor output, at::Tensor input, ReduceOp op) {

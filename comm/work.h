@@ -86,4 +86,21 @@ class CompletedWork : public Work {
   std::vector<at::Tensor> result_;
 };
 
+// Completes with `inner`, but its results are the tensors in `result`, which
+// the operation fills in as it runs (AllGatherV's outputs exist only once the
+// lengths have been exchanged).
+class DeferredResultWork final : public Work {
+ public:
+  DeferredResultWork(std::shared_ptr<Work> inner, std::shared_ptr<std::vector<at::Tensor>> result)
+      : inner_(std::move(inner)), result_(std::move(result)) {}
+  void Wait() override { inner_->Wait(); }
+  bool IsCompleted() override { return inner_->IsCompleted(); }
+  std::vector<at::Tensor> Result() override { return *result_; }
+  double Seconds() override { return inner_->Seconds(); }
+
+ private:
+  std::shared_ptr<Work> inner_;
+  std::shared_ptr<std::vector<at::Tensor>> result_;
+};
+
 }  // namespace lowbit::comm
