@@ -42,9 +42,10 @@ void ProcessGroup::CheckTensor(const char* op, const char* name, const at::Tenso
 }
 
 void ProcessGroup::Count(int64_t sent, int64_t received) {
+  ++collectives_;
+  if (Size() == 1) return;  // a world of one sends nothing
   bytes_sent_ += sent;
   bytes_received_ += received;
-  ++collectives_;
 }
 
 TrafficCounters ProcessGroup::Traffic() const {

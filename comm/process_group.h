@@ -39,7 +39,8 @@ struct ProcessGroupOptions {
 
 // Payload bytes this rank handed to and received from its peers, counted by
 // each collective's meaning (an allreduce of B bytes counts B sent and B
-// received; a ring algorithm moves about 2(P-1)/P * B on the wire).
+// received; a ring algorithm moves about 2(P-1)/P * B on the wire). A world of
+// one rank counts collectives but no bytes.
 struct TrafficCounters {
   int64_t bytes_sent = 0;
   int64_t bytes_received = 0;
