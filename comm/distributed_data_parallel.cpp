@@ -24,6 +24,12 @@ namespace lowbit::comm {
 // parameters that got no gradient are sent as zeros, every bucket is launched
 // and waited for, and results that a hook returned out of place are copied
 // back. So when backward() returns, every grad holds the mean over ranks.
+//
+// A backward that throws never runs that callback. The callback owns a
+// StepToken, which the engine destroys with the failed pass, before backward()
+// rethrows; finding its step still active, the token waits out the exchanges
+// already launched (they write into the buckets) and resets the step, so the
+// caller's next zero_grad() and backward start clean.
 
 namespace {
 
@@ -94,9 +100,20 @@ struct DistributedDataParallel::Impl : std::enable_shared_from_this<Impl> {
   std::vector<Bucket> buckets;
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
 
+  // Owned by a step's end-of-backward callback (Note [Gradient sync]).
+  struct StepToken {
+    StepToken(std::weak_ptr<Impl> impl, uint64_t step) : impl(std::move(impl)), step(step) {}
+    ~StepToken() {
+      if (auto self = impl.lock()) self->OnStepTokenDropped(step);
+    }
+    std::weak_ptr<Impl> impl;
+    uint64_t step;
+  };
+
   std::mutex mu;
   int no_sync_depth = 0;
   bool step_active = false;
+  uint64_t step_id = 0;
   size_t next_to_launch = 0;
   TrafficCounters traffic_at_start;
   DdpStepStats last;
@@ -181,7 +198,8 @@ struct DistributedDataParallel::Impl : std::enable_shared_from_this<Impl> {
       step_active = true;
       traffic_at_start = pg->Traffic();
       std::weak_ptr<Impl> weak = weak_from_this();
-      torch::autograd::Engine::get_default_engine().queue_callback([weak] {
+      auto token = std::make_shared<StepToken>(weak, ++step_id);
+      torch::autograd::Engine::get_default_engine().queue_callback([weak, token] {
         if (auto self = weak.lock()) self->Finish();
       });
     }
@@ -238,6 +256,23 @@ struct DistributedDataParallel::Impl : std::enable_shared_from_this<Impl> {
     last = stats;
     ResetStep();
     if (options.broadcast_buffers) BroadcastBuffers();
+  }
+
+  // Step `step`'s callback is gone. If the step is still active, its backward
+  // failed: let the launched exchanges finish so that they no longer write
+  // into the buckets, then forget the step.
+  void OnStepTokenDropped(uint64_t step) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!step_active || step != step_id) return;
+    for (Bucket& bucket : buckets) {
+      if (!bucket.work) continue;
+      try {
+        bucket.work->Wait();
+      } catch (const std::exception&) {
+        // The step is being discarded; a broken group fails the next collective.
+      }
+    }
+    ResetStep();
   }
 
   void ResetStep() {

@@ -12,6 +12,15 @@ namespace {
 
 using testing::Pg;
 
+// Identity forward; its backward throws, to fail a backward pass midway.
+struct ThrowInBackward : torch::autograd::Function<ThrowInBackward> {
+  static torch::Tensor forward(torch::autograd::AutogradContext*, torch::Tensor x) { return x.clone(); }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext*,
+                                                 torch::autograd::variable_list) {
+    throw std::runtime_error("injected backward failure");
+  }
+};
+
 struct NetImpl : torch::nn::Module {
   explicit NetImpl(int hidden = 32) {
     conv = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 4, 3)));
@@ -19,9 +28,10 @@ struct NetImpl : torch::nn::Module {
     fc2 = register_module("fc2", torch::nn::Linear(hidden, 5));
     side = register_module("side", torch::nn::Linear(hidden, 5));  // used only when asked
   }
-  torch::Tensor forward(torch::Tensor x, bool use_side = false) {
+  torch::Tensor forward(torch::Tensor x, bool use_side = false, bool fail_backward = false) {
     x = torch::relu(conv->forward(x)).flatten(1);
     x = torch::relu(fc1->forward(x));
+    if (fail_backward) x = ThrowInBackward::apply(x);
     return use_side ? fc2->forward(x) + side->forward(x) : fc2->forward(x);
   }
   torch::nn::Conv2d conv{nullptr};
@@ -178,6 +188,32 @@ TEST_F(DdpTest, ParametersWithoutGradientsOnSomeRanks) {
   for (int r = 0; r < size; ++r) {
     loss = loss + torch::nn::functional::cross_entropy(
                       reference->forward(x.narrow(0, r * kBatch, kBatch), r == 0), y.narrow(0, r * kBatch, kBatch));
+  }
+  (loss / size).backward();
+  auto ours = model->named_parameters();
+  for (const auto& item : reference->named_parameters()) {
+    EXPECT_LE(MaxRelError(ours[item.key()].grad(), item.value().grad()), 1e-5) << item.key();
+  }
+}
+
+TEST_F(DdpTest, BackwardThatThrowsMidwayLeavesNoStaleState) {
+  Net model = MakeNet(17);
+  // Small first bucket {side.bias, side.weight, fc2.bias}: it is complete and
+  // launched before the failure, which cuts fc1 and conv off.
+  DistributedDataParallel ddp(model.ptr(), pg, {.first_bucket_mb = 0.001, .bucket_cap_mb = 0.01});
+  Net reference = MakeNet(17);
+  auto [x, y] = GlobalBatch(7, size);
+  at::Tensor mine = x.narrow(0, rank * kBatch, kBatch), mine_y = y.narrow(0, rank * kBatch, kBatch);
+  const int64_t before = pg->Traffic().collectives;
+  EXPECT_THROW(torch::nn::functional::cross_entropy(model->forward(mine, true, true), mine_y).backward(),
+               std::exception);
+  EXPECT_GT(pg->Traffic().collectives, before);  // the first bucket was in flight
+  for (auto& p : model->parameters()) p.mutable_grad().zero_();
+  torch::nn::functional::cross_entropy(model->forward(mine, true), mine_y).backward();
+  torch::Tensor loss = torch::zeros({});
+  for (int r = 0; r < size; ++r) {
+    loss = loss + torch::nn::functional::cross_entropy(reference->forward(x.narrow(0, r * kBatch, kBatch), true),
+                                                       y.narrow(0, r * kBatch, kBatch));
   }
   (loss / size).backward();
   auto ours = model->named_parameters();
