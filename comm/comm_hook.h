@@ -3,7 +3,9 @@
 // DDP hands each bucket to the registered hook as soon as all its gradients
 // are ready, while backward goes on; the hook starts its exchange and returns
 // a Work whose Result()[0] is the flat gradient averaged over ranks (it may
-// write it into bucket.buffer itself). The default hook, AllReduceHook, is a
+// write it into bucket.buffer itself). An optional Result()[1], a one-element
+// tensor, is nonzero when some rank's gradients were not finite (see
+// DdpStepStats::nonfinite). The default hook, AllReduceHook, is a
 // mean allreduce; compression hooks (1-bit, top-k, PowerSGD, ...) implement
 // the same interface.
 //

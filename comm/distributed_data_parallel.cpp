@@ -240,6 +240,8 @@ struct DistributedDataParallel::Impl : std::enable_shared_from_this<Impl> {
           torch::NoGradGuard no_grad;
           bucket.grad_bucket.buffer.copy_(result[0].view_as(bucket.grad_bucket.buffer));
         }
+        // An optional second result is the hook's non-finite flag.
+        if (result.size() > 1 && result[1].numel() > 0 && result[1].item<double>() != 0.0) stats.nonfinite = true;
         stats.comm_seconds += bucket.work->Seconds();
         stats.dense_bytes += bucket.grad_bucket.buffer.numel() *
                              static_cast<int64_t>(bucket.grad_bucket.buffer.element_size());

@@ -55,6 +55,9 @@ struct DdpStepStats {
   int buckets = 0;
   // Parameters that got no gradient this step on this rank (sent as zeros).
   int unused_parameters = 0;
+  // A hook found NaN/Inf in some rank's gradients: the gradients are NaN, the
+  // hook's state is unchanged, and the optimizer step should be skipped.
+  bool nonfinite = false;
 };
 
 class DistributedDataParallel {

@@ -61,3 +61,42 @@ void AsyncWork::MarkFailed(std::exception_ptr error) {
 }
 
 }  // namespace lowbit::comm
+
+namespace lowbit::comm {
+
+ContinuationWork::ContinuationWork(std::shared_ptr<Work> first, std::function<std::vector<at::Tensor>()> finish)
+    : first_(std::move(first)), finish_(std::move(finish)) {}
+
+void ContinuationWork::Wait() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!done_) {
+    try {
+      if (first_) first_->Wait();
+      result_ = finish_();
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+    finish_ = nullptr;
+    first_.reset();
+    done_ = true;
+    seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+  if (error_) std::rethrow_exception(error_);
+}
+
+bool ContinuationWork::IsCompleted() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return done_;
+}
+
+std::vector<at::Tensor> ContinuationWork::Result() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return result_;
+}
+
+double ContinuationWork::Seconds() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return seconds_;
+}
+
+}  // namespace lowbit::comm

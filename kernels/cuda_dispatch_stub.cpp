@@ -3,10 +3,26 @@
 #include "lowbit/kernels/internal/cuda_dispatch.h"
 
 namespace lowbit::kernels::internal {
+namespace {
 
-void ScaleFloatCuda(at::Tensor& t, float factor) {
-  TORCH_CHECK(false, "lowbit was built against a LibTorch without CUDA, but got a tensor on ",
-              t.device());
+[[noreturn]] void NoCuda(const at::Tensor& t) {
+  TORCH_CHECK(false, "lowbit was built against a LibTorch without CUDA, but got a tensor on ", t.device());
 }
+
+}  // namespace
+
+void ScaleFloatCuda(at::Tensor& t, float) { NoCuda(t); }
+void PackSignsCuda(const at::Tensor& x, at::Tensor&) { NoCuda(x); }
+void UnpackSignsCuda(const at::Tensor& bits, float, at::Tensor&, bool) { NoCuda(bits); }
+void BlockAbsMaxCuda(const at::Tensor& x, int64_t, at::Tensor&) { NoCuda(x); }
+void QuantizeBlockwiseCuda(const at::Tensor& x, const at::Tensor&, const QuantSpec&, uint64_t, int64_t,
+                           at::Tensor&) {
+  NoCuda(x);
+}
+void DequantizeBlockwiseCuda(const at::Tensor& codes, const at::Tensor&, const QuantSpec&, at::Tensor&, bool) {
+  NoCuda(codes);
+}
+std::pair<at::Tensor, at::Tensor> SelectAtLeastCuda(const at::Tensor& x, float) { NoCuda(x); }
+void ScatterAddCuda(const at::Tensor& idx, const at::Tensor&, at::Tensor&) { NoCuda(idx); }
 
 }  // namespace lowbit::kernels::internal

@@ -22,14 +22,33 @@
 #include "absl/strings/str_cat.h"
 #include "idx_reader.h"
 #include "lowbit/comm/distributed_data_parallel.h"
+#include "lowbit/comm/hooks.h"
 #include "lowbit/launch/init.h"
 
 ABSL_FLAG(int, epochs, 3, "training epochs");
 ABSL_FLAG(int, batch_size, 64, "examples per rank per step");
 ABSL_FLAG(double, lr, 1e-3, "learning rate");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the initialisation and the per-epoch shuffle");
-ABSL_FLAG(std::string, optimizer, "adam", "sgd (momentum 0.9), adam or adamw (weight decay 1e-4)");
-ABSL_FLAG(std::string, hook, "allreduce", "gradient exchange: allreduce (mean allreduce, uncompressed)");
+ABSL_FLAG(std::string, optimizer, "adam", "sgd (momentum 0.9), sgd0 (no momentum), adam or adamw (weight decay 1e-4)");
+ABSL_FLAG(std::string, hook, "allreduce",
+          "gradient exchange: none or allreduce (uncompressed), fp16, bf16, qsgd, onebit, topk, randomk, powersgd, "
+          "ternary");
+ABSL_FLAG(std::string, ef, "", "error feedback: none, ef, ef21, econtrol (empty: the hook's default)");
+ABSL_FLAG(double, ef_eta, 0.1, "EControl error weight; must be about the kept fraction or less");
+ABSL_FLAG(std::string, exchange, "auto", "collective of qsgd/ternary/onebit: auto, twophase or allgather");
+ABSL_FLAG(int, bits, 4, "qsgd bits per element, 1-8");
+ABSL_FLAG(int64_t, block, 256, "qsgd/ternary elements per scale (0: ternary's default 1024)");
+ABSL_FLAG(double, density, 0.01, "topk/randomk fraction of elements sent, in (0, 1]");
+ABSL_FLAG(int, rank, 4, "powersgd rank");
+ABSL_FLAG(int64_t, start_iter, 10, "powersgd: uncompressed steps first");
+ABSL_FLAG(bool, warm_start, true, "powersgd: reuse Q across steps");
+ABSL_FLAG(double, min_compression_rate, 2.0, "powersgd: compress a matrix only if it shrinks this much");
+ABSL_FLAG(double, momentum_correction, 0.0, "topk (DGC): momentum correction factor; use with --optimizer sgd0");
+ABSL_FLAG(double, clip_norm, 0.0, "topk (DGC): local gradient clipping norm (0: off)");
+ABSL_FLAG(double, sample_ratio, 0.0, "topk (DGC): threshold from this fraction of |g| (0: exact top-k)");
+ABSL_FLAG(int64_t, warmup_steps, 0, "topk (DGC): density warm-up steps");
+ABSL_FLAG(int64_t, min_compress_numel, 1024, "smaller tensors are sent uncompressed");
+ABSL_FLAG(bool, compress_1d, false, "also compress 1-D tensors (biases)");
 ABSL_FLAG(std::string, backend, "auto", "process group: auto, mpi, gloo, nccl or local");
 ABSL_FLAG(std::string, data_dir, "/usr/share/datasets/fashion-mnist", "directory of the gzipped IDX files");
 ABSL_FLAG(std::string, metrics_csv, "", "if set, rank 0 writes one CSV row per epoch here");
@@ -66,6 +85,7 @@ struct Config {
   double lr, bucket_cap_mb;
   uint64_t seed;
   std::string optimizer, hook, backend, data_dir, metrics_csv, checkpoint, resume;
+  lowbit::comm::HookSpec hook_spec;
 };
 
 // Flag values that parse but make no sense, as "--flag must be ..., got ...".
@@ -76,10 +96,13 @@ std::string ValidateFlags(const Config& c) {
   if (c.threads < 1) return absl::StrCat("--threads must be >= 1, got ", c.threads);
   if (c.max_train_examples < 0) return absl::StrCat("--max_train_examples must be >= 0, got ", c.max_train_examples);
   if (!(c.bucket_cap_mb > 0)) return absl::StrCat("--bucket_cap_mb must be > 0, got ", c.bucket_cap_mb);
-  if (c.optimizer != "sgd" && c.optimizer != "adam" && c.optimizer != "adamw") {
-    return absl::StrCat("--optimizer must be sgd, adam or adamw, got '", c.optimizer, "'");
+  if (c.optimizer != "sgd" && c.optimizer != "sgd0" && c.optimizer != "adam" && c.optimizer != "adamw") {
+    return absl::StrCat("--optimizer must be sgd, sgd0, adam or adamw, got '", c.optimizer, "'");
   }
-  if (c.hook != "allreduce") return absl::StrCat("--hook must be allreduce, got '", c.hook, "'");
+  const lowbit::comm::HookSpec& h = c.hook_spec;
+  if (h.bits < 1 || h.bits > 8) return absl::StrCat("--bits must be in [1, 8], got ", h.bits);
+  if (!(h.density > 0 && h.density <= 1)) return absl::StrCat("--density must be in (0, 1], got ", h.density);
+  if (h.rank < 1) return absl::StrCat("--rank must be >= 1, got ", h.rank);
   if (!lowbit::launch::ParseBackend(c.backend).ok()) {
     return absl::StrCat("--backend must be auto, mpi, gloo, nccl or local, got '", c.backend, "'");
   }
@@ -87,8 +110,9 @@ std::string ValidateFlags(const Config& c) {
 }
 
 std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Config& c, Cnn& model) {
-  if (c.optimizer == "sgd") {
-    return std::make_unique<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(c.lr).momentum(0.9));
+  if (c.optimizer == "sgd" || c.optimizer == "sgd0") {
+    return std::make_unique<torch::optim::SGD>(model->parameters(),
+                                               torch::optim::SGDOptions(c.lr).momentum(c.optimizer == "sgd" ? 0.9 : 0.0));
   }
   if (c.optimizer == "adamw") {
     return std::make_unique<torch::optim::AdamW>(model->parameters(),
@@ -139,8 +163,15 @@ void SaveCheckpoint(const std::string& path, int completed_epochs, Cnn& model, t
   }
   const lowbit::comm::HookState state = ddp.comm_hook().StateDict();
   if (!state.empty()) {
+    // Entry names may hold '.' and '/', which archive keys cannot: entries are
+    // stored as t0, t1, ... with their names joined in "names".
     torch::serialize::OutputArchive archive;
-    for (const auto& [name, tensor] : state) archive.write(name, tensor);
+    std::string names;
+    for (size_t i = 0; i < state.size(); ++i) {
+      archive.write(absl::StrCat("t", i), state[i].second);
+      names += state[i].first + "\n";
+    }
+    archive.write("names", torch::from_blob(names.data(), {static_cast<int64_t>(names.size())}, torch::kByte).clone());
     const std::string shard = HookStatePath(path, pg.Rank());
     archive.save_to(shard + ".tmp");
     std::rename((shard + ".tmp").c_str(), shard.c_str());
@@ -167,8 +198,7 @@ int LoadCheckpoint(const std::string& path, Cnn& model, torch::optim::Optimizer&
 }
 
 void LoadHookState(const std::string& path, lowbit::comm::DistributedDataParallel& ddp, ProcessGroup& pg) {
-  const lowbit::comm::HookState current = ddp.comm_hook().StateDict();
-  if (current.empty()) return;
+  if (ddp.comm_hook().StateDict().empty()) return;  // a stateless hook
   const std::string shard = HookStatePath(path, pg.Rank());
   if (!FileExists(shard)) {
     std::cerr << "warning: no hook state " << shard << " (different world size?); the hook starts afresh\n";
@@ -176,11 +206,15 @@ void LoadHookState(const std::string& path, lowbit::comm::DistributedDataParalle
   }
   torch::serialize::InputArchive archive;
   archive.load_from(shard);
+  torch::Tensor names_bytes;
+  archive.read("names", names_bytes);
+  const std::string names(static_cast<const char*>(names_bytes.data_ptr()), names_bytes.numel());
   lowbit::comm::HookState loaded;
-  for (const auto& [name, tensor] : current) {
+  size_t begin = 0;
+  for (size_t end = names.find('\n'); end != std::string::npos; begin = end + 1, end = names.find('\n', begin)) {
     torch::Tensor t;
-    archive.read(name, t);
-    loaded.emplace_back(name, t);
+    archive.read(absl::StrCat("t", loaded.size()), t);
+    loaded.emplace_back(names.substr(begin, end - begin), t);
   }
   ddp.comm_hook().LoadStateDict(loaded);
 }
@@ -234,6 +268,7 @@ int Run(const Config& c) {
   int start_epoch = 0;
   if (!c.resume.empty()) start_epoch = LoadCheckpoint(c.resume, model, *opt, world);
   lowbit::comm::DistributedDataParallel ddp(model.ptr(), pg, {.bucket_cap_mb = c.bucket_cap_mb});
+  ddp.RegisterCommHook(lowbit::comm::MakeCommHook(pg, c.hook_spec));
   if (!c.resume.empty()) LoadHookState(c.resume, ddp, *pg);
 
   std::ofstream csv;
@@ -253,7 +288,7 @@ int Run(const Config& c) {
 
   const auto t_start = std::chrono::steady_clock::now();
   double train_loss = 0, accuracy = 0, images_per_second = 0;
-  int64_t bytes_sent = 0, dense_bytes = 0, total_steps = 0;
+  int64_t bytes_sent = 0, dense_bytes = 0, total_steps = 0, skipped_steps = 0;
   double comm_seconds = 0, wait_seconds = 0;
   for (int epoch = start_epoch; epoch < c.epochs; ++epoch) {
     const auto t_epoch = std::chrono::steady_clock::now();
@@ -269,7 +304,11 @@ int Run(const Config& c) {
       opt->zero_grad();
       at::Tensor loss = torch::nn::functional::cross_entropy(model->forward(x), y);
       loss.backward();
-      opt->step();
+      if (ddp.LastStepStats().nonfinite) {
+        ++skipped_steps;  // some rank's gradients were NaN/Inf: skip, as AMP's GradScaler does
+      } else {
+        opt->step();
+      }
       loss_sum += loss.item<double>();
       const lowbit::comm::DdpStepStats& s = ddp.LastStepStats();
       epoch_bytes += s.bytes_sent;
@@ -313,7 +352,9 @@ int Run(const Config& c) {
               << "\",\"batch_size\":" << c.batch_size << ",\"steps\":" << total_steps << ",\"seconds\":" << seconds
               << ",\"images_per_second\":" << images_per_second
               << ",\"bytes_sent_per_step\":" << bytes_sent / steps << ",\"dense_bytes_per_step\":" << dense_bytes
-              << ",\"comm_seconds_per_step\":" << comm_seconds / steps
+              << ",\"compression_ratio\":" << static_cast<double>(dense_bytes) / std::max<int64_t>(1, bytes_sent / steps)
+              << ",\"skipped_steps\":" << skipped_steps << ",\"hook_config\":\"" << ddp.comm_hook().Config()
+              << "\",\"comm_seconds_per_step\":" << comm_seconds / steps
               << ",\"wait_seconds_per_step\":" << wait_seconds / steps << ",\"param_checksum\":\"" << checksum
               << "\"}" << std::endl;
   }
@@ -329,6 +370,25 @@ int main(int argc, char** argv) {
            absl::GetFlag(FLAGS_seed),          absl::GetFlag(FLAGS_optimizer), absl::GetFlag(FLAGS_hook),
            absl::GetFlag(FLAGS_backend),       absl::GetFlag(FLAGS_data_dir), absl::GetFlag(FLAGS_metrics_csv),
            absl::GetFlag(FLAGS_checkpoint),    absl::GetFlag(FLAGS_resume)};
+  lowbit::comm::HookSpec& h = c.hook_spec;
+  h.name = c.hook;
+  h.error_feedback = absl::GetFlag(FLAGS_ef);
+  h.ef_eta = absl::GetFlag(FLAGS_ef_eta);
+  h.exchange = absl::GetFlag(FLAGS_exchange);
+  h.bits = absl::GetFlag(FLAGS_bits);
+  h.block = absl::GetFlag(FLAGS_block);
+  h.density = absl::GetFlag(FLAGS_density);
+  h.rank = absl::GetFlag(FLAGS_rank);
+  h.start_iter = absl::GetFlag(FLAGS_start_iter);
+  h.warm_start = absl::GetFlag(FLAGS_warm_start);
+  h.min_compression_rate = absl::GetFlag(FLAGS_min_compression_rate);
+  h.momentum = absl::GetFlag(FLAGS_momentum_correction);
+  h.clip_norm = absl::GetFlag(FLAGS_clip_norm);
+  h.sample_ratio = absl::GetFlag(FLAGS_sample_ratio);
+  h.warmup_steps = absl::GetFlag(FLAGS_warmup_steps);
+  h.min_compress_numel = absl::GetFlag(FLAGS_min_compress_numel);
+  h.compress_1d = absl::GetFlag(FLAGS_compress_1d);
+  h.seed = c.seed;
   const std::string invalid = ValidateFlags(c);
   if (!invalid.empty()) {
     std::cerr << "error: " << invalid << "\n";

@@ -1,0 +1,369 @@
+#include "lowbit/comm/compression_hook.h"
+
+#include <ATen/ATen.h>
+#include <absl/strings/str_cat.h>
+
+#include <cmath>
+#include <limits>
+
+#include "lowbit/comm/internal/hook_state.h"
+#include "lowbit/kernels/internal/counter_rng.h"
+
+namespace lowbit::comm {
+
+// Note [Compressed exchange]
+// RunHook runs while backward goes on: it flattens the uncompressed tensors
+// (plus this rank's non-finite flag) into one allreduce, prepares each
+// compressed tensor's input x through the error-feedback policy, encodes it,
+// and starts the exchange. The rest runs when DDP waits for the bucket
+// (ContinuationWork): decoding, for the two-phase exchange the server stage
+// and its all-gather, the estimates, and the commit of the new state. DDP
+// launches buckets in order and waits for them in order, so every rank
+// issues the same collectives in the same order.
+//
+// The two-phase exchange (DeepSpeed's compressed_allreduce, Tang et al.
+// 2021, "1-bit Adam", Algorithm 1) concatenates the bucket's compressed
+// inputs, pads them to P chunks of c elements (c a multiple of 8), encodes
+// chunk j for rank j and all-to-alls them; rank j decodes and averages its
+// chunk, adds its server error, re-encodes (server error = y - decode), and
+// all-gathers the P re-encoded chunks. Each rank sends about 2N/P encoded
+// elements instead of 2N for a ring allreduce.
+//
+// The decoded messages are summed in rank order, so the result is the same
+// on every rank and equal to the same arithmetic done in one process.
+
+uint64_t NameKey(const std::string& name) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : name) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+struct CompressionHook::Pending {
+  GradBucket bucket;
+  int64_t step = 0;
+  std::vector<size_t> compressed;
+  std::vector<size_t> plain;
+  at::Tensor plain_buffer;
+  std::shared_ptr<Work> plain_work;
+  bool local_bad = false;
+  std::vector<at::Tensor> grads;
+  std::vector<at::Tensor> inputs;
+  std::vector<at::Tensor> sent;
+  std::vector<at::Tensor> mean;
+  std::vector<FeedbackState> next;
+  std::shared_ptr<Work> work;
+  // kAllReduce: the summed messages and each one's length.
+  at::Tensor message;
+  std::vector<int64_t> message_numel;
+  // kTwoPhase
+  int64_t total = 0;
+  int64_t chunk = 0;
+  int64_t chunk_bytes = 0;
+  std::string server_key;
+  FeedbackState server_next;
+};
+
+CompressionHook::CompressionHook(std::shared_ptr<ProcessGroup> pg, CompressionHookOptions options)
+    : pg_(std::move(pg)), options_(std::move(options)) {
+  TORCH_CHECK(pg_ != nullptr, "CompressionHook: process group is null");
+  TORCH_CHECK(options_.compressor != nullptr, "CompressionHook: compressor is null");
+  if (!options_.error_feedback) options_.error_feedback = MakeErrorFeedback("ef");
+  exchange_ = options_.exchange.value_or(options_.compressor->DefaultExchange());
+  TORCH_CHECK(options_.compressor->Supports(exchange_), "CompressionHook: compressor ",
+              options_.compressor->Name(), " cannot use the ", ToString(exchange_), " exchange");
+  TORCH_CHECK(exchange_ != Exchange::kTwoPhase || options_.compressor->FixedMessageBytes(64) >= 0,
+              "CompressionHook: the two-phase exchange needs fixed-size messages");
+  TORCH_CHECK(options_.min_compress_numel >= 0, "CompressionHook: min_compress_numel must be >= 0, got ",
+              options_.min_compress_numel);
+  TORCH_CHECK(options_.momentum >= 0.0 && options_.momentum < 1.0, "CompressionHook: momentum must be in [0, 1), got ",
+              options_.momentum);
+  TORCH_CHECK(options_.clip_norm >= 0.0, "CompressionHook: clip_norm must be >= 0, got ", options_.clip_norm);
+}
+
+std::string CompressionHook::Name() const { return options_.compressor->Name(); }
+
+std::string CompressionHook::Config() const {
+  return absl::StrCat("compression(", options_.compressor->Config(), ",ef=", options_.error_feedback->Config(),
+                      ",exchange=", ToString(exchange_), ",min_compress_numel=", options_.min_compress_numel,
+                      ",compress_1d=", options_.compress_1d, ",seed=", options_.seed, ",momentum=", options_.momentum,
+                      ",clip_norm=", options_.clip_norm, ")");
+}
+
+EncodeContext CompressionHook::Context(int rank, uint64_t tensor_key, uint64_t phase, int64_t step) const {
+  using kernels::MixKey;
+  EncodeContext ctx;
+  ctx.step = step;
+  const uint64_t base = MixKey(MixKey(options_.seed, static_cast<uint64_t>(step)), tensor_key);
+  ctx.key = MixKey(MixKey(base, static_cast<uint64_t>(rank) + 1), phase);
+  ctx.shared_key = MixKey(base, phase);
+  return ctx;
+}
+
+std::shared_ptr<Work> CompressionHook::RunHook(GradBucket& bucket) {
+  if (bucket.index == 0) ++step_;
+  auto job = std::make_shared<Pending>();
+  job->bucket = bucket;
+  job->step = step_;
+  const int world = pg_->Size();
+
+  for (size_t i = 0; i < bucket.gradients.size(); ++i) {
+    const at::Tensor& g = bucket.gradients[i];
+    const bool compress = (g.dim() >= 2 || options_.compress_1d) && g.numel() >= options_.min_compress_numel &&
+                          g.numel() > 0;
+    (compress ? job->compressed : job->plain).push_back(i);
+  }
+
+  job->local_bad = !at::isfinite(bucket.buffer).all().item<bool>();
+  int64_t plain_numel = 0;
+  for (size_t i : job->plain) plain_numel += bucket.gradients[i].numel();
+  job->plain_buffer = at::empty({plain_numel + 1}, bucket.buffer.options().dtype(at::kFloat));
+  int64_t offset = 0;
+  for (size_t i : job->plain) {
+    const int64_t n = bucket.gradients[i].numel();
+    job->plain_buffer.narrow(0, offset, n).copy_(bucket.gradients[i].reshape({-1}));
+    offset += n;
+  }
+  job->plain_buffer[plain_numel].fill_(job->local_bad ? 1.0 : 0.0);
+  job->plain_work = pg_->AllReduce(job->plain_buffer, ReduceOp::kSum);
+
+  // Inputs to compress: clipped, momentum-corrected, through error feedback.
+  for (size_t i : job->compressed) {
+    const std::string& name = bucket.parameter_names[i];
+    const FeedbackState& state = state_[name];
+    FeedbackState next;
+    at::Tensor g = bucket.gradients[i].reshape({-1}).to(at::kFloat);
+    if (job->local_bad) g = at::zeros_like(g);  // discarded below; keeps encoders away from NaN
+    if (options_.clip_norm > 0.0) {
+      const double limit = options_.clip_norm / std::sqrt(static_cast<double>(world));
+      const double norm = g.norm().item<double>();
+      if (norm > limit) g = g * (limit / norm);
+    }
+    if (options_.momentum > 0.0) {
+      auto u = state.find("u");
+      g = u == state.end() ? g.clone() : u->second * options_.momentum + g;
+      next["u"] = g;
+    }
+    job->inputs.push_back(options_.error_feedback->Input(g, state).contiguous());
+    job->grads.push_back(g);
+    job->next.push_back(std::move(next));
+  }
+  if (!job->compressed.empty()) {
+    switch (exchange_) {
+      case Exchange::kAllReduce:
+        EncodeAllReduce(*job);
+        break;
+      case Exchange::kAllGather:
+        EncodeAllGather(*job);
+        break;
+      case Exchange::kTwoPhase:
+        EncodeTwoPhase(*job);
+        break;
+    }
+    for (size_t j = 0; j < job->compressed.size(); ++j) {
+      const std::string& name = bucket.parameter_names[job->compressed[j]];
+      options_.error_feedback->AfterEncode(job->grads[j], job->inputs[j], job->sent[j], state_[name], job->next[j]);
+      auto u = job->next[j].find("u");
+      if (u != job->next[j].end()) u->second.masked_fill_(job->sent[j] != 0, 0.0);  // DGC momentum masking
+    }
+  }
+  return std::make_shared<ContinuationWork>(nullptr, [this, job] { return Finish(*job); });
+}
+
+void CompressionHook::EncodeAllReduce(Pending& job) {
+  // Messages are encoded from x / P so that a fp16 sum cannot overflow where
+  // the mean would not; `sent` is what this rank contributed, in x's units.
+  const double world = pg_->Size();
+  std::vector<at::Tensor> messages;
+  for (size_t j = 0; j < job.compressed.size(); ++j) {
+    const uint64_t key = NameKey(job.bucket.parameter_names[job.compressed[j]]);
+    const EncodeContext ctx = Context(pg_->Rank(), key, 0, job.step);
+    at::Tensor msg = options_.compressor->Encode(job.inputs[j] / world, ctx);
+    at::Tensor sent = at::empty_like(job.inputs[j]);
+    options_.compressor->Decode(msg, ctx, sent, /*accumulate=*/false);
+    job.sent.push_back(sent.mul_(world));
+    job.message_numel.push_back(msg.numel());
+    messages.push_back(msg.reshape({-1}));
+  }
+  job.message = at::cat(messages);
+  job.work = pg_->AllReduce(job.message, ReduceOp::kSum);
+}
+
+void CompressionHook::DecodeAllReduce(Pending& job) {
+  int64_t offset = 0;
+  for (size_t j = 0; j < job.compressed.size(); ++j) {
+    const uint64_t key = NameKey(job.bucket.parameter_names[job.compressed[j]]);
+    at::Tensor mean = at::empty_like(job.inputs[j]);
+    options_.compressor->Decode(job.message.narrow(0, offset, job.message_numel[j]), Context(pg_->Rank(), key, 0, job.step),
+                                mean, /*accumulate=*/false);
+    offset += job.message_numel[j];
+    job.mean.push_back(mean);
+  }
+}
+
+void CompressionHook::EncodeAllGather(Pending& job) {
+  // Message: int64 byte lengths of the tensors' messages, then the messages.
+  const size_t count = job.compressed.size();
+  at::Tensor lengths = at::empty({static_cast<int64_t>(count)}, at::kLong);
+  std::vector<at::Tensor> parts{lengths.view(at::kByte)};
+  for (size_t j = 0; j < count; ++j) {
+    const uint64_t key = NameKey(job.bucket.parameter_names[job.compressed[j]]);
+    const EncodeContext ctx = Context(pg_->Rank(), key, 0, job.step);
+    at::Tensor msg = options_.compressor->Encode(job.inputs[j], ctx);
+    at::Tensor sent = at::empty_like(job.inputs[j]);
+    options_.compressor->Decode(msg, ctx, sent, /*accumulate=*/false);
+    job.sent.push_back(sent);
+    lengths[static_cast<int64_t>(j)] = msg.numel();
+    parts.push_back(msg.reshape({-1}));
+  }
+  job.work = pg_->AllGatherV(at::cat(parts));
+}
+
+void CompressionHook::DecodeAllGather(Pending& job) {
+  const std::vector<at::Tensor> all = job.work->Result();
+  const int64_t count = static_cast<int64_t>(job.compressed.size());
+  for (size_t j = 0; j < job.compressed.size(); ++j) job.mean.push_back(at::zeros_like(job.inputs[j]));
+  for (int r = 0; r < pg_->Size(); ++r) {
+    const at::Tensor& bytes = all[r];
+    TORCH_CHECK(bytes.numel() >= 8 * count, "compression hook: rank ", r, " sent ", bytes.numel(),
+                " bytes, fewer than its header of ", 8 * count);
+    const at::Tensor lengths = bytes.narrow(0, 0, 8 * count).clone().view(at::kLong);
+    int64_t offset = 8 * count;
+    for (int64_t j = 0; j < count; ++j) {
+      const int64_t len = lengths[j].item<int64_t>();
+      TORCH_CHECK(len >= 0 && offset + len <= bytes.numel(), "compression hook: rank ", r,
+                  " sent a malformed message (tensor ", j, " claims ", len, " bytes)");
+      const uint64_t key = NameKey(job.bucket.parameter_names[job.compressed[j]]);
+      options_.compressor->Decode(bytes.narrow(0, offset, len).clone(), Context(r, key, 0, job.step), job.mean[j],
+                                  /*accumulate=*/true);
+      offset += len;
+    }
+  }
+  for (at::Tensor& m : job.mean) m.div_(static_cast<double>(pg_->Size()));
+}
+
+void CompressionHook::EncodeTwoPhase(Pending& job) {
+  const int world = pg_->Size();
+  for (const at::Tensor& x : job.inputs) job.total += x.numel();
+  job.chunk = ((job.total + world - 1) / world + 7) / 8 * 8;
+  job.server_key = "bucket:" + job.bucket.parameter_names[job.compressed.front()];
+  at::Tensor padded = at::zeros({job.chunk * world}, job.inputs.front().options());
+  int64_t offset = 0;
+  for (const at::Tensor& x : job.inputs) {
+    padded.narrow(0, offset, x.numel()).copy_(x);
+    offset += x.numel();
+  }
+  job.chunk_bytes = options_.compressor->FixedMessageBytes(job.chunk);
+  at::Tensor send = at::empty({job.chunk_bytes * world}, padded.options().dtype(at::kByte));
+  at::Tensor sent = at::empty_like(padded);
+  const uint64_t key = NameKey(job.server_key);
+  for (int j = 0; j < world; ++j) {
+    const EncodeContext ctx = Context(pg_->Rank(), key, 1 + static_cast<uint64_t>(j), job.step);
+    at::Tensor msg = options_.compressor->Encode(padded.narrow(0, j * job.chunk, job.chunk), ctx);
+    TORCH_INTERNAL_ASSERT(msg.numel() == job.chunk_bytes, "two-phase message size changed");
+    send.narrow(0, j * job.chunk_bytes, job.chunk_bytes).copy_(msg);
+    at::Tensor part = sent.narrow(0, j * job.chunk, job.chunk);
+    options_.compressor->Decode(msg, ctx, part, /*accumulate=*/false);
+  }
+  offset = 0;
+  for (const at::Tensor& x : job.inputs) {
+    job.sent.push_back(sent.narrow(0, offset, x.numel()));
+    offset += x.numel();
+  }
+  job.message = at::empty_like(send);
+  job.work = pg_->AllToAll(job.message, send);
+}
+
+void CompressionHook::DecodeTwoPhase(Pending& job) {
+  const int world = pg_->Size();
+  const int rank = pg_->Rank();
+  const uint64_t key = NameKey(job.server_key);
+  at::Tensor avg = at::zeros({job.chunk}, job.inputs.front().options());
+  for (int r = 0; r < world; ++r) {
+    options_.compressor->Decode(job.message.narrow(0, r * job.chunk_bytes, job.chunk_bytes),
+                                Context(r, key, 1 + static_cast<uint64_t>(rank), job.step), avg, /*accumulate=*/true);
+  }
+  avg.div_(static_cast<double>(world));
+  // Server error feedback, unless the policy is "none".
+  const bool server_feedback = options_.error_feedback->Name() != "none";
+  const FeedbackState& server_state = state_[job.server_key];
+  auto err = server_state.find("server_error");
+  if (server_feedback && err != server_state.end() && err->second.numel() == job.chunk) avg.add_(err->second);
+  const EncodeContext server_ctx = Context(rank, key, 0, job.step);
+  at::Tensor msg = options_.compressor->Encode(avg, server_ctx);
+  if (server_feedback) {
+    at::Tensor decoded = at::empty_like(avg);
+    options_.compressor->Decode(msg, server_ctx, decoded, /*accumulate=*/false);
+    job.server_next["server_error"] = avg - decoded;
+  }
+  at::Tensor gathered = at::empty({job.chunk_bytes * world}, msg.options());
+  pg_->AllGather(gathered, msg)->Wait();
+  at::Tensor mean = at::empty({job.chunk * world}, avg.options());
+  for (int r = 0; r < world; ++r) {
+    at::Tensor part = mean.narrow(0, r * job.chunk, job.chunk);
+    options_.compressor->Decode(gathered.narrow(0, r * job.chunk_bytes, job.chunk_bytes), Context(r, key, 0, job.step), part,
+                                /*accumulate=*/false);
+  }
+  int64_t offset = 0;
+  for (const at::Tensor& x : job.inputs) {
+    job.mean.push_back(mean.narrow(0, offset, x.numel()));
+    offset += x.numel();
+  }
+}
+
+std::vector<at::Tensor> CompressionHook::Finish(Pending& job) {
+  if (job.work) {
+    job.work->Wait();
+    switch (exchange_) {
+      case Exchange::kAllReduce:
+        DecodeAllReduce(job);
+        break;
+      case Exchange::kAllGather:
+        DecodeAllGather(job);
+        break;
+      case Exchange::kTwoPhase:
+        DecodeTwoPhase(job);
+        break;
+    }
+  }
+  job.plain_work->Wait();
+  const int64_t plain_numel = job.plain_buffer.numel() - 1;
+  const bool bad = job.plain_buffer[plain_numel].item<float>() > 0.0f;
+  at::Tensor& buffer = job.bucket.buffer;
+  if (bad) {
+    buffer.fill_(std::numeric_limits<float>::quiet_NaN());
+    return {buffer, at::ones({1}, at::kByte)};
+  }
+  job.plain_buffer.div_(static_cast<double>(pg_->Size()));
+  int64_t offset = 0;
+  for (size_t i : job.plain) {
+    at::Tensor& g = job.bucket.gradients[i];
+    g.copy_(job.plain_buffer.narrow(0, offset, g.numel()).view_as(g));
+    offset += g.numel();
+  }
+  for (size_t j = 0; j < job.compressed.size(); ++j) {
+    const size_t i = job.compressed[j];
+    FeedbackState& state = state_[job.bucket.parameter_names[i]];
+    const at::Tensor estimate = options_.error_feedback->Estimate(job.mean[j], state, job.next[j]);
+    job.bucket.gradients[i].copy_(estimate.view_as(job.bucket.gradients[i]));
+    for (auto& [name, tensor] : job.next[j]) state[name] = tensor;
+  }
+  for (auto& [name, tensor] : job.server_next) state_[job.server_key][name] = tensor;
+  return {buffer, at::zeros({1}, at::kByte)};
+}
+
+HookState CompressionHook::StateDict() const {
+  HookState out = internal::HookMeta(pg_->Size(), step_);
+  internal::AppendFeedbackState(state_, out);
+  return out;
+}
+
+void CompressionHook::LoadStateDict(const HookState& state) {
+  std::optional<int64_t> step;
+  state_ = internal::ParseFeedbackState(state, pg_->Size(), Name(), &step);
+  if (step) step_ = *step;
+}
+
+}  // namespace lowbit::comm

@@ -1,0 +1,92 @@
+// CompressionHook: a DDP comm hook built from a Compressor, an ErrorFeedback
+// policy and an Exchange (see comm/compressor.h, comm/error_feedback.h).
+//
+//   CompressionHookOptions o;
+//   o.compressor = MakeSignCompressor();
+//   o.error_feedback = MakeErrorFeedback("ef");
+//   ddp.RegisterCommHook(std::make_shared<CompressionHook>(pg, o));
+//
+// Per bucket: parameters that are 1-D or smaller than `min_compress_numel`
+// travel uncompressed in one mean allreduce (with a flag saying whether any
+// rank's bucket holds NaN/Inf); the rest are compressed per parameter (per
+// chunk of their concatenation for the two-phase exchange) after the error
+// feedback policy and, for DGC, momentum correction and local clipping. See
+// Note [Compressed exchange] in compression_hook.cpp.
+//
+// Non-finite gradients on any rank: every rank's bucket becomes NaN, the
+// hook's Result()[1] (and DdpStepStats::nonfinite) says so, and no state is
+// changed, so the caller can skip the optimizer step.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "lowbit/comm/comm_hook.h"
+#include "lowbit/comm/compressor.h"
+#include "lowbit/comm/error_feedback.h"
+
+namespace lowbit::comm {
+
+struct CompressionHookOptions {
+  std::shared_ptr<Compressor> compressor;
+  // Default: classic error feedback.
+  std::shared_ptr<ErrorFeedback> error_feedback;
+  // Default: the compressor's DefaultExchange().
+  std::optional<Exchange> exchange;
+  // Tensors with fewer elements, and 1-D tensors unless `compress_1d`, are
+  // sent uncompressed.
+  int64_t min_compress_numel = 1024;
+  bool compress_1d = false;
+  // Seeds stochastic rounding and random selections.
+  uint64_t seed = 0;
+  // Deep Gradient Compression (Lin et al. 2018): momentum correction
+  // u = m u + g, compressing the accumulated u, with momentum factor masking
+  // (u = 0 where sent); use it with plain SGD. 0 = off.
+  double momentum = 0.0;
+  // DGC's local gradient clipping: each tensor's L2 norm is capped at
+  // clip_norm / sqrt(world size). 0 = off.
+  double clip_norm = 0.0;
+};
+
+class CompressionHook final : public CommHook {
+ public:
+  CompressionHook(std::shared_ptr<ProcessGroup> pg, CompressionHookOptions options);
+
+  std::string Name() const override;
+  std::string Config() const override;
+  std::shared_ptr<Work> RunHook(GradBucket& bucket) override;
+  // "meta/world_size", "meta/step" and "<parameter>/<tensor>" per parameter.
+  HookState StateDict() const override;
+  // A state from another world size is dropped with a warning.
+  void LoadStateDict(const HookState& state) override;
+
+  Exchange exchange() const { return exchange_; }
+  int64_t step() const { return step_; }
+
+ private:
+  struct Pending;
+  std::vector<at::Tensor> Finish(Pending& job);
+  void EncodeAllReduce(Pending& job);
+  void EncodeAllGather(Pending& job);
+  void EncodeTwoPhase(Pending& job);
+  void DecodeAllReduce(Pending& job);
+  void DecodeAllGather(Pending& job);
+  void DecodeTwoPhase(Pending& job);
+  EncodeContext Context(int rank, uint64_t tensor_key, uint64_t phase, int64_t step) const;
+
+  std::shared_ptr<ProcessGroup> pg_;
+  CompressionHookOptions options_;
+  Exchange exchange_;
+  int64_t step_ = 0;
+  // Keyed by parameter name (or "bucket:<first parameter>" for the two-phase
+  // server error), so rebuilding buckets keeps it.
+  std::map<std::string, FeedbackState> state_;
+};
+
+// A stable 64-bit key of a name (FNV-1a), for the random streams.
+uint64_t NameKey(const std::string& name);
+
+}  // namespace lowbit::comm

@@ -1,0 +1,54 @@
+// MakeCommHook: the DDP comm hooks by name, with defaults that train well.
+//
+//   HookSpec spec;
+//   spec.name = "onebit";                 // 1-bit, two-phase, error feedback
+//   ddp.RegisterCommHook(MakeCommHook(pg, spec));
+//
+// | name      | what                                        | default ef |
+// |-----------|---------------------------------------------|------------|
+// | allreduce | uncompressed mean allreduce (also "none")   | -          |
+// | fp16/bf16 | cast, allreduce                             | none       |
+// | qsgd      | `bits`-bit QSGD, two-phase                  | ef         |
+// | ternary   | TernGrad {-s, 0, s}, two-phase              | ef         |
+// | onebit    | sign + scale, two-phase (1-bit Adam's)      | ef         |
+// | topk      | top-k / DGC, allgather                      | ef         |
+// | randomk   | random-k with shared indices, allreduce     | ef         |
+// | powersgd  | PowerSGD rank `rank`                        | (built in) |
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "lowbit/comm/comm_hook.h"
+
+namespace lowbit::comm {
+
+struct HookSpec {
+  std::string name = "allreduce";
+  // none, ef, ef21, econtrol; empty: the hook's default.
+  std::string error_feedback;
+  double ef_eta = 0.1;
+  // auto, allreduce, allgather, twophase.
+  std::string exchange = "auto";
+  int bits = 4;             // qsgd
+  int64_t block = 256;      // qsgd, ternary (ternary's default 1024 when 0)
+  double density = 0.01;    // topk, randomk
+  int rank = 4;             // powersgd
+  int64_t min_compress_numel = 1024;
+  bool compress_1d = false;
+  uint64_t seed = 0;
+  // topk (Deep Gradient Compression)
+  double momentum = 0.0;
+  double clip_norm = 0.0;
+  double sample_ratio = 0.0;
+  int64_t warmup_steps = 0;
+  // powersgd
+  int64_t start_iter = 10;
+  bool warm_start = true;
+  double min_compression_rate = 2.0;
+};
+
+std::shared_ptr<CommHook> MakeCommHook(std::shared_ptr<ProcessGroup> pg, const HookSpec& spec);
+
+}  // namespace lowbit::comm

@@ -1,0 +1,60 @@
+// PowerSgdHook: low-rank gradient compression (Vogels, Karimireddy, Jaggi,
+// "PowerSGD", NeurIPS 2019), as in PyTorch's powerSGD_hook.
+//
+//   PowerSgdOptions o;
+//   o.rank = 4;
+//   ddp.RegisterCommHook(std::make_shared<PowerSgdHook>(pg, o));
+//
+// For the first `start_iter` steps the bucket is allreduced uncompressed.
+// Then each parameter viewed as an n x m matrix (n = its first dimension) with
+// r = min(n, m, rank) and (n + m) r < n m / min_compression_rate is compressed:
+// M = grad + error; P = M Q (Q warm-started, or random from a seed shared by
+// all ranks); allreduce P; orthogonalise P (Gram-Schmidt in fp32);
+// Q = M^T P; allreduce Q; Q /= world; estimate = P Q^T; error = M - estimate.
+// Same-shape matrices are batched. The rest (1-D tensors, matrices too small
+// to gain) ride in the first allreduce uncompressed.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "lowbit/comm/comm_hook.h"
+#include "lowbit/comm/error_feedback.h"
+
+namespace lowbit::comm {
+
+struct PowerSgdOptions {
+  int rank = 4;
+  int64_t start_iter = 10;
+  bool warm_start = true;
+  double min_compression_rate = 2.0;
+  bool error_feedback = true;
+  uint64_t seed = 0;
+};
+
+class PowerSgdHook final : public CommHook {
+ public:
+  PowerSgdHook(std::shared_ptr<ProcessGroup> pg, PowerSgdOptions options);
+
+  std::string Name() const override { return "powersgd"; }
+  std::string Config() const override;
+  std::shared_ptr<Work> RunHook(GradBucket& bucket) override;
+  // "meta/*" and per compressed parameter "<name>/error", "<name>/Q".
+  HookState StateDict() const override;
+  void LoadStateDict(const HookState& state) override;
+
+  int64_t step() const { return step_; }
+
+ private:
+  struct Pending;
+  std::vector<at::Tensor> Finish(Pending& job);
+
+  std::shared_ptr<ProcessGroup> pg_;
+  PowerSgdOptions options_;
+  int64_t step_ = 0;
+  std::map<std::string, FeedbackState> state_;
+};
+
+}  // namespace lowbit::comm

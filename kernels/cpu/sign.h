@@ -1,0 +1,16 @@
+// CPU kernels for 1-bit sign compression (1-bit Adam / signSGD): element
+// 8j + k is bit k of byte j, set when x >= 0 (sign(0) = +1, as in DeepSpeed).
+// The CUDA twins are kernels/cuda/sign.cuh; the ops layer is kernels/sign.h.
+#pragma once
+#include <cstdint>
+
+namespace lowbit::kernels::cpu {
+
+// Writes ceil(n / 8) bytes; the unused high bits of the last byte are zero.
+void PackSigns(const float* x, int64_t n, uint8_t* bits);
+// out[i] (+)= bit ? scale : -scale.
+void UnpackSigns(const uint8_t* bits, int64_t n, float scale, float* out, bool accumulate);
+// Sum of squares in double, for the scale ||x||_2 / sqrt(n).
+double SumSquares(const float* x, int64_t n);
+
+}  // namespace lowbit::kernels::cpu

@@ -1,0 +1,14 @@
+// CUDA kernels for 1-bit sign compression; CPU twins in kernels/cpu/sign.h
+// (same bit layout: element 8j + k is bit k of byte j, set when x >= 0).
+#pragma once
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace lowbit::kernels::cuda {
+
+cudaError_t PackSigns(const float* x, int64_t n, uint8_t* bits, cudaStream_t stream);
+cudaError_t UnpackSigns(const uint8_t* bits, int64_t n, float scale, float* out, bool accumulate,
+                        cudaStream_t stream);
+
+}  // namespace lowbit::kernels::cuda

@@ -1,0 +1,62 @@
+#include "lowbit/kernels/quantize.h"
+
+#include <ATen/ATen.h>
+
+#include "lowbit/kernels/cpu/quantize.h"
+#include "lowbit/kernels/internal/checks.h"
+#include "lowbit/kernels/internal/cuda_dispatch.h"
+
+namespace lowbit::kernels {
+
+void CheckQuantSpec(const QuantSpec& spec) {
+  TORCH_CHECK(spec.bits >= 1 && spec.bits <= 8, "quantization bits must be in [1, 8], got ", spec.bits);
+  TORCH_CHECK(spec.levels >= 1 && spec.levels < (1 << spec.bits), "quantization levels must be in [1, ",
+              (1 << spec.bits) - 1, "] for ", spec.bits, " bits, got ", spec.levels);
+  TORCH_CHECK(spec.block >= 1, "quantization block must be >= 1, got ", spec.block);
+}
+
+int64_t NumBlocks(int64_t n, const QuantSpec& spec) { return (n + spec.block - 1) / spec.block; }
+
+int64_t PackedCodeBytes(int64_t n, const QuantSpec& spec) { return cpu::PackedCodeBytes(n, spec.bits); }
+
+void BlockAbsMax(const at::Tensor& x, int64_t block, at::Tensor& scales) {
+  internal::CheckTensor("BlockAbsMax", "x", x, at::kFloat);
+  internal::CheckTensor("BlockAbsMax", "scales", scales, at::kFloat);
+  TORCH_CHECK(block >= 1, "BlockAbsMax: block must be >= 1, got ", block);
+  internal::CheckNumel("BlockAbsMax", "scales", scales, (x.numel() + block - 1) / block);
+  internal::CheckSameDevice("BlockAbsMax", x, scales);
+  if (x.is_cuda()) return internal::BlockAbsMaxCuda(x, block, scales);
+  cpu::BlockAbsMax(x.data_ptr<float>(), x.numel(), block, scales.data_ptr<float>());
+}
+
+void QuantizeBlockwise(const at::Tensor& x, const at::Tensor& scales, const QuantSpec& spec, uint64_t key,
+                       int64_t index_base, at::Tensor& codes) {
+  CheckQuantSpec(spec);
+  internal::CheckTensor("QuantizeBlockwise", "x", x, at::kFloat);
+  internal::CheckTensor("QuantizeBlockwise", "scales", scales, at::kFloat);
+  internal::CheckTensor("QuantizeBlockwise", "codes", codes, at::kByte);
+  internal::CheckNumel("QuantizeBlockwise", "scales", scales, NumBlocks(x.numel(), spec));
+  internal::CheckNumel("QuantizeBlockwise", "codes", codes, PackedCodeBytes(x.numel(), spec));
+  internal::CheckSameDevice("QuantizeBlockwise", x, codes);
+  internal::CheckSameDevice("QuantizeBlockwise", x, scales);
+  if (x.is_cuda()) return internal::QuantizeBlockwiseCuda(x, scales, spec, key, index_base, codes);
+  cpu::QuantizeBlockwise(x.data_ptr<float>(), x.numel(), spec.block, scales.data_ptr<float>(), spec.bits,
+                         spec.levels, spec.stochastic, key, index_base, codes.data_ptr<uint8_t>());
+}
+
+void DequantizeBlockwise(const at::Tensor& codes, const at::Tensor& scales, const QuantSpec& spec,
+                         at::Tensor& out, bool accumulate) {
+  CheckQuantSpec(spec);
+  internal::CheckTensor("DequantizeBlockwise", "codes", codes, at::kByte);
+  internal::CheckTensor("DequantizeBlockwise", "scales", scales, at::kFloat);
+  internal::CheckTensor("DequantizeBlockwise", "out", out, at::kFloat);
+  internal::CheckNumel("DequantizeBlockwise", "scales", scales, NumBlocks(out.numel(), spec));
+  internal::CheckNumel("DequantizeBlockwise", "codes", codes, PackedCodeBytes(out.numel(), spec));
+  internal::CheckSameDevice("DequantizeBlockwise", out, codes);
+  internal::CheckSameDevice("DequantizeBlockwise", out, scales);
+  if (out.is_cuda()) return internal::DequantizeBlockwiseCuda(codes, scales, spec, out, accumulate);
+  cpu::DequantizeBlockwise(codes.data_ptr<uint8_t>(), scales.data_ptr<float>(), out.numel(), spec.block,
+                           spec.bits, spec.levels, out.data_ptr<float>(), accumulate);
+}
+
+}  // namespace lowbit::kernels

@@ -1,0 +1,340 @@
+// Compressors, error feedback and the hooks in one process, against the math.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "lowbit/comm/compression_hook.h"
+#include "lowbit/comm/compressors.h"
+#include "lowbit/comm/hooks.h"
+#include "lowbit/comm/local_process_group.h"
+#include "lowbit/comm/powersgd_hook.h"
+#include "lowbit/kernels/internal/counter_rng.h"
+
+namespace lowbit::comm {
+namespace {
+
+EncodeContext Ctx(uint64_t key) {
+  EncodeContext c;
+  c.key = key;
+  c.shared_key = key ^ 0x5555;
+  return c;
+}
+
+at::Tensor RoundTrip(const Compressor& c, const at::Tensor& x, uint64_t key = 1) {
+  at::Tensor y = torch::empty_like(x);
+  c.Decode(c.Encode(x, Ctx(key)), Ctx(key), y, /*accumulate=*/false);
+  return y;
+}
+
+TEST(Compressors, CastsAreCasts) {
+  at::Tensor x = torch::randn({1000}) * 100;
+  EXPECT_TRUE(torch::equal(RoundTrip(*MakeCastCompressor(at::kHalf), x), x.to(torch::kHalf).to(torch::kFloat)));
+  EXPECT_TRUE(
+      torch::equal(RoundTrip(*MakeCastCompressor(at::kBFloat16), x), x.to(torch::kBFloat16).to(torch::kFloat)));
+}
+
+TEST(Compressors, OneBitIsSignTimesRmsExactly) {
+  auto c = MakeSignCompressor();
+  at::Tensor x = torch::randn({1001});
+  x[5] = 0.0f;
+  const float scale = static_cast<float>(x.norm().item<double>() / std::sqrt(1001.0));
+  at::Tensor expected = torch::where(x >= 0, torch::full_like(x, scale), torch::full_like(x, -scale));
+  EXPECT_TRUE(torch::equal(RoundTrip(*c, x), expected));
+  EXPECT_EQ(c->Encode(x, Ctx(0)).numel(), 4 + 126);
+  EXPECT_EQ(c->FixedMessageBytes(1001), 4 + 126);
+}
+
+TEST(Compressors, TopKKeepsExactlyTheKLargest) {
+  TopKOptions o;
+  o.density = 0.01;
+  auto c = MakeTopKCompressor(o);
+  at::Tensor x = torch::randn({20000});
+  at::Tensor y = RoundTrip(*c, x);
+  const int64_t k = 200;
+  EXPECT_EQ((y != 0).sum().item<int64_t>(), k);
+  at::Tensor kth = std::get<0>(x.abs().topk(k)).min();
+  EXPECT_TRUE(torch::equal(y, torch::where(x.abs() >= kth, x, torch::zeros_like(x))));
+  EXPECT_EQ(c->Encode(x, Ctx(0)).numel(), 8 * k);
+}
+
+TEST(Compressors, SampledThresholdStaysNearTheDensity) {
+  TopKOptions o;
+  o.density = 0.01;
+  o.sample_ratio = 0.01;
+  auto c = MakeTopKCompressor(o);
+  at::Tensor x = torch::randn({200000});
+  at::Tensor y = RoundTrip(*c, x, 3);
+  const int64_t kept = (y != 0).sum().item<int64_t>();
+  EXPECT_GE(kept, 1000);
+  EXPECT_LE(kept, 2600);
+  // Whatever is kept is kept exactly, and it is the largest.
+  at::Tensor mask = y != 0;
+  EXPECT_TRUE(torch::equal(y.masked_select(mask), x.masked_select(mask)));
+  EXPECT_GE(x.masked_select(mask).abs().min().item<float>(), x.masked_select(~mask).abs().max().item<float>());
+}
+
+TEST(Compressors, DensityWarmUp) {
+  TopKOptions o;
+  o.density = 0.001;
+  o.warmup_steps = 100;
+  EXPECT_DOUBLE_EQ(TopKDensityAt(o, 0), 0.25);
+  EXPECT_NEAR(TopKDensityAt(o, 30), 0.25 * std::pow(0.004, 0.25), 1e-12);
+  EXPECT_DOUBLE_EQ(TopKDensityAt(o, 100), 0.001);
+}
+
+void ExpectUnbiased(const Compressor& c, int64_t n, int trials, double max_step) {
+  at::Tensor x = torch::randn({n});
+  at::Tensor sum = torch::zeros({n}, torch::kDouble);
+  for (int t = 0; t < trials; ++t) sum += RoundTrip(c, x, kernels::MixKey(11, t)).to(torch::kDouble);
+  const double bound = 5.0 * max_step / 2.0 / std::sqrt(double(trials));
+  EXPECT_LT((sum / trials - x.to(torch::kDouble)).abs().max().item<double>(), bound) << c.Config();
+}
+
+TEST(Compressors, QsgdAndTernaryAreUnbiased) {
+  at::Tensor probe = torch::randn({1024});
+  ExpectUnbiased(*MakeQsgdCompressor(4, 256), 1024, 300, 2.0 * 4.5 / 15);
+  ExpectUnbiased(*MakeQsgdCompressor(2, 256), 1024, 300, 2.0 * 4.5 / 3);
+  ExpectUnbiased(*MakeTernaryCompressor(256), 1024, 300, 4.5);
+  // Ternary decodes to {-s, 0, s} per block.
+  at::Tensor y = RoundTrip(*MakeTernaryCompressor(1024), probe);
+  const float s = probe.abs().max().item<float>();
+  EXPECT_TRUE(((y == 0) | (y == s) | (y == -s)).all().item<bool>());
+}
+
+TEST(Compressors, RandomKKeepsTheSharedSubset) {
+  auto c = MakeRandomKCompressor(0.1);
+  at::Tensor x = torch::randn({10000});
+  at::Tensor y = RoundTrip(*c, x, 9);
+  at::Tensor mask = y != 0;
+  EXPECT_NEAR(mask.sum().item<int64_t>(), 1000, 150);
+  EXPECT_TRUE(torch::equal(y.masked_select(mask), x.masked_select(mask)));
+  EXPECT_TRUE(torch::equal(y, RoundTrip(*c, x, 9)));
+}
+
+// A bucket of two matrices and a bias, aliasing one flat buffer.
+struct Bucket {
+  GradBucket b;
+  Bucket() {
+    b.buffer = torch::zeros({48 * 40 + 40 + 32 * 50});
+    b.parameter_names = {"w1", "bias", "w2"};
+    b.offsets = {0, 1920, 1960};
+    b.gradients = {b.buffer.narrow(0, 0, 1920).view({48, 40}), b.buffer.narrow(0, 1920, 40),
+                   b.buffer.narrow(0, 1960, 1600).view({32, 50})};
+  }
+  std::vector<at::Tensor> Run(CommHook& hook, const at::Tensor& grad) {
+    b.buffer.copy_(grad);
+    auto work = hook.RunHook(b);
+    work->Wait();
+    last_flag = work->Result().size() > 1 ? work->Result()[1].item<int>() : 0;
+    return {b.buffer.clone()};
+  }
+  int last_flag = 0;
+};
+
+at::Tensor StateEntry(const HookState& state, const std::string& name) {
+  for (const auto& [n, t] : state) {
+    if (n == name) return t;
+  }
+  return at::Tensor();
+}
+
+// Error feedback loses nothing: everything the hook returned plus what it
+// still holds (worker residuals, and the server error of the two-phase
+// exchange) equals the sum of the gradients.
+TEST(ErrorFeedback, SentPlusResidualIsTheSumOfGradients) {
+  for (std::string name : {"onebit", "qsgd", "ternary", "topk", "randomk", "fp16"}) {
+    HookSpec spec;
+    spec.name = name;
+    spec.error_feedback = "ef";
+    spec.bits = 2;
+    spec.density = 0.05;
+    auto hook = MakeCommHook(std::make_shared<LocalProcessGroup>(), spec);
+    Bucket bucket;
+    at::Tensor sum_grad = torch::zeros_like(bucket.b.buffer, torch::kDouble);
+    at::Tensor sum_out = torch::zeros_like(sum_grad);
+    for (int t = 0; t < 6; ++t) {
+      at::Tensor g = torch::randn_like(bucket.b.buffer);
+      sum_grad += g.to(torch::kDouble);
+      sum_out += bucket.Run(*hook, g)[0].to(torch::kDouble);
+    }
+    const HookState state = hook->StateDict();
+    at::Tensor residual = torch::zeros_like(sum_grad);
+    for (auto [param, offset, numel] : {std::tuple{"w1", 0, 1920}, std::tuple{"w2", 1960, 1600}}) {
+      at::Tensor e = StateEntry(state, std::string(param) + "/e");
+      ASSERT_TRUE(e.defined()) << name << " " << param;
+      residual.narrow(0, offset, numel) += e.to(torch::kDouble);
+    }
+    at::Tensor server = StateEntry(state, "bucket:w1/server_error");
+    if (server.defined()) {
+      // The server error covers w1 then w2, concatenated and padded.
+      residual.narrow(0, 0, 1920) += server.narrow(0, 0, 1920).to(torch::kDouble);
+      residual.narrow(0, 1960, 1600) += server.narrow(0, 1920, 1600).to(torch::kDouble);
+    }
+    const double rel = ((sum_out + residual - sum_grad).norm() / sum_grad.norm()).item<double>();
+    EXPECT_LT(rel, 1e-5) << name;
+    // And compression did lose something along the way (except for nothing).
+    EXPECT_GT(residual.abs().max().item<double>(), 0.0) << name;
+  }
+}
+
+TEST(ErrorFeedback, Ef21AndEControlTrackTheGlobalEstimate) {
+  for (std::string ef : {"ef21", "econtrol"}) {
+    HookSpec spec;
+    spec.name = "topk";
+    spec.error_feedback = ef;
+    spec.density = 0.1;
+    auto hook = MakeCommHook(std::make_shared<LocalProcessGroup>(), spec);
+    Bucket bucket;
+    at::Tensor g = torch::randn_like(bucket.b.buffer);
+    at::Tensor out;
+    // With a constant gradient, the estimate converges to it.
+    for (int t = 0; t < 60; ++t) out = bucket.Run(*hook, g)[0];
+    EXPECT_LT(((out - g).norm() / g.norm()).item<double>(), 0.05) << ef;
+    // In a world of one, G (the global estimate) equals h (this rank's).
+    const HookState state = hook->StateDict();
+    EXPECT_TRUE(torch::equal(StateEntry(state, "w1/G"), StateEntry(state, "w1/h"))) << ef;
+  }
+}
+
+TEST(PowerSgd, ExactOnARankRMatrix) {
+  PowerSgdOptions o;
+  o.rank = 3;
+  o.start_iter = 0;
+  PowerSgdHook hook(std::make_shared<LocalProcessGroup>(), o);
+  Bucket bucket;
+  at::Tensor g = torch::randn_like(bucket.b.buffer);
+  g.narrow(0, 0, 1920).copy_(torch::mm(torch::randn({48, 3}), torch::randn({3, 40})).view({-1}));
+  g.narrow(0, 1960, 1600).copy_(torch::mm(torch::randn({32, 3}), torch::randn({3, 50})).view({-1}));
+  at::Tensor out = bucket.Run(hook, g)[0];
+  EXPECT_LT(((out - g).norm() / g.norm()).item<double>(), 1e-5);
+  // A full-rank matrix is only approximated, and the error is remembered.
+  at::Tensor h = torch::randn_like(g);
+  at::Tensor approx = bucket.Run(hook, h)[0];
+  EXPECT_GT(((approx - h).narrow(0, 0, 1920).norm() / h.narrow(0, 0, 1920).norm()).item<double>(), 0.1);
+  EXPECT_TRUE(torch::allclose(StateEntry(hook.StateDict(), "w1/error"), (h - approx).narrow(0, 0, 1920), 1e-5,
+                              1e-5));
+  // The bias travels uncompressed.
+  EXPECT_TRUE(torch::equal(approx.narrow(0, 1920, 40), h.narrow(0, 1920, 40)));
+}
+
+TEST(PowerSgd, PlainAllreduceBeforeStartIter) {
+  PowerSgdOptions o;
+  o.start_iter = 2;
+  PowerSgdHook hook(std::make_shared<LocalProcessGroup>(), o);
+  Bucket bucket;
+  for (int t = 0; t < 2; ++t) {
+    at::Tensor g = torch::randn_like(bucket.b.buffer);
+    EXPECT_TRUE(torch::equal(bucket.Run(hook, g)[0], g));
+  }
+  at::Tensor g = torch::randn_like(bucket.b.buffer);
+  EXPECT_FALSE(torch::equal(bucket.Run(hook, g)[0], g));
+}
+
+// The state dict restores a hook exactly: a restored hook continues bit for
+// bit like the original.
+TEST(HookState, RestoreContinuesExactly) {
+  for (std::string name : {"onebit", "qsgd", "topk", "powersgd"}) {
+    HookSpec spec;
+    spec.name = name;
+    spec.start_iter = 1;
+    auto pg = std::make_shared<LocalProcessGroup>();
+    auto a = MakeCommHook(pg, spec);
+    auto b = MakeCommHook(pg, spec);
+    Bucket bucket;
+    for (int t = 0; t < 3; ++t) bucket.Run(*a, torch::randn_like(bucket.b.buffer));
+    b->LoadStateDict(a->StateDict());
+    at::Tensor g = torch::randn_like(bucket.b.buffer);
+    at::Tensor ra = bucket.Run(*a, g)[0];
+    at::Tensor rb = bucket.Run(*b, g)[0];
+    EXPECT_TRUE(torch::equal(ra, rb)) << name;
+  }
+}
+
+TEST(HookState, OtherWorldSizeStartsAfresh) {
+  HookSpec spec;
+  spec.name = "onebit";
+  auto hook = MakeCommHook(std::make_shared<LocalProcessGroup>(), spec);
+  Bucket bucket;
+  bucket.Run(*hook, torch::randn_like(bucket.b.buffer));
+  HookState state = hook->StateDict();
+  ASSERT_GT(state.size(), 2u);
+  for (auto& [name, t] : state) {
+    if (name == "meta/world_size") t = torch::tensor(int64_t{4});
+  }
+  hook->LoadStateDict(state);
+  EXPECT_EQ(hook->StateDict().size(), 2u);  // only meta/*
+}
+
+// Non-finite gradients flag the step and leave the state untouched.
+TEST(NonFinite, FlaggedAndStateUnchanged) {
+  for (std::string name : {"onebit", "topk", "powersgd", "fp16"}) {
+    HookSpec spec;
+    spec.name = name;
+    spec.start_iter = 0;
+    spec.error_feedback = name == "fp16" ? "ef" : "";
+    auto hook = MakeCommHook(std::make_shared<LocalProcessGroup>(), spec);
+    Bucket bucket;
+    bucket.Run(*hook, torch::randn_like(bucket.b.buffer));
+    const HookState before = hook->StateDict();
+    at::Tensor bad = torch::randn_like(bucket.b.buffer);
+    bad[7] = std::numeric_limits<float>::infinity();
+    bad[2000] = std::numeric_limits<float>::quiet_NaN();
+    at::Tensor out = bucket.Run(*hook, bad)[0];
+    EXPECT_EQ(bucket.last_flag, 1) << name;
+    EXPECT_TRUE(out.isnan().all().item<bool>()) << name;
+    const HookState after = hook->StateDict();
+    ASSERT_EQ(before.size(), after.size()) << name;
+    for (size_t i = 0; i < before.size(); ++i) {
+      if (before[i].first == "meta/step") continue;
+      EXPECT_TRUE(torch::equal(before[i].second, after[i].second)) << name << " " << before[i].first;
+    }
+    bucket.Run(*hook, torch::randn_like(bucket.b.buffer));
+    EXPECT_EQ(bucket.last_flag, 0) << name;
+    EXPECT_TRUE(torch::isfinite(bucket.b.buffer).all().item<bool>()) << name;
+  }
+}
+
+void ExpectError(const HookSpec& spec, const std::string& needle) {
+  try {
+    MakeCommHook(std::make_shared<LocalProcessGroup>(), spec);
+    ADD_FAILURE() << "expected an error containing: " << needle;
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(BadInput, ClearErrors) {
+  HookSpec s;
+  s.name = "topk";
+  s.density = 0.0;
+  ExpectError(s, "density must be in (0, 1], got 0");
+  s.density = 1.5;
+  ExpectError(s, "density must be in (0, 1], got 1.5");
+  s.name = "randomk";
+  ExpectError(s, "density must be in (0, 1], got 1.5");
+  s = HookSpec();
+  s.name = "powersgd";
+  s.rank = 0;
+  ExpectError(s, "powersgd rank must be >= 1, got 0");
+  s = HookSpec();
+  s.name = "qsgd";
+  s.bits = 9;
+  ExpectError(s, "qsgd bits must be in [1, 8], got 9");
+  s.bits = 0;
+  ExpectError(s, "qsgd bits must be in [1, 8], got 0");
+  s = HookSpec();
+  s.name = "onebit";
+  s.error_feedback = "ef3";
+  ExpectError(s, "error feedback must be none, ef, ef21 or econtrol, got 'ef3'");
+  s = HookSpec();
+  s.name = "topk";
+  s.exchange = "twophase";
+  ExpectError(s, "compressor topk cannot use the twophase exchange");
+  s = HookSpec();
+  s.name = "zip";
+  ExpectError(s, "got 'zip'");
+}
+
+}  // namespace
+}  // namespace lowbit::comm
