@@ -42,9 +42,13 @@ void Store(at::Tensor& out, const at::Tensor& value, bool accumulate) {
 
 // Bytes of `t` (any dtype) as a flat uint8 view, and back.
 at::Tensor AsBytes(const at::Tensor& t) { return t.view({-1}).view(at::kByte); }
+// A view when the bytes are aligned for `dtype` (as when encoding into a fresh
+// message); a copy when not (a message inside a gathered buffer).
 at::Tensor FromBytes(const at::Tensor& bytes, int64_t offset, int64_t count, at::ScalarType dtype) {
   const int64_t size = static_cast<int64_t>(c10::elementSize(dtype));
-  return bytes.narrow(0, offset, count * size).view(dtype);
+  at::Tensor part = bytes.narrow(0, offset, count * size);
+  if (part.storage_offset() % size != 0) part = part.clone();
+  return part.view(dtype);
 }
 
 class CastCompressor final : public Compressor {
