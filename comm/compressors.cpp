@@ -116,20 +116,26 @@ class QuantizeCompressor final : public Compressor {
   kernels::QuantSpec spec_;
 };
 
-// Message: float scale, then ceil(n / 8) bytes of signs.
+// Message: float scales[ceil(n / block)], then ceil(n / 8) bytes of signs.
+// block = 0: one scale for the whole message.
 class SignCompressor final : public Compressor {
  public:
+  explicit SignCompressor(int64_t block) : block_(block) {
+    TORCH_CHECK(block >= 0 && block % 8 == 0, "onebit block must be 0 or a positive multiple of 8, got ", block);
+  }
   std::string Name() const override { return "onebit"; }
-  std::string Config() const override { return "onebit"; }
+  std::string Config() const override { return absl::StrCat("onebit(block=", block_, ")"); }
   bool Supports(Exchange exchange) const override { return exchange != Exchange::kAllReduce; }
   Exchange DefaultExchange() const override { return Exchange::kTwoPhase; }
   at::Tensor Encode(const at::Tensor& x, const EncodeContext&) const override {
     CheckInput("onebit", x);
     const int64_t n = x.numel();
+    const int64_t block = BlockFor(n);
+    const int64_t nblocks = NumBlocks(n);
     at::Tensor message = at::empty({FixedMessageBytes(n)}, x.options().dtype(at::kByte));
-    const float scale = n == 0 ? 0.0f : static_cast<float>(x.norm().item<double>() / std::sqrt(double(n)));
-    FromBytes(message, 0, 1, at::kFloat).fill_(scale);
-    at::Tensor bits = message.narrow(0, 4, (n + 7) / 8);
+    at::Tensor scales = FromBytes(message, 0, nblocks, at::kFloat);
+    kernels::BlockRms(x, block, scales);
+    at::Tensor bits = message.narrow(0, 4 * nblocks, (n + 7) / 8);
     kernels::PackSignsInto(x, bits);
     return message;
   }
@@ -137,10 +143,17 @@ class SignCompressor final : public Compressor {
     const int64_t n = out.numel();
     TORCH_CHECK(message.numel() == FixedMessageBytes(n), "onebit: message of ", message.numel(),
                 " bytes cannot hold ", n, " elements");
-    const float scale = FromBytes(message, 0, 1, at::kFloat).item<float>();
-    kernels::UnpackSigns(message.narrow(0, 4, (n + 7) / 8), scale, out, accumulate);
+    const int64_t nblocks = NumBlocks(n);
+    kernels::UnpackSigns(message.narrow(0, 4 * nblocks, (n + 7) / 8), FromBytes(message, 0, nblocks, at::kFloat),
+                         BlockFor(n), out, accumulate);
   }
-  int64_t FixedMessageBytes(int64_t n) const override { return 4 + (n + 7) / 8; }
+  int64_t FixedMessageBytes(int64_t n) const override { return 4 * NumBlocks(n) + (n + 7) / 8; }
+
+ private:
+  int64_t BlockFor(int64_t n) const { return block_ > 0 ? block_ : std::max<int64_t>(8, (n + 7) / 8 * 8); }
+  int64_t NumBlocks(int64_t n) const { return n == 0 ? 1 : (n + BlockFor(n) - 1) / BlockFor(n); }
+
+  int64_t block_;
 };
 
 void CheckDensity(double density) {
@@ -272,7 +285,7 @@ std::shared_ptr<Compressor> MakeTernaryCompressor(int64_t block) {
   return std::make_shared<QuantizeCompressor>("ternary", spec);
 }
 
-std::shared_ptr<Compressor> MakeSignCompressor() { return std::make_shared<SignCompressor>(); }
+std::shared_ptr<Compressor> MakeSignCompressor(int64_t block) { return std::make_shared<SignCompressor>(block); }
 
 std::shared_ptr<Compressor> MakeTopKCompressor(const TopKOptions& options) {
   return std::make_shared<TopKCompressor>(options);

@@ -5,7 +5,7 @@
 // | MakeCastCompressor   | fp16 or bf16 values                      | allreduce   |
 // | MakeQsgdCompressor   | b-bit codes + a float scale per block    | two-phase, allgather |
 // | MakeTernaryCompressor| 2-bit codes {-s, 0, s} + scale per block | two-phase, allgather |
-// | MakeSignCompressor   | 1 bit per element + one float scale      | two-phase, allgather |
+// | MakeSignCompressor   | 1 bit per element + a float scale per block | two-phase, allgather |
 // | MakeTopKCompressor   | int32 indices + float values             | allgather   |
 // | MakeRandomKCompressor| float values at shared random indices    | allreduce   |
 //
@@ -34,9 +34,10 @@ std::shared_ptr<Compressor> MakeQsgdCompressor(int bits, int64_t block = 256, bo
 // stochastic rounding; 2 bits per element.
 std::shared_ptr<Compressor> MakeTernaryCompressor(int64_t block = 1024);
 
-// 1-bit sign with the scale ||x||_2 / sqrt(n) (1-bit Adam, Tang et al. 2021):
-// decode(x) = s * sign(x), sign(0) = +1.
-std::shared_ptr<Compressor> MakeSignCompressor();
+// 1-bit sign with the scale s = ||x||_2 / sqrt(n) (1-bit Adam, Tang et al.
+// 2021) per block of `block` elements (a multiple of 8; 0: one scale for the
+// whole message, as DeepSpeed): decode(x) = s * sign(x), sign(0) = +1.
+std::shared_ptr<Compressor> MakeSignCompressor(int64_t block = 0);
 
 struct TopKOptions {
   // Fraction of elements sent, in (0, 1].

@@ -39,11 +39,11 @@ std::shared_ptr<CommHook> MakeCommHook(std::shared_ptr<ProcessGroup> pg, const H
     options.compressor = MakeCastCompressor(spec.name == "fp16" ? at::kHalf : at::kBFloat16);
     default_ef = "none";
   } else if (spec.name == "qsgd") {
-    options.compressor = MakeQsgdCompressor(spec.bits, spec.block);
+    options.compressor = MakeQsgdCompressor(spec.bits, spec.block > 0 ? spec.block : 256);
   } else if (spec.name == "ternary") {
     options.compressor = MakeTernaryCompressor(spec.block > 0 ? spec.block : 1024);
   } else if (spec.name == "onebit") {
-    options.compressor = MakeSignCompressor();
+    options.compressor = MakeSignCompressor(spec.block > 0 ? spec.block : 2048);
   } else if (spec.name == "topk") {
     TopKOptions topk;
     topk.density = spec.density;

@@ -32,7 +32,9 @@ struct HookSpec {
   // auto, allreduce, allgather, twophase.
   std::string exchange = "auto";
   int bits = 4;             // qsgd
-  int64_t block = 256;      // qsgd, ternary (ternary's default 1024 when 0)
+  // Elements per scale; 0: the hook's default (qsgd 256, ternary 1024,
+  // onebit 2048).
+  int64_t block = 0;
   double density = 0.01;    // topk, randomk
   int rank = 4;             // powersgd
   int64_t min_compress_numel = 1024;

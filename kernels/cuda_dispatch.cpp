@@ -29,10 +29,11 @@ void PackSignsCuda(const at::Tensor& x, at::Tensor& bits) {
   Check(cuda::PackSigns(x.data_ptr<float>(), x.numel(), bits.data_ptr<uint8_t>(), Stream()), "PackSigns");
 }
 
-void UnpackSignsCuda(const at::Tensor& bits, float scale, at::Tensor& out, bool accumulate) {
+void UnpackSignsCuda(const at::Tensor& bits, const at::Tensor& scales, int64_t block, at::Tensor& out,
+                     bool accumulate) {
   c10::cuda::CUDAGuard guard(out.device());
-  Check(cuda::UnpackSigns(bits.data_ptr<uint8_t>(), out.numel(), scale, out.data_ptr<float>(), accumulate,
-                          Stream()),
+  Check(cuda::UnpackSigns(bits.data_ptr<uint8_t>(), out.numel(), scales.data_ptr<float>(), block,
+                          out.data_ptr<float>(), accumulate, Stream()),
         "UnpackSigns");
 }
 

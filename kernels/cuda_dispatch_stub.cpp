@@ -13,7 +13,7 @@ namespace {
 
 void ScaleFloatCuda(at::Tensor& t, float) { NoCuda(t); }
 void PackSignsCuda(const at::Tensor& x, at::Tensor&) { NoCuda(x); }
-void UnpackSignsCuda(const at::Tensor& bits, float, at::Tensor&, bool) { NoCuda(bits); }
+void UnpackSignsCuda(const at::Tensor& bits, const at::Tensor&, int64_t, at::Tensor&, bool) { NoCuda(bits); }
 void BlockAbsMaxCuda(const at::Tensor& x, int64_t, at::Tensor&) { NoCuda(x); }
 void QuantizeBlockwiseCuda(const at::Tensor& x, const at::Tensor&, const QuantSpec&, uint64_t, int64_t,
                            at::Tensor&) {

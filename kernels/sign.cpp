@@ -23,13 +23,33 @@ void PackSignsInto(const at::Tensor& x, at::Tensor& bits) {
   cpu::PackSigns(x.data_ptr<float>(), x.numel(), bits.data_ptr<uint8_t>());
 }
 
-void UnpackSigns(const at::Tensor& bits, float scale, at::Tensor& out, bool accumulate) {
+void UnpackSigns(const at::Tensor& bits, const at::Tensor& scales, int64_t block, at::Tensor& out, bool accumulate) {
   internal::CheckTensor("UnpackSigns", "bits", bits, at::kByte);
+  internal::CheckTensor("UnpackSigns", "scales", scales, at::kFloat);
   internal::CheckTensor("UnpackSigns", "out", out, at::kFloat);
+  TORCH_CHECK(block >= 8 && block % 8 == 0, "UnpackSigns: block must be a positive multiple of 8, got ", block);
   internal::CheckNumel("UnpackSigns", "bits", bits, (out.numel() + 7) / 8);
+  internal::CheckNumel("UnpackSigns", "scales", scales, (out.numel() + block - 1) / block);
   internal::CheckSameDevice("UnpackSigns", bits, out);
-  if (out.is_cuda()) return internal::UnpackSignsCuda(bits, scale, out, accumulate);
-  cpu::UnpackSigns(bits.data_ptr<uint8_t>(), out.numel(), scale, out.data_ptr<float>(), accumulate);
+  internal::CheckSameDevice("UnpackSigns", scales, out);
+  if (out.is_cuda()) return internal::UnpackSignsCuda(bits, scales, block, out, accumulate);
+  cpu::UnpackSigns(bits.data_ptr<uint8_t>(), out.numel(), scales.data_ptr<float>(), block, out.data_ptr<float>(),
+                   accumulate);
+}
+
+void BlockRms(const at::Tensor& x, int64_t block, at::Tensor& scales) {
+  internal::CheckTensor("BlockRms", "x", x, at::kFloat);
+  internal::CheckTensor("BlockRms", "scales", scales, at::kFloat);
+  TORCH_CHECK(block >= 1, "BlockRms: block must be >= 1, got ", block);
+  const int64_t n = x.numel();
+  const int64_t nblocks = (n + block - 1) / block;
+  internal::CheckNumel("BlockRms", "scales", scales, nblocks);
+  if (n == 0) return;
+  const int64_t full = n / block;
+  if (full > 0) {
+    scales.narrow(0, 0, full).copy_(x.narrow(0, 0, full * block).view({full, block}).pow(2).mean(1).sqrt_());
+  }
+  if (full < nblocks) scales[full].copy_(x.narrow(0, full * block, n - full * block).pow(2).mean().sqrt_());
 }
 
 }  // namespace lowbit::kernels

@@ -2,7 +2,7 @@
 //
 //   at::Tensor bits = lowbit::kernels::PackSigns(x);          // ceil(n/8) bytes
 //   at::Tensor y = at::empty_like(x);
-//   lowbit::kernels::UnpackSigns(bits, scale, y, /*accumulate=*/false);  // y = ±scale
+//   lowbit::kernels::UnpackSigns(bits, scales, block, y, /*accumulate=*/false);  // y = ±scales[i / block]
 //
 // Element 8j + k is bit k of byte j, set when x >= 0 (sign(0) = +1).
 #pragma once
@@ -15,7 +15,11 @@ namespace lowbit::kernels {
 at::Tensor PackSigns(const at::Tensor& x);
 // Writes into `bits` (uint8, ceil(x.numel() / 8), same device).
 void PackSignsInto(const at::Tensor& x, at::Tensor& bits);
-// out (contiguous float32, n elements) (+)= bit ? scale : -scale.
-void UnpackSigns(const at::Tensor& bits, float scale, at::Tensor& out, bool accumulate);
+// out (contiguous float32, n elements) (+)= bit ? s : -s, s = scales[i / block];
+// scales: float32 with ceil(n / block) elements, block a multiple of 8.
+void UnpackSigns(const at::Tensor& bits, const at::Tensor& scales, int64_t block, at::Tensor& out, bool accumulate);
+// The per-block scales sqrt(mean(x^2)) of 1-bit compression (the last block
+// may be shorter), into `scales` (float32, ceil(n / block)).
+void BlockRms(const at::Tensor& x, int64_t block, at::Tensor& scales);
 
 }  // namespace lowbit::kernels

@@ -24,13 +24,14 @@ void PackSigns(const float* x, int64_t n, uint8_t* bits) {
   }
 }
 
-void UnpackSigns(const uint8_t* bits, int64_t n, float scale, float* out, bool accumulate) {
+void UnpackSigns(const uint8_t* bits, int64_t n, const float* scales, int64_t block, float* out, bool accumulate) {
   const int64_t nbytes = (n + 7) / 8;
   at::parallel_for(0, nbytes, kGrainBytes, [&](int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j) {
       const int64_t base = 8 * j;
       const int lim = static_cast<int>(n - base < 8 ? n - base : 8);
       const uint8_t b = bits[j];
+      const float scale = scales[base / block];
       float* o = out + base;
       if (lim == 8) {
         if (accumulate) {

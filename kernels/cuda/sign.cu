@@ -24,9 +24,10 @@ __global__ void PackSignsKernel(const float* __restrict__ x, int64_t n, uint8_t*
   }
 }
 
-__global__ void UnpackSignsKernel(const uint8_t* __restrict__ bits, int64_t n, float scale,
-                                  float* __restrict__ out, bool accumulate) {
+__global__ void UnpackSignsKernel(const uint8_t* __restrict__ bits, int64_t n, const float* __restrict__ scales,
+                                  int64_t block, float* __restrict__ out, bool accumulate) {
   for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += int64_t{blockDim.x} * gridDim.x) {
+    const float scale = scales[i / block];
     const float v = ((bits[i / 8] >> (i % 8)) & 1) ? scale : -scale;
     out[i] = accumulate ? out[i] + v : v;
   }
@@ -40,10 +41,10 @@ cudaError_t PackSigns(const float* x, int64_t n, uint8_t* bits, cudaStream_t str
   return cudaGetLastError();
 }
 
-cudaError_t UnpackSigns(const uint8_t* bits, int64_t n, float scale, float* out, bool accumulate,
-                        cudaStream_t stream) {
+cudaError_t UnpackSigns(const uint8_t* bits, int64_t n, const float* scales, int64_t block, float* out,
+                        bool accumulate, cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
-  UnpackSignsKernel<<<BlocksFor(n), kThreads, 0, stream>>>(bits, n, scale, out, accumulate);
+  UnpackSignsKernel<<<BlocksFor(n), kThreads, 0, stream>>>(bits, n, scales, block, out, accumulate);
   return cudaGetLastError();
 }
 

@@ -8,7 +8,8 @@
 namespace lowbit::kernels::cuda {
 
 cudaError_t PackSigns(const float* x, int64_t n, uint8_t* bits, cudaStream_t stream);
-cudaError_t UnpackSigns(const uint8_t* bits, int64_t n, float scale, float* out, bool accumulate,
-                        cudaStream_t stream);
+// scales[i / block] is element i's scale (block: a multiple of 8).
+cudaError_t UnpackSigns(const uint8_t* bits, int64_t n, const float* scales, int64_t block, float* out,
+                        bool accumulate, cudaStream_t stream);
 
 }  // namespace lowbit::kernels::cuda

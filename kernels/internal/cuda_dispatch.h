@@ -15,7 +15,8 @@ namespace lowbit::kernels::internal {
 
 void ScaleFloatCuda(at::Tensor& t, float factor);
 void PackSignsCuda(const at::Tensor& x, at::Tensor& bits);
-void UnpackSignsCuda(const at::Tensor& bits, float scale, at::Tensor& out, bool accumulate);
+void UnpackSignsCuda(const at::Tensor& bits, const at::Tensor& scales, int64_t block, at::Tensor& out,
+                     bool accumulate);
 void BlockAbsMaxCuda(const at::Tensor& x, int64_t block, at::Tensor& scales);
 void QuantizeBlockwiseCuda(const at::Tensor& x, const at::Tensor& scales, const QuantSpec& spec, uint64_t key,
                            int64_t index_base, at::Tensor& codes);

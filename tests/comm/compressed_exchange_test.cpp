@@ -162,7 +162,8 @@ std::vector<Case> Cases() {
   topk.density = 0.05;
   return {
       {"onebit/twophase", MakeSignCompressor(), Exchange::kTwoPhase, true},
-      {"onebit/allgather", MakeSignCompressor(), Exchange::kAllGather, true},
+      {"onebit64/allgather", MakeSignCompressor(64), Exchange::kAllGather, true},
+      {"onebit2048/twophase", MakeSignCompressor(2048), Exchange::kTwoPhase, true},
       {"qsgd4/twophase", MakeQsgdCompressor(4, 128), Exchange::kTwoPhase, true},
       {"qsgd3/allgather", MakeQsgdCompressor(3, 100), Exchange::kAllGather, true},
       {"ternary/twophase", MakeTernaryCompressor(256), Exchange::kTwoPhase, true},

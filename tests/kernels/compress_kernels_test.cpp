@@ -20,11 +20,20 @@ TEST(Signs, PackUnpackIsScaleTimesSign) {
     at::Tensor bits = PackSigns(x);
     ASSERT_EQ(bits.numel(), (n + 7) / 8);
     at::Tensor y = torch::empty({n});
-    UnpackSigns(bits, 0.5f, y, /*accumulate=*/false);
-    at::Tensor expected = torch::where(x >= 0, torch::full({n}, 0.5f), torch::full({n}, -0.5f));
+    // One scale per 16 elements: 0.5, 1.5, 2.5, ...
+    const int64_t nb = (n + 15) / 16;
+    at::Tensor scales = torch::arange(nb, torch::kFloat) + 0.5f;
+    UnpackSigns(bits, scales, 16, y, /*accumulate=*/false);
+    at::Tensor s = scales.repeat_interleave(16).narrow(0, 0, n);
+    at::Tensor expected = torch::where(x >= 0, s, -s);
     EXPECT_TRUE(torch::equal(y, expected)) << "n=" << n;
-    UnpackSigns(bits, 0.25f, y, /*accumulate=*/true);
+    UnpackSigns(bits, scales * 0.5f, 16, y, /*accumulate=*/true);
     EXPECT_TRUE(torch::equal(y, expected * 1.5f)) << "n=" << n;
+    at::Tensor rms = torch::empty({nb});
+    BlockRms(x, 16, rms);
+    at::Tensor want = torch::empty({nb});
+    for (int64_t b = 0; b < nb; ++b) want[b] = x.narrow(0, 16 * b, std::min<int64_t>(16, n - 16 * b)).pow(2).mean().sqrt();
+    EXPECT_TRUE(torch::allclose(rms, want)) << "n=" << n;
     // Padding bits of the last byte are zero.
     if (n % 8 != 0) EXPECT_EQ(bits[-1].item<uint8_t>() >> (n % 8), 0) << "n=" << n;
   }

@@ -79,9 +79,12 @@ TEST(CudaTwin, SignsMatchCpuBitwise) {
     DeviceBuffer<uint8_t> dbits(nb);
     ASSERT_EQ(lowbit::kernels::cuda::PackSigns(dx.ptr, n, dbits.ptr, nullptr), cudaSuccess);
     EXPECT_EQ(dbits.Host(nb), cpu_bits) << "n=" << n;
-    std::vector<float> cpu_out(x), gpu_in(x);
-    lowbit::kernels::cpu::UnpackSigns(cpu_bits.data(), n, 0.37f, cpu_out.data(), true);
-    ASSERT_EQ(lowbit::kernels::cuda::UnpackSigns(dbits.ptr, n, 0.37f, dx.ptr, true, nullptr), cudaSuccess);
+    std::vector<float> cpu_out(x);
+    std::vector<float> scales((n + 63) / 64);
+    for (size_t b = 0; b < scales.size(); ++b) scales[b] = 0.37f + 0.01f * b;
+    DeviceBuffer<float> dscales(scales);
+    lowbit::kernels::cpu::UnpackSigns(cpu_bits.data(), n, scales.data(), 64, cpu_out.data(), true);
+    ASSERT_EQ(lowbit::kernels::cuda::UnpackSigns(dbits.ptr, n, dscales.ptr, 64, dx.ptr, true, nullptr), cudaSuccess);
     EXPECT_EQ(dx.Host(n), cpu_out) << "n=" << n;
   }
 }

@@ -1,0 +1,126 @@
+// Time per gradient exchange of every comm hook on one bucket of --floats
+// floats (matrices of 1000 x 1000 and a remainder), against a raw
+// MPI_Allreduce of the same floats in the same run. Rank 0 prints one JSON
+// line per hook: seconds (median over --iters, slowest rank), bytes this rank
+// sent, and speedup_vs_mpi_allreduce = t(raw MPI) / t(hook). Run it on a
+// simulated network with scripts/netsim (see scripts/bench.sh).
+#include <mpi.h>
+
+#include <iostream>
+#include <sstream>
+
+#include <torch/torch.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_split.h"
+#include "bench_util.h"
+#include "lowbit/comm/backends.h"
+#include "lowbit/comm/hooks.h"
+
+ABSL_FLAG(int64_t, floats, 25'000'000, "gradient floats per exchange");
+ABSL_FLAG(int, iters, 5, "timed exchanges per hook");
+ABSL_FLAG(std::string, hooks, "allreduce,fp16,bf16,qsgd8,qsgd4,ternary,onebit,topk,randomk,powersgd",
+          "hooks to measure (qsgdN: N bits; topk/randomk at 1%, powersgd rank 4)");
+
+using lowbit::bench::MaxOverRanks;
+using lowbit::bench::Median;
+using lowbit::bench::Now;
+
+namespace {
+
+lowbit::comm::GradBucket MakeBucket(int64_t floats) {
+  lowbit::comm::GradBucket b;
+  b.buffer = torch::randn({floats});
+  constexpr int64_t kSide = 1000;
+  int64_t offset = 0;
+  for (int i = 0; offset < floats; ++i) {
+    const int64_t rows = std::min<int64_t>(kSide, (floats - offset) / kSide);
+    at::Tensor g = rows > 0 ? b.buffer.narrow(0, offset, rows * kSide).view({rows, kSide})
+                            : b.buffer.narrow(0, offset, floats - offset);
+    b.parameter_names.push_back("layer" + std::to_string(i));
+    b.offsets.push_back(offset);
+    offset += g.numel();
+    b.gradients.push_back(g);
+  }
+  return b;
+}
+
+lowbit::comm::HookSpec SpecFor(const std::string& name) {
+  lowbit::comm::HookSpec s;
+  s.name = name;
+  s.density = 0.01;
+  s.rank = 4;
+  s.start_iter = 0;
+  if (name.rfind("qsgd", 0) == 0) {
+    s.name = "qsgd";
+    s.bits = std::stoi(name.substr(4));
+  }
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  torch::set_num_threads(1);
+  auto pg_or = lowbit::comm::CreateMpiProcessGroup({});
+  if (!pg_or.ok()) {
+    std::cerr << pg_or.status() << "\n";
+    return 1;
+  }
+  std::shared_ptr<lowbit::comm::ProcessGroup> pg = *pg_or;
+  const int64_t floats = absl::GetFlag(FLAGS_floats);
+  const int iters = absl::GetFlag(FLAGS_iters);
+  const bool lead = pg->Rank() == 0;
+  const char* rate = std::getenv("LOWBIT_NETSIM_RATE_MBIT");  // set by scripts/netsim
+  const std::string network = rate ? std::string(rate) + "mbit" : "local";
+
+  // The reference: raw MPI_Allreduce of the floats, through the same worker
+  // thread as lowbit's would not be "raw", so from this thread directly.
+  std::vector<float> raw(static_cast<size_t>(floats), 1.0f);
+  std::vector<double> raw_times;
+  for (int it = 0; it <= iters; ++it) {
+    pg->Barrier()->Wait();
+    const double t0 = Now();
+    MPI_Allreduce(MPI_IN_PLACE, raw.data(), static_cast<int>(floats), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    const double t = MaxOverRanks(Now() - t0);
+    if (it > 0) raw_times.push_back(t);
+  }
+  const double t_raw = Median(raw_times);
+  if (lead) {
+    std::printf("{\"bench\":\"hook\",\"hook\":\"mpi_allreduce_raw\",\"network\":\"%s\",\"world_size\":%d,"
+                "\"floats\":%lld,\"seconds\":%.6g,\"bytes_sent\":%lld,\"speedup_vs_mpi_allreduce\":1}\n",
+                network.c_str(), pg->Size(), static_cast<long long>(floats), t_raw,
+                static_cast<long long>(floats * 4));
+    std::fflush(stdout);
+  }
+  raw = {};
+
+  for (const std::string& name : std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_hooks), ','))) {
+    auto hook = lowbit::comm::MakeCommHook(pg, SpecFor(name));
+    lowbit::comm::GradBucket bucket = MakeBucket(floats);
+    at::Tensor grad = bucket.buffer.clone();
+    std::vector<double> times;
+    int64_t sent = 0;
+    for (int it = 0; it <= iters; ++it) {  // the first exchange warms up
+      bucket.buffer.copy_(grad);
+      pg->Barrier()->Wait();
+      const int64_t before = pg->Traffic().bytes_sent;
+      const double t0 = Now();
+      hook->RunHook(bucket)->Wait();
+      const double t = MaxOverRanks(Now() - t0);
+      sent = pg->Traffic().bytes_sent - before;
+      if (it > 0) times.push_back(t);
+    }
+    const double t = Median(times);
+    if (lead) {
+      std::printf("{\"bench\":\"hook\",\"hook\":\"%s\",\"config\":\"%s\",\"network\":\"%s\",\"world_size\":%d,"
+                  "\"floats\":%lld,\"seconds\":%.6g,\"bytes_sent\":%lld,\"speedup_vs_mpi_allreduce\":%.4g}\n",
+                  name.c_str(), hook->Config().c_str(), network.c_str(), pg->Size(), static_cast<long long>(floats),
+                  t, static_cast<long long>(sent), t_raw / t);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
