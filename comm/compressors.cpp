@@ -276,12 +276,12 @@ std::shared_ptr<Compressor> MakeQsgdCompressor(int bits, int64_t block, bool sto
   return std::make_shared<QuantizeCompressor>("qsgd", spec);
 }
 
-std::shared_ptr<Compressor> MakeTernaryCompressor(int64_t block) {
+std::shared_ptr<Compressor> MakeTernaryCompressor(int64_t block, bool stochastic) {
   kernels::QuantSpec spec;
   spec.bits = 2;
   spec.levels = 2;
   spec.block = block;
-  spec.stochastic = true;
+  spec.stochastic = stochastic;
   return std::make_shared<QuantizeCompressor>("ternary", spec);
 }
 

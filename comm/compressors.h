@@ -32,7 +32,7 @@ std::shared_ptr<Compressor> MakeQsgdCompressor(int bits, int64_t block = 256, bo
 
 // TernGrad (Wen et al. 2017): values in {-s, 0, s}, s = the block's max |x|,
 // stochastic rounding; 2 bits per element.
-std::shared_ptr<Compressor> MakeTernaryCompressor(int64_t block = 1024);
+std::shared_ptr<Compressor> MakeTernaryCompressor(int64_t block = 1024, bool stochastic = true);
 
 // 1-bit sign with the scale s = ||x||_2 / sqrt(n) (1-bit Adam, Tang et al.
 // 2021) per block of `block` elements (a multiple of 8; 0: one scale for the

@@ -39,9 +39,9 @@ std::shared_ptr<CommHook> MakeCommHook(std::shared_ptr<ProcessGroup> pg, const H
     options.compressor = MakeCastCompressor(spec.name == "fp16" ? at::kHalf : at::kBFloat16);
     default_ef = "none";
   } else if (spec.name == "qsgd") {
-    options.compressor = MakeQsgdCompressor(spec.bits, spec.block > 0 ? spec.block : 256);
+    options.compressor = MakeQsgdCompressor(spec.bits, spec.block > 0 ? spec.block : 256, spec.stochastic);
   } else if (spec.name == "ternary") {
-    options.compressor = MakeTernaryCompressor(spec.block > 0 ? spec.block : 1024);
+    options.compressor = MakeTernaryCompressor(spec.block > 0 ? spec.block : 1024, spec.stochastic);
   } else if (spec.name == "onebit") {
     options.compressor = MakeSignCompressor(spec.block > 0 ? spec.block : 2048);
   } else if (spec.name == "topk") {

@@ -32,6 +32,8 @@ struct HookSpec {
   // auto, allreduce, allgather, twophase.
   std::string exchange = "auto";
   int bits = 4;             // qsgd
+  // qsgd, ternary: stochastic (unbiased) or round-to-nearest rounding.
+  bool stochastic = true;
   // Elements per scale; 0: the hook's default (qsgd 256, ternary 1024,
   // onebit 2048).
   int64_t block = 0;

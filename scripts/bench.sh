@@ -1,13 +1,34 @@
 #!/usr/bin/env bash
-# Benchmarks (JSON lines on stdout): allreduce and DDP step overhead on 2 and 4
-# local MPI ranks, and Gloo allreduce under torchrun (2 processes).
+# Benchmarks (JSON lines on stdout):
+#   kernels   compression kernels against a memory copy (one thread)
+#   hooks     every comm hook on a 25M-float gradient, 4 ranks on a simulated
+#             1 Gbit/s and 10 Gbit/s network (scripts/netsim; root only),
+#             against raw MPI_Allreduce in the same run
+#   comm      allreduce and DDP step overhead on 2 and 4 local MPI ranks, and
+#             Gloo allreduce under torchrun (2 processes)
+# With no argument all three run; otherwise the named ones.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 lowbit_setup
-for n in 2 4; do
-  "${LOWBIT_MPIRUN[@]}" -np "$n" "$LOWBIT_BUILD/bench/allreduce_bench" "$@"
-  "${LOWBIT_MPIRUN[@]}" -np "$n" "$LOWBIT_BUILD/bench/ddp_bench"
+parts=("$@")
+[ ${#parts[@]} -eq 0 ] && parts=(kernels hooks comm)
+for part in "${parts[@]}"; do
+  case "$part" in
+    kernels)
+      "$LOWBIT_BUILD/bench/compress_kernel_bench" ;;
+    hooks)
+      for rate in 1gbit 10gbit; do
+        OMP_NUM_THREADS=1 "$LOWBIT_ROOT/scripts/netsim" --ranks 4 --rate "$rate" -- \
+          "$LOWBIT_BUILD/bench/hook_bench" --floats "${LOWBIT_BENCH_FLOATS:-25000000}" 2>&1 | grep -o '{.*}'
+      done ;;
+    comm)
+      for n in 2 4; do
+        "${LOWBIT_MPIRUN[@]}" -np "$n" "$LOWBIT_BUILD/bench/allreduce_bench"
+        "${LOWBIT_MPIRUN[@]}" -np "$n" "$LOWBIT_BUILD/bench/ddp_bench"
+      done
+      # Gloo as torchrun jobs use it, with no MPI in the process.
+      /usr/bin/python3 -m torch.distributed.run --standalone --nproc_per_node 2 --redirects 1 --tee 1 --no_python \
+        "$LOWBIT_BUILD/bench/allreduce_bench" --max_log2 24 2>&1 | grep -o '{.*}' ;;
+    *) echo "bench.sh: unknown part '$part' (kernels, hooks, comm)" >&2; exit 2 ;;
+  esac
 done
-# Gloo as torchrun jobs use it, with no MPI in the process.
-/usr/bin/python3 -m torch.distributed.run --standalone --nproc_per_node 2 --redirects 1 --tee 1 --no_python \
-  "$LOWBIT_BUILD/bench/allreduce_bench" --max_log2 24 2>&1 | grep -o '{.*}'

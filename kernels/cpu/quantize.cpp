@@ -32,21 +32,9 @@ void BlockAbsMax(const float* x, int64_t n, int64_t block, float* scales) {
 void QuantizeBlockwise(const float* x, int64_t n, int64_t block, const float* scales, int bits, int levels,
                        bool stochastic, uint64_t key, int64_t index_base, uint8_t* codes) {
   const int64_t groups = (n + 7) / 8;
-  const float half_levels = 0.5f * static_cast<float>(levels);
   at::parallel_for(0, groups, kGrainGroups, [&](int64_t g0, int64_t g1) {
-    uint32_t q[8];
     for (int64_t g = g0; g < g1; ++g) {
-      for (int k = 0; k < 8; ++k) {
-        const int64_t i = 8 * g + k;
-        if (i >= n) {
-          q[k] = 0;
-          continue;
-        }
-        const float inv = internal::InvScale(scales[i / block]);
-        const float u = stochastic ? Uniform(key, index_base + i) : 0.5f;
-        q[k] = internal::QuantizeOne(x[i], inv, half_levels, levels, u);
-      }
-      internal::PackGroup(q, bits, codes + g * bits);
+      internal::QuantizeGroup(x, n, g, block, scales, bits, levels, stochastic, key, index_base, codes);
     }
   });
 }

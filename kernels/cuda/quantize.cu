@@ -1,16 +1,13 @@
 #include "lowbit/kernels/cuda/quantize.cuh"
 
+#include "lowbit/kernels/cuda/internal/launch.cuh"
 #include "lowbit/kernels/internal/quantize_math.h"
 
 namespace lowbit::kernels::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-
-int BlocksFor(int64_t items) {
-  const int64_t want = (items + kThreads - 1) / kThreads;
-  return static_cast<int>(want < 1 ? 1 : (want > 65535 ? 65535 : want));
-}
+using launch::BlocksFor;
+using launch::kThreads;
 
 // One CUDA block per quantization block; max is order-independent, so the
 // result equals the CPU twin's exactly.
@@ -45,21 +42,9 @@ __global__ void QuantizeKernel(const float* __restrict__ x, int64_t n, int64_t b
                                const float* __restrict__ scales, int bits, int levels, bool stochastic,
                                uint64_t key, int64_t index_base, uint8_t* __restrict__ codes) {
   const int64_t groups = (n + 7) / 8;
-  const float half_levels = 0.5f * static_cast<float>(levels);
   for (int64_t g = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; g < groups;
        g += int64_t{blockDim.x} * gridDim.x) {
-    uint32_t q[8];
-    for (int k = 0; k < 8; ++k) {
-      const int64_t i = 8 * g + k;
-      if (i >= n) {
-        q[k] = 0;
-        continue;
-      }
-      const float inv = internal::InvScale(scales[i / block]);
-      const float u = stochastic ? Uniform(key, index_base + i) : 0.5f;
-      q[k] = internal::QuantizeOne(x[i], inv, half_levels, levels, u);
-    }
-    internal::PackGroup(q, bits, codes + g * bits);
+    internal::QuantizeGroup(x, n, g, block, scales, bits, levels, stochastic, key, index_base, codes);
   }
 }
 

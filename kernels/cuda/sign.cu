@@ -1,14 +1,12 @@
 #include "lowbit/kernels/cuda/sign.cuh"
 
+#include "lowbit/kernels/cuda/internal/launch.cuh"
+
 namespace lowbit::kernels::cuda {
 namespace {
 
-constexpr int kThreads = 256;
-
-int BlocksFor(int64_t items) {
-  const int64_t want = (items + kThreads - 1) / kThreads;
-  return static_cast<int>(want < 1 ? 1 : (want > 65535 ? 65535 : want));
-}
+using launch::BlocksFor;
+using launch::kThreads;
 
 // One thread per output byte.
 __global__ void PackSignsKernel(const float* __restrict__ x, int64_t n, uint8_t* __restrict__ bits) {

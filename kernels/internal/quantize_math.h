@@ -35,4 +35,24 @@ LOWBIT_HOST_DEVICE uint64_t LoadGroup(const uint8_t* in, int bits) {
   return word;
 }
 
+// Quantizes and packs group g (elements 8g .. 8g + 7) of x: the loop body of
+// both the CPU kernel and the CUDA kernel (one thread per group).
+LOWBIT_HOST_DEVICE void QuantizeGroup(const float* x, int64_t n, int64_t g, int64_t block, const float* scales,
+                                      int bits, int levels, bool stochastic, uint64_t key, int64_t index_base,
+                                      uint8_t* codes) {
+  const float half_levels = 0.5f * static_cast<float>(levels);
+  uint32_t q[8];
+  for (int k = 0; k < 8; ++k) {
+    const int64_t i = 8 * g + k;
+    if (i >= n) {
+      q[k] = 0;
+      continue;
+    }
+    const float inv = InvScale(scales[i / block]);
+    const float u = stochastic ? Uniform(key, index_base + i) : 0.5f;
+    q[k] = QuantizeOne(x[i], inv, half_levels, levels, u);
+  }
+  PackGroup(q, bits, codes + g * bits);
+}
+
 }  // namespace lowbit::kernels::internal

@@ -251,6 +251,27 @@ TEST(CompressedExchange, NonFiniteOnOneRankFlagsEveryRank) {
   }
 }
 
+// Through DDP: a NaN loss on the last rank marks the step non-finite on every
+// rank, and the next step is clean again.
+TEST(CompressedExchange, DdpFlagsANonFiniteStepOnEveryRank) {
+  auto pg = testing::Pg();
+  torch::manual_seed(0);
+  auto model = std::make_shared<torch::nn::LinearImpl>(64, 32);
+  DistributedDataParallel ddp(model, pg);
+  HookSpec spec;
+  spec.name = "onebit";
+  spec.min_compress_numel = 16;
+  ddp.RegisterCommHook(MakeCommHook(pg, spec));
+  for (int step = 0; step < 3; ++step) {
+    model->zero_grad();
+    at::Tensor x = torch::randn({8, 64});
+    if (step == 1 && pg->Rank() == pg->Size() - 1) x[0][0] = std::numeric_limits<float>::infinity() * 0;
+    model->forward(x).pow(2).sum().backward();
+    EXPECT_EQ(ddp.LastStepStats().nonfinite, step == 1) << "step " << step;
+    EXPECT_EQ(model->weight.grad().isfinite().all().item<bool>(), step != 1) << "step " << step;
+  }
+}
+
 // A hook configured differently on one rank is refused when registered.
 TEST(CompressedExchange, MismatchedHookIsCaughtAtRegistration) {
   auto pg = testing::Pg();
