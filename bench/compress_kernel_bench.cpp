@@ -54,8 +54,8 @@ int main(int argc, char** argv) {
   at::Tensor bits = torch::empty({(n + 7) / 8}, torch::kByte);
   report("sign_pack", BestSeconds([&] { lowbit::kernels::PackSignsInto(x, bits); }));
   at::Tensor sign_scales = torch::empty({(n + 2047) / 2048});
-  report("sign_pack_with_block_rms", BestSeconds([&] {
-           lowbit::kernels::BlockRms(x, 2048, sign_scales);
+  report("sign_pack_with_block_scales", BestSeconds([&] {
+           lowbit::kernels::BlockScales(x, 2048, 1, sign_scales);
            lowbit::kernels::PackSignsInto(x, bits);
          }));
   report("sign_unpack", BestSeconds([&] { lowbit::kernels::UnpackSigns(bits, sign_scales, 2048, copy, false); }));

@@ -20,8 +20,11 @@
 
 ABSL_FLAG(int64_t, floats, 25'000'000, "gradient floats per exchange");
 ABSL_FLAG(int, iters, 5, "timed exchanges per hook");
-ABSL_FLAG(std::string, hooks, "allreduce,fp16,bf16,qsgd8,qsgd4,ternary,onebit,topk,randomk,powersgd",
-          "hooks to measure (qsgdN: N bits; topk/randomk at 1%, powersgd rank 4)");
+ABSL_FLAG(std::string, hooks,
+          "allreduce,fp16,bf16,qsgd8,qsgd4,qsgd4_twophase,ternary,ternary_twophase,onebit,onebit_twophase,topk,"
+          "randomk,powersgd",
+          "hooks to measure (qsgdN: N bits; NAME_twophase: the two-phase exchange; topk/randomk at 1%, powersgd "
+          "rank 4)");
 
 using lowbit::bench::MaxOverRanks;
 using lowbit::bench::Median;
@@ -49,12 +52,17 @@ lowbit::comm::GradBucket MakeBucket(int64_t floats) {
 lowbit::comm::HookSpec SpecFor(const std::string& name) {
   lowbit::comm::HookSpec s;
   s.name = name;
+  const std::string suffix = "_twophase";
+  if (s.name.size() > suffix.size() && s.name.compare(s.name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    s.name = s.name.substr(0, s.name.size() - suffix.size());
+    s.exchange = "twophase";
+  }
   s.density = 0.01;
   s.rank = 4;
   s.start_iter = 0;
-  if (name.rfind("qsgd", 0) == 0) {
+  if (s.name.rfind("qsgd", 0) == 0) {
+    s.bits = std::stoi(s.name.substr(4));
     s.name = "qsgd";
-    s.bits = std::stoi(name.substr(4));
   }
   return s;
 }

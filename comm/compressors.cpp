@@ -86,7 +86,7 @@ class QuantizeCompressor final : public Compressor {
                         ",stochastic=", spec_.stochastic, ")");
   }
   bool Supports(Exchange exchange) const override { return exchange != Exchange::kAllReduce; }
-  Exchange DefaultExchange() const override { return Exchange::kTwoPhase; }
+  Exchange DefaultExchange() const override { return Exchange::kAllGather; }
   at::Tensor Encode(const at::Tensor& x, const EncodeContext& ctx) const override {
     CheckInput(name_.c_str(), x);
     const int64_t n = x.numel();
@@ -120,13 +120,16 @@ class QuantizeCompressor final : public Compressor {
 // block = 0: one scale for the whole message.
 class SignCompressor final : public Compressor {
  public:
-  explicit SignCompressor(int64_t block) : block_(block) {
+  SignCompressor(int64_t block, int scale_norm) : block_(block), scale_norm_(scale_norm) {
     TORCH_CHECK(block >= 0 && block % 8 == 0, "onebit block must be 0 or a positive multiple of 8, got ", block);
+    TORCH_CHECK(scale_norm == 1 || scale_norm == 2, "onebit scale_norm must be 1 or 2, got ", scale_norm);
   }
   std::string Name() const override { return "onebit"; }
-  std::string Config() const override { return absl::StrCat("onebit(block=", block_, ")"); }
+  std::string Config() const override {
+    return absl::StrCat("onebit(block=", block_, ",scale_norm=", scale_norm_, ")");
+  }
   bool Supports(Exchange exchange) const override { return exchange != Exchange::kAllReduce; }
-  Exchange DefaultExchange() const override { return Exchange::kTwoPhase; }
+  Exchange DefaultExchange() const override { return Exchange::kAllGather; }
   at::Tensor Encode(const at::Tensor& x, const EncodeContext&) const override {
     CheckInput("onebit", x);
     const int64_t n = x.numel();
@@ -134,7 +137,7 @@ class SignCompressor final : public Compressor {
     const int64_t nblocks = NumBlocks(n);
     at::Tensor message = at::empty({FixedMessageBytes(n)}, x.options().dtype(at::kByte));
     at::Tensor scales = FromBytes(message, 0, nblocks, at::kFloat);
-    kernels::BlockRms(x, block, scales);
+    kernels::BlockScales(x, block, scale_norm_, scales);
     at::Tensor bits = message.narrow(0, 4 * nblocks, (n + 7) / 8);
     kernels::PackSignsInto(x, bits);
     return message;
@@ -154,6 +157,7 @@ class SignCompressor final : public Compressor {
   int64_t NumBlocks(int64_t n) const { return n == 0 ? 1 : (n + BlockFor(n) - 1) / BlockFor(n); }
 
   int64_t block_;
+  int scale_norm_;
 };
 
 void CheckDensity(double density) {
@@ -285,7 +289,9 @@ std::shared_ptr<Compressor> MakeTernaryCompressor(int64_t block, bool stochastic
   return std::make_shared<QuantizeCompressor>("ternary", spec);
 }
 
-std::shared_ptr<Compressor> MakeSignCompressor(int64_t block) { return std::make_shared<SignCompressor>(block); }
+std::shared_ptr<Compressor> MakeSignCompressor(int64_t block, int scale_norm) {
+  return std::make_shared<SignCompressor>(block, scale_norm);
+}
 
 std::shared_ptr<Compressor> MakeTopKCompressor(const TopKOptions& options) {
   return std::make_shared<TopKCompressor>(options);

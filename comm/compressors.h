@@ -1,11 +1,11 @@
 // The compressors lowbit ships (see comm/compressor.h for the interface).
 //
-// | factory              | message                                  | exchange    |
+// | factory              | message                                  | exchange (default first) |
 // |----------------------|------------------------------------------|-------------|
 // | MakeCastCompressor   | fp16 or bf16 values                      | allreduce   |
-// | MakeQsgdCompressor   | b-bit codes + a float scale per block    | two-phase, allgather |
-// | MakeTernaryCompressor| 2-bit codes {-s, 0, s} + scale per block | two-phase, allgather |
-// | MakeSignCompressor   | 1 bit per element + a float scale per block | two-phase, allgather |
+// | MakeQsgdCompressor   | b-bit codes + a float scale per block    | allgather, two-phase |
+// | MakeTernaryCompressor| 2-bit codes {-s, 0, s} + scale per block | allgather, two-phase |
+// | MakeSignCompressor   | 1 bit per element + a float scale per block | allgather, two-phase |
 // | MakeTopKCompressor   | int32 indices + float values             | allgather   |
 // | MakeRandomKCompressor| float values at shared random indices    | allreduce   |
 //
@@ -34,10 +34,12 @@ std::shared_ptr<Compressor> MakeQsgdCompressor(int bits, int64_t block = 256, bo
 // stochastic rounding; 2 bits per element.
 std::shared_ptr<Compressor> MakeTernaryCompressor(int64_t block = 1024, bool stochastic = true);
 
-// 1-bit sign with the scale s = ||x||_2 / sqrt(n) (1-bit Adam, Tang et al.
-// 2021) per block of `block` elements (a multiple of 8; 0: one scale for the
-// whole message, as DeepSpeed): decode(x) = s * sign(x), sign(0) = +1.
-std::shared_ptr<Compressor> MakeSignCompressor(int64_t block = 0);
+// 1-bit sign, decode(x) = s * sign(x) with sign(0) = +1, one scale s per
+// block of `block` elements (a multiple of 8; 0: one for the whole message,
+// as DeepSpeed). scale_norm 2: s = ||x||_2 / sqrt(n), 1-bit Adam's (Tang et
+// al. 2021); 1: s = ||x||_1 / n, the least-squares scale (Karimireddy et al.
+// 2019, "Error feedback fixes SignSGD").
+std::shared_ptr<Compressor> MakeSignCompressor(int64_t block = 0, int scale_norm = 2);
 
 struct TopKOptions {
   // Fraction of elements sent, in (0, 1].

@@ -35,15 +35,18 @@ std::shared_ptr<CommHook> MakeCommHook(std::shared_ptr<ProcessGroup> pg, const H
   }
   CompressionHookOptions options;
   std::string default_ef = "ef";
+  TORCH_CHECK(spec.rounding.empty() || spec.rounding == "stochastic" || spec.rounding == "nearest",
+              "rounding must be stochastic or nearest, got '", spec.rounding, "'");
+  const int64_t block = spec.block > 0 ? spec.block : 256;
   if (spec.name == "fp16" || spec.name == "bf16") {
     options.compressor = MakeCastCompressor(spec.name == "fp16" ? at::kHalf : at::kBFloat16);
     default_ef = "none";
   } else if (spec.name == "qsgd") {
-    options.compressor = MakeQsgdCompressor(spec.bits, spec.block > 0 ? spec.block : 256, spec.stochastic);
+    options.compressor = MakeQsgdCompressor(spec.bits, block, spec.rounding != "nearest");
   } else if (spec.name == "ternary") {
-    options.compressor = MakeTernaryCompressor(spec.block > 0 ? spec.block : 1024, spec.stochastic);
+    options.compressor = MakeTernaryCompressor(block, spec.rounding == "stochastic");
   } else if (spec.name == "onebit") {
-    options.compressor = MakeSignCompressor(spec.block > 0 ? spec.block : 2048);
+    options.compressor = MakeSignCompressor(block, spec.scale_norm);
   } else if (spec.name == "topk") {
     TopKOptions topk;
     topk.density = spec.density;

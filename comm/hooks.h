@@ -8,9 +8,13 @@
 // |-----------|---------------------------------------------|------------|
 // | allreduce | uncompressed mean allreduce (also "none")   | -          |
 // | fp16/bf16 | cast, allreduce                             | none       |
-// | qsgd      | `bits`-bit QSGD, two-phase                  | ef         |
-// | ternary   | TernGrad {-s, 0, s}, two-phase              | ef         |
-// | onebit    | sign + scale, two-phase (1-bit Adam's)      | ef         |
+// | qsgd      | `bits`-bit QSGD, allgather                  | ef         |
+// | ternary   | TernGrad {-s, 0, s}, allgather              | ef         |
+// | onebit    | sign + per-block scale, allgather           | ef         |
+//
+// qsgd, ternary and onebit also run DeepSpeed's two-phase compressed
+// allreduce (exchange = "twophase"), which sends less on large worlds but
+// compresses twice; on Fashion-MNIST it cost accuracy (see the README).
 // | topk      | top-k / DGC, allgather                      | ef         |
 // | randomk   | random-k with shared indices, allreduce     | ef         |
 // | powersgd  | PowerSGD rank `rank`                        | (built in) |
@@ -29,13 +33,16 @@ struct HookSpec {
   // none, ef, ef21, econtrol; empty: the hook's default.
   std::string error_feedback;
   double ef_eta = 0.1;
-  // auto, allreduce, allgather, twophase.
+  // auto (the compressor's default), allreduce, allgather, twophase.
   std::string exchange = "auto";
   int bits = 4;             // qsgd
-  // qsgd, ternary: stochastic (unbiased) or round-to-nearest rounding.
-  bool stochastic = true;
-  // Elements per scale; 0: the hook's default (qsgd 256, ternary 1024,
-  // onebit 2048).
+  // qsgd, ternary: "stochastic" (unbiased) or "nearest" rounding; empty:
+  // qsgd stochastic, ternary nearest (with error feedback, nearest trained
+  // better: see the README).
+  std::string rounding;
+  // onebit: 2 (RMS, DeepSpeed's) or 1 (mean |x|) per-block scale.
+  int scale_norm = 2;
+  // Elements per scale; 0: the hook's default (256).
   int64_t block = 0;
   double density = 0.01;    // topk, randomk
   int rank = 4;             // powersgd

@@ -37,19 +37,21 @@ void UnpackSigns(const at::Tensor& bits, const at::Tensor& scales, int64_t block
                    accumulate);
 }
 
-void BlockRms(const at::Tensor& x, int64_t block, at::Tensor& scales) {
-  internal::CheckTensor("BlockRms", "x", x, at::kFloat);
-  internal::CheckTensor("BlockRms", "scales", scales, at::kFloat);
-  TORCH_CHECK(block >= 1, "BlockRms: block must be >= 1, got ", block);
+void BlockScales(const at::Tensor& x, int64_t block, int p, at::Tensor& scales) {
+  internal::CheckTensor("BlockScales", "x", x, at::kFloat);
+  internal::CheckTensor("BlockScales", "scales", scales, at::kFloat);
+  TORCH_CHECK(block >= 1, "BlockScales: block must be >= 1, got ", block);
+  TORCH_CHECK(p == 1 || p == 2, "BlockScales: p must be 1 or 2, got ", p);
   const int64_t n = x.numel();
   const int64_t nblocks = (n + block - 1) / block;
-  internal::CheckNumel("BlockRms", "scales", scales, nblocks);
+  internal::CheckNumel("BlockScales", "scales", scales, nblocks);
   if (n == 0) return;
+  auto scale_rows = [p](const at::Tensor& rows) {  // rows: (k, len) -> (k)
+    return p == 1 ? rows.abs().mean(1) : rows.pow(2).mean(1).sqrt_();
+  };
   const int64_t full = n / block;
-  if (full > 0) {
-    scales.narrow(0, 0, full).copy_(x.narrow(0, 0, full * block).view({full, block}).pow(2).mean(1).sqrt_());
-  }
-  if (full < nblocks) scales[full].copy_(x.narrow(0, full * block, n - full * block).pow(2).mean().sqrt_());
+  if (full > 0) scales.narrow(0, 0, full).copy_(scale_rows(x.narrow(0, 0, full * block).view({full, block})));
+  if (full < nblocks) scales.narrow(0, full, 1).copy_(scale_rows(x.narrow(0, full * block, n - full * block).view({1, -1})));
 }
 
 }  // namespace lowbit::kernels

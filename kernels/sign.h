@@ -18,8 +18,9 @@ void PackSignsInto(const at::Tensor& x, at::Tensor& bits);
 // out (contiguous float32, n elements) (+)= bit ? s : -s, s = scales[i / block];
 // scales: float32 with ceil(n / block) elements, block a multiple of 8.
 void UnpackSigns(const at::Tensor& bits, const at::Tensor& scales, int64_t block, at::Tensor& out, bool accumulate);
-// The per-block scales sqrt(mean(x^2)) of 1-bit compression (the last block
-// may be shorter), into `scales` (float32, ceil(n / block)).
-void BlockRms(const at::Tensor& x, int64_t block, at::Tensor& scales);
+// The per-block scales of 1-bit compression into `scales` (float32,
+// ceil(n / block); the last block may be shorter): mean(|x|) for p = 1 (the
+// s minimising ||x - s sign(x)||), sqrt(mean(x^2)) for p = 2 (DeepSpeed's).
+void BlockScales(const at::Tensor& x, int64_t block, int p, at::Tensor& scales);
 
 }  // namespace lowbit::kernels

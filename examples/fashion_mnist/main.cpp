@@ -37,8 +37,9 @@ ABSL_FLAG(std::string, ef, "", "error feedback: none, ef, ef21, econtrol (empty:
 ABSL_FLAG(double, ef_eta, 0.1, "EControl error weight; must be about the kept fraction or less");
 ABSL_FLAG(std::string, exchange, "auto", "collective of qsgd/ternary/onebit: auto, twophase or allgather");
 ABSL_FLAG(int, bits, 4, "qsgd bits per element, 1-8");
-ABSL_FLAG(bool, stochastic_rounding, true, "qsgd/ternary: stochastic (unbiased) rounding, else nearest");
-ABSL_FLAG(int64_t, block, 0, "qsgd/ternary/onebit elements per scale (0: 256, 1024, 2048)");
+ABSL_FLAG(int, scale_norm, 2, "onebit scale per block: 2 = RMS (DeepSpeed), 1 = mean |g|");
+ABSL_FLAG(std::string, rounding, "", "qsgd/ternary: stochastic or nearest (empty: qsgd stochastic, ternary nearest)");
+ABSL_FLAG(int64_t, block, 0, "qsgd/ternary/onebit elements per scale (0: 256)");
 ABSL_FLAG(double, density, 0.01, "topk/randomk fraction of elements sent, in (0, 1]");
 ABSL_FLAG(int, rank, 4, "powersgd rank");
 ABSL_FLAG(int64_t, start_iter, 10, "powersgd: uncompressed steps first");
@@ -377,7 +378,8 @@ int main(int argc, char** argv) {
   h.ef_eta = absl::GetFlag(FLAGS_ef_eta);
   h.exchange = absl::GetFlag(FLAGS_exchange);
   h.bits = absl::GetFlag(FLAGS_bits);
-  h.stochastic = absl::GetFlag(FLAGS_stochastic_rounding);
+  h.scale_norm = absl::GetFlag(FLAGS_scale_norm);
+  h.rounding = absl::GetFlag(FLAGS_rounding);
   h.block = absl::GetFlag(FLAGS_block);
   h.density = absl::GetFlag(FLAGS_density);
   h.rank = absl::GetFlag(FLAGS_rank);

@@ -214,6 +214,7 @@ TEST(CompressedExchange, TwoPhaseSendsAboutTwoNOverP) {
   if (pg->Size() < 2) GTEST_SKIP() << "needs ranks";
   CompressionHookOptions o;
   o.compressor = MakeSignCompressor();
+  o.exchange = Exchange::kTwoPhase;
   CompressionHook hook(pg, o);
   GradBucket bucket = MakeBucket();
   bucket.buffer.copy_(Gradient(pg->Rank(), 1));

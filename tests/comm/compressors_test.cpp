@@ -34,15 +34,29 @@ TEST(Compressors, CastsAreCasts) {
       torch::equal(RoundTrip(*MakeCastCompressor(at::kBFloat16), x), x.to(torch::kBFloat16).to(torch::kFloat)));
 }
 
-TEST(Compressors, OneBitIsSignTimesRmsExactly) {
-  auto c = MakeSignCompressor();
+TEST(Compressors, OneBitIsSignTimesScaleExactly) {
   at::Tensor x = torch::randn({1001});
   x[5] = 0.0f;
-  const float scale = static_cast<float>(x.norm().item<double>() / std::sqrt(1001.0));
-  at::Tensor expected = torch::where(x >= 0, torch::full_like(x, scale), torch::full_like(x, -scale));
-  EXPECT_TRUE(torch::equal(RoundTrip(*c, x), expected));
-  EXPECT_EQ(c->Encode(x, Ctx(0)).numel(), 4 + 126);
-  EXPECT_EQ(c->FixedMessageBytes(1001), 4 + 126);
+  // One scale for the message: RMS (p = 2) or mean |x| (p = 1).
+  for (int p : {1, 2}) {
+    auto c = MakeSignCompressor(0, p);
+    at::Tensor row = x.view({1, -1});
+    const float scale = (p == 2 ? row.pow(2).mean(1).sqrt() : row.abs().mean(1)).item<float>();
+    at::Tensor expected = torch::where(x >= 0, torch::full_like(x, scale), torch::full_like(x, -scale));
+    EXPECT_TRUE(torch::equal(RoundTrip(*c, x), expected)) << "p=" << p;
+    EXPECT_EQ(c->Encode(x, Ctx(0)).numel(), 4 + 126);
+    EXPECT_EQ(c->FixedMessageBytes(1001), 4 + 126);
+  }
+  // Per-block scales: block b of 64 decodes to +-mean|x_b|.
+  auto blocked = MakeSignCompressor(64, 1);
+  at::Tensor y = RoundTrip(*blocked, x);
+  for (int64_t b = 0; b * 64 < 1001; ++b) {
+    at::Tensor xb = x.narrow(0, b * 64, std::min<int64_t>(64, 1001 - b * 64));
+    at::Tensor yb = y.narrow(0, b * 64, xb.numel());
+    const float s = xb.view({1, -1}).abs().mean(1).item<float>();
+    EXPECT_TRUE(torch::equal(yb, torch::where(xb >= 0, torch::full_like(xb, s), torch::full_like(xb, -s)))) << b;
+  }
+  EXPECT_EQ(blocked->FixedMessageBytes(1001), 4 * 16 + 126);
 }
 
 TEST(Compressors, TopKKeepsExactlyTheKLargest) {
@@ -143,9 +157,11 @@ at::Tensor StateEntry(const HookState& state, const std::string& name) {
 // still holds (worker residuals, and the server error of the two-phase
 // exchange) equals the sum of the gradients.
 TEST(ErrorFeedback, SentPlusResidualIsTheSumOfGradients) {
-  for (std::string name : {"onebit", "qsgd", "ternary", "topk", "randomk", "fp16"}) {
+  for (std::string name : {"onebit", "qsgd", "ternary", "onebit_twophase", "qsgd_twophase", "ternary_twophase",
+                           "topk", "randomk", "fp16"}) {
     HookSpec spec;
-    spec.name = name;
+    spec.name = name.substr(0, name.find('_'));
+    spec.exchange = name.find("_twophase") != std::string::npos ? "twophase" : "auto";
     spec.error_feedback = "ef";
     spec.bits = 2;
     spec.density = 0.05;
@@ -166,6 +182,7 @@ TEST(ErrorFeedback, SentPlusResidualIsTheSumOfGradients) {
       residual.narrow(0, offset, numel) += e.to(torch::kDouble);
     }
     at::Tensor server = StateEntry(state, "bucket:w1/server_error");
+    EXPECT_EQ(server.defined(), spec.exchange == "twophase") << name;
     if (server.defined()) {
       // The server error covers w1 then w2, concatenated and padded.
       residual.narrow(0, 0, 1920) += server.narrow(0, 0, 1920).to(torch::kDouble);
@@ -203,17 +220,19 @@ TEST(PowerSgd, ExactOnARankRMatrix) {
   o.start_iter = 0;
   PowerSgdHook hook(std::make_shared<LocalProcessGroup>(), o);
   Bucket bucket;
+  torch::manual_seed(0);
   at::Tensor g = torch::randn_like(bucket.b.buffer);
   g.narrow(0, 0, 1920).copy_(torch::mm(torch::randn({48, 3}), torch::randn({3, 40})).view({-1}));
   g.narrow(0, 1960, 1600).copy_(torch::mm(torch::randn({32, 3}), torch::randn({3, 50})).view({-1}));
   at::Tensor out = bucket.Run(hook, g)[0];
-  EXPECT_LT(((out - g).norm() / g.norm()).item<double>(), 1e-5);
+  // Exact up to fp32 rounding in P = MQ, Gram-Schmidt and P Q^T.
+  EXPECT_LT(((out - g).norm() / g.norm()).item<double>(), 1e-4);
   // A full-rank matrix is only approximated, and the error is remembered.
   at::Tensor h = torch::randn_like(g);
   at::Tensor approx = bucket.Run(hook, h)[0];
   EXPECT_GT(((approx - h).narrow(0, 0, 1920).norm() / h.narrow(0, 0, 1920).norm()).item<double>(), 0.1);
-  EXPECT_TRUE(torch::allclose(StateEntry(hook.StateDict(), "w1/error"), (h - approx).narrow(0, 0, 1920), 1e-5,
-                              1e-5));
+  EXPECT_TRUE(torch::allclose(StateEntry(hook.StateDict(), "w1/error"), (h - approx).narrow(0, 0, 1920), 1e-4,
+                              1e-4));
   // The bias travels uncompressed.
   EXPECT_TRUE(torch::equal(approx.narrow(0, 1920, 40), h.narrow(0, 1920, 40)));
 }

@@ -29,11 +29,17 @@ TEST(Signs, PackUnpackIsScaleTimesSign) {
     EXPECT_TRUE(torch::equal(y, expected)) << "n=" << n;
     UnpackSigns(bits, scales * 0.5f, 16, y, /*accumulate=*/true);
     EXPECT_TRUE(torch::equal(y, expected * 1.5f)) << "n=" << n;
-    at::Tensor rms = torch::empty({nb});
-    BlockRms(x, 16, rms);
-    at::Tensor want = torch::empty({nb});
-    for (int64_t b = 0; b < nb; ++b) want[b] = x.narrow(0, 16 * b, std::min<int64_t>(16, n - 16 * b)).pow(2).mean().sqrt();
-    EXPECT_TRUE(torch::allclose(rms, want)) << "n=" << n;
+    at::Tensor rms = torch::empty({nb}), l1 = torch::empty({nb});
+    BlockScales(x, 16, 2, rms);
+    BlockScales(x, 16, 1, l1);
+    at::Tensor want_rms = torch::empty({nb}), want_l1 = torch::empty({nb});
+    for (int64_t b = 0; b < nb; ++b) {
+      at::Tensor part = x.narrow(0, 16 * b, std::min<int64_t>(16, n - 16 * b));
+      want_rms[b] = part.pow(2).mean().sqrt();
+      want_l1[b] = part.abs().mean();
+    }
+    EXPECT_TRUE(torch::allclose(rms, want_rms)) << "n=" << n;
+    EXPECT_TRUE(torch::allclose(l1, want_l1)) << "n=" << n;
     // Padding bits of the last byte are zero.
     if (n % 8 != 0) EXPECT_EQ(bits[-1].item<uint8_t>() >> (n % 8), 0) << "n=" << n;
   }
