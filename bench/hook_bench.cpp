@@ -17,6 +17,7 @@
 #include "bench_util.h"
 #include "lowbit/comm/backends.h"
 #include "lowbit/comm/hooks.h"
+#include "lowbit/launch/init.h"
 
 ABSL_FLAG(int64_t, floats, 25'000'000, "gradient floats per exchange");
 ABSL_FLAG(int, iters, 5, "timed exchanges per hook");
@@ -72,6 +73,7 @@ lowbit::comm::HookSpec SpecFor(const std::string& name) {
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   torch::set_num_threads(1);
+  lowbit::launch::KeepFreedMemory();  // as InitProcessGroup does
   auto pg_or = lowbit::comm::CreateMpiProcessGroup({});
   if (!pg_or.ok()) {
     std::cerr << pg_or.status() << "\n";

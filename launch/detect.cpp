@@ -80,6 +80,14 @@ absl::Status ReadCommon(const Environment& env, LaunchInfo& info) {
     }
     info.timeout = std::chrono::milliseconds(static_cast<int64_t>(**timeout * 1000));
   }
+  absl::StatusOr<std::optional<int>> keep = GetInt(env, "LOWBIT_KEEP_FREED_MEMORY");
+  if (!keep.ok()) return keep.status();
+  if (keep->has_value()) {
+    if (**keep != 0 && **keep != 1) {
+      return absl::InvalidArgumentError(absl::StrCat("LOWBIT_KEEP_FREED_MEMORY must be 0 or 1, got ", **keep));
+    }
+    info.keep_freed_memory = **keep == 1;
+  }
   // MASTER_ADDR / MASTER_PORT also serve Gloo jobs started by other launchers.
   if (info.master_addr.empty()) info.master_addr = GetString(env, "MASTER_ADDR").value_or("");
   if (info.master_port == 0) LOWBIT_RETURN_IF_ERROR(Optional(env, "MASTER_PORT", &info.master_port));

@@ -38,6 +38,8 @@ struct LaunchInfo {
   std::string backend;
   // LOWBIT_TIMEOUT_S, when set: the collective timeout.
   std::chrono::milliseconds timeout{0};
+  // LOWBIT_KEEP_FREED_MEMORY (0 or 1, default 1): see launch::KeepFreedMemory.
+  bool keep_freed_memory = true;
 };
 
 absl::StatusOr<LaunchInfo> Detect();

@@ -1,5 +1,7 @@
 #include "lowbit/launch/init.h"
 
+#include <malloc.h>
+
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -103,8 +105,15 @@ absl::StatusOr<std::shared_ptr<comm::ProcessGroup>> InitProcessGroup(InitOptions
   return InitProcessGroup(*info, options);
 }
 
+void KeepFreedMemory() {
+  constexpr int kOneGiB = 1 << 30;
+  mallopt(M_MMAP_THRESHOLD, kOneGiB);
+  mallopt(M_TRIM_THRESHOLD, kOneGiB);
+}
+
 absl::StatusOr<std::shared_ptr<comm::ProcessGroup>> InitProcessGroup(const LaunchInfo& info,
                                                                      InitOptions options) {
+  if (options.keep_freed_memory && info.keep_freed_memory) KeepFreedMemory();
   Backend backend = options.backend;
   if (backend == Backend::kAuto && !info.backend.empty()) {
     absl::StatusOr<Backend> parsed = ParseBackend(info.backend);

@@ -17,6 +17,9 @@ for part in "${parts[@]}"; do
     kernels)
       "$LOWBIT_BUILD/bench/compress_kernel_bench" ;;
     hooks)
+      # Shared memory first: the hooks' compute alone, for reference.
+      OMP_NUM_THREADS=1 "${LOWBIT_MPIRUN[@]}" -np 4 "$LOWBIT_BUILD/bench/hook_bench" \
+        --floats "${LOWBIT_BENCH_FLOATS:-25000000}"
       for rate in 1gbit 10gbit; do
         OMP_NUM_THREADS=1 "$LOWBIT_ROOT/scripts/netsim" --ranks 4 --rate "$rate" -- \
           "$LOWBIT_BUILD/bench/hook_bench" --floats "${LOWBIT_BENCH_FLOATS:-25000000}" 2>&1 | grep -o '{.*}'
