@@ -13,6 +13,7 @@
 #include "lowbit/kernels/quantize.h"
 #include "lowbit/kernels/sign.h"
 #include "lowbit/kernels/topk.h"
+#include "lowbit/launch/init.h"
 
 ABSL_FLAG(int64_t, floats, 1 << 24, "elements per call");
 ABSL_FLAG(int, threads, 1, "intra-op threads");
@@ -38,6 +39,7 @@ double BestSeconds(F&& f) {
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   torch::set_num_threads(absl::GetFlag(FLAGS_threads));
+  lowbit::launch::KeepFreedMemory();  // as InitProcessGroup does
   const int64_t n = absl::GetFlag(FLAGS_floats);
   const double bytes = static_cast<double>(n) * 4;
   at::Tensor x = torch::randn({n});

@@ -44,14 +44,22 @@ void DequantizeBlockwise(const uint8_t* codes, const float* scales, int64_t n, i
   const int64_t groups = (n + 7) / 8;
   const uint64_t mask = (uint64_t{1} << bits) - 1;
   at::parallel_for(0, groups, kGrainGroups, [&](int64_t g0, int64_t g1) {
+    int64_t b = (8 * g0) / block;
+    int64_t next_block = (b + 1) * block;
+    float s = scales[b];
+    float step = internal::StepOf(s, levels);
     for (int64_t g = g0; g < g1; ++g) {
       const uint64_t word = internal::LoadGroup(codes + g * bits, bits);
       const int lim = static_cast<int>(std::min<int64_t>(8, n - 8 * g));
       for (int k = 0; k < lim; ++k) {
         const int64_t i = 8 * g + k;
-        const float s = scales[i / block];
-        const float v = internal::DequantizeOne(static_cast<uint32_t>((word >> (k * bits)) & mask),
-                                                internal::StepOf(s, levels), s);
+        if (i == next_block) {
+          ++b;
+          next_block += block;
+          s = scales[b];
+          step = internal::StepOf(s, levels);
+        }
+        const float v = internal::DequantizeOne(static_cast<uint32_t>((word >> (k * bits)) & mask), step, s);
         out[i] = accumulate ? out[i] + v : v;
       }
     }

@@ -2,6 +2,8 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+
 namespace lowbit::kernels::cpu {
 namespace {
 constexpr int64_t kGrainBytes = int64_t{1} << 14;
@@ -25,25 +27,27 @@ void PackSigns(const float* x, int64_t n, uint8_t* bits) {
 }
 
 void UnpackSigns(const uint8_t* bits, int64_t n, const float* scales, int64_t block, float* out, bool accumulate) {
-  const int64_t nbytes = (n + 7) / 8;
-  at::parallel_for(0, nbytes, kGrainBytes, [&](int64_t begin, int64_t end) {
-    for (int64_t j = begin; j < end; ++j) {
-      const int64_t base = 8 * j;
-      const int lim = static_cast<int>(n - base < 8 ? n - base : 8);
-      const uint8_t b = bits[j];
-      const float scale = scales[base / block];
-      float* o = out + base;
-      if (lim == 8) {
+  // Whole blocks (block is a multiple of 8, so of whole bytes) per task; the
+  // inner loop is branch-free so GCC vectorises it.
+  const int64_t nblocks = (n + block - 1) / block;
+  at::parallel_for(0, nblocks, std::max<int64_t>(1, kGrainBytes * 8 / block), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const float scale = scales[b];
+      const int64_t begin = b * block;
+      const int64_t end = std::min(n, begin + block);
+      const int64_t full_end = begin + (end - begin) / 8 * 8;
+      for (int64_t base = begin; base < full_end; base += 8) {
+        const uint32_t byte = bits[base / 8];
+        float* o = out + base;
         if (accumulate) {
-          for (int k = 0; k < 8; ++k) o[k] += ((b >> k) & 1) ? scale : -scale;
+          for (int k = 0; k < 8; ++k) o[k] += static_cast<float>(static_cast<int>((byte >> k) & 1u) * 2 - 1) * scale;
         } else {
-          for (int k = 0; k < 8; ++k) o[k] = ((b >> k) & 1) ? scale : -scale;
+          for (int k = 0; k < 8; ++k) o[k] = static_cast<float>(static_cast<int>((byte >> k) & 1u) * 2 - 1) * scale;
         }
-      } else {
-        for (int k = 0; k < lim; ++k) {
-          const float v = ((b >> k) & 1) ? scale : -scale;
-          o[k] = accumulate ? o[k] + v : v;
-        }
+      }
+      for (int64_t i = full_end; i < end; ++i) {
+        const float v = ((bits[i / 8] >> (i % 8)) & 1) ? scale : -scale;
+        out[i] = accumulate ? out[i] + v : v;
       }
     }
   });

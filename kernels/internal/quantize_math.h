@@ -36,11 +36,15 @@ LOWBIT_HOST_DEVICE uint64_t LoadGroup(const uint8_t* in, int bits) {
 }
 
 // Quantizes and packs group g (elements 8g .. 8g + 7) of x: the loop body of
-// both the CPU kernel and the CUDA kernel (one thread per group).
+// both the CPU kernel and the CUDA kernel (one thread per group). The block
+// index is advanced, not divided, per element (a group may straddle blocks).
 LOWBIT_HOST_DEVICE void QuantizeGroup(const float* x, int64_t n, int64_t g, int64_t block, const float* scales,
                                       int bits, int levels, bool stochastic, uint64_t key, int64_t index_base,
                                       uint8_t* codes) {
   const float half_levels = 0.5f * static_cast<float>(levels);
+  int64_t b = (8 * g) / block;
+  int64_t next_block = (b + 1) * block;
+  float inv = InvScale(scales[b]);
   uint32_t q[8];
   for (int k = 0; k < 8; ++k) {
     const int64_t i = 8 * g + k;
@@ -48,7 +52,11 @@ LOWBIT_HOST_DEVICE void QuantizeGroup(const float* x, int64_t n, int64_t g, int6
       q[k] = 0;
       continue;
     }
-    const float inv = InvScale(scales[i / block]);
+    if (i == next_block) {
+      ++b;
+      next_block += block;
+      inv = InvScale(scales[b]);
+    }
     const float u = stochastic ? Uniform(key, index_base + i) : 0.5f;
     q[k] = QuantizeOne(x[i], inv, half_levels, levels, u);
   }
