@@ -80,6 +80,7 @@ CompressionHook::CompressionHook(std::shared_ptr<ProcessGroup> pg, CompressionHo
               options_.min_compress_numel);
   TORCH_CHECK(options_.momentum >= 0.0 && options_.momentum < 1.0, "CompressionHook: momentum must be in [0, 1), got ",
               options_.momentum);
+  TORCH_CHECK(options_.start_iter >= 0, "CompressionHook: start_iter must be >= 0, got ", options_.start_iter);
   TORCH_CHECK(options_.clip_norm >= 0.0, "CompressionHook: clip_norm must be >= 0, got ", options_.clip_norm);
 }
 
@@ -89,7 +90,7 @@ std::string CompressionHook::Config() const {
   return absl::StrCat("compression(", options_.compressor->Config(), ",ef=", options_.error_feedback->Config(),
                       ",exchange=", ToString(exchange_), ",min_compress_numel=", options_.min_compress_numel,
                       ",compress_1d=", options_.compress_1d, ",seed=", options_.seed, ",momentum=", options_.momentum,
-                      ",clip_norm=", options_.clip_norm, ")");
+                      ",clip_norm=", options_.clip_norm, ",start_iter=", options_.start_iter, ")");
 }
 
 EncodeContext CompressionHook::Context(int rank, uint64_t tensor_key, uint64_t phase, int64_t step) const {
@@ -111,8 +112,8 @@ std::shared_ptr<Work> CompressionHook::RunHook(GradBucket& bucket) {
 
   for (size_t i = 0; i < bucket.gradients.size(); ++i) {
     const at::Tensor& g = bucket.gradients[i];
-    const bool compress = (g.dim() >= 2 || options_.compress_1d) && g.numel() >= options_.min_compress_numel &&
-                          g.numel() > 0;
+    const bool compress = job->step > options_.start_iter && (g.dim() >= 2 || options_.compress_1d) &&
+                          g.numel() >= options_.min_compress_numel && g.numel() > 0;
     (compress ? job->compressed : job->plain).push_back(i);
   }
 

@@ -40,6 +40,9 @@ struct CompressionHookOptions {
   // sent uncompressed.
   int64_t min_compress_numel = 1024;
   bool compress_1d = false;
+  // The first `start_iter` steps are a plain mean allreduce and leave the
+  // error-feedback state alone (1-bit Adam's and PowerSGD's warm-up).
+  int64_t start_iter = 0;
   // Seeds stochastic rounding and random selections.
   uint64_t seed = 0;
   // Deep Gradient Compression (Lin et al. 2018): momentum correction

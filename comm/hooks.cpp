@@ -2,6 +2,8 @@
 
 #include <c10/util/Exception.h>
 
+#include <algorithm>
+
 #include "lowbit/comm/compression_hook.h"
 #include "lowbit/comm/compressors.h"
 #include "lowbit/comm/powersgd_hook.h"
@@ -26,7 +28,7 @@ std::shared_ptr<CommHook> MakeCommHook(std::shared_ptr<ProcessGroup> pg, const H
                 "powersgd supports error feedback ef or none, got '", spec.error_feedback, "'");
     PowerSgdOptions options;
     options.rank = spec.rank;
-    options.start_iter = spec.start_iter;
+    options.start_iter = spec.start_iter >= 0 ? spec.start_iter : 10;
     options.warm_start = spec.warm_start;
     options.min_compression_rate = spec.min_compression_rate;
     options.error_feedback = spec.error_feedback != "none";
@@ -67,6 +69,7 @@ std::shared_ptr<CommHook> MakeCommHook(std::shared_ptr<ProcessGroup> pg, const H
   options.seed = spec.seed;
   TORCH_CHECK(spec.name == "topk" || (spec.momentum == 0.0 && spec.clip_norm == 0.0),
               "momentum correction and clip_norm are top-k (DGC) options; hook is '", spec.name, "'");
+  options.start_iter = std::max<int64_t>(spec.start_iter, 0);
   options.momentum = spec.momentum;
   options.clip_norm = spec.clip_norm;
   return std::make_shared<CompressionHook>(std::move(pg), options);

@@ -54,8 +54,10 @@ struct HookSpec {
   double clip_norm = 0.0;
   double sample_ratio = 0.0;
   int64_t warmup_steps = 0;
+  // Uncompressed allreduce for the first `start_iter` steps (as PowerSGD and
+  // 1-bit Adam's warm-up); -1: the hook's default (powersgd 10, others 0).
+  int64_t start_iter = -1;
   // powersgd
-  int64_t start_iter = 10;
   bool warm_start = true;
   double min_compression_rate = 2.0;
 };

@@ -42,7 +42,7 @@ ABSL_FLAG(std::string, rounding, "", "qsgd/ternary: stochastic or nearest (empty
 ABSL_FLAG(int64_t, block, 0, "qsgd/ternary/onebit elements per scale (0: 256)");
 ABSL_FLAG(double, density, 0.01, "topk/randomk fraction of elements sent, in (0, 1]");
 ABSL_FLAG(int, rank, 4, "powersgd rank");
-ABSL_FLAG(int64_t, start_iter, 10, "powersgd: uncompressed steps first");
+ABSL_FLAG(int64_t, start_iter, -1, "uncompressed steps first (-1: powersgd 10, others 0)");
 ABSL_FLAG(bool, warm_start, true, "powersgd: reuse Q across steps");
 ABSL_FLAG(double, min_compression_rate, 2.0, "powersgd: compress a matrix only if it shrinks this much");
 ABSL_FLAG(double, momentum_correction, 0.0, "topk (DGC): momentum correction factor; use with --optimizer sgd0");

@@ -250,6 +250,22 @@ TEST(PowerSgd, PlainAllreduceBeforeStartIter) {
   EXPECT_FALSE(torch::equal(bucket.Run(hook, g)[0], g));
 }
 
+TEST(CompressionHook, UncompressedWarmUpLeavesNoState) {
+  HookSpec spec;
+  spec.name = "onebit";
+  spec.start_iter = 2;
+  auto hook = MakeCommHook(std::make_shared<LocalProcessGroup>(), spec);
+  Bucket bucket;
+  for (int t = 0; t < 2; ++t) {
+    at::Tensor g = torch::randn_like(bucket.b.buffer);
+    EXPECT_TRUE(torch::equal(bucket.Run(*hook, g)[0], g)) << t;
+  }
+  EXPECT_EQ(hook->StateDict().size(), 2u);  // meta/* only
+  at::Tensor g = torch::randn_like(bucket.b.buffer);
+  EXPECT_FALSE(torch::equal(bucket.Run(*hook, g)[0], g));
+  EXPECT_TRUE(StateEntry(hook->StateDict(), "w1/e").defined());
+}
+
 // The state dict restores a hook exactly: a restored hook continues bit for
 // bit like the original.
 TEST(HookState, RestoreContinuesExactly) {
