@@ -21,6 +21,7 @@
 
 ABSL_FLAG(int64_t, floats, 25'000'000, "gradient floats per exchange");
 ABSL_FLAG(int, iters, 5, "timed exchanges per hook");
+ABSL_FLAG(std::string, network, "local", "label of the network in the output (scripts/bench.sh passes netsim's rate)");
 ABSL_FLAG(std::string, hooks,
           "allreduce,fp16,bf16,qsgd8,qsgd4,qsgd4_twophase,ternary,ternary_twophase,onebit,onebit_twophase,topk,"
           "randomk,powersgd",
@@ -83,8 +84,7 @@ int main(int argc, char** argv) {
   const int64_t floats = absl::GetFlag(FLAGS_floats);
   const int iters = absl::GetFlag(FLAGS_iters);
   const bool lead = pg->Rank() == 0;
-  const char* rate = std::getenv("LOWBIT_NETSIM_RATE_MBIT");  // set by scripts/netsim
-  const std::string network = rate ? std::string(rate) + "mbit" : "local";
+  const std::string network = absl::GetFlag(FLAGS_network);
 
   // The reference: raw MPI_Allreduce of the floats, through the same worker
   // thread as lowbit's would not be "raw", so from this thread directly.

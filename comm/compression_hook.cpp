@@ -170,7 +170,7 @@ std::shared_ptr<Work> CompressionHook::RunHook(GradBucket& bucket) {
       if (u != job->next[j].end()) u->second.masked_fill_(job->sent[j] != 0, 0.0);  // DGC momentum masking
     }
   }
-  return std::make_shared<ContinuationWork>(nullptr, [this, job] { return Finish(*job); });
+  return std::make_shared<ContinuationWork>([this, job] { return Finish(*job); });
 }
 
 void CompressionHook::EncodeAllReduce(Pending& job) {
@@ -237,7 +237,7 @@ void CompressionHook::DecodeAllGather(Pending& job) {
       TORCH_CHECK(len >= 0 && offset + len <= bytes.numel(), "compression hook: rank ", r,
                   " sent a malformed message (tensor ", j, " claims ", len, " bytes)");
       const uint64_t key = NameKey(job.bucket.parameter_names[job.compressed[j]]);
-      options_.compressor->Decode(bytes.narrow(0, offset, len).clone(), Context(r, key, 0, job.step), job.mean[j],
+      options_.compressor->Decode(bytes.narrow(0, offset, len), Context(r, key, 0, job.step), job.mean[j],
                                   /*accumulate=*/true);
       offset += len;
     }
@@ -355,16 +355,10 @@ std::vector<at::Tensor> CompressionHook::Finish(Pending& job) {
   return {buffer, at::zeros({1}, at::kByte)};
 }
 
-HookState CompressionHook::StateDict() const {
-  HookState out = internal::HookMeta(pg_->Size(), step_);
-  internal::AppendFeedbackState(state_, out);
-  return out;
-}
+HookState CompressionHook::StateDict() const { return internal::SaveHookState(pg_->Size(), step_, state_); }
 
 void CompressionHook::LoadStateDict(const HookState& state) {
-  std::optional<int64_t> step;
-  state_ = internal::ParseFeedbackState(state, pg_->Size(), Name(), &step);
-  if (step) step_ = *step;
+  internal::LoadHookState(state, pg_->Size(), Name(), &state_, &step_);
 }
 
 }  // namespace lowbit::comm

@@ -14,7 +14,8 @@
 namespace lowbit::comm {
 namespace {
 
-// Q0 in [-0.5, 0.5), a pure function of the key, the same on every rank.
+// Q0 in [-0.5, 0.5), a pure function of the key, the same on every rank
+// (drawn on the CPU).
 at::Tensor RandomMatrix(uint64_t key, int64_t rows, int64_t cols) {
   at::Tensor q = at::empty({rows, cols}, at::kFloat);
   float* p = q.data_ptr<float>();
@@ -112,7 +113,7 @@ std::shared_ptr<Work> PowerSgdHook::RunHook(GradBucket& bucket) {
       } else {
         const uint64_t key = kernels::MixKey(kernels::MixKey(options_.seed, NameKey(name)),
                                              options_.warm_start ? 0 : static_cast<uint64_t>(step_));
-        qs.push_back(RandomMatrix(key, group.m, group.r));
+        qs.push_back(RandomMatrix(key, group.m, group.r).to(m.device()));
       }
     }
     group.M = at::stack(ms);
@@ -125,7 +126,7 @@ std::shared_ptr<Work> PowerSgdHook::RunHook(GradBucket& bucket) {
   parts.push_back(at::full({1}, local_bad ? 1.0f : 0.0f, at::kFloat));
   job->first = at::cat(parts);
   job->first_work = pg_->AllReduce(job->first, ReduceOp::kSum);
-  return std::make_shared<ContinuationWork>(nullptr, [this, job] { return Finish(*job); });
+  return std::make_shared<ContinuationWork>([this, job] { return Finish(*job); });
 }
 
 std::vector<at::Tensor> PowerSgdHook::Finish(Pending& job) {
@@ -174,16 +175,10 @@ std::vector<at::Tensor> PowerSgdHook::Finish(Pending& job) {
   return {buffer, at::zeros({1}, at::kByte)};
 }
 
-HookState PowerSgdHook::StateDict() const {
-  HookState out = internal::HookMeta(pg_->Size(), step_);
-  internal::AppendFeedbackState(state_, out);
-  return out;
-}
+HookState PowerSgdHook::StateDict() const { return internal::SaveHookState(pg_->Size(), step_, state_); }
 
 void PowerSgdHook::LoadStateDict(const HookState& state) {
-  std::optional<int64_t> step;
-  state_ = internal::ParseFeedbackState(state, pg_->Size(), Name(), &step);
-  if (step) step_ = *step;
+  internal::LoadHookState(state, pg_->Size(), Name(), &state_, &step_);
 }
 
 }  // namespace lowbit::comm

@@ -64,20 +64,17 @@ void AsyncWork::MarkFailed(std::exception_ptr error) {
 
 namespace lowbit::comm {
 
-ContinuationWork::ContinuationWork(std::shared_ptr<Work> first, std::function<std::vector<at::Tensor>()> finish)
-    : first_(std::move(first)), finish_(std::move(finish)) {}
+ContinuationWork::ContinuationWork(std::function<std::vector<at::Tensor>()> finish) : finish_(std::move(finish)) {}
 
 void ContinuationWork::Wait() {
   std::lock_guard<std::mutex> lock(mu_);
   if (!done_) {
     try {
-      if (first_) first_->Wait();
       result_ = finish_();
     } catch (...) {
       error_ = std::current_exception();
     }
     finish_ = nullptr;
-    first_.reset();
     done_ = true;
     seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   }

@@ -103,21 +103,20 @@ class DeferredResultWork final : public Work {
   std::shared_ptr<std::vector<at::Tensor>> result_;
 };
 
-// A multi-stage operation: `first` was started by the caller; Wait() waits
-// for it, then runs `finish` (which may start and wait for further
-// collectives) and completes with its result. Compression hooks use it so that
-// a bucket's later stages run when DDP collects the bucket, in the same order
-// on every rank.
+// The rest of an operation whose collectives were started by the caller:
+// Wait() runs `finish` once (it waits for those collectives and may start and
+// wait for more) and completes with its result. Compression hooks use it so
+// that a bucket's later stages run when DDP collects the bucket, in the same
+// order on every rank.
 class ContinuationWork final : public Work {
  public:
-  ContinuationWork(std::shared_ptr<Work> first, std::function<std::vector<at::Tensor>()> finish);
+  explicit ContinuationWork(std::function<std::vector<at::Tensor>()> finish);
   void Wait() override;
   bool IsCompleted() override;
   std::vector<at::Tensor> Result() override;
   double Seconds() override;
 
  private:
-  std::shared_ptr<Work> first_;
   std::function<std::vector<at::Tensor>()> finish_;
   std::mutex mu_;
   bool done_ = false;

@@ -15,6 +15,23 @@ void CheckQuantSpec(const QuantSpec& spec) {
   TORCH_CHECK(spec.block >= 1, "quantization block must be >= 1, got ", spec.block);
 }
 
+namespace {
+
+// The checks QuantizeBlockwise and DequantizeBlockwise share: codes and
+// scales sized for n elements, on the device of `data` (x or out).
+void CheckCoded(const char* op, const at::Tensor& data, const at::Tensor& scales, const at::Tensor& codes,
+                const QuantSpec& spec) {
+  CheckQuantSpec(spec);
+  internal::CheckTensor(op, "scales", scales, at::kFloat);
+  internal::CheckTensor(op, "codes", codes, at::kByte);
+  internal::CheckNumel(op, "scales", scales, NumBlocks(data.numel(), spec));
+  internal::CheckNumel(op, "codes", codes, PackedCodeBytes(data.numel(), spec));
+  internal::CheckSameDevice(op, data, codes);
+  internal::CheckSameDevice(op, data, scales);
+}
+
+}  // namespace
+
 int64_t NumBlocks(int64_t n, const QuantSpec& spec) { return (n + spec.block - 1) / spec.block; }
 
 int64_t PackedCodeBytes(int64_t n, const QuantSpec& spec) { return cpu::PackedCodeBytes(n, spec.bits); }
@@ -31,14 +48,8 @@ void BlockAbsMax(const at::Tensor& x, int64_t block, at::Tensor& scales) {
 
 void QuantizeBlockwise(const at::Tensor& x, const at::Tensor& scales, const QuantSpec& spec, uint64_t key,
                        int64_t index_base, at::Tensor& codes) {
-  CheckQuantSpec(spec);
   internal::CheckTensor("QuantizeBlockwise", "x", x, at::kFloat);
-  internal::CheckTensor("QuantizeBlockwise", "scales", scales, at::kFloat);
-  internal::CheckTensor("QuantizeBlockwise", "codes", codes, at::kByte);
-  internal::CheckNumel("QuantizeBlockwise", "scales", scales, NumBlocks(x.numel(), spec));
-  internal::CheckNumel("QuantizeBlockwise", "codes", codes, PackedCodeBytes(x.numel(), spec));
-  internal::CheckSameDevice("QuantizeBlockwise", x, codes);
-  internal::CheckSameDevice("QuantizeBlockwise", x, scales);
+  CheckCoded("QuantizeBlockwise", x, scales, codes, spec);
   if (x.is_cuda()) return internal::QuantizeBlockwiseCuda(x, scales, spec, key, index_base, codes);
   cpu::QuantizeBlockwise(x.data_ptr<float>(), x.numel(), spec.block, scales.data_ptr<float>(), spec.bits,
                          spec.levels, spec.stochastic, key, index_base, codes.data_ptr<uint8_t>());
@@ -46,14 +57,8 @@ void QuantizeBlockwise(const at::Tensor& x, const at::Tensor& scales, const Quan
 
 void DequantizeBlockwise(const at::Tensor& codes, const at::Tensor& scales, const QuantSpec& spec,
                          at::Tensor& out, bool accumulate) {
-  CheckQuantSpec(spec);
-  internal::CheckTensor("DequantizeBlockwise", "codes", codes, at::kByte);
-  internal::CheckTensor("DequantizeBlockwise", "scales", scales, at::kFloat);
   internal::CheckTensor("DequantizeBlockwise", "out", out, at::kFloat);
-  internal::CheckNumel("DequantizeBlockwise", "scales", scales, NumBlocks(out.numel(), spec));
-  internal::CheckNumel("DequantizeBlockwise", "codes", codes, PackedCodeBytes(out.numel(), spec));
-  internal::CheckSameDevice("DequantizeBlockwise", out, codes);
-  internal::CheckSameDevice("DequantizeBlockwise", out, scales);
+  CheckCoded("DequantizeBlockwise", out, scales, codes, spec);
   if (out.is_cuda()) return internal::DequantizeBlockwiseCuda(codes, scales, spec, out, accumulate);
   cpu::DequantizeBlockwise(codes.data_ptr<uint8_t>(), scales.data_ptr<float>(), out.numel(), spec.block,
                            spec.bits, spec.levels, out.data_ptr<float>(), accumulate);

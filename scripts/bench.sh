@@ -22,7 +22,7 @@ for part in "${parts[@]}"; do
         --floats "${LOWBIT_BENCH_FLOATS:-25000000}"
       for rate in 1gbit 10gbit; do
         OMP_NUM_THREADS=1 "$LOWBIT_ROOT/scripts/netsim" --ranks 4 --rate "$rate" -- \
-          "$LOWBIT_BUILD/bench/hook_bench" --floats "${LOWBIT_BENCH_FLOATS:-25000000}" 2>&1 | grep -o '{.*}'
+          "$LOWBIT_BUILD/bench/hook_bench" --floats "${LOWBIT_BENCH_FLOATS:-25000000}" --network "$rate" 2>&1 | grep -o '{.*}'
       done ;;
     comm)
       for n in 2 4; do

@@ -12,11 +12,11 @@
 
 namespace lowbit::comm::internal {
 
-HookState HookMeta(int world_size, int64_t step);
-void AppendFeedbackState(const std::map<std::string, FeedbackState>& state, HookState& out);
-// Parses what AppendFeedbackState wrote. When the state was saved by another
-// world size, warns, returns an empty map and leaves `step` unset.
-std::map<std::string, FeedbackState> ParseFeedbackState(const HookState& state, int world_size,
-                                                        const std::string& hook, std::optional<int64_t>* step);
+// A hook's state dict: meta entries, then every tensor of `state` (cloned).
+HookState SaveHookState(int world_size, int64_t step, const std::map<std::string, FeedbackState>& state);
+// Restores what SaveHookState wrote into `state` and `step`. When it was saved
+// by another world size, warns, clears `state` and leaves `step` alone.
+void LoadHookState(const HookState& saved, int world_size, const std::string& hook,
+                   std::map<std::string, FeedbackState>* state, int64_t* step);
 
 }  // namespace lowbit::comm::internal

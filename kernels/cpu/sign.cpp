@@ -53,24 +53,4 @@ void UnpackSigns(const uint8_t* bits, int64_t n, const float* scales, int64_t bl
   });
 }
 
-double SumSquares(const float* x, int64_t n) {
-  // Fixed 4K-element chunks summed in order, so the result does not depend on
-  // the number of threads.
-  constexpr int64_t kChunk = 4096;
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
-  double total = 0.0;
-  for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t end = (c + 1) * kChunk < n ? (c + 1) * kChunk : n;
-    // Eight lanes so GCC vectorises without reassociating a single sum.
-    float lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = c * kChunk;
-    for (; i + 8 <= end; i += 8) {
-      for (int k = 0; k < 8; ++k) lanes[k] += x[i + k] * x[i + k];
-    }
-    for (; i < end; ++i) lanes[0] += x[i] * x[i];
-    for (int k = 0; k < 8; ++k) total += lanes[k];
-  }
-  return total;
-}
-
 }  // namespace lowbit::kernels::cpu

@@ -10,7 +10,5 @@ namespace lowbit::kernels::cpu {
 void PackSigns(const float* x, int64_t n, uint8_t* bits);
 // out[i] (+)= bit ? s : -s with s = scales[i / block] (block: a multiple of 8).
 void UnpackSigns(const uint8_t* bits, int64_t n, const float* scales, int64_t block, float* out, bool accumulate);
-// Sum of squares in double, for the scale ||x||_2 / sqrt(n).
-double SumSquares(const float* x, int64_t n);
 
 }  // namespace lowbit::kernels::cpu
