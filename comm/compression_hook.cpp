@@ -45,6 +45,7 @@ struct CompressionHook::Pending {
   GradBucket bucket;
   int64_t step = 0;
   std::vector<size_t> compressed;
+  std::vector<std::shared_ptr<Compressor>> compressors;  // per compressed tensor
   std::vector<size_t> plain;
   at::Tensor plain_buffer;
   std::shared_ptr<Work> plain_work;
@@ -84,6 +85,23 @@ CompressionHook::CompressionHook(std::shared_ptr<ProcessGroup> pg, CompressionHo
   TORCH_CHECK(options_.clip_norm >= 0.0, "CompressionHook: clip_norm must be >= 0, got ", options_.clip_norm);
 }
 
+void CompressionHook::SetLayerCompressor(const std::string& name, std::shared_ptr<Compressor> compressor) {
+  TORCH_CHECK(exchange_ != Exchange::kTwoPhase, "CompressionHook: per-layer compressors (for '", name,
+              "') need the allgather or allreduce exchange, not twophase");
+  TORCH_CHECK(compressor == nullptr || compressor->Supports(exchange_), "CompressionHook: compressor ",
+              compressor ? compressor->Config() : "", " for '", name, "' cannot use the ", ToString(exchange_),
+              " exchange");
+  layer_compressor_[name] = std::move(compressor);
+}
+
+std::shared_ptr<Compressor> CompressionHook::CompressorFor(const std::string& name, const at::Tensor& grad) const {
+  if (grad.numel() == 0) return nullptr;
+  auto it = layer_compressor_.find(name);
+  if (it != layer_compressor_.end()) return it->second;
+  const bool compress = (grad.dim() >= 2 || options_.compress_1d) && grad.numel() >= options_.min_compress_numel;
+  return compress ? options_.compressor : nullptr;
+}
+
 std::string CompressionHook::Name() const { return options_.compressor->Name(); }
 
 std::string CompressionHook::Config() const {
@@ -111,10 +129,14 @@ std::shared_ptr<Work> CompressionHook::RunHook(GradBucket& bucket) {
   const int world = pg_->Size();
 
   for (size_t i = 0; i < bucket.gradients.size(); ++i) {
-    const at::Tensor& g = bucket.gradients[i];
-    const bool compress = job->step > options_.start_iter && (g.dim() >= 2 || options_.compress_1d) &&
-                          g.numel() >= options_.min_compress_numel && g.numel() > 0;
-    (compress ? job->compressed : job->plain).push_back(i);
+    std::shared_ptr<Compressor> c;
+    if (job->step > options_.start_iter) c = CompressorFor(bucket.parameter_names[i], bucket.gradients[i]);
+    if (c) {
+      job->compressed.push_back(i);
+      job->compressors.push_back(std::move(c));
+    } else {
+      job->plain.push_back(i);
+    }
   }
 
   job->local_bad = !at::isfinite(bucket.buffer).all().item<bool>();
@@ -181,9 +203,10 @@ void CompressionHook::EncodeAllReduce(Pending& job) {
   for (size_t j = 0; j < job.compressed.size(); ++j) {
     const uint64_t key = NameKey(job.bucket.parameter_names[job.compressed[j]]);
     const EncodeContext ctx = Context(pg_->Rank(), key, 0, job.step);
-    at::Tensor msg = options_.compressor->Encode(job.inputs[j] / world, ctx);
+    const Compressor& c = *job.compressors[j];
+    at::Tensor msg = c.Encode(job.inputs[j] / world, ctx);
     at::Tensor sent = at::empty_like(job.inputs[j]);
-    options_.compressor->Decode(msg, ctx, sent, /*accumulate=*/false);
+    c.Decode(msg, ctx, sent, /*accumulate=*/false);
     job.sent.push_back(sent.mul_(world));
     job.message_numel.push_back(msg.numel());
     messages.push_back(msg.reshape({-1}));
@@ -197,8 +220,8 @@ void CompressionHook::DecodeAllReduce(Pending& job) {
   for (size_t j = 0; j < job.compressed.size(); ++j) {
     const uint64_t key = NameKey(job.bucket.parameter_names[job.compressed[j]]);
     at::Tensor mean = at::empty_like(job.inputs[j]);
-    options_.compressor->Decode(job.message.narrow(0, offset, job.message_numel[j]), Context(pg_->Rank(), key, 0, job.step),
-                                mean, /*accumulate=*/false);
+    job.compressors[j]->Decode(job.message.narrow(0, offset, job.message_numel[j]),
+                               Context(pg_->Rank(), key, 0, job.step), mean, /*accumulate=*/false);
     offset += job.message_numel[j];
     job.mean.push_back(mean);
   }
@@ -212,9 +235,10 @@ void CompressionHook::EncodeAllGather(Pending& job) {
   for (size_t j = 0; j < count; ++j) {
     const uint64_t key = NameKey(job.bucket.parameter_names[job.compressed[j]]);
     const EncodeContext ctx = Context(pg_->Rank(), key, 0, job.step);
-    at::Tensor msg = options_.compressor->Encode(job.inputs[j], ctx);
+    const Compressor& c = *job.compressors[j];
+    at::Tensor msg = c.Encode(job.inputs[j], ctx);
     at::Tensor sent = at::empty_like(job.inputs[j]);
-    options_.compressor->Decode(msg, ctx, sent, /*accumulate=*/false);
+    c.Decode(msg, ctx, sent, /*accumulate=*/false);
     job.sent.push_back(sent);
     lengths[static_cast<int64_t>(j)] = msg.numel();
     parts.push_back(msg.reshape({-1}));
@@ -237,8 +261,8 @@ void CompressionHook::DecodeAllGather(Pending& job) {
       TORCH_CHECK(len >= 0 && offset + len <= bytes.numel(), "compression hook: rank ", r,
                   " sent a malformed message (tensor ", j, " claims ", len, " bytes)");
       const uint64_t key = NameKey(job.bucket.parameter_names[job.compressed[j]]);
-      options_.compressor->Decode(bytes.narrow(0, offset, len), Context(r, key, 0, job.step), job.mean[j],
-                                  /*accumulate=*/true);
+      job.compressors[j]->Decode(bytes.narrow(0, offset, len), Context(r, key, 0, job.step), job.mean[j],
+                                 /*accumulate=*/true);
       offset += len;
     }
   }

@@ -66,6 +66,13 @@ class CompressionHook final : public CommHook {
   // A state from another world size is dropped with a warning.
   void LoadStateDict(const HookState& state) override;
 
+  // From the next bucket on, parameter `name` is compressed with
+  // `compressor` instead of options.compressor, or sent uncompressed when it
+  // is null, whatever its size. Its error-feedback state is kept. Must be
+  // called identically on every rank, between steps. Not for the two-phase
+  // exchange, whose chunks span parameters.
+  void SetLayerCompressor(const std::string& name, std::shared_ptr<Compressor> compressor);
+
   Exchange exchange() const { return exchange_; }
   int64_t step() const { return step_; }
 
@@ -79,6 +86,8 @@ class CompressionHook final : public CommHook {
   void DecodeAllGather(Pending& job);
   void DecodeTwoPhase(Pending& job);
   EncodeContext Context(int rank, uint64_t tensor_key, uint64_t phase, int64_t step) const;
+  // The compressor for parameter `name`, or null: send it uncompressed.
+  std::shared_ptr<Compressor> CompressorFor(const std::string& name, const at::Tensor& grad) const;
 
   std::shared_ptr<ProcessGroup> pg_;
   CompressionHookOptions options_;
@@ -87,6 +96,7 @@ class CompressionHook final : public CommHook {
   // Keyed by parameter name (or "bucket:<first parameter>" for the two-phase
   // server error), so rebuilding buckets keeps it.
   std::map<std::string, FeedbackState> state_;
+  std::map<std::string, std::shared_ptr<Compressor>> layer_compressor_;
 };
 
 // A stable 64-bit key of a name (FNV-1a), for the random streams.

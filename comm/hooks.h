@@ -18,11 +18,18 @@
 // | topk      | top-k / DGC, allgather                      | ef         |
 // | randomk   | random-k with shared indices, allreduce     | ef         |
 // | powersgd  | PowerSGD rank `rank`                        | (built in) |
+//
+// adaptive_powersgd, adaptive_topk and adaptive_qsgd choose the rank, the
+// density or the bits per layer with L-GreCo (comm/adaptive_hook.h), around
+// `rank`, `density` or `bits`.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "lowbit/comm/comm_hook.h"
 
@@ -60,6 +67,19 @@ struct HookSpec {
   // powersgd
   bool warm_start = true;
   double min_compression_rate = 2.0;
+  // adaptive_*: decide every `adapt_period` steps on gradients summed over
+  // `adapt_window` steps, within alpha x the uniform default's error.
+  int64_t adapt_period = 100;
+  int64_t adapt_window = 10;
+  double adapt_alpha = 1.0;
+  // Empty: DefaultCandidates around rank / density / bits. An empty list is
+  // an error.
+  std::optional<std::vector<double>> adapt_candidates;
+  // "pattern=value,pattern=plain,...": per-parameter overrides (fnmatch
+  // patterns), tried before the small-tensor rule.
+  std::string adapt_overrides;
+  // Called when a decision changes a layer (see AdaptiveOptions::on_change).
+  std::function<void(int64_t step, const std::string& summary)> on_adapt;
 };
 
 std::shared_ptr<CommHook> MakeCommHook(std::shared_ptr<ProcessGroup> pg, const HookSpec& spec);

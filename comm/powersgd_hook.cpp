@@ -71,6 +71,11 @@ std::string PowerSgdHook::Config() const {
                       ",error_feedback=", options_.error_feedback, ",seed=", options_.seed, ")");
 }
 
+void PowerSgdHook::SetLayerRank(const std::string& name, int rank) {
+  TORCH_CHECK(rank >= 0, "powersgd rank for '", name, "' must be >= 0 (0: uncompressed), got ", rank);
+  layer_rank_[name] = rank;
+}
+
 std::shared_ptr<Work> PowerSgdHook::RunHook(GradBucket& bucket) {
   if (bucket.index == 0) ++step_;
   auto job = std::make_shared<Pending>();
@@ -83,9 +88,11 @@ std::shared_ptr<Work> PowerSgdHook::RunHook(GradBucket& bucket) {
   for (size_t i = 0; i < bucket.gradients.size(); ++i) {
     const at::Tensor& g = bucket.gradients[i];
     bool compress = false;
-    if (job->compressing && g.dim() >= 2 && g.numel() > 0) {
+    auto layer = layer_rank_.find(bucket.parameter_names[i]);
+    const int rank = layer == layer_rank_.end() ? options_.rank : layer->second;
+    if (job->compressing && g.dim() >= 2 && g.numel() > 0 && rank > 0) {
       const int64_t n = g.size(0), m = g.numel() / n;
-      const int64_t r = std::min<int64_t>({n, m, options_.rank});
+      const int64_t r = std::min<int64_t>({n, m, rank});
       compress = static_cast<double>((n + m) * r) * options_.min_compression_rate < static_cast<double>(n * m);
       if (compress) {
         auto [it, added] = group_of.try_emplace({n, m, r}, job->groups.size());
@@ -108,12 +115,18 @@ std::shared_ptr<Work> PowerSgdHook::RunHook(GradBucket& bucket) {
       if (options_.error_feedback && err != state.end()) m = m + err->second.view({group.n, group.m});
       ms.push_back(m);
       auto q = state.find("Q");
-      if (options_.warm_start && q != state.end() && q->second.size(0) == group.m && q->second.size(1) == group.r) {
+      const bool warm = options_.warm_start && q != state.end() && q->second.size(0) == group.m;
+      if (warm && q->second.size(1) == group.r) {
         qs.push_back(q->second);
       } else {
         const uint64_t key = kernels::MixKey(kernels::MixKey(options_.seed, NameKey(name)),
                                              options_.warm_start ? 0 : static_cast<uint64_t>(step_));
-        qs.push_back(RandomMatrix(key, group.m, group.r).to(m.device()));
+        at::Tensor fresh = RandomMatrix(key, group.m, group.r).to(m.device());
+        if (warm) {  // the rank changed: keep the columns both ranks share
+          const int64_t keep = std::min<int64_t>(group.r, q->second.size(1));
+          fresh.narrow(1, 0, keep).copy_(q->second.narrow(1, 0, keep));
+        }
+        qs.push_back(fresh);
       }
     }
     group.M = at::stack(ms);

@@ -45,6 +45,13 @@ class PowerSgdHook final : public CommHook {
   HookState StateDict() const override;
   void LoadStateDict(const HookState& state) override;
 
+  // From the next step on, parameter `name` uses rank `rank` (still capped
+  // at min(n, m) and subject to min_compression_rate), or goes uncompressed
+  // when `rank` is 0. Its error is kept; a warm-start Q keeps its first
+  // min(old, new) columns. Must be called identically on every rank, between
+  // steps.
+  void SetLayerRank(const std::string& name, int rank);
+
   int64_t step() const { return step_; }
 
  private:
@@ -55,6 +62,7 @@ class PowerSgdHook final : public CommHook {
   PowerSgdOptions options_;
   int64_t step_ = 0;
   std::map<std::string, FeedbackState> state_;
+  std::map<std::string, int> layer_rank_;
 };
 
 }  // namespace lowbit::comm
