@@ -6,12 +6,16 @@
 #             against raw MPI_Allreduce in the same run
 #   comm      allreduce and DDP step overhead on 2 and 4 local MPI ranks, and
 #             Gloo allreduce under torchrun (2 processes)
+#   adaptive  Fashion-MNIST on 4 ranks over a simulated 1 Gbit/s network
+#             (scripts/netsim; root only), uniform against L-GreCo-adaptive
+#             PowerSGD, top-k and QSGD (the example's JSON line per run;
+#             last_epoch_* fields: after the decisions)
 # With no argument all three run; otherwise the named ones.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 lowbit_setup
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(kernels hooks comm)
+[ ${#parts[@]} -eq 0 ] && parts=(kernels hooks comm adaptive)
 for part in "${parts[@]}"; do
   case "$part" in
     kernels)
@@ -32,6 +36,17 @@ for part in "${parts[@]}"; do
       # Gloo as torchrun jobs use it, with no MPI in the process.
       /usr/bin/python3 -m torch.distributed.run --standalone --nproc_per_node 2 --redirects 1 --tee 1 --no_python \
         "$LOWBIT_BUILD/bench/allreduce_bench" --max_log2 24 2>&1 | grep -o '{.*}' ;;
-    *) echo "bench.sh: unknown part '$part' (kernels, hooks, comm)" >&2; exit 2 ;;
+    adaptive)
+      runs=("powersgd|--hook powersgd --rank 4" "adaptive_powersgd|--hook adaptive_powersgd --rank 4"
+        "topk|--hook topk --density 0.01" "adaptive_topk|--hook adaptive_topk --density 0.01"
+        "qsgd|--hook qsgd --bits 4" "adaptive_qsgd|--hook adaptive_qsgd --bits 4 --adapt_alpha 3")
+      for run in "${runs[@]}"; do
+        read -r -a flags <<<"${run#*|}"
+        line=$(OMP_NUM_THREADS=1 "$LOWBIT_ROOT/scripts/netsim" --ranks 4 --rate 1gbit -- \
+          "$LOWBIT_BUILD/examples/fashion_mnist/fashion_mnist" --epochs 3 --optimizer sgd --lr 0.05 "${flags[@]}" 2>&1 |
+          grep -o '{"example".*}')
+        echo "{\"label\":\"${run%%|*}\",\"network\":\"1gbit\",${line#\{}"
+      done ;;
+    *) echo "bench.sh: unknown part '$part' (kernels, hooks, comm, adaptive)" >&2; exit 2 ;;
   esac
 done

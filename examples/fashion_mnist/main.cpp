@@ -19,8 +19,11 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "idx_reader.h"
+#include "lowbit/comm/adaptive_hook.h"
 #include "lowbit/comm/distributed_data_parallel.h"
 #include "lowbit/comm/hooks.h"
 #include "lowbit/launch/init.h"
@@ -32,7 +35,7 @@ ABSL_FLAG(uint64_t, seed, 1, "seed of the initialisation and the per-epoch shuff
 ABSL_FLAG(std::string, optimizer, "adam", "sgd (momentum 0.9), sgd0 (no momentum), adam or adamw (weight decay 1e-4)");
 ABSL_FLAG(std::string, hook, "allreduce",
           "gradient exchange: none or allreduce (uncompressed), fp16, bf16, qsgd, onebit, topk, randomk, powersgd, "
-          "ternary");
+          "ternary, adaptive_powersgd, adaptive_topk, adaptive_qsgd (L-GreCo: per-layer rank, density or bits)");
 ABSL_FLAG(std::string, ef, "", "error feedback: none, ef, ef21, econtrol (empty: the hook's default)");
 ABSL_FLAG(double, ef_eta, 0.1, "EControl error weight; must be about the kept fraction or less");
 ABSL_FLAG(std::string, exchange, "auto", "collective of qsgd/ternary/onebit: auto, twophase or allgather");
@@ -51,6 +54,13 @@ ABSL_FLAG(double, sample_ratio, 0.0, "topk (DGC): threshold from this fraction o
 ABSL_FLAG(int64_t, warmup_steps, 0, "topk (DGC): density warm-up steps");
 ABSL_FLAG(int64_t, min_compress_numel, 1024, "smaller tensors are sent uncompressed");
 ABSL_FLAG(bool, compress_1d, false, "also compress 1-D tensors (biases)");
+ABSL_FLAG(int64_t, adapt_period, 100, "adaptive_*: steps between per-layer decisions");
+ABSL_FLAG(int64_t, adapt_window, 10, "adaptive_*: steps of gradients summed for each decision (<= period)");
+ABSL_FLAG(double, adapt_alpha, 1.0, "adaptive_*: error budget as a multiple of the uniform setting's error");
+ABSL_FLAG(std::string, adapt_candidates, "auto",
+          "adaptive_*: comma-separated ranks, densities or bits to choose from (auto: around --rank/--density/--bits)");
+ABSL_FLAG(std::string, adapt_overrides, "",
+          "adaptive_*: per-parameter settings, e.g. 'fc2.*=plain,conv2.weight=0.05' (fnmatch patterns)");
 ABSL_FLAG(std::string, backend, "auto", "process group: auto, mpi, gloo, nccl or local");
 ABSL_FLAG(std::string, data_dir, "/usr/share/datasets/fashion-mnist", "directory of the gzipped IDX files");
 ABSL_FLAG(std::string, metrics_csv, "", "if set, rank 0 writes one CSV row per epoch here");
@@ -88,6 +98,7 @@ struct Config {
   uint64_t seed;
   std::string optimizer, hook, backend, data_dir, metrics_csv, checkpoint, resume;
   lowbit::comm::HookSpec hook_spec;
+  std::string adapt_candidates;
 };
 
 // Flag values that parse but make no sense, as "--flag must be ..., got ...".
@@ -105,6 +116,20 @@ std::string ValidateFlags(const Config& c) {
   if (h.bits < 1 || h.bits > 8) return absl::StrCat("--bits must be in [1, 8], got ", h.bits);
   if (!(h.density > 0 && h.density <= 1)) return absl::StrCat("--density must be in (0, 1], got ", h.density);
   if (h.rank < 1) return absl::StrCat("--rank must be >= 1, got ", h.rank);
+  if (h.adapt_period < 1) return absl::StrCat("--adapt_period must be >= 1, got ", h.adapt_period);
+  if (h.adapt_window < 1 || h.adapt_window > h.adapt_period) {
+    return absl::StrCat("--adapt_window must be in [1, --adapt_period=", h.adapt_period, "], got ", h.adapt_window);
+  }
+  if (!(h.adapt_alpha > 0)) return absl::StrCat("--adapt_alpha must be > 0, got ", h.adapt_alpha);
+  if (c.adapt_candidates.empty()) return "--adapt_candidates is empty (use auto, or a comma-separated list)";
+  if (c.adapt_candidates != "auto") {
+    for (absl::string_view item : absl::StrSplit(c.adapt_candidates, ',')) {
+      double v = 0;
+      if (!absl::SimpleAtod(item, &v)) {
+        return absl::StrCat("--adapt_candidates must be numbers, got '", std::string(item), "'");
+      }
+    }
+  }
   if (!lowbit::launch::ParseBackend(c.backend).ok()) {
     return absl::StrCat("--backend must be auto, mpi, gloo, nccl or local, got '", c.backend, "'");
   }
@@ -221,6 +246,12 @@ void LoadHookState(const std::string& path, lowbit::comm::DistributedDataParalle
   ddp.comm_hook().LoadStateDict(loaded);
 }
 
+// The adaptive hooks' per-layer settings ("name=value;..."), else empty.
+std::string LayerChoices(lowbit::comm::DistributedDataParallel& ddp) {
+  const auto* adaptive = dynamic_cast<const lowbit::comm::AdaptiveHook*>(&ddp.comm_hook());
+  return adaptive ? adaptive->ChoicesString() : "";
+}
+
 // Fraction of the test set classified correctly, each rank scoring a shard.
 double TestAccuracy(Cnn& model, const lowbit::examples::ImageSet& test, ProcessGroup& pg) {
   torch::NoGradGuard no_grad;
@@ -270,7 +301,13 @@ int Run(const Config& c) {
   int start_epoch = 0;
   if (!c.resume.empty()) start_epoch = LoadCheckpoint(c.resume, model, *opt, world);
   lowbit::comm::DistributedDataParallel ddp(model.ptr(), pg, {.bucket_cap_mb = c.bucket_cap_mb});
-  ddp.RegisterCommHook(lowbit::comm::MakeCommHook(pg, c.hook_spec));
+  lowbit::comm::HookSpec spec = c.hook_spec;
+  if (lead) {
+    spec.on_adapt = [](int64_t step, const std::string& changes) {
+      std::cout << "L-GreCo step " << step << ": " << changes << std::endl;
+    };
+  }
+  ddp.RegisterCommHook(lowbit::comm::MakeCommHook(pg, spec));
   if (!c.resume.empty()) LoadHookState(c.resume, ddp, *pg);
 
   std::ofstream csv;
@@ -279,7 +316,7 @@ int Run(const Config& c) {
     TORCH_CHECK(csv.good(), "--metrics_csv: cannot write ", c.metrics_csv);
     if (start_epoch == 0) {
       csv << "epoch,train_loss,test_accuracy,images_per_second,bytes_sent_per_step,comm_seconds_per_step,"
-             "wait_seconds_per_step\n";
+             "wait_seconds_per_step,layer_choices\n";
     }
   }
   if (lead) {
@@ -291,7 +328,8 @@ int Run(const Config& c) {
   const auto t_start = std::chrono::steady_clock::now();
   double train_loss = 0, accuracy = 0, images_per_second = 0;
   int64_t bytes_sent = 0, dense_bytes = 0, total_steps = 0, skipped_steps = 0;
-  double comm_seconds = 0, wait_seconds = 0;
+  double comm_seconds = 0, wait_seconds = 0, last_epoch_seconds = 0;
+  int64_t last_epoch_bytes = 0;
   for (int epoch = start_epoch; epoch < c.epochs; ++epoch) {
     const auto t_epoch = std::chrono::steady_clock::now();
     torch::Generator gen = at::detail::createCPUGenerator(c.seed * 1000003ULL + static_cast<uint64_t>(epoch));
@@ -325,6 +363,8 @@ int Run(const Config& c) {
     train_loss = mean_loss.item<double>();
     accuracy = TestAccuracy(model, data->test, *pg);
     images_per_second = static_cast<double>(steps_per_epoch * c.batch_size * world) / epoch_seconds;
+    last_epoch_seconds = epoch_seconds;
+    last_epoch_bytes = epoch_bytes;
     bytes_sent += epoch_bytes;
     comm_seconds += epoch_comm;
     wait_seconds += epoch_wait;
@@ -337,7 +377,7 @@ int Run(const Config& c) {
       if (csv.is_open()) {
         csv << epoch + 1 << "," << train_loss << "," << accuracy << "," << images_per_second << ","
             << epoch_bytes / steps_per_epoch << "," << epoch_comm / steps_per_epoch << ","
-            << epoch_wait / steps_per_epoch << "\n";
+            << epoch_wait / steps_per_epoch << "," << LayerChoices(ddp) << "\n";
         csv.flush();
       }
     }
@@ -355,9 +395,12 @@ int Run(const Config& c) {
               << ",\"images_per_second\":" << images_per_second
               << ",\"bytes_sent_per_step\":" << bytes_sent / steps << ",\"dense_bytes_per_step\":" << dense_bytes
               << ",\"compression_ratio\":" << static_cast<double>(dense_bytes) / std::max<int64_t>(1, bytes_sent / steps)
+              << ",\"last_epoch_bytes_sent_per_step\":" << last_epoch_bytes / steps_per_epoch
+              << ",\"last_epoch_seconds_per_step\":" << last_epoch_seconds / static_cast<double>(steps_per_epoch)
               << ",\"skipped_steps\":" << skipped_steps << ",\"hook_config\":\"" << ddp.comm_hook().Config()
               << "\",\"comm_seconds_per_step\":" << comm_seconds / steps
-              << ",\"wait_seconds_per_step\":" << wait_seconds / steps << ",\"param_checksum\":\"" << checksum
+              << ",\"wait_seconds_per_step\":" << wait_seconds / steps << ",\"layer_choices\":\"" << LayerChoices(ddp)
+              << "\",\"param_checksum\":\"" << checksum
               << "\"}" << std::endl;
   }
   return 0;
@@ -392,11 +435,24 @@ int main(int argc, char** argv) {
   h.warmup_steps = absl::GetFlag(FLAGS_warmup_steps);
   h.min_compress_numel = absl::GetFlag(FLAGS_min_compress_numel);
   h.compress_1d = absl::GetFlag(FLAGS_compress_1d);
+  h.adapt_period = absl::GetFlag(FLAGS_adapt_period);
+  h.adapt_window = absl::GetFlag(FLAGS_adapt_window);
+  h.adapt_alpha = absl::GetFlag(FLAGS_adapt_alpha);
+  h.adapt_overrides = absl::GetFlag(FLAGS_adapt_overrides);
+  c.adapt_candidates = absl::GetFlag(FLAGS_adapt_candidates);
   h.seed = c.seed;
   const std::string invalid = ValidateFlags(c);
   if (!invalid.empty()) {
     std::cerr << "error: " << invalid << "\n";
     return 2;
+  }
+  if (c.adapt_candidates != "auto") {
+    h.adapt_candidates.emplace();
+    for (absl::string_view item : absl::StrSplit(c.adapt_candidates, ',')) {
+      double v = 0;
+      (void)absl::SimpleAtod(item, &v);  // checked above
+      h.adapt_candidates->push_back(v);
+    }
   }
   try {
     return Run(c);
