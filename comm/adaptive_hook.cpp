@@ -495,6 +495,11 @@ HookState AdaptiveHook::StateDict() const {
     out.emplace_back("lgreco/value/" + name,
                      at::tensor(layer.value.value_or(std::numeric_limits<double>::quiet_NaN()), at::kDouble));
   }
+  for (const auto& [name, value] : restored_) {  // restored, not seen again yet
+    if (layers_.count(name) != 0) continue;
+    out.emplace_back("lgreco/value/" + name,
+                     at::tensor(value.value_or(std::numeric_limits<double>::quiet_NaN()), at::kDouble));
+  }
   for (const auto& [name, sum] : sums_) out.emplace_back("lgreco/sum/" + name, sum.clone());
   return out;
 }

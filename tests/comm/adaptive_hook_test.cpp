@@ -279,6 +279,15 @@ TEST_P(AdaptiveHookTest, CheckpointRestoresTheChoices) {
   EXPECT_TRUE(StateEntry(state, "lgreco/sum/a").defined());  // step 5 is in the second window
   AdaptiveHook b(pg, o);
   b.LoadStateDict(state);
+  // Saved again at once, the state is the same, entry for entry and bit for bit.
+  std::map<std::string, at::Tensor> saved, again;
+  for (const auto& [name, t] : state) saved[name] = t;
+  for (const auto& [name, t] : b.StateDict()) again[name] = t;
+  ASSERT_EQ(saved.size(), again.size());
+  for (const auto& [name, t] : saved) {
+    ASSERT_TRUE(again.count(name)) << name;
+    EXPECT_TRUE(torch::equal(t, again[name])) << name;
+  }
   for (int step = 6; step <= 8; ++step) {  // the second decision is at step 7
     Bucket ba(rank, step), bb(rank, step);
     auto wa = a.RunHook(ba.b);
