@@ -241,6 +241,7 @@ class PowerSgdFamily final : public AdaptiveHook::Family {
  public:
   PowerSgdFamily(std::shared_ptr<ProcessGroup> pg, PowerSgdOptions options)
       : rate_(options.min_compression_rate), hook_(std::move(pg), options) {}
+  // Sizes and errors follow the hook's own rule for which rank a shape gets.
   CommHook& Hook() override { return hook_; }
   const CommHook& Hook() const override { return hook_; }
   int64_t Bytes(const std::vector<int64_t>& shape, double r) const override {
@@ -266,13 +267,8 @@ class PowerSgdFamily final : public AdaptiveHook::Family {
   }
 
  private:
-  // The rank PowerSgdHook uses for this shape, or 0 when it sends it plain.
   int64_t Rank(const std::vector<int64_t>& shape, double r) const {
-    const int64_t numel = Numel(shape);
-    if (shape.size() < 2 || numel == 0) return 0;
-    const int64_t n = shape[0], m = numel / n;
-    const int64_t rank = std::min<int64_t>({n, m, static_cast<int64_t>(r)});
-    return static_cast<double>((n + m) * rank) * rate_ < static_cast<double>(n * m) ? rank : 0;
+    return PowerSgdRank(shape, static_cast<int64_t>(r), rate_);
   }
   double rate_;
   PowerSgdHook hook_;

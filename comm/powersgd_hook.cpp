@@ -39,6 +39,15 @@ void OrthogonaliseColumns(at::Tensor& p) {
 
 }  // namespace
 
+int64_t PowerSgdRank(at::IntArrayRef shape, int64_t rank, double min_compression_rate) {
+  int64_t numel = 1;
+  for (int64_t d : shape) numel *= d;
+  if (shape.size() < 2 || numel == 0 || rank <= 0) return 0;
+  const int64_t n = shape[0], m = numel / n;
+  const int64_t r = std::min<int64_t>({n, m, rank});
+  return static_cast<double>((n + m) * r) * min_compression_rate < static_cast<double>(n * m) ? r : 0;
+}
+
 struct PowerSgdHook::Pending {
   GradBucket bucket;
   int64_t step = 0;
@@ -87,20 +96,17 @@ std::shared_ptr<Work> PowerSgdHook::RunHook(GradBucket& bucket) {
   std::map<std::tuple<int64_t, int64_t, int64_t>, size_t> group_of;
   for (size_t i = 0; i < bucket.gradients.size(); ++i) {
     const at::Tensor& g = bucket.gradients[i];
-    bool compress = false;
     auto layer = layer_rank_.find(bucket.parameter_names[i]);
     const int rank = layer == layer_rank_.end() ? options_.rank : layer->second;
-    if (job->compressing && g.dim() >= 2 && g.numel() > 0 && rank > 0) {
-      const int64_t n = g.size(0), m = g.numel() / n;
-      const int64_t r = std::min<int64_t>({n, m, rank});
-      compress = static_cast<double>((n + m) * r) * options_.min_compression_rate < static_cast<double>(n * m);
-      if (compress) {
-        auto [it, added] = group_of.try_emplace({n, m, r}, job->groups.size());
-        if (added) job->groups.push_back({n, m, r, {}, {}, {}, {}});
-        job->groups[it->second].members.push_back(i);
-      }
+    const int64_t r = job->compressing ? PowerSgdRank(g.sizes(), rank, options_.min_compression_rate) : 0;
+    if (r == 0) {
+      job->plain.push_back(i);
+      continue;
     }
-    if (!compress) job->plain.push_back(i);
+    const int64_t n = g.size(0), m = g.numel() / n;
+    auto [it, added] = group_of.try_emplace({n, m, r}, job->groups.size());
+    if (added) job->groups.push_back({n, m, r, {}, {}, {}, {}});
+    job->groups[it->second].members.push_back(i);
   }
 
   std::vector<at::Tensor> parts;

@@ -34,6 +34,12 @@ struct PowerSgdOptions {
   uint64_t seed = 0;
 };
 
+// The rank PowerSgdHook compresses a gradient of `shape` with when asked for
+// `rank`: min(n, m, rank) for the n x m view (n = shape[0]) if that shrinks it
+// by more than `min_compression_rate`, else 0 (sent uncompressed; also for
+// 1-D, empty and rank 0).
+int64_t PowerSgdRank(at::IntArrayRef shape, int64_t rank, double min_compression_rate);
+
 class PowerSgdHook final : public CommHook {
  public:
   PowerSgdHook(std::shared_ptr<ProcessGroup> pg, PowerSgdOptions options);
