@@ -21,6 +21,11 @@
 
 #include "lowbit/comm/process_group.h"
 
+namespace torch::serialize {
+class OutputArchive;
+class InputArchive;
+}  // namespace torch::serialize
+
 namespace lowbit::comm {
 
 // One bucket of gradients. `gradients[i]` (shaped like parameter i) aliases
@@ -37,6 +42,12 @@ struct GradBucket {
 // Named tensors of a hook's per-rank state (error-feedback residuals, warm
 // starts, ...), saved with a checkpoint and restored exactly.
 using HookState = std::vector<std::pair<std::string, at::Tensor>>;
+
+// A HookState in a torch::serialize archive, under `prefix`. Entry names may
+// hold '.' and '/', which archive keys cannot, so the tensors are stored as
+// <prefix>t0, <prefix>t1, ... and their names in <prefix>names.
+void WriteHookState(torch::serialize::OutputArchive& archive, const HookState& state, const std::string& prefix = "");
+HookState ReadHookState(torch::serialize::InputArchive& archive, const std::string& prefix = "");
 
 class CommHook {
  public:

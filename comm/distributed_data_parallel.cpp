@@ -10,6 +10,8 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/nn/module.h>
 
+#include "lowbit/comm/consistency.h"
+
 namespace lowbit::comm {
 
 // Note [Gradient sync]
@@ -43,36 +45,6 @@ std::string Describe(const std::string& name, const at::Tensor& t) {
   std::ostringstream out;
   out << name << " " << t.scalar_type() << " " << t.sizes();
   return out.str();
-}
-
-std::vector<std::string> SplitLines(const at::Tensor& bytes) {
-  std::string text(static_cast<const char*>(bytes.data_ptr()), bytes.numel());
-  std::vector<std::string> lines;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  return lines;
-}
-
-// All-gathers `lines` from every rank and throws, on every rank alike, when a
-// rank's lines differ from rank 0's, naming the first difference.
-void CheckSameOnAllRanks(ProcessGroup& pg, const std::vector<std::string>& lines, const std::string& what) {
-  std::string text;
-  for (const auto& line : lines) text += line + "\n";
-  at::Tensor bytes = at::empty({static_cast<int64_t>(text.size())}, at::kByte);
-  std::memcpy(bytes.data_ptr(), text.data(), text.size());
-  auto work = pg.AllGatherV(bytes);
-  work->Wait();
-  const std::vector<at::Tensor> all = work->Result();
-  const std::vector<std::string> reference = SplitLines(all[0]);
-  for (size_t r = 1; r < all.size(); ++r) {
-    const std::vector<std::string> other = SplitLines(all[r]);
-    for (size_t i = 0; i < std::max(reference.size(), other.size()); ++i) {
-      const std::string a = i < reference.size() ? reference[i] : "<nothing>";
-      const std::string b = i < other.size() ? other[i] : "<nothing>";
-      TORCH_CHECK(a == b, "DistributedDataParallel: the ", what, " on rank ", r, " differs from rank 0; first difference at entry ",
-                  i, ": rank 0 has '", a, "', rank ", r, " has '", b, "'");
-    }
-  }
 }
 
 }  // namespace
@@ -353,7 +325,8 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
   for (const auto& item : impl_->module->named_buffers(true)) {
     fingerprint.push_back("buffer " + Describe(item.key(), item.value()));
   }
-  CheckSameOnAllRanks(*impl_->pg, fingerprint, "model (parameter names, shapes and dtypes)");
+  CheckSameOnAllRanks(*impl_->pg, fingerprint, "model (parameter names, shapes and dtypes)",
+                      "DistributedDataParallel");
   BroadcastState();
 
   impl_->BuildBuckets();
@@ -368,13 +341,14 @@ DistributedDataParallel::~DistributedDataParallel() = default;
 
 torch::nn::Module& DistributedDataParallel::module() const { return *impl_->module; }
 ProcessGroup& DistributedDataParallel::process_group() const { return *impl_->pg; }
+std::shared_ptr<ProcessGroup> DistributedDataParallel::shared_process_group() const { return impl_->pg; }
 CommHook& DistributedDataParallel::comm_hook() const { return *impl_->hook; }
 
 void DistributedDataParallel::RegisterCommHook(std::shared_ptr<CommHook> hook) {
   TORCH_CHECK(hook != nullptr, "RegisterCommHook: hook is null");
   std::lock_guard<std::mutex> lock(impl_->mu);
   TORCH_CHECK(!impl_->step_active, "RegisterCommHook: cannot replace the hook during a backward pass");
-  CheckSameOnAllRanks(*impl_->pg, {hook->Config()}, "comm hook configuration");
+  CheckSameOnAllRanks(*impl_->pg, {hook->Config()}, "comm hook configuration", "DistributedDataParallel");
   impl_->hook = std::move(hook);
 }
 

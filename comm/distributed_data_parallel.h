@@ -70,6 +70,7 @@ class DistributedDataParallel {
 
   torch::nn::Module& module() const;
   ProcessGroup& process_group() const;
+  std::shared_ptr<ProcessGroup> shared_process_group() const;
 
   // Replaces the comm hook (default: AllReduceHook). The hook's Config() must
   // be the same on every rank; a mismatch throws on all ranks.

@@ -1,7 +1,39 @@
 #include "lowbit/comm/internal/hook_state.h"
 
 #include <ATen/ATen.h>
+
+#include <cstring>
 #include <c10/util/Logging.h>
+#include <torch/serialize/archive.h>
+
+namespace lowbit::comm {
+
+void WriteHookState(torch::serialize::OutputArchive& archive, const HookState& state, const std::string& prefix) {
+  std::string names;
+  for (size_t i = 0; i < state.size(); ++i) {
+    archive.write(prefix + "t" + std::to_string(i), state[i].second);
+    names += state[i].first + "\n";
+  }
+  at::Tensor bytes = at::empty({static_cast<int64_t>(names.size())}, at::kByte);
+  std::memcpy(bytes.data_ptr(), names.data(), names.size());
+  archive.write(prefix + "names", bytes);
+}
+
+HookState ReadHookState(torch::serialize::InputArchive& archive, const std::string& prefix) {
+  at::Tensor bytes;
+  archive.read(prefix + "names", bytes);
+  const std::string names(static_cast<const char*>(bytes.data_ptr()), bytes.numel());
+  HookState state;
+  size_t begin = 0;
+  for (size_t end = names.find('\n'); end != std::string::npos; begin = end + 1, end = names.find('\n', begin)) {
+    at::Tensor t;
+    archive.read(prefix + "t" + std::to_string(state.size()), t);
+    state.emplace_back(names.substr(begin, end - begin), t);
+  }
+  return state;
+}
+
+}  // namespace lowbit::comm
 
 namespace lowbit::comm::internal {
 

@@ -1,0 +1,87 @@
+#include "lowbit/optimizers/onebit_adam.h"
+
+#include <ATen/ATen.h>
+#include <absl/strings/str_cat.h>
+
+#include <cmath>
+
+#include "lowbit/comm/distributed_data_parallel.h"
+
+namespace lowbit::optim {
+
+OneBitAdam::OneBitAdam(std::vector<torch::optim::OptimizerParamGroup> groups, comm::DistributedDataParallel& ddp,
+                       OneBitAdamOptions defaults)
+    : OneBitAdam(std::move(groups), ddp.shared_process_group(), &ddp, defaults) {}
+
+OneBitAdam::OneBitAdam(std::vector<at::Tensor> params, comm::DistributedDataParallel& ddp, OneBitAdamOptions defaults)
+    : OneBitAdam({torch::optim::OptimizerParamGroup(std::move(params))}, ddp.shared_process_group(), &ddp, defaults) {}
+
+OneBitAdam::OneBitAdam(std::vector<torch::optim::OptimizerParamGroup> groups, std::shared_ptr<comm::ProcessGroup> pg,
+                       OneBitAdamOptions defaults)
+    : OneBitAdam(std::move(groups), std::move(pg), nullptr, defaults) {}
+
+OneBitAdam::OneBitAdam(std::vector<at::Tensor> params, std::shared_ptr<comm::ProcessGroup> pg,
+                       OneBitAdamOptions defaults)
+    : OneBitAdam({torch::optim::OptimizerParamGroup(std::move(params))}, std::move(pg), nullptr, defaults) {}
+
+OneBitAdam::OneBitAdam(std::vector<torch::optim::OptimizerParamGroup> groups, std::shared_ptr<comm::ProcessGroup> pg,
+                       comm::DistributedDataParallel* ddp, const OneBitAdamOptions& defaults)
+    : OneBitOptimizer(std::move(groups), std::make_unique<OneBitAdamOptions>(defaults), std::move(pg), ddp),
+      freeze_step_(defaults.freeze_step()),
+      bias_correction_(defaults.bias_correction()) {
+  TORCH_CHECK(freeze_step_ >= 0, "OneBitAdam: freeze_step must be >= 0, got ", freeze_step_);
+  std::string groups_config;
+  for (size_t g = 0; g < param_groups_.size(); ++g) {
+    const auto& o = static_cast<const OneBitAdamOptions&>(param_groups_[g].options());
+    CheckHyperParameters(absl::StrCat("OneBitAdam (parameter group ", g, ")"), o.lr(), o.betas(), o.eps(),
+                         o.weight_decay());
+    absl::StrAppend(&groups_config, ",group", g, "=", std::get<0>(o.betas()), "/", std::get<1>(o.betas()), "/",
+                    o.eps(), "/", o.weight_decay(), "/", o.decoupled_weight_decay());
+  }
+  Initialize("OneBitAdam",
+             absl::StrCat("freeze_step=", freeze_step_, ",bias_correction=", bias_correction_,
+                          ",block=", defaults.block(), groups_config),
+             defaults.block());
+}
+
+bool OneBitAdam::Step(int64_t t, const std::vector<at::Tensor>& grads) {
+  const size_t n = params().size();
+  const bool warmup = t <= freeze_step_;
+  std::vector<at::Tensor> g(n);
+  for (size_t i = 0; i < n; ++i) {
+    const auto& o = static_cast<const OneBitAdamOptions&>(GroupOptions(i));
+    g[i] = o.weight_decay() != 0.0 && !o.decoupled_weight_decay() ? grads[i].add(params()[i], o.weight_decay())
+                                                                    : grads[i];
+  }
+  std::vector<at::Tensor> momentum(n);
+  if (!warmup) {
+    // m_r = beta1 m + (1 - beta1) g_r on each rank, then the compressed mean.
+    std::vector<at::Tensor> v(n);
+    for (size_t i = 0; i < n; ++i) {
+      const auto& o = static_cast<const OneBitAdamOptions&>(GroupOptions(i));
+      momentum[i] = State(i, "exp_avg").mul(std::get<0>(o.betas())).add_(g[i], 1.0 - std::get<0>(o.betas()));
+      v[i] = State(i, "exp_avg_sq");
+    }
+    if (!CompressedMean(momentum, ScalingCoefficients(v))) return false;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const auto& o = static_cast<const OneBitAdamOptions&>(GroupOptions(i));
+    const auto [beta1, beta2] = o.betas();
+    at::Tensor p = params()[i];
+    at::Tensor& m = State(i, "exp_avg");
+    at::Tensor& v = State(i, "exp_avg_sq");
+    if (o.weight_decay() != 0.0 && o.decoupled_weight_decay()) p.mul_(1.0 - o.lr() * o.weight_decay());
+    if (warmup) {
+      m.mul_(beta1).add_(g[i], 1.0 - beta1);
+      v.mul_(beta2).addcmul_(g[i], g[i], 1.0 - beta2);
+    } else {
+      m.copy_(momentum[i]);
+    }
+    const double bias2 = BiasCorrection(beta2, std::min(t, freeze_step_), bias_correction_);
+    const at::Tensor denom = (v.sqrt() / std::sqrt(bias2)).add_(o.eps());
+    p.addcdiv_(m, denom, -o.lr() / BiasCorrection(beta1, t, bias_correction_));
+  }
+  return true;
+}
+
+}  // namespace lowbit::optim

@@ -1,0 +1,74 @@
+// OneBitAdam: 1-bit Adam (Tang et al. 2021, "1-bit Adam: Communication
+// Efficient Large-Scale Training with Adam's Convergence Speed", Algorithm 1).
+//
+// Steps 1..freeze_step are Adam on averaged gradients (torch::optim::Adam's
+// arithmetic, or AdamW's with decoupled_weight_decay). From then on the
+// variance v is frozen; each rank updates the momentum from its local
+// gradient, m_r = beta1 m + (1 - beta1) g_r, and the ranks average the m_r
+// with the 1-bit two-phase compressed allreduce with worker and server error
+// feedback; every rank then holds the same m and steps
+//   p -= lr / (1 - beta1^t) * m / (sqrt(v / (1 - beta2^freeze_step)) + eps).
+//
+// Bias correction (bias_correction, default on): Adam's, with the variance's
+// correction frozen with the variance, so the update is continuous at the
+// freeze. DeepSpeed's OnebitAdam applies none (bias_correction(false)).
+// Weight decay: L2 (added to the gradient, as torch::optim::Adam) or, with
+// decoupled_weight_decay, p *= 1 - lr * weight_decay (as AdamW).
+//
+//   lowbit::optim::OneBitAdam opt(model->parameters(), ddp,
+//                                 lowbit::optim::OneBitAdamOptions(1e-3).freeze_step(100));
+//
+// See optimizers/onebit_optimizer.h for communication, NoSync and state.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <tuple>
+#include <vector>
+
+#include <torch/arg.h>
+
+#include "lowbit/optimizers/onebit_optimizer.h"
+
+namespace lowbit::optim {
+
+struct OneBitAdamOptions : public torch::optim::OptimizerCloneableOptions<OneBitAdamOptions> {
+  OneBitAdamOptions(double lr = 1e-3) : lr_(lr) {}  // NOLINT: implicit, as torch::optim::AdamOptions
+  // Per parameter group.
+  TORCH_ARG(double, lr) = 1e-3;
+  TORCH_ARG(Betas, betas) = std::make_tuple(0.9, 0.999);
+  TORCH_ARG(double, eps) = 1e-8;
+  TORCH_ARG(double, weight_decay) = 0.0;
+  TORCH_ARG(bool, decoupled_weight_decay) = false;
+  // Per optimizer (taken from the defaults, not from groups).
+  TORCH_ARG(int64_t, freeze_step) = 100;
+  TORCH_ARG(bool, bias_correction) = true;
+  // Elements per 1-bit scale; 0: one per chunk of the exchange (DeepSpeed's).
+  TORCH_ARG(int64_t, block) = 0;
+
+  double get_lr() const override { return lr(); }
+  void set_lr(const double lr) override { this->lr(lr); }
+};
+
+class OneBitAdam final : public OneBitOptimizer {
+ public:
+  OneBitAdam(std::vector<torch::optim::OptimizerParamGroup> groups, comm::DistributedDataParallel& ddp,
+             OneBitAdamOptions defaults = {});
+  OneBitAdam(std::vector<at::Tensor> params, comm::DistributedDataParallel& ddp, OneBitAdamOptions defaults = {});
+  // Local gradients, averaged by the optimizer during warm-up.
+  OneBitAdam(std::vector<torch::optim::OptimizerParamGroup> groups, std::shared_ptr<comm::ProcessGroup> pg,
+             OneBitAdamOptions defaults = {});
+  OneBitAdam(std::vector<at::Tensor> params, std::shared_ptr<comm::ProcessGroup> pg, OneBitAdamOptions defaults = {});
+
+  bool AveragesGradientsAt(int64_t t) const override { return t <= freeze_step_; }
+
+ private:
+  OneBitAdam(std::vector<torch::optim::OptimizerParamGroup> groups, std::shared_ptr<comm::ProcessGroup> pg,
+             comm::DistributedDataParallel* ddp, const OneBitAdamOptions& defaults);
+  bool Step(int64_t t, const std::vector<at::Tensor>& grads) override;
+
+  int64_t freeze_step_;
+  bool bias_correction_;
+};
+
+}  // namespace lowbit::optim

@@ -1,0 +1,287 @@
+#include "lowbit/optimizers/onebit_optimizer.h"
+
+#include <ATen/ATen.h>
+#include <absl/strings/str_cat.h>
+#include <torch/serialize/archive.h>
+
+#include <cmath>
+#include <sstream>
+
+#include "lowbit/comm/compression_hook.h"
+#include "lowbit/comm/compressors.h"
+#include "lowbit/comm/consistency.h"
+#include "lowbit/comm/distributed_data_parallel.h"
+
+namespace lowbit::optim {
+namespace {
+
+// DDP's hook under a 1-bit optimizer: a mean allreduce when the coming step
+// needs averaged gradients, nothing otherwise (the gradients stay local).
+class PhaseHook final : public comm::CommHook {
+ public:
+  PhaseHook(std::shared_ptr<comm::ProcessGroup> pg, std::shared_ptr<std::atomic<bool>> average, std::string owner)
+      : pg_(std::move(pg)), average_(std::move(average)), owner_(std::move(owner)) {}
+  std::string Name() const override { return "optimizer"; }
+  std::string Config() const override { return "optimizer-owned(" + owner_ + ")"; }
+  std::shared_ptr<comm::Work> RunHook(comm::GradBucket& bucket) override {
+    if (average_->load()) return pg_->AllReduce(bucket.buffer, comm::ReduceOp::kAvg);
+    return std::make_shared<comm::CompletedWork>(std::vector<at::Tensor>{bucket.buffer});
+  }
+  comm::HookState StateDict() const override { return {}; }
+  void LoadStateDict(const comm::HookState&) override {}
+
+ private:
+  std::shared_ptr<comm::ProcessGroup> pg_;
+  std::shared_ptr<std::atomic<bool>> average_;
+  std::string owner_;
+};
+
+std::string ParamKey(size_t i) { return absl::StrCat("p", i); }
+
+}  // namespace
+
+OneBitOptimizer::OneBitOptimizer(std::vector<torch::optim::OptimizerParamGroup> groups,
+                                 std::unique_ptr<torch::optim::OptimizerOptions> defaults,
+                                 std::shared_ptr<comm::ProcessGroup> pg, comm::DistributedDataParallel* ddp)
+    : torch::optim::Optimizer(std::move(groups), std::move(defaults)),
+      pg_(std::move(pg)),
+      ddp_(ddp),
+      average_next_(std::make_shared<std::atomic<bool>>(true)) {}
+
+OneBitOptimizer::~OneBitOptimizer() = default;
+
+void OneBitOptimizer::Initialize(const std::string& name, const std::string& settings, int64_t block) {
+  name_ = name;
+  block_ = block;
+  TORCH_CHECK(pg_ != nullptr, name, ": process group is null");
+  TORCH_CHECK(block >= 0 && block % 8 == 0, name, ": block must be 0 or a positive multiple of 8, got ", block);
+  std::vector<std::string> lines{absl::StrCat(name, "(", settings, ")")};
+  for (size_t g = 0; g < param_groups_.size(); ++g) {
+    for (const at::Tensor& p : param_groups_[g].params()) {
+      const size_t i = params_.size();
+      TORCH_CHECK(p.scalar_type() == at::kFloat, name, ": parameter ", i, " has dtype ", p.scalar_type(),
+                  "; only float32 parameters are supported");
+      TORCH_CHECK(p.layout() == at::kStrided, name, ": parameter ", i, " is not a dense tensor");
+      TORCH_CHECK(params_.empty() || p.device() == params_.front().device(), name, ": parameter ", i, " is on ",
+                  p.device(), ", parameter 0 on ", params_.front().device(), "; all must share one device");
+      std::ostringstream shape;
+      shape << "parameter " << i << " " << p.sizes();
+      lines.push_back(shape.str());
+      params_.push_back(p);
+      group_of_.push_back(g);
+    }
+  }
+  TORCH_CHECK(!params_.empty(), name, ": no parameters to optimize");
+  slots_.resize(params_.size());
+  masks_.resize(params_.size());
+  std::string config;
+  for (const auto& line : lines) absl::StrAppend(&config, line, "\n");
+  config_ = config;
+  comm::CheckSameOnAllRanks(*pg_, lines, "settings or parameter shapes", name);
+  Reset();
+  average_next_->store(AveragesGradientsAt(1));
+  if (ddp_ != nullptr) ddp_->RegisterCommHook(std::make_shared<PhaseHook>(pg_, average_next_, name));
+}
+
+void OneBitOptimizer::CheckHyperParameters(const std::string& where, double lr, const std::tuple<double, double>& betas,
+                                           double eps, double weight_decay) {
+  TORCH_CHECK(lr > 0.0, where, ": lr must be > 0, got ", lr);
+  const auto [beta1, beta2] = betas;
+  TORCH_CHECK(beta1 >= 0.0 && beta1 < 1.0, where, ": beta1 must be in [0, 1), got ", beta1);
+  TORCH_CHECK(beta2 >= 0.0 && beta2 < 1.0, where, ": beta2 must be in [0, 1), got ", beta2);
+  TORCH_CHECK(eps > 0.0, where, ": eps must be > 0, got ", eps);
+  TORCH_CHECK(weight_decay >= 0.0, where, ": weight_decay must be >= 0, got ", weight_decay);
+}
+
+double OneBitOptimizer::BiasCorrection(double beta, int64_t t, bool on) {
+  return on && t > 0 ? 1.0 - std::pow(beta, static_cast<double>(t)) : 1.0;
+}
+
+int OneBitOptimizer::world() const { return pg_->Size(); }
+
+void OneBitOptimizer::Reset() {
+  exchange_.reset();
+  if (world() == 1) return;
+  comm::CompressionHookOptions o;
+  o.compressor = comm::MakeSignCompressor(block_, /*scale_norm=*/2);
+  o.error_feedback = comm::MakeErrorFeedback("ef");
+  o.exchange = comm::Exchange::kTwoPhase;
+  o.min_compress_numel = 0;
+  o.compress_1d = true;
+  exchange_ = std::make_shared<comm::CompressionHook>(pg_, o);
+}
+
+void OneBitOptimizer::ResetCompressedMean() { Reset(); }
+
+at::Tensor& OneBitOptimizer::State(size_t i, const std::string& name) {
+  at::Tensor& t = slots_.at(i)[name];
+  if (!t.defined()) t = at::zeros_like(params_[i], at::MemoryFormat::Contiguous);
+  return t;
+}
+
+bool OneBitOptimizer::HasState(size_t i, const std::string& name) const { return slots_.at(i).count(name) > 0; }
+
+double& OneBitOptimizer::Scalar(size_t i, const std::string& name, double initial) {
+  at::Tensor& t = slots_.at(i)[name];
+  if (!t.defined()) t = at::full({1}, initial, at::kDouble);
+  return *t.data_ptr<double>();
+}
+
+void OneBitOptimizer::SetMomentumMask(const at::Tensor& param, const at::Tensor& mask) {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!params_[i].is_same(param)) continue;
+    TORCH_CHECK(mask.sizes() == param.sizes(), name_, ": momentum mask of parameter ", i, " has shape ", mask.sizes(),
+                ", the parameter ", param.sizes());
+    masks_[i] = mask.to(param.options()).contiguous();
+    return;
+  }
+  TORCH_CHECK(false, name_, ": SetMomentumMask: the tensor (shape ", param.sizes(), ") is not one of the ",
+              params_.size(), " parameters of this optimizer");
+}
+
+std::vector<double> OneBitOptimizer::ScalingCoefficients(const std::vector<at::Tensor>& v) const {
+  std::vector<double> rms(v.size());
+  double mean = 0.0;
+  for (size_t i = 0; i < v.size(); ++i) {
+    rms[i] = std::sqrt(v[i].mean().item<double>());
+    mean += rms[i];
+  }
+  mean /= static_cast<double>(v.size());
+  std::vector<double> scales(v.size(), 1.0);
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (rms[i] > 0.0 && std::isfinite(rms[i])) scales[i] = mean / rms[i];
+  }
+  return scales;
+}
+
+bool OneBitOptimizer::CompressedMean(std::vector<at::Tensor>& tensors, const std::vector<double>& scales) {
+  TORCH_INTERNAL_ASSERT(tensors.size() == params_.size() && scales.size() == params_.size());
+  last_.compressed = true;
+  if (exchange_ == nullptr) {  // one rank: nothing to average
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      if (masks_[i].defined()) tensors[i].mul_(masks_[i]);
+    }
+    return true;
+  }
+  int64_t total = 0;
+  for (const at::Tensor& t : tensors) total += t.numel();
+  comm::GradBucket bucket;
+  bucket.index = 0;
+  bucket.is_last = true;
+  bucket.buffer = at::empty({total}, params_.front().options());
+  int64_t offset = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    at::Tensor view = bucket.buffer.narrow(0, offset, tensors[i].numel());
+    view.copy_(tensors[i].reshape({-1})).mul_(scales[i]);
+    bucket.gradients.push_back(view);
+    bucket.parameter_names.push_back(ParamKey(i));
+    bucket.offsets.push_back(offset);
+    offset += tensors[i].numel();
+  }
+  std::shared_ptr<comm::Work> work = exchange_->RunHook(bucket);
+  work->Wait();
+  const std::vector<at::Tensor> result = work->Result();
+  if (result.size() > 1 && result[1].item<double>() != 0.0) return false;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    tensors[i].copy_(bucket.gradients[i].view_as(tensors[i])).div_(scales[i]);
+    if (masks_[i].defined()) tensors[i].mul_(masks_[i]);
+  }
+  return true;
+}
+
+at::Tensor OneBitOptimizer::step(LossClosure closure) {
+  at::NoGradGuard no_grad;
+  at::Tensor loss;
+  if (closure) {
+    at::AutoGradMode enable_grad(true);
+    loss = closure();
+  }
+  const int64_t t = step_ + 1;
+  const comm::TrafficCounters before = pg_->Traffic();
+  last_ = OneBitStepStats{};
+  last_.averaged_gradients = AveragesGradientsAt(t);
+  std::vector<at::Tensor> grads;
+  grads.reserve(params_.size());
+  for (const at::Tensor& p : params_) {
+    const at::Tensor& g = p.grad();
+    grads.push_back(g.defined() ? g : at::zeros_like(p));
+  }
+  // Without DDP, the gradients are local: average them here when needed.
+  if (last_.averaged_gradients && ddp_ == nullptr && world() > 1) {
+    std::vector<at::Tensor> flat;
+    for (const at::Tensor& g : grads) flat.push_back(g.reshape({-1}));
+    at::Tensor all = at::cat(flat);
+    pg_->AllReduce(all, comm::ReduceOp::kAvg)->Wait();
+    int64_t offset = 0;
+    for (at::Tensor& g : grads) {
+      g = all.narrow(0, offset, g.numel()).view_as(g);
+      offset += g.numel();
+    }
+  }
+  if (Step(t, grads)) {
+    step_ = t;
+  } else {
+    last_.skipped = true;
+  }
+  average_next_->store(AveragesGradientsAt(step_ + 1));
+  last_.bytes_sent = pg_->Traffic().bytes_sent - before.bytes_sent;
+  return loss;
+}
+
+// Archive layout: the optimizer's entries as one HookState ("step",
+// "world_size", "p<i>/<state>", the derived optimizer's extras) and the
+// exchange's errors as a second one under "exchange_".
+void OneBitOptimizer::save(torch::serialize::OutputArchive& archive) const {
+  comm::HookState state{{"step", at::tensor(step_)},
+                        {"world_size", at::tensor(static_cast<int64_t>(world()))},
+                        {"parameters", at::tensor(static_cast<int64_t>(params_.size()))}};
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    for (const auto& [name, tensor] : slots_[i]) state.emplace_back(ParamKey(i) + "/" + name, tensor);
+  }
+  SaveExtra(&state);
+  comm::WriteHookState(archive, state, "state_");
+  comm::WriteHookState(archive, exchange_ ? exchange_->StateDict() : comm::HookState{}, "exchange_");
+}
+
+void OneBitOptimizer::load(torch::serialize::InputArchive& archive) {
+  const comm::HookState state = comm::ReadHookState(archive, "state_");
+  std::map<std::string, at::Tensor> by_name;
+  for (const auto& [name, tensor] : state) by_name[name] = tensor;
+  for (const char* key : {"step", "world_size", "parameters"}) {
+    TORCH_CHECK(by_name.count(key), name_, ": the archive has no '", key, "' entry; not a ", name_, " state");
+  }
+  const int64_t count = by_name["parameters"].item<int64_t>();
+  TORCH_CHECK(count == static_cast<int64_t>(params_.size()), name_, ": the archive holds state for ", count,
+              " parameters, this optimizer has ", params_.size());
+  std::vector<std::map<std::string, at::Tensor>> slots(params_.size());
+  std::map<std::string, at::Tensor> extra;
+  for (const auto& [name, tensor] : by_name) {
+    const size_t slash = name.find('/');
+    if (name.rfind('p', 0) != 0 || slash == std::string::npos) {
+      extra[name] = tensor;
+      continue;
+    }
+    const size_t i = std::stoul(name.substr(1, slash - 1));
+    TORCH_CHECK(i < params_.size(), name_, ": archive entry '", name, "' names a parameter out of range");
+    // Parameters are float32; per-parameter scalars are one double.
+    const bool scalar = tensor.scalar_type() == at::kDouble;
+    TORCH_CHECK(scalar ? tensor.numel() == 1 : tensor.sizes() == params_[i].sizes(), name_, ": archive entry '", name,
+                "' has shape ", tensor.sizes(), ", parameter ", i, " has ", params_[i].sizes());
+    slots[i][name.substr(slash + 1)] = tensor.to(scalar ? at::TensorOptions(at::kDouble) : params_[i].options()).clone();
+  }
+  const int64_t saved_world = by_name["world_size"].item<int64_t>();
+  slots_ = std::move(slots);
+  step_ = by_name["step"].item<int64_t>();
+  LoadExtra(extra);
+  Reset();
+  const comm::HookState errors = comm::ReadHookState(archive, "exchange_");
+  if (exchange_ != nullptr && !errors.empty()) {
+    exchange_->LoadStateDict(errors);  // warns and starts afresh on another world size
+  } else if (saved_world != world()) {
+    TORCH_WARN(name_, ": state saved by ", saved_world, " ranks, loaded on ", world(),
+               "; the compression errors start afresh");
+  }
+  average_next_->store(AveragesGradientsAt(step_ + 1));
+}
+
+}  // namespace lowbit::optim

@@ -1,0 +1,152 @@
+// OneBitOptimizer: what 1-bit Adam, 0/1 Adam and 1-bit LAMB share. They
+// average gradients in full precision while they must (warm-up, variance
+// refreshes) and otherwise exchange a 1-bit compressed momentum themselves,
+// with DeepSpeed's two-phase compressed allreduce and worker and server error
+// feedback (see Note [Compressed exchange] in comm/compression_hook.cpp).
+//
+// Built on a DistributedDataParallel, the optimizer replaces DDP's comm hook
+// with its own: a mean allreduce on the steps that need averaged gradients and
+// nothing at all on the others, so backward sends no bytes in the compression
+// phase and NoSync() accumulation works unchanged. Built on a ProcessGroup
+// alone, it takes each rank's local gradients and averages them itself when it
+// must.
+//
+//   lowbit::comm::DistributedDataParallel ddp(model, pg);
+//   lowbit::optim::OneBitAdam opt(model->parameters(), ddp,
+//                                 lowbit::optim::OneBitAdamOptions(1e-3).freeze_step(100));
+//   for (...) { opt.zero_grad(); loss_fn(model->forward(x), y).backward(); opt.step(); }
+//
+// State (moments, step, each rank's worker and server errors) differs per rank
+// in the compression phase: every rank saves its own with torch::save(opt, ...)
+// and loads it back with torch::load.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <torch/optim/optimizer.h>
+
+#include "lowbit/comm/comm_hook.h"
+#include "lowbit/comm/process_group.h"
+
+namespace lowbit::comm {
+class CompressionHook;
+class DistributedDataParallel;
+}  // namespace lowbit::comm
+
+namespace lowbit::optim {
+
+// (beta1, beta2), as torch::optim::AdamOptions::betas.
+using Betas = std::tuple<double, double>;
+
+// What the last step() did.
+struct OneBitStepStats {
+  // The step used full-precision averaged gradients.
+  bool averaged_gradients = false;
+  // The step ran a 1-bit compressed exchange.
+  bool compressed = false;
+  // Some rank's input to the compressed exchange was NaN/Inf: nothing changed
+  // and the step does not count (as AMP's GradScaler skips a step).
+  bool skipped = false;
+  // Bytes this rank sent in step() (DDP's are counted by DDP).
+  int64_t bytes_sent = 0;
+};
+
+class OneBitOptimizer : public torch::optim::Optimizer {
+ public:
+  ~OneBitOptimizer() override;
+
+  at::Tensor step(LossClosure closure = nullptr) override;
+  // Steps taken (skipped ones not counted); step() runs step steps() + 1.
+  int64_t steps() const { return step_; }
+  const OneBitStepStats& LastStepStats() const { return last_; }
+  // Whether step t (1-based) works on full-precision averaged gradients.
+  virtual bool AveragesGradientsAt(int64_t t) const = 0;
+  // The settings every rank must share, compared across ranks at construction.
+  const std::string& Config() const { return config_; }
+
+  // DeepSpeed's exp_avg_mask: after each compressed exchange, the averaged
+  // momentum of `param` is multiplied by `mask` (its shape, 0 where the
+  // gradient is always zero), since a 1-bit message cannot say "exactly 0"
+  // and the error would otherwise grow there. A setting, not state: set it
+  // again after constructing a fresh optimizer to load into.
+  void SetMomentumMask(const at::Tensor& param, const at::Tensor& mask);
+
+  void save(torch::serialize::OutputArchive& archive) const override;
+  void load(torch::serialize::InputArchive& archive) override;
+
+ protected:
+  // `defaults` must hold the optimizer's options type; `ddp` may be null.
+  OneBitOptimizer(std::vector<torch::optim::OptimizerParamGroup> groups,
+                  std::unique_ptr<torch::optim::OptimizerOptions> defaults, std::shared_ptr<comm::ProcessGroup> pg,
+                  comm::DistributedDataParallel* ddp);
+  // Called last by each derived constructor: checks the parameters, compares
+  // `name(settings)` and the parameter shapes across ranks, and (with DDP)
+  // registers the phase hook. `block` is the elements per 1-bit scale (0: one
+  // per chunk of the two-phase exchange, as DeepSpeed).
+  void Initialize(const std::string& name, const std::string& settings, int64_t block);
+
+  // TORCH_CHECKs shared by the three: lr > 0, betas in [0, 1), eps > 0,
+  // weight_decay >= 0; `where` names the group.
+  static void CheckHyperParameters(const std::string& where, double lr, const std::tuple<double, double>& betas,
+                                   double eps, double weight_decay);
+  // Adam's bias correction 1 - beta^t (1 when off or t == 0).
+  static double BiasCorrection(double beta, int64_t t, bool on);
+
+  // Runs step `t` on `grads` (one per parameter, in parameter order; averaged
+  // when AveragesGradientsAt(t)). Returns false when it changed nothing
+  // because the compressed exchange saw a non-finite input.
+  virtual bool Step(int64_t t, const std::vector<at::Tensor>& grads) = 0;
+  // Extra state of the derived optimizer, by name (no per-parameter state).
+  virtual void SaveExtra(comm::HookState* out) const {}
+  virtual void LoadExtra(const std::map<std::string, at::Tensor>& saved) {}
+
+  // All parameters in group order, and each one's group.
+  const std::vector<at::Tensor>& params() const { return params_; }
+  torch::optim::OptimizerOptions& GroupOptions(size_t i) { return param_groups_[group_of_[i]].options(); }
+  // Per-parameter state `name`, created as zeros shaped like the parameter.
+  at::Tensor& State(size_t i, const std::string& name);
+  bool HasState(size_t i, const std::string& name) const;
+  // Per-parameter scalar state `name`, created as `initial`.
+  double& Scalar(size_t i, const std::string& name, double initial);
+  int world() const;
+
+  // In place, tensors[i] becomes the two-phase 1-bit compressed mean over
+  // ranks of tensors[i] * scales[i], divided by scales[i]; masked parameters
+  // are masked. With one rank it is the identity. Returns false (tensors
+  // unchanged) when some rank's input was not finite.
+  bool CompressedMean(std::vector<at::Tensor>& tensors, const std::vector<double>& scales);
+  // Forgets the worker and server errors (when the exchanged quantity changes).
+  void ResetCompressedMean();
+  // Per-parameter scaling coefficients for CompressedMean, from the second
+  // moments `v` (the same on every rank): mean_j rms_j / rms_i with rms_i =
+  // sqrt(mean(v_i)), so every layer's share of a fused chunk has about the
+  // same magnitude (DeepSpeed's 1-bit LAMB scaling_coeff, taken from v).
+  std::vector<double> ScalingCoefficients(const std::vector<at::Tensor>& v) const;
+
+ private:
+  void Reset();
+
+  std::shared_ptr<comm::ProcessGroup> pg_;
+  comm::DistributedDataParallel* ddp_ = nullptr;
+  std::vector<at::Tensor> params_;
+  std::vector<size_t> group_of_;
+  std::vector<std::map<std::string, at::Tensor>> slots_;
+  std::vector<at::Tensor> masks_;
+  std::shared_ptr<comm::CompressionHook> exchange_;
+  // With DDP: whether the next backward averages gradients (read by the hook).
+  std::shared_ptr<std::atomic<bool>> average_next_;
+  std::string name_;
+  std::string config_;
+  int64_t block_ = 0;
+  int64_t step_ = 0;
+  OneBitStepStats last_;
+};
+
+}  // namespace lowbit::optim

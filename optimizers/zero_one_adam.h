@@ -1,0 +1,108 @@
+// ZeroOneAdam: 0/1 Adam (Lu et al. 2022, "Maximizing Communication Efficiency
+// for Large-scale Training via 0/1 Adam", Algorithm 1; DeepSpeed's ZeroOneAdam).
+//
+// Two phases, both driven by ZeroOneAdamSchedule:
+// - Steps 1..var_freeze_step: the variance is refreshed only on steps in T_v,
+//   from full-precision averaged gradients; T_v starts with every step and
+//   its interval doubles after every var_update_scaler refreshes. On the
+//   other steps the gradients are averaged with the 1-bit compressed
+//   allreduce and only the momentum moves.
+// - After var_freeze_step: local steps. Each rank steps on its own momentum
+//   and accumulates its parameter change u; on synchronisation steps (every
+//   local_step_interval steps, an interval that doubles every
+//   local_step_scaler steps up to local_step_clipper) the ranks undo their
+//   local steps, average u * (sqrt(v) + eps) with the 1-bit allreduce, take
+//   the momentum from it (m = -mean / sum of the step sizes) and apply the
+//   averaged change. The worker and server errors start afresh at the switch.
+//
+// Update: p -= lr_t * (m / (sqrt(v / (1 - beta2^k)) + eps) [+ weight_decay * p
+// when decoupled]), where k counts the variance refreshes and lr_t = lr /
+// (1 - beta1^t) with bias_correction (the default), lr without (DeepSpeed's).
+// Unlike DeepSpeed, the first step is a real step, and step var_freeze_step + 1
+// is already local.
+//
+//   lowbit::optim::ZeroOneAdam opt(model->parameters(), ddp,
+//       lowbit::optim::ZeroOneAdamOptions(1e-3).var_freeze_step(400).local_step_scaler(100));
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <tuple>
+#include <vector>
+
+#include <torch/arg.h>
+
+#include "lowbit/optimizers/onebit_optimizer.h"
+
+namespace lowbit::optim {
+
+struct ZeroOneAdamOptions : public torch::optim::OptimizerCloneableOptions<ZeroOneAdamOptions> {
+  ZeroOneAdamOptions(double lr = 1e-3) : lr_(lr) {}  // NOLINT: implicit, as torch::optim::AdamOptions
+  // Per parameter group.
+  TORCH_ARG(double, lr) = 1e-3;
+  TORCH_ARG(Betas, betas) = std::make_tuple(0.9, 0.999);
+  TORCH_ARG(double, eps) = 1e-8;
+  TORCH_ARG(double, weight_decay) = 0.0;
+  // Decoupled: weight_decay * p joins the update (DeepSpeed's); otherwise L2.
+  TORCH_ARG(bool, decoupled_weight_decay) = false;
+  // Per optimizer.
+  TORCH_ARG(int64_t, var_freeze_step) = 100000;
+  TORCH_ARG(int64_t, var_update_scaler) = 16;
+  TORCH_ARG(int64_t, local_step_scaler) = 32678;
+  TORCH_ARG(int64_t, local_step_clipper) = 16;
+  TORCH_ARG(bool, bias_correction) = true;
+  TORCH_ARG(int64_t, block) = 0;
+
+  double get_lr() const override { return lr(); }
+  void set_lr(const double lr) override { this->lr(lr); }
+};
+
+// Which steps refresh the variance and which synchronise (steps count from 1).
+struct ZeroOneAdamSchedule {
+  int64_t var_freeze_step = 100000;
+  int64_t var_update_scaler = 16;
+  int64_t local_step_scaler = 32678;
+  int64_t local_step_clipper = 16;
+  // Counters, advanced by Advance().
+  int64_t var_interval = 1;
+  int64_t var_counter = 0;
+  int64_t local_interval = 1;
+  int64_t local_counter = 0;
+
+  bool LocalPhase(int64_t t) const { return t > var_freeze_step; }
+  bool UpdatesVariance(int64_t t) const { return !LocalPhase(t) && t % var_interval == 0; }
+  bool Synchronises(int64_t t) const { return LocalPhase(t) && t % local_interval == 0; }
+  // After step t: var_interval doubles after every var_update_scaler
+  // refreshes; local_interval doubles (up to the clipper) after every
+  // local_step_scaler local-phase steps.
+  void Advance(int64_t t);
+};
+
+class ZeroOneAdam final : public OneBitOptimizer {
+ public:
+  ZeroOneAdam(std::vector<torch::optim::OptimizerParamGroup> groups, comm::DistributedDataParallel& ddp,
+              ZeroOneAdamOptions defaults = {});
+  ZeroOneAdam(std::vector<at::Tensor> params, comm::DistributedDataParallel& ddp, ZeroOneAdamOptions defaults = {});
+  ZeroOneAdam(std::vector<torch::optim::OptimizerParamGroup> groups, std::shared_ptr<comm::ProcessGroup> pg,
+              ZeroOneAdamOptions defaults = {});
+  ZeroOneAdam(std::vector<at::Tensor> params, std::shared_ptr<comm::ProcessGroup> pg, ZeroOneAdamOptions defaults = {});
+
+  bool AveragesGradientsAt(int64_t t) const override { return schedule_.UpdatesVariance(t); }
+  const ZeroOneAdamSchedule& schedule() const { return schedule_; }
+  // Variance refreshes so far.
+  int64_t variance_updates() const { return variance_updates_; }
+
+ private:
+  ZeroOneAdam(std::vector<torch::optim::OptimizerParamGroup> groups, std::shared_ptr<comm::ProcessGroup> pg,
+              comm::DistributedDataParallel* ddp, const ZeroOneAdamOptions& defaults);
+  bool Step(int64_t t, const std::vector<at::Tensor>& grads) override;
+  bool LocalStep(int64_t t, const std::vector<at::Tensor>& grads);
+  void SaveExtra(comm::HookState* out) const override;
+  void LoadExtra(const std::map<std::string, at::Tensor>& saved) override;
+
+  ZeroOneAdamSchedule schedule_;
+  int64_t variance_updates_ = 0;
+  bool bias_correction_;
+};
+
+}  // namespace lowbit::optim
