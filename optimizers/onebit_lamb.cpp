@@ -54,6 +54,12 @@ OneBitLamb::OneBitLamb(std::vector<torch::optim::OptimizerParamGroup> groups, st
   last_coeff_.assign(params().size(), 1.0);
 }
 
+std::vector<double> OneBitLamb::FrozenCoefficients() const {
+  std::vector<double> out;
+  for (size_t i = 0; i < params().size(); ++i) out.push_back(ScalarOr(i, "coeff_freeze", 0.0));
+  return out;
+}
+
 bool OneBitLamb::Step(int64_t t, const std::vector<at::Tensor>& grads) {
   const size_t n = params().size();
   const bool warmup = t <= options_.freeze_step();

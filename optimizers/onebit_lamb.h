@@ -70,6 +70,8 @@ class OneBitLamb final : public OneBitOptimizer {
   // The coefficient each parameter's last step used (lr multiplier): the
   // clamped trust ratio in warm-up, coeff_freeze * factor after.
   const std::vector<double>& LastCoefficients() const { return last_coeff_; }
+  // Each parameter's coeff_freeze (the warm-up's average trust ratio).
+  std::vector<double> FrozenCoefficients() const;
 
  private:
   OneBitLamb(std::vector<torch::optim::OptimizerParamGroup> groups, std::shared_ptr<comm::ProcessGroup> pg,

@@ -127,6 +127,11 @@ double& OneBitOptimizer::Scalar(size_t i, const std::string& name, double initia
   return *t.data_ptr<double>();
 }
 
+double OneBitOptimizer::ScalarOr(size_t i, const std::string& name, double fallback) const {
+  auto it = slots_.at(i).find(name);
+  return it == slots_.at(i).end() ? fallback : it->second.item<double>();
+}
+
 void OneBitOptimizer::SetMomentumMask(const at::Tensor& param, const at::Tensor& mask) {
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!params_[i].is_same(param)) continue;
@@ -156,7 +161,7 @@ std::vector<double> OneBitOptimizer::ScalingCoefficients(const std::vector<at::T
 
 bool OneBitOptimizer::CompressedMean(std::vector<at::Tensor>& tensors, const std::vector<double>& scales) {
   TORCH_INTERNAL_ASSERT(tensors.size() == params_.size() && scales.size() == params_.size());
-  last_.compressed = true;
+  last_.compressed = exchange_ != nullptr;
   if (exchange_ == nullptr) {  // one rank: nothing to average
     for (size_t i = 0; i < tensors.size(); ++i) {
       if (masks_[i].defined()) tensors[i].mul_(masks_[i]);

@@ -115,6 +115,7 @@ class OneBitOptimizer : public torch::optim::Optimizer {
   bool HasState(size_t i, const std::string& name) const;
   // Per-parameter scalar state `name`, created as `initial`.
   double& Scalar(size_t i, const std::string& name, double initial);
+  double ScalarOr(size_t i, const std::string& name, double fallback) const;
   int world() const;
 
   // In place, tensors[i] becomes the two-phase 1-bit compressed mean over

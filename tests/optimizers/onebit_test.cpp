@@ -1,0 +1,672 @@
+// 1-bit Adam, 0/1 Adam and 1-bit LAMB on P real ranks, against
+// - torch::optim::Adam / AdamW on the averaged gradients (warm-up, <= 1e-6);
+// - a one-process reference of the same equations that simulates all P ranks
+//   and DeepSpeed's two-phase 1-bit allreduce, bit for bit. Gradients of the
+//   averaged steps are multiples of 1/16, so their mean is exact whatever
+//   order MPI sums in; the compressed steps use arbitrary local gradients;
+// - the 0/1 Adam schedules and the 1-bit LAMB bounds from their definitions;
+// - DDP: no bytes in the compression phase, local gradients, NoSync;
+// - a state round trip that continues bit for bit.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <sstream>
+
+#include "lowbit/comm/compressors.h"
+#include "lowbit/comm/distributed_data_parallel.h"
+#include "lowbit/optimizers/onebit_adam.h"
+#include "lowbit/optimizers/onebit_lamb.h"
+#include "lowbit/optimizers/zero_one_adam.h"
+#include "lowbit/tests/common/test_env.h"
+
+namespace lowbit::optim {
+namespace {
+
+using testing::Pg;
+using Tensors = std::vector<at::Tensor>;
+
+const std::vector<std::vector<int64_t>> kShapes = {{24, 40}, {24}, {10, 24}, {10}};
+
+Tensors InitialParams() {
+  at::Generator gen = at::detail::createCPUGenerator(7);
+  Tensors out;
+  for (const auto& s : kShapes) out.push_back((torch::randn(s, gen) * 0.1).requires_grad_());
+  return out;
+}
+
+Tensors Detached(const Tensors& ts) {
+  Tensors out;
+  for (const auto& t : ts) out.push_back(t.detach().clone());
+  return out;
+}
+
+// Rank r's gradients at step t: multiples of 1/16 in [-2, 2] when `dyadic`.
+Tensors Grads(int rank, int64_t t, bool dyadic) {
+  at::Generator gen = at::detail::createCPUGenerator(1000 * t + rank);
+  Tensors out;
+  for (const auto& s : kShapes) {
+    out.push_back(dyadic ? torch::randint(-32, 33, s, gen).to(torch::kFloat) / 16 : torch::randn(s, gen) * 0.5);
+  }
+  return out;
+}
+
+Tensors MeanOverRanks(int64_t t, int world) {
+  Tensors sum = Grads(0, t, true);
+  for (int r = 1; r < world; ++r) {
+    Tensors g = Grads(r, t, true);
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] += g[i];
+  }
+  for (auto& s : sum) s /= world;
+  return sum;
+}
+
+// Sets this rank's gradients for step t: averaged steps get dyadic ones.
+void SetGrads(OneBitOptimizer& opt, Tensors& params, int64_t t) {
+  const Tensors g = Grads(Pg()->Rank(), t, opt.AveragesGradientsAt(t));
+  for (size_t i = 0; i < params.size(); ++i) params[i].mutable_grad() = g[i].clone();
+}
+
+void ExpectBitEqual(const Tensors& a, const Tensors& b, const std::string& what) {
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_TRUE(at::equal(a[i], b[i])) << what << ": tensor " << i << " differs by "
+                                       << (a[i] - b[i]).abs().max().item<double>();
+  }
+}
+
+// ---- the one-process reference ----
+
+// DeepSpeed's compressed allreduce (Tang et al. 2021, Algorithm 1) for P
+// ranks at once, laid out as lowbit's exchange: each rank's tensors times
+// their scales, concatenated, padded to P chunks of c elements (c a multiple
+// of 8), 1 bit per element and one RMS scale per chunk. Rank j averages chunk
+// j, adds its server error and recompresses.
+struct TwoPhase {
+  int world;
+  std::shared_ptr<comm::Compressor> sign = comm::MakeSignCompressor(0, 2);
+  Tensors worker;  // per rank, flat; undefined before the first exchange
+  at::Tensor server;
+
+  at::Tensor Decode(const at::Tensor& msg, int64_t n) {
+    at::Tensor y = torch::empty({n});
+    sign->Decode(msg, {}, y, false);
+    return y;
+  }
+
+  // x[r][i]: rank r's tensor i. Returns the mean of tensor i, the same on every rank.
+  Tensors Mean(const std::vector<Tensors>& x, const std::vector<double>& scales, const Tensors& masks) {
+    if (world == 1) {  // nothing to average, nothing compressed (as DeepSpeed)
+      Tensors out;
+      for (size_t i = 0; i < x[0].size(); ++i) out.push_back(masks[i].defined() ? x[0][i] * masks[i] : x[0][i].clone());
+      return out;
+    }
+    const int64_t total = [&] {
+      int64_t n = 0;
+      for (const auto& t : x[0]) n += t.numel();
+      return n;
+    }();
+    const int64_t chunk = ((total + world - 1) / world + 7) / 8 * 8;
+    Tensors padded(world);
+    for (int r = 0; r < world; ++r) {
+      Tensors parts;
+      for (size_t i = 0; i < scales.size(); ++i) parts.push_back(x[r][i].reshape({-1}) * scales[i]);
+      at::Tensor flat = torch::cat(parts);
+      if (!worker.empty()) flat = flat + worker[r];
+      padded[r] = torch::zeros({chunk * world});
+      padded[r].narrow(0, 0, total).copy_(flat);
+    }
+    Tensors sent(world, torch::Tensor());
+    for (auto& s : sent) s = torch::empty({chunk * world});
+    at::Tensor mean = torch::empty({chunk * world});
+    at::Tensor next_server = torch::empty({chunk * world});
+    for (int j = 0; j < world; ++j) {
+      at::Tensor avg = torch::zeros({chunk});
+      for (int r = 0; r < world; ++r) {
+        at::Tensor msg = sign->Encode(padded[r].narrow(0, j * chunk, chunk), {});
+        sent[r].narrow(0, j * chunk, chunk).copy_(Decode(msg, chunk));
+        sign->Decode(msg, {}, avg, true);
+      }
+      avg.div_(world);
+      if (server.defined()) avg.add_(server.narrow(0, j * chunk, chunk));
+      at::Tensor z = Decode(sign->Encode(avg, {}), chunk);
+      next_server.narrow(0, j * chunk, chunk).copy_(avg - z);
+      mean.narrow(0, j * chunk, chunk).copy_(z);
+    }
+    server = next_server;
+    worker.resize(world);
+    for (int r = 0; r < world; ++r) {
+      worker[r] = padded[r].narrow(0, 0, total) - sent[r].narrow(0, 0, total);
+    }
+    Tensors out;
+    int64_t offset = 0;
+    for (size_t i = 0; i < scales.size(); ++i) {
+      at::Tensor m = mean.narrow(0, offset, x[0][i].numel()).view_as(x[0][i]).div(scales[i]);
+      if (masks[i].defined()) m.mul_(masks[i]);
+      out.push_back(m);
+      offset += x[0][i].numel();
+    }
+    return out;
+  }
+};
+
+// mean_j rms_j / rms_i with rms_i = sqrt(mean(v_i)).
+std::vector<double> Scales(const Tensors& v) {
+  std::vector<double> rms;
+  double mean = 0;
+  for (const auto& t : v) {
+    rms.push_back(std::sqrt(t.mean().item<double>()));
+    mean += rms.back();
+  }
+  mean /= static_cast<double>(v.size());
+  std::vector<double> out;
+  for (double r : rms) out.push_back(r > 0 ? mean / r : 1.0);
+  return out;
+}
+
+double Bias(double beta, int64_t t) { return t > 0 ? 1.0 - std::pow(beta, static_cast<double>(t)) : 1.0; }
+
+// One simulated rank's state.
+struct RankState {
+  Tensors p, m, v, u, fresh;
+  std::vector<double> lrs, coeff_freeze, last_factor;
+};
+
+constexpr double kLr = 2e-3, kB1 = 0.9, kB2 = 0.99, kEps = 1e-8;
+
+struct Reference {
+  int world;
+  std::vector<RankState> ranks;
+  TwoPhase exchange{world};
+  Tensors masks;
+
+  explicit Reference(int p) : world(p), exchange{p} {
+    const Tensors init = Detached(InitialParams());
+    ranks.resize(p);
+    for (auto& r : ranks) {
+      for (const auto& t : init) {
+        r.p.push_back(t.clone());
+        for (Tensors* s : {&r.m, &r.v, &r.u, &r.fresh}) s->push_back(torch::zeros_like(t));
+      }
+      r.lrs.assign(init.size(), 0.0);
+      r.coeff_freeze.assign(init.size(), 0.0);
+      r.last_factor.assign(init.size(), 1.0);
+    }
+    masks.resize(init.size());
+  }
+
+  // Each rank's gradient of step t: the exact mean on averaged steps.
+  Tensors Gradient(int r, int64_t t, bool averaged) { return averaged ? MeanOverRanks(t, world) : Grads(r, t, false); }
+
+  // The compressed mean of f(rank, i) with scales from v.
+  Tensors Exchange(const std::function<at::Tensor(int, size_t)>& f) {
+    std::vector<Tensors> x(world);
+    for (int r = 0; r < world; ++r) {
+      for (size_t i = 0; i < kShapes.size(); ++i) x[r].push_back(f(r, i));
+    }
+    return exchange.Mean(x, Scales(ranks[0].v), masks);
+  }
+
+  // 1-bit Adam (weight decay wd, L2 or decoupled).
+  void OneBitAdamStep(int64_t t, int64_t freeze, double wd, bool decoupled) {
+    const bool warmup = t <= freeze;
+    std::vector<Tensors> g(world);
+    for (int r = 0; r < world; ++r) {
+      g[r] = Gradient(r, t, warmup);
+      for (size_t i = 0; i < g[r].size(); ++i) {
+        if (wd != 0 && !decoupled) g[r][i] = g[r][i].add(ranks[r].p[i], wd);
+      }
+    }
+    Tensors mean;
+    if (!warmup) mean = Exchange([&](int r, size_t i) { return ranks[r].m[i].mul(kB1).add_(g[r][i], 1 - kB1); });
+    for (int r = 0; r < world; ++r) {
+      RankState& s = ranks[r];
+      for (size_t i = 0; i < s.p.size(); ++i) {
+        if (wd != 0 && decoupled) s.p[i].mul_(1 - kLr * wd);
+        if (warmup) {
+          s.m[i].mul_(kB1).add_(g[r][i], 1 - kB1);
+          s.v[i].mul_(kB2).addcmul_(g[r][i], g[r][i], 1 - kB2);
+        } else {
+          s.m[i].copy_(mean[i]);
+        }
+        const at::Tensor denom = (s.v[i].sqrt() / std::sqrt(Bias(kB2, std::min(t, freeze)))).add_(kEps);
+        s.p[i].addcdiv_(s.m[i], denom, -kLr / Bias(kB1, t));
+      }
+    }
+  }
+
+  // 0/1 Adam with L2 weight decay wd.
+  void ZeroOneStep(int64_t t, ZeroOneAdamSchedule& sched, int64_t& k, double wd) {
+    const bool local = sched.LocalPhase(t);
+    if (t == sched.var_freeze_step + 1) exchange = TwoPhase{world};
+    const bool refresh = sched.UpdatesVariance(t);
+    std::vector<Tensors> g(world);
+    for (int r = 0; r < world; ++r) {
+      g[r] = Gradient(r, t, refresh);
+      for (size_t i = 0; i < g[r].size(); ++i) g[r][i] = g[r][i].add(ranks[r].p[i], wd);
+    }
+    if (!local) {
+      Tensors gbar = refresh ? g[0] : Exchange([&](int r, size_t i) { return g[r][i]; });
+      if (refresh) ++k;
+      for (auto& s : ranks) {
+        for (size_t i = 0; i < s.p.size(); ++i) {
+          s.m[i].mul_(kB1).add_(gbar[i], 1 - kB1);
+          if (refresh) s.v[i].mul_(kB2).addcmul_(gbar[i], gbar[i], 1 - kB2);
+          const at::Tensor denom = (s.v[i].sqrt() / std::sqrt(Bias(kB2, k))).add_(kEps);
+          s.p[i].add_(s.m[i] / denom, -kLr / Bias(kB1, t));
+        }
+      }
+    } else {
+      const double lr_t = kLr / Bias(kB1, t);
+      std::vector<Tensors> denom(world);
+      for (int r = 0; r < world; ++r) {
+        RankState& s = ranks[r];
+        for (size_t i = 0; i < s.p.size(); ++i) {
+          s.m[i] = s.m[i].mul(kB1).add_(g[r][i], 1 - kB1);
+          denom[r].push_back((s.v[i].sqrt() / std::sqrt(Bias(kB2, k))).add_(kEps));
+          const at::Tensor update = s.m[i] / denom[r][i];
+          s.p[i] = s.p[i].add(update, -lr_t);
+          s.u[i] = s.u[i].add(update, -lr_t);
+          s.lrs[i] += lr_t;
+        }
+      }
+      if (sched.Synchronises(t)) {
+        const Tensors w = Exchange([&](int r, size_t i) { return ranks[r].u[i] * denom[r][i]; });
+        for (int r = 0; r < world; ++r) {
+          RankState& s = ranks[r];
+          for (size_t i = 0; i < s.p.size(); ++i) {
+            s.p[i] = s.p[i].sub_(s.u[i]).add_(w[i] / denom[r][i]);
+            s.m[i] = w[i].div(-s.lrs[i]);
+            s.u[i].zero_();
+            s.lrs[i] = 0;
+          }
+        }
+      }
+    }
+    sched.Advance(t);
+  }
+
+  // 1-bit LAMB with weight decay wd and DeepSpeed's default bounds.
+  void LambStep(int64_t t, int64_t freeze, double wd, const OneBitLambOptions& o) {
+    const bool warmup = t <= freeze;
+    std::vector<Tensors> g(world);
+    for (int r = 0; r < world; ++r) g[r] = Gradient(r, t, warmup);
+    Tensors mean;
+    if (!warmup) mean = Exchange([&](int r, size_t i) { return ranks[r].m[i].mul(kB1).add_(g[r][i], 1 - kB1); });
+    for (int r = 0; r < world; ++r) {
+      RankState& s = ranks[r];
+      for (size_t i = 0; i < s.p.size(); ++i) {
+        if (warmup) {
+          s.m[i].mul_(kB1).add_(g[r][i], 1 - kB1);
+          s.v[i].mul_(kB2).addcmul_(g[r][i], g[r][i], 1 - kB2);
+          const at::Tensor denom = (s.v[i].sqrt() / std::sqrt(Bias(kB2, t))).add_(kEps);
+          at::Tensor update = (s.m[i] / denom).div_(Bias(kB1, t));
+          if (wd > 0) update.add_(s.p[i], wd);
+          const double pn = s.p[i].norm().item<double>(), un = update.norm().item<double>();
+          const double coeff = pn > 0 && un > 0 ? std::clamp(pn / un, o.min_coeff(), o.max_coeff()) : 1.0;
+          if (coeff != 1.0) s.coeff_freeze[i] = o.coeff_beta() * s.coeff_freeze[i] + (1 - o.coeff_beta()) * coeff;
+          s.p[i].add_(update, -kLr * coeff);
+        } else {
+          if (t == freeze + 1) s.fresh[i].copy_(s.v[i]);
+          const at::Tensor grad = mean[i].sub(s.m[i], kB1).div_(1 - kB1);
+          s.fresh[i].mul_(kB2).addcmul_(grad, grad, 1 - kB2);
+          s.m[i].copy_(mean[i]);
+          const at::Tensor denom = (s.v[i].sqrt() / std::sqrt(Bias(kB2, freeze))).add_(kEps);
+          const at::Tensor prelim = (s.m[i] / denom).div_(Bias(kB1, t));
+          const at::Tensor update = wd > 0 ? prelim.add(s.p[i], wd) : prelim;
+          const at::Tensor denom_fresh = (s.fresh[i].sqrt() / std::sqrt(Bias(kB2, t))).add_(kEps);
+          double factor = (denom / denom_fresh).max().item<double>();
+          if (wd > 0) {
+            const double ratio = std::min(1.0, prelim.norm().item<double>() / update.norm().item<double>());
+            factor = factor * ratio + (1 - ratio);
+          }
+          factor = std::clamp(factor, o.factor_min(), o.factor_max());
+          factor = std::clamp(factor, s.last_factor[i] * (1 - o.factor_threshold()),
+                              s.last_factor[i] * (1 + o.factor_threshold()));
+          s.last_factor[i] = factor;
+          s.p[i].add_(update, -kLr * s.coeff_freeze[i] * factor);
+        }
+      }
+    }
+  }
+};
+
+// ---- tests ----
+
+TEST(OneBitOptimizers, WarmupEqualsTorchAdamOnAveragedGradients) {
+  const int world = Pg()->Size();
+  for (int mode = 0; mode < 4; ++mode) {  // Adam, Adam + L2, AdamW, 0/1 Adam (refreshing every step)
+    SCOPED_TRACE(mode);
+    const double wd = mode == 1 || mode == 2 ? 0.05 : 0.0;
+    Tensors params = InitialParams();
+    Tensors ref = InitialParams();
+    std::unique_ptr<OneBitOptimizer> opt;
+    if (mode < 3) {
+      opt = std::make_unique<OneBitAdam>(
+          params, Pg(), OneBitAdamOptions(kLr).betas({kB1, kB2}).weight_decay(wd).decoupled_weight_decay(mode == 2));
+    } else {
+      opt = std::make_unique<ZeroOneAdam>(params, Pg(),
+                                          ZeroOneAdamOptions(kLr).betas({kB1, kB2}).var_update_scaler(1000));
+    }
+    std::unique_ptr<torch::optim::Optimizer> torch_opt;
+    if (mode == 2) {
+      torch_opt = std::make_unique<torch::optim::AdamW>(
+          ref, torch::optim::AdamWOptions(kLr).betas({kB1, kB2}).weight_decay(wd));
+    } else {
+      torch_opt = std::make_unique<torch::optim::Adam>(
+          ref, torch::optim::AdamOptions(kLr).betas({kB1, kB2}).weight_decay(wd));
+    }
+    for (int64_t t = 1; t <= 8; ++t) {
+      ASSERT_TRUE(opt->AveragesGradientsAt(t));
+      SetGrads(*opt, params, t);
+      opt->step();
+      const Tensors mean = MeanOverRanks(t, world);
+      for (size_t i = 0; i < ref.size(); ++i) ref[i].mutable_grad() = mean[i];
+      torch_opt->step();
+      for (size_t i = 0; i < ref.size(); ++i) {
+        EXPECT_LE((params[i] - ref[i]).abs().max().item<double>(), 1e-6) << "step " << t << " tensor " << i;
+      }
+    }
+    EXPECT_FALSE(opt->LastStepStats().compressed);
+  }
+}
+
+TEST(OneBitOptimizers, OneBitAdamEqualsTheOneProcessReference) {
+  const int world = Pg()->Size();
+  for (int mode = 0; mode < 3; ++mode) {  // plain, L2, decoupled + a momentum mask
+    SCOPED_TRACE(mode);
+    const double wd = mode == 0 ? 0.0 : 0.01;
+    Tensors params = InitialParams();
+    OneBitAdam opt(params, Pg(),
+                   OneBitAdamOptions(kLr).betas({kB1, kB2}).weight_decay(wd).decoupled_weight_decay(mode == 2)
+                       .freeze_step(3));
+    Reference ref(world);
+    if (mode == 2) {
+      at::Tensor mask = (torch::arange(10) % 2).to(torch::kFloat);
+      opt.SetMomentumMask(params[3], mask);
+      ref.masks[3] = mask;
+    }
+    for (int64_t t = 1; t <= 10; ++t) {
+      SetGrads(opt, params, t);
+      opt.step();
+      ref.OneBitAdamStep(t, 3, wd, mode == 2);
+      EXPECT_EQ(opt.LastStepStats().compressed, t > 3 && world > 1);
+      ExpectBitEqual(Detached(params), ref.ranks[Pg()->Rank()].p, "step " + std::to_string(t));
+    }
+    if (mode == 2) {
+      EXPECT_TRUE(at::equal(ref.ranks[0].m[3].index({torch::indexing::Slice(0, 10, 2)}), torch::zeros({5})));
+    }
+  }
+}
+
+TEST(OneBitOptimizers, ZeroOneAdamEqualsTheOneProcessReference) {
+  const int world = Pg()->Size();
+  Tensors params = InitialParams();
+  ZeroOneAdamOptions o(kLr);
+  o.betas({kB1, kB2}).weight_decay(0.01).var_freeze_step(12).var_update_scaler(2).local_step_scaler(2)
+      .local_step_clipper(4);
+  ZeroOneAdam opt(params, Pg(), o);
+  Reference ref(world);
+  ZeroOneAdamSchedule sched = opt.schedule();
+  int64_t k = 0;
+  int syncs = 0, compressed_gradient_steps = 0;
+  for (int64_t t = 1; t <= 26; ++t) {
+    SetGrads(opt, params, t);
+    opt.step();
+    syncs += sched.Synchronises(t);
+    compressed_gradient_steps += !sched.LocalPhase(t) && !sched.UpdatesVariance(t);
+    ref.ZeroOneStep(t, sched, k, 0.01);
+    ExpectBitEqual(Detached(params), ref.ranks[Pg()->Rank()].p, "step " + std::to_string(t));
+  }
+  EXPECT_EQ(opt.variance_updates(), k);
+  EXPECT_GE(syncs, 4);
+  EXPECT_GE(compressed_gradient_steps, 3);
+}
+
+TEST(OneBitOptimizers, OneBitLambEqualsTheOneProcessReference) {
+  const int world = Pg()->Size();
+  for (double wd : {0.0, 0.01}) {
+    SCOPED_TRACE(wd);
+    Tensors params = InitialParams();
+    OneBitLambOptions o(kLr);
+    o.betas({kB1, kB2}).weight_decay(wd).freeze_step(4);
+    OneBitLamb opt(params, Pg(), o);
+    Reference ref(world);
+    for (int64_t t = 1; t <= 10; ++t) {
+      SetGrads(opt, params, t);
+      opt.step();
+      ref.LambStep(t, 4, wd, o);
+      ExpectBitEqual(Detached(params), ref.ranks[Pg()->Rank()].p, "step " + std::to_string(t));
+    }
+  }
+}
+
+// The definition (Lu et al. 2022; DeepSpeed): the variance is refreshed on
+// steps t with t % interval == 0, the interval doubling after every kappa
+// refreshes; local steps synchronise when t % interval == 0, the interval
+// doubling (up to the clipper) after every scaler local steps.
+TEST(OneBitOptimizers, ZeroOneAdamSchedules) {
+  ZeroOneAdamSchedule s;
+  s.var_freeze_step = 60;
+  s.var_update_scaler = 4;
+  s.local_step_scaler = 3;
+  s.local_step_clipper = 4;
+  std::vector<int64_t> refreshes, syncs;
+  for (int64_t t = 1; t <= 90; ++t) {
+    if (s.UpdatesVariance(t)) refreshes.push_back(t);
+    if (s.Synchronises(t)) syncs.push_back(t);
+    s.Advance(t);
+  }
+  EXPECT_EQ(refreshes, (std::vector<int64_t>{1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 28, 32, 40, 48, 56}));
+  EXPECT_EQ(syncs, (std::vector<int64_t>{61, 62, 63, 64, 66, 68, 72, 76, 80, 84, 88}));
+}
+
+TEST(OneBitOptimizers, OneBitLambCoefficientsStayInTheirBounds) {
+  Tensors params = InitialParams();
+  OneBitLambOptions o(0.05);
+  o.freeze_step(6).min_coeff(0.5).max_coeff(2.0).factor_min(0.8).factor_max(1.5).factor_threshold(0.05);
+  OneBitLamb opt(params, Pg(), o);
+  int clamped = 0, factor_moves = 0;
+  std::vector<double> last(params.size(), 1.0);
+  for (int64_t t = 1; t <= 16; ++t) {
+    SetGrads(opt, params, t);
+    opt.step();
+    const std::vector<double> coeff = opt.LastCoefficients();
+    const std::vector<double> frozen = opt.FrozenCoefficients();
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (t <= 6) {
+        EXPECT_GE(coeff[i], 0.5);
+        EXPECT_LE(coeff[i], 2.0);
+        clamped += coeff[i] == 0.5 || coeff[i] == 2.0;
+      } else {
+        const double factor = coeff[i] / frozen[i];
+        EXPECT_GE(factor, 0.8 - 1e-12);
+        EXPECT_LE(factor, 1.5 + 1e-12);
+        EXPECT_LE(std::abs(factor - last[i]), 0.05 * last[i] + 1e-12) << "step " << t << " tensor " << i;
+        factor_moves += std::abs(factor - last[i]) > 1e-9;
+        last[i] = factor;
+      }
+    }
+  }
+  EXPECT_GT(clamped, 0);       // the bounds were reached, so the test can fail
+  EXPECT_GT(factor_moves, 0);
+}
+
+// A state saved mid-run restores an optimizer that continues bit for bit.
+TEST(OneBitOptimizers, StateRoundTripContinuesExactly) {
+  for (int kind = 0; kind < 3; ++kind) {
+    SCOPED_TRACE(kind);
+    auto make = [&](Tensors& p) -> std::unique_ptr<OneBitOptimizer> {
+      if (kind == 0) return std::make_unique<OneBitAdam>(p, Pg(), OneBitAdamOptions(kLr).freeze_step(3));
+      if (kind == 1) {
+        return std::make_unique<ZeroOneAdam>(
+            p, Pg(), ZeroOneAdamOptions(kLr).var_freeze_step(6).var_update_scaler(2).local_step_scaler(2));
+      }
+      return std::make_unique<OneBitLamb>(p, Pg(), OneBitLambOptions(kLr).freeze_step(3));
+    };
+    Tensors a = InitialParams();
+    auto opt_a = make(a);
+    for (int64_t t = 1; t <= 8; ++t) {
+      SetGrads(*opt_a, a, t);
+      opt_a->step();
+    }
+    torch::serialize::OutputArchive archive;
+    opt_a->save(archive);
+    std::ostringstream bytes;
+    archive.save_to(bytes);
+    Tensors b = InitialParams();
+    for (size_t i = 0; i < b.size(); ++i) b[i].detach().copy_(a[i].detach());
+    auto opt_b = make(b);
+    std::istringstream in(bytes.str());
+    torch::serialize::InputArchive loaded;
+    loaded.load_from(in);
+    opt_b->load(loaded);
+    EXPECT_EQ(opt_b->steps(), 8);
+    for (int64_t t = 9; t <= 16; ++t) {
+      SetGrads(*opt_a, a, t);
+      opt_a->step();
+      SetGrads(*opt_b, b, t);
+      opt_b->step();
+      ExpectBitEqual(Detached(a), Detached(b), "step " + std::to_string(t));
+    }
+  }
+}
+
+TEST(OneBitOptimizers, NonFiniteGradientOnOneRankSkipsTheStepEverywhere) {
+  if (Pg()->Size() == 1) GTEST_SKIP() << "needs two ranks";
+  Tensors params = InitialParams();
+  OneBitAdam opt(params, Pg(), OneBitAdamOptions(kLr).freeze_step(2));
+  for (int64_t t = 1; t <= 3; ++t) {
+    SetGrads(opt, params, t);
+    opt.step();
+  }
+  const Tensors before = Detached(params);
+  SetGrads(opt, params, 4);
+  if (Pg()->Rank() == Pg()->Size() - 1) params[2].mutable_grad()[0][0] = std::nan("");
+  opt.step();
+  EXPECT_TRUE(opt.LastStepStats().skipped);
+  EXPECT_EQ(opt.steps(), 3);
+  ExpectBitEqual(Detached(params), before, "after the skipped step");
+  SetGrads(opt, params, 4);
+  opt.step();
+  EXPECT_FALSE(opt.LastStepStats().skipped);
+  EXPECT_EQ(opt.steps(), 4);
+}
+
+TEST(OneBitOptimizers, BadSettingsAreRejected) {
+  auto expect_error = [](const std::function<void()>& f, const std::string& text) {
+    try {
+      f();
+      ADD_FAILURE() << "no error; expected one containing '" << text << "'";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+    }
+  };
+  Tensors p = InitialParams();
+  expect_error([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).freeze_step(-1)); },
+               "freeze_step must be >= 0, got -1");
+  expect_error([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(0.0)); }, "lr must be > 0, got 0");
+  expect_error([&] { OneBitLamb(p, Pg(), OneBitLambOptions(-1.0)); }, "lr must be > 0, got -1");
+  expect_error([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).betas({1.0, 0.999})); },
+               "beta1 must be in [0, 1), got 1");
+  expect_error([&] { ZeroOneAdam(p, Pg(), ZeroOneAdamOptions(kLr).betas({0.9, -0.1})); },
+               "beta2 must be in [0, 1), got -0.1");
+  expect_error([&] { ZeroOneAdam(p, Pg(), ZeroOneAdamOptions(kLr).var_freeze_step(-5)); },
+               "var_freeze_step must be >= 0, got -5");
+  expect_error([&] { OneBitLamb(p, Pg(), OneBitLambOptions(kLr).freeze_step(-2)); }, "freeze_step must be >= 0, got -2");
+  expect_error([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).eps(0)); }, "eps must be > 0, got 0");
+  expect_error([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).block(12)); },
+               "block must be 0 or a positive multiple of 8, got 12");
+  expect_error([&] { OneBitAdam({torch::zeros({3}, torch::kDouble)}, Pg()); }, "parameter 0 has dtype Double");
+  OneBitAdam opt(p, Pg());
+  expect_error([&] { opt.SetMomentumMask(p[0], torch::ones({3})); }, "momentum mask of parameter 0 has shape [3]");
+  expect_error([&] { opt.SetMomentumMask(torch::ones({3}), torch::ones({3})); }, "is not one of the 4 parameters");
+  if (Pg()->Size() > 1) {
+    // Ranks given different settings fail at construction, on every rank.
+    const int64_t freeze = Pg()->Rank() == 1 ? 7 : 5;
+    expect_error([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).freeze_step(freeze)); }, "on rank 1 differs");
+  }
+}
+
+// ---- with DistributedDataParallel ----
+
+struct TinyImpl : torch::nn::Module {
+  TinyImpl() {
+    fc1 = register_module("fc1", torch::nn::Linear(6, 8));
+    fc2 = register_module("fc2", torch::nn::Linear(8, 3));
+  }
+  torch::Tensor forward(torch::Tensor x) { return fc2->forward(torch::tanh(fc1->forward(x))); }
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(Tiny);
+
+std::pair<torch::Tensor, torch::Tensor> Batch(int rank, int64_t t, int micro) {
+  torch::Generator gen = at::detail::createCPUGenerator(100 * t + 10 * rank + micro);
+  return {torch::randn({4, 6}, gen), torch::randint(0, 3, {4}, gen)};
+}
+
+// The gradients rank r computes at step t from `micro` micro-batches, summed.
+Tensors LocalGradients(Tiny& model, int rank, int64_t t, int micro) {
+  model->zero_grad();
+  for (int k = 0; k < micro; ++k) {
+    auto [x, y] = Batch(rank, t, k);
+    torch::nn::functional::cross_entropy(model->forward(x), y).backward();
+  }
+  Tensors g;
+  for (const auto& p : model->parameters()) g.push_back(p.grad().clone());
+  return g;
+}
+
+// Warm-up through DDP (NoSync accumulation, phase hook averaging) equals
+// torch::optim::Adam on the averaged summed gradients; in the compression
+// phase DDP sends nothing and leaves each rank its own gradients.
+TEST(OneBitOptimizers, OwnsCommunicationUnderDdpWithNoSync) {
+  const int world = Pg()->Size(), rank = Pg()->Rank();
+  torch::manual_seed(3);
+  Tiny model;
+  torch::manual_seed(3);
+  Tiny reference;
+  comm::DistributedDataParallel ddp(model.ptr(), Pg());
+  OneBitAdam opt(model->parameters(), ddp, OneBitAdamOptions(kLr).freeze_step(3));
+  EXPECT_EQ(ddp.comm_hook().Name(), "optimizer");
+  torch::optim::Adam torch_opt(reference->parameters(), torch::optim::AdamOptions(kLr));
+  for (int64_t t = 1; t <= 5; ++t) {
+    opt.zero_grad();
+    {
+      auto guard = ddp.NoSync();
+      auto [x, y] = Batch(rank, t, 0);
+      torch::nn::functional::cross_entropy(model->forward(x), y).backward();
+    }
+    auto [x, y] = Batch(rank, t, 1);
+    torch::nn::functional::cross_entropy(model->forward(x), y).backward();
+    if (t <= 3) {
+      if (world > 1) EXPECT_GT(ddp.LastStepStats().bytes_sent, 0);
+      Tensors mean = LocalGradients(reference, 0, t, 2);
+      for (int r = 1; r < world; ++r) {
+        const Tensors g = LocalGradients(reference, r, t, 2);
+        for (size_t i = 0; i < mean.size(); ++i) mean[i] += g[i];
+      }
+      for (size_t i = 0; i < mean.size(); ++i) reference->parameters()[i].mutable_grad() = mean[i] / world;
+      torch_opt.step();
+      opt.step();
+      const auto got = model->parameters(), want = reference->parameters();
+      for (size_t i = 0; i < got.size(); ++i) {
+        EXPECT_LE((got[i] - want[i]).abs().max().item<double>(), 1e-6) << "step " << t << " tensor " << i;
+      }
+    } else {
+      EXPECT_EQ(ddp.LastStepStats().bytes_sent, 0) << "step " << t;
+      for (size_t i = 0; i < reference->parameters().size(); ++i) {
+        reference->parameters()[i].detach().copy_(model->parameters()[i].detach());
+      }
+      const Tensors local = LocalGradients(reference, rank, t, 2);
+      const auto got = model->parameters();
+      for (size_t i = 0; i < got.size(); ++i) {
+        EXPECT_LE((got[i].grad() - local[i]).abs().max().item<double>(), 1e-6) << "step " << t << " tensor " << i;
+      }
+      opt.step();
+      EXPECT_EQ(opt.LastStepStats().compressed, world > 1);
+      if (world > 1) EXPECT_GT(opt.LastStepStats().bytes_sent, 0);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace lowbit::optim
