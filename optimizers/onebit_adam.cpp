@@ -53,33 +53,35 @@ bool OneBitAdam::Step(int64_t t, const std::vector<at::Tensor>& grads) {
     g[i] = o.weight_decay() != 0.0 && !o.decoupled_weight_decay() ? grads[i].add(params()[i], o.weight_decay())
                                                                     : grads[i];
   }
-  std::vector<at::Tensor> momentum(n);
+  // Adam's denominator: v's correction stays frozen with v after the warm-up.
+  std::vector<at::Tensor> v(n), denom(n), momentum(n);
+  for (size_t i = 0; i < n; ++i) {
+    const auto& o = static_cast<const OneBitAdamOptions&>(GroupOptions(i));
+    v[i] = State(i, "exp_avg_sq");
+    if (warmup) v[i].mul_(std::get<1>(o.betas())).addcmul_(g[i], g[i], 1.0 - std::get<1>(o.betas()));
+    const double bias2 = BiasCorrection(std::get<1>(o.betas()), std::min(t, freeze_step_), bias_correction_);
+    denom[i] = (v[i].sqrt() / std::sqrt(bias2)).add_(o.eps());
+  }
   if (!warmup) {
     // m_r = beta1 m + (1 - beta1) g_r on each rank, then the compressed mean.
-    std::vector<at::Tensor> v(n);
     for (size_t i = 0; i < n; ++i) {
-      const auto& o = static_cast<const OneBitAdamOptions&>(GroupOptions(i));
-      momentum[i] = State(i, "exp_avg").mul(std::get<0>(o.betas())).add_(g[i], 1.0 - std::get<0>(o.betas()));
-      v[i] = State(i, "exp_avg_sq");
+      const double beta1 = std::get<0>(static_cast<const OneBitAdamOptions&>(GroupOptions(i)).betas());
+      momentum[i] = State(i, "exp_avg").mul(beta1).add_(g[i], 1.0 - beta1);
     }
-    if (!CompressedMean(momentum, ScalingCoefficients(v))) return false;
+    if (!CompressedMean(momentum, denom, v)) return false;
   }
   for (size_t i = 0; i < n; ++i) {
     const auto& o = static_cast<const OneBitAdamOptions&>(GroupOptions(i));
-    const auto [beta1, beta2] = o.betas();
+    const double beta1 = std::get<0>(o.betas());
     at::Tensor p = params()[i];
     at::Tensor& m = State(i, "exp_avg");
-    at::Tensor& v = State(i, "exp_avg_sq");
     if (o.weight_decay() != 0.0 && o.decoupled_weight_decay()) p.mul_(1.0 - o.lr() * o.weight_decay());
     if (warmup) {
       m.mul_(beta1).add_(g[i], 1.0 - beta1);
-      v.mul_(beta2).addcmul_(g[i], g[i], 1.0 - beta2);
     } else {
       m.copy_(momentum[i]);
     }
-    const double bias2 = BiasCorrection(beta2, std::min(t, freeze_step_), bias_correction_);
-    const at::Tensor denom = (v.sqrt() / std::sqrt(bias2)).add_(o.eps());
-    p.addcdiv_(m, denom, -o.lr() / BiasCorrection(beta1, t, bias_correction_));
+    p.addcdiv_(m, denom[i], -o.lr() / BiasCorrection(beta1, t, bias_correction_));
   }
   return true;
 }

@@ -66,13 +66,15 @@ bool OneBitLamb::Step(int64_t t, const std::vector<at::Tensor>& grads) {
   const bool bias = options_.bias_correction();
   std::vector<at::Tensor> averaged(n);
   if (!warmup) {
-    std::vector<at::Tensor> v(n);
+    std::vector<at::Tensor> v(n), denom(n);
     for (size_t i = 0; i < n; ++i) {
       const auto& o = static_cast<const OneBitLambOptions&>(GroupOptions(i));
-      averaged[i] = State(i, "exp_avg").mul(std::get<0>(o.betas())).add_(grads[i], 1.0 - std::get<0>(o.betas()));
+      const auto [beta1, beta2] = o.betas();
+      averaged[i] = State(i, "exp_avg").mul(beta1).add_(grads[i], 1.0 - beta1);
       v[i] = State(i, "exp_avg_sq");
+      denom[i] = (v[i].sqrt() / std::sqrt(BiasCorrection(beta2, options_.freeze_step(), bias))).add_(o.eps());
     }
-    if (!CompressedMean(averaged, ScalingCoefficients(v))) return false;
+    if (!CompressedMean(averaged, denom, v)) return false;
   }
   for (size_t i = 0; i < n; ++i) {
     const auto& o = static_cast<const OneBitLambOptions&>(GroupOptions(i));

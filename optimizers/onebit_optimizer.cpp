@@ -144,28 +144,18 @@ void OneBitOptimizer::SetMomentumMask(const at::Tensor& param, const at::Tensor&
               params_.size(), " parameters of this optimizer");
 }
 
-std::vector<double> OneBitOptimizer::ScalingCoefficients(const std::vector<at::Tensor>& v) const {
-  std::vector<double> rms(v.size());
-  double mean = 0.0;
-  for (size_t i = 0; i < v.size(); ++i) {
-    rms[i] = std::sqrt(v[i].mean().item<double>());
-    mean += rms[i];
-  }
-  mean /= static_cast<double>(v.size());
-  std::vector<double> scales(v.size(), 1.0);
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (rms[i] > 0.0 && std::isfinite(rms[i])) scales[i] = mean / rms[i];
-  }
-  return scales;
-}
 
-bool OneBitOptimizer::CompressedMean(std::vector<at::Tensor>& tensors, const std::vector<double>& scales) {
-  TORCH_INTERNAL_ASSERT(tensors.size() == params_.size() && scales.size() == params_.size());
+bool OneBitOptimizer::CompressedMean(std::vector<at::Tensor>& tensors, const std::vector<at::Tensor>& denoms,
+                                     const std::vector<at::Tensor>& v) {
+  TORCH_INTERNAL_ASSERT(tensors.size() == params_.size() && denoms.size() == params_.size() &&
+                        v.size() == params_.size());
   last_.compressed = exchange_ != nullptr;
+  const auto mask = [&](size_t i) {
+    tensors[i].masked_fill_(v[i] == 0, 0.0);
+    if (masks_[i].defined()) tensors[i].mul_(masks_[i]);
+  };
   if (exchange_ == nullptr) {  // one rank: nothing to average
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      if (masks_[i].defined()) tensors[i].mul_(masks_[i]);
-    }
+    for (size_t i = 0; i < tensors.size(); ++i) mask(i);
     return true;
   }
   int64_t total = 0;
@@ -177,7 +167,7 @@ bool OneBitOptimizer::CompressedMean(std::vector<at::Tensor>& tensors, const std
   int64_t offset = 0;
   for (size_t i = 0; i < tensors.size(); ++i) {
     at::Tensor view = bucket.buffer.narrow(0, offset, tensors[i].numel());
-    view.copy_(tensors[i].reshape({-1})).mul_(scales[i]);
+    at::div_out(view, tensors[i].reshape({-1}), denoms[i].reshape({-1}));
     bucket.gradients.push_back(view);
     bucket.parameter_names.push_back(ParamKey(i));
     bucket.offsets.push_back(offset);
@@ -188,8 +178,8 @@ bool OneBitOptimizer::CompressedMean(std::vector<at::Tensor>& tensors, const std
   const std::vector<at::Tensor> result = work->Result();
   if (result.size() > 1 && result[1].item<double>() != 0.0) return false;
   for (size_t i = 0; i < tensors.size(); ++i) {
-    tensors[i].copy_(bucket.gradients[i].view_as(tensors[i])).div_(scales[i]);
-    if (masks_[i].defined()) tensors[i].mul_(masks_[i]);
+    at::mul_out(tensors[i], bucket.gradients[i].view_as(tensors[i]), denoms[i]);
+    mask(i);
   }
   return true;
 }

@@ -119,17 +119,19 @@ class OneBitOptimizer : public torch::optim::Optimizer {
   int world() const;
 
   // In place, tensors[i] becomes the two-phase 1-bit compressed mean over
-  // ranks of tensors[i] * scales[i], divided by scales[i]; masked parameters
-  // are masked. With one rank it is the identity. Returns false (tensors
+  // ranks of tensors[i] / denoms[i], times denoms[i]. The denominators are
+  // Adam's sqrt(v) + eps, the same on every rank, so this is the mean of the
+  // tensors, but the 1-bit error is spread evenly over the update m / denom
+  // instead of landing on the elements with a small v, whose update it would
+  // blow up (one scale per chunk spans layers and units whose gradients
+  // differ by orders of magnitude). Elements whose v is 0 (no gradient yet:
+  // dead units) come out 0, since one bit cannot say zero; then the momentum
+  // masks apply. With one rank nothing is compressed. Returns false (tensors
   // unchanged) when some rank's input was not finite.
-  bool CompressedMean(std::vector<at::Tensor>& tensors, const std::vector<double>& scales);
+  bool CompressedMean(std::vector<at::Tensor>& tensors, const std::vector<at::Tensor>& denoms,
+                      const std::vector<at::Tensor>& v);
   // Forgets the worker and server errors (when the exchanged quantity changes).
   void ResetCompressedMean();
-  // Per-parameter scaling coefficients for CompressedMean, from the second
-  // moments `v` (the same on every rank): mean_j rms_j / rms_i with rms_i =
-  // sqrt(mean(v_i)), so every layer's share of a fused chunk has about the
-  // same magnitude (DeepSpeed's 1-bit LAMB scaling_coeff, taken from v).
-  std::vector<double> ScalingCoefficients(const std::vector<at::Tensor>& v) const;
 
  private:
   void Reset();

@@ -78,27 +78,27 @@ bool ZeroOneAdam::Step(int64_t t, const std::vector<at::Tensor>& grads) {
     return true;
   }
   const size_t n = params().size();
-  std::vector<at::Tensor> g(n), v(n);
+  const bool refresh = schedule_.UpdatesVariance(t);
+  if (refresh) ++variance_updates_;
+  std::vector<at::Tensor> g(n), v(n), denom(n);
   for (size_t i = 0; i < n; ++i) {
     const auto& o = static_cast<const ZeroOneAdamOptions&>(GroupOptions(i));
+    const double beta2 = std::get<1>(o.betas());
     g[i] = o.weight_decay() != 0.0 && !o.decoupled_weight_decay() ? grads[i].add(params()[i], o.weight_decay())
                                                                     : grads[i].clone();
     v[i] = State(i, "exp_avg_sq");
+    if (refresh) v[i].mul_(beta2).addcmul_(g[i], g[i], 1.0 - beta2);
+    denom[i] = (v[i].sqrt() / std::sqrt(BiasCorrection(beta2, variance_updates_, bias_correction_))).add_(o.eps());
   }
-  const bool refresh = schedule_.UpdatesVariance(t);
   // Not a refresh: the local gradients' 1-bit compressed mean.
-  if (!refresh && !CompressedMean(g, ScalingCoefficients(v))) return false;
-  if (refresh) ++variance_updates_;
+  if (!refresh && !CompressedMean(g, denom, v)) return false;
   for (size_t i = 0; i < n; ++i) {
     const auto& o = static_cast<const ZeroOneAdamOptions&>(GroupOptions(i));
-    const auto [beta1, beta2] = o.betas();
+    const double beta1 = std::get<0>(o.betas());
     at::Tensor p = params()[i];
     at::Tensor& m = State(i, "exp_avg");
     m.mul_(beta1).add_(g[i], 1.0 - beta1);
-    if (refresh) v[i].mul_(beta2).addcmul_(g[i], g[i], 1.0 - beta2);
-    const at::Tensor denom =
-        (v[i].sqrt() / std::sqrt(BiasCorrection(beta2, variance_updates_, bias_correction_))).add_(o.eps());
-    at::Tensor update = m / denom;
+    at::Tensor update = m / denom[i];
     if (o.decoupled_weight_decay()) update.add_(p, o.weight_decay());
     p.add_(update, -o.lr() / BiasCorrection(beta1, t, bias_correction_));
   }
@@ -143,7 +143,7 @@ bool ZeroOneAdam::LocalStep(int64_t t, const std::vector<at::Tensor>& grads) {
   // and apply the average.
   std::vector<at::Tensor> w(n);
   for (size_t i = 0; i < n; ++i) w[i] = u[i] * denom[i];
-  if (!CompressedMean(w, ScalingCoefficients(v))) return false;
+  if (!CompressedMean(w, denom, v)) return false;
   for (size_t i = 0; i < n; ++i) {
     params()[i].copy_(p[i].sub_(u[i]).add_(w[i] / denom[i]));
     State(i, "exp_avg").copy_(w[i]).div_(-lrs[i]);

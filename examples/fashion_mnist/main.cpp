@@ -27,12 +27,23 @@
 #include "lowbit/comm/distributed_data_parallel.h"
 #include "lowbit/comm/hooks.h"
 #include "lowbit/launch/init.h"
+#include "lowbit/optimizers/onebit_adam.h"
+#include "lowbit/optimizers/onebit_lamb.h"
+#include "lowbit/optimizers/zero_one_adam.h"
 
 ABSL_FLAG(int, epochs, 3, "training epochs");
 ABSL_FLAG(int, batch_size, 64, "examples per rank per step");
 ABSL_FLAG(double, lr, 1e-3, "learning rate");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the initialisation and the per-epoch shuffle");
-ABSL_FLAG(std::string, optimizer, "adam", "sgd (momentum 0.9), sgd0 (no momentum), adam or adamw (weight decay 1e-4)");
+ABSL_FLAG(std::string, optimizer, "adam",
+          "sgd (momentum 0.9), sgd0 (no momentum), adam, adamw (weight decay 1e-4), or the 1-bit optimizers, which own "
+          "their communication (use them with --hook allreduce): onebit_adam, zeroone_adam, onebit_lamb");
+ABSL_FLAG(int64_t, freeze_step, 100,
+          "onebit_adam/onebit_lamb: uncompressed warm-up steps; zeroone_adam: the last variance refresh (var_freeze_step)");
+ABSL_FLAG(int64_t, onebit_block, 0, "1-bit optimizers: elements per 1-bit scale (0: one per exchange chunk)");
+ABSL_FLAG(int64_t, var_update_scaler, 16, "zeroone_adam: variance refreshes per interval doubling (kappa)");
+ABSL_FLAG(int64_t, local_step_scaler, 100, "zeroone_adam: local-phase steps per doubling of the sync interval");
+ABSL_FLAG(int64_t, local_step_clipper, 16, "zeroone_adam: the longest sync interval (H)");
 ABSL_FLAG(std::string, hook, "allreduce",
           "gradient exchange: none or allreduce (uncompressed), fp16, bf16, qsgd, onebit, topk, randomk, powersgd, "
           "ternary, adaptive_powersgd, adaptive_topk, adaptive_qsgd (L-GreCo: per-layer rank, density or bits)");
@@ -99,7 +110,12 @@ struct Config {
   std::string optimizer, hook, backend, data_dir, metrics_csv, checkpoint, resume;
   lowbit::comm::HookSpec hook_spec;
   std::string adapt_candidates;
+  int64_t freeze_step, onebit_block, var_update_scaler, local_step_scaler, local_step_clipper;
 };
+
+bool IsOneBit(const std::string& optimizer) {
+  return optimizer == "onebit_adam" || optimizer == "zeroone_adam" || optimizer == "onebit_lamb";
+}
 
 // Flag values that parse but make no sense, as "--flag must be ..., got ...".
 std::string ValidateFlags(const Config& c) {
@@ -109,9 +125,16 @@ std::string ValidateFlags(const Config& c) {
   if (c.threads < 1) return absl::StrCat("--threads must be >= 1, got ", c.threads);
   if (c.max_train_examples < 0) return absl::StrCat("--max_train_examples must be >= 0, got ", c.max_train_examples);
   if (!(c.bucket_cap_mb > 0)) return absl::StrCat("--bucket_cap_mb must be > 0, got ", c.bucket_cap_mb);
-  if (c.optimizer != "sgd" && c.optimizer != "sgd0" && c.optimizer != "adam" && c.optimizer != "adamw") {
-    return absl::StrCat("--optimizer must be sgd, sgd0, adam or adamw, got '", c.optimizer, "'");
+  if (c.optimizer != "sgd" && c.optimizer != "sgd0" && c.optimizer != "adam" && c.optimizer != "adamw" &&
+      !IsOneBit(c.optimizer)) {
+    return absl::StrCat("--optimizer must be sgd, sgd0, adam, adamw, onebit_adam, zeroone_adam or onebit_lamb, got '",
+                        c.optimizer, "'");
   }
+  if (IsOneBit(c.optimizer) && c.hook != "allreduce" && c.hook != "none") {
+    return absl::StrCat("--optimizer ", c.optimizer, " owns its communication; --hook must be allreduce, got '",
+                        c.hook, "'");
+  }
+  if (c.freeze_step < 0) return absl::StrCat("--freeze_step must be >= 0, got ", c.freeze_step);
   const lowbit::comm::HookSpec& h = c.hook_spec;
   if (h.bits < 1 || h.bits > 8) return absl::StrCat("--bits must be in [1, 8], got ", h.bits);
   if (!(h.density > 0 && h.density <= 1)) return absl::StrCat("--density must be in (0, 1], got ", h.density);
@@ -136,7 +159,26 @@ std::string ValidateFlags(const Config& c) {
   return "";
 }
 
-std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Config& c, Cnn& model) {
+// The 1-bit optimizers take over DDP's communication (see optimizers/onebit_optimizer.h).
+std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Config& c, Cnn& model,
+                                                       lowbit::comm::DistributedDataParallel& ddp) {
+  if (c.optimizer == "onebit_adam") {
+    return std::make_unique<lowbit::optim::OneBitAdam>(model->parameters(), ddp,
+                                                       lowbit::optim::OneBitAdamOptions(c.lr).freeze_step(c.freeze_step).block(c.onebit_block));
+  }
+  if (c.optimizer == "zeroone_adam") {
+    return std::make_unique<lowbit::optim::ZeroOneAdam>(model->parameters(), ddp,
+                                                        lowbit::optim::ZeroOneAdamOptions(c.lr)
+                                                            .var_freeze_step(c.freeze_step)
+                                                            .var_update_scaler(c.var_update_scaler)
+                                                            .local_step_scaler(c.local_step_scaler)
+                                                            .local_step_clipper(c.local_step_clipper)
+                                                            .block(c.onebit_block));
+  }
+  if (c.optimizer == "onebit_lamb") {
+    return std::make_unique<lowbit::optim::OneBitLamb>(model->parameters(), ddp,
+                                                       lowbit::optim::OneBitLambOptions(c.lr).freeze_step(c.freeze_step).block(c.onebit_block));
+  }
   if (c.optimizer == "sgd" || c.optimizer == "sgd0") {
     return std::make_unique<torch::optim::SGD>(model->parameters(),
                                                torch::optim::SGDOptions(c.lr).momentum(c.optimizer == "sgd" ? 0.9 : 0.0));
@@ -167,53 +209,52 @@ std::string HookStatePath(const std::string& checkpoint, int rank) {
   return absl::StrCat(checkpoint, ".hook.rank", rank);
 }
 
+// Every rank saves its optimizer: the 1-bit optimizers' errors differ per rank.
+std::string OptimizerStatePath(const std::string& checkpoint, int rank) {
+  return absl::StrCat(checkpoint, ".optimizer.rank", rank);
+}
+
+void SaveAtomically(torch::serialize::OutputArchive& archive, const std::string& path) {
+  archive.save_to(path + ".tmp");
+  std::rename((path + ".tmp").c_str(), path.c_str());
+}
+
 bool FileExists(const std::string& path) {
   struct stat info {};
   return stat(path.c_str(), &info) == 0;
 }
 
-// Rank 0 writes model, optimizer and epoch; every rank with hook state writes
-// its own shard. Written to a temporary name and renamed, so a crash never
-// leaves a torn checkpoint.
+// Rank 0 writes model and epoch; every rank writes its optimizer state and,
+// if the hook has state, its hook shard. Written to a temporary name and
+// renamed, so a crash never leaves a torn checkpoint.
 void SaveCheckpoint(const std::string& path, int completed_epochs, Cnn& model, torch::optim::Optimizer& opt,
                     lowbit::comm::DistributedDataParallel& ddp, ProcessGroup& pg) {
   if (pg.Rank() == 0) {
-    torch::serialize::OutputArchive archive, model_archive, opt_archive;
+    torch::serialize::OutputArchive archive, model_archive;
     model->save(model_archive);
-    opt.save(opt_archive);
     archive.write("model", model_archive);
-    archive.write("optimizer", opt_archive);
     archive.write("epochs_done", torch::tensor(static_cast<int64_t>(completed_epochs)));
     archive.write("world_size", torch::tensor(static_cast<int64_t>(pg.Size())));
-    archive.save_to(path + ".tmp");
-    std::rename((path + ".tmp").c_str(), path.c_str());
+    SaveAtomically(archive, path);
   }
+  torch::serialize::OutputArchive opt_archive;
+  opt.save(opt_archive);
+  SaveAtomically(opt_archive, OptimizerStatePath(path, pg.Rank()));
   const lowbit::comm::HookState state = ddp.comm_hook().StateDict();
   if (!state.empty()) {
-    // Entry names may hold '.' and '/', which archive keys cannot: entries are
-    // stored as t0, t1, ... with their names joined in "names".
     torch::serialize::OutputArchive archive;
-    std::string names;
-    for (size_t i = 0; i < state.size(); ++i) {
-      archive.write(absl::StrCat("t", i), state[i].second);
-      names += state[i].first + "\n";
-    }
-    archive.write("names", torch::from_blob(names.data(), {static_cast<int64_t>(names.size())}, torch::kByte).clone());
-    const std::string shard = HookStatePath(path, pg.Rank());
-    archive.save_to(shard + ".tmp");
-    std::rename((shard + ".tmp").c_str(), shard.c_str());
+    lowbit::comm::WriteHookState(archive, state);
+    SaveAtomically(archive, HookStatePath(path, pg.Rank()));
   }
   pg.Barrier()->Wait();
 }
 
-int LoadCheckpoint(const std::string& path, Cnn& model, torch::optim::Optimizer& opt, int world_size) {
+int LoadModel(const std::string& path, Cnn& model, int world_size) {
   TORCH_CHECK(FileExists(path), "--resume: checkpoint ", path, " does not exist");
-  torch::serialize::InputArchive archive, model_archive, opt_archive;
+  torch::serialize::InputArchive archive, model_archive;
   archive.load_from(path);
   archive.read("model", model_archive);
-  archive.read("optimizer", opt_archive);
   model->load(model_archive);
-  opt.load(opt_archive);
   torch::Tensor epochs_done, saved_world;
   archive.read("epochs_done", epochs_done);
   archive.read("world_size", saved_world);
@@ -222,6 +263,15 @@ int LoadCheckpoint(const std::string& path, Cnn& model, torch::optim::Optimizer&
               << world_size << "; the data order of the remaining epochs differs\n";
   }
   return static_cast<int>(epochs_done.item<int64_t>());
+}
+
+void LoadOptimizer(const std::string& path, torch::optim::Optimizer& opt, ProcessGroup& pg) {
+  const std::string shard = OptimizerStatePath(path, pg.Rank());
+  TORCH_CHECK(FileExists(shard), "--resume: optimizer state ", shard,
+              " does not exist (written by fewer ranks, or by an older version)");
+  torch::serialize::InputArchive archive;
+  archive.load_from(shard);
+  opt.load(archive);
 }
 
 void LoadHookState(const std::string& path, lowbit::comm::DistributedDataParallel& ddp, ProcessGroup& pg) {
@@ -233,17 +283,7 @@ void LoadHookState(const std::string& path, lowbit::comm::DistributedDataParalle
   }
   torch::serialize::InputArchive archive;
   archive.load_from(shard);
-  torch::Tensor names_bytes;
-  archive.read("names", names_bytes);
-  const std::string names(static_cast<const char*>(names_bytes.data_ptr()), names_bytes.numel());
-  lowbit::comm::HookState loaded;
-  size_t begin = 0;
-  for (size_t end = names.find('\n'); end != std::string::npos; begin = end + 1, end = names.find('\n', begin)) {
-    torch::Tensor t;
-    archive.read(absl::StrCat("t", loaded.size()), t);
-    loaded.emplace_back(names.substr(begin, end - begin), t);
-  }
-  ddp.comm_hook().LoadStateDict(loaded);
+  ddp.comm_hook().LoadStateDict(lowbit::comm::ReadHookState(archive));
 }
 
 // The adaptive hooks' per-layer settings ("name=value;..."), else empty.
@@ -297,9 +337,8 @@ int Run(const Config& c) {
 
   torch::manual_seed(c.seed);
   Cnn model;
-  std::unique_ptr<torch::optim::Optimizer> opt = MakeOptimizer(c, model);
   int start_epoch = 0;
-  if (!c.resume.empty()) start_epoch = LoadCheckpoint(c.resume, model, *opt, world);
+  if (!c.resume.empty()) start_epoch = LoadModel(c.resume, model, world);
   lowbit::comm::DistributedDataParallel ddp(model.ptr(), pg, {.bucket_cap_mb = c.bucket_cap_mb});
   lowbit::comm::HookSpec spec = c.hook_spec;
   if (lead) {
@@ -308,7 +347,12 @@ int Run(const Config& c) {
     };
   }
   ddp.RegisterCommHook(lowbit::comm::MakeCommHook(pg, spec));
-  if (!c.resume.empty()) LoadHookState(c.resume, ddp, *pg);
+  std::unique_ptr<torch::optim::Optimizer> opt = MakeOptimizer(c, model, ddp);
+  auto* onebit = dynamic_cast<lowbit::optim::OneBitOptimizer*>(opt.get());
+  if (!c.resume.empty()) {
+    LoadOptimizer(c.resume, *opt, *pg);
+    LoadHookState(c.resume, ddp, *pg);
+  }
 
   std::ofstream csv;
   if (lead && !c.metrics_csv.empty()) {
@@ -341,6 +385,7 @@ int Run(const Config& c) {
       at::Tensor idx = order.narrow(0, (step * world + rank) * c.batch_size, c.batch_size);
       at::Tensor x = data->train.images.index_select(0, idx);
       at::Tensor y = data->train.labels.index_select(0, idx);
+      const int64_t sent_before = pg->Traffic().bytes_sent;
       opt->zero_grad();
       at::Tensor loss = torch::nn::functional::cross_entropy(model->forward(x), y);
       loss.backward();
@@ -348,10 +393,11 @@ int Run(const Config& c) {
         ++skipped_steps;  // some rank's gradients were NaN/Inf: skip, as AMP's GradScaler does
       } else {
         opt->step();
+        if (onebit != nullptr && onebit->LastStepStats().skipped) ++skipped_steps;
       }
       loss_sum += loss.item<double>();
       const lowbit::comm::DdpStepStats& s = ddp.LastStepStats();
-      epoch_bytes += s.bytes_sent;
+      epoch_bytes += pg->Traffic().bytes_sent - sent_before;  // DDP's and the optimizer's
       dense_bytes = s.dense_bytes;
       epoch_comm += s.comm_seconds;
       epoch_wait += s.wait_seconds;
@@ -415,6 +461,11 @@ int main(int argc, char** argv) {
            absl::GetFlag(FLAGS_seed),          absl::GetFlag(FLAGS_optimizer), absl::GetFlag(FLAGS_hook),
            absl::GetFlag(FLAGS_backend),       absl::GetFlag(FLAGS_data_dir), absl::GetFlag(FLAGS_metrics_csv),
            absl::GetFlag(FLAGS_checkpoint),    absl::GetFlag(FLAGS_resume)};
+  c.freeze_step = absl::GetFlag(FLAGS_freeze_step);
+  c.var_update_scaler = absl::GetFlag(FLAGS_var_update_scaler);
+  c.onebit_block = absl::GetFlag(FLAGS_onebit_block);
+  c.local_step_scaler = absl::GetFlag(FLAGS_local_step_scaler);
+  c.local_step_clipper = absl::GetFlag(FLAGS_local_step_clipper);
   lowbit::comm::HookSpec& h = c.hook_spec;
   h.name = c.hook;
   h.error_feedback = absl::GetFlag(FLAGS_ef);

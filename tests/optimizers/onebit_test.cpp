@@ -47,6 +47,7 @@ Tensors Grads(int rank, int64_t t, bool dyadic) {
   for (const auto& s : kShapes) {
     out.push_back(dyadic ? torch::randint(-32, 33, s, gen).to(torch::kFloat) / 16 : torch::randn(s, gen) * 0.5);
   }
+  out[0][0].zero_();  // a dead unit: its momentum must stay exactly 0
   return out;
 }
 
@@ -76,8 +77,8 @@ void ExpectBitEqual(const Tensors& a, const Tensors& b, const std::string& what)
 // ---- the one-process reference ----
 
 // DeepSpeed's compressed allreduce (Tang et al. 2021, Algorithm 1) for P
-// ranks at once, laid out as lowbit's exchange: each rank's tensors times
-// their scales, concatenated, padded to P chunks of c elements (c a multiple
+// ranks at once, laid out as lowbit's exchange: each rank's tensors divided
+// by Adam's denominators, concatenated, padded to P chunks of c elements (c a multiple
 // of 8), 1 bit per element and one RMS scale per chunk. Rank j averages chunk
 // j, adds its server error and recompresses.
 struct TwoPhase {
@@ -93,10 +94,16 @@ struct TwoPhase {
   }
 
   // x[r][i]: rank r's tensor i. Returns the mean of tensor i, the same on every rank.
-  Tensors Mean(const std::vector<Tensors>& x, const std::vector<double>& scales, const Tensors& masks) {
+  // Elements never seen a gradient (v == 0) are 0; then the user's mask.
+  static at::Tensor Masked(at::Tensor m, const at::Tensor& v, const at::Tensor& mask) {
+    m.masked_fill_(v == 0, 0.0);
+    return mask.defined() ? m.mul_(mask) : m;
+  }
+
+  Tensors Mean(const std::vector<Tensors>& x, const Tensors& denoms, const Tensors& v, const Tensors& masks) {
     if (world == 1) {  // nothing to average, nothing compressed (as DeepSpeed)
       Tensors out;
-      for (size_t i = 0; i < x[0].size(); ++i) out.push_back(masks[i].defined() ? x[0][i] * masks[i] : x[0][i].clone());
+      for (size_t i = 0; i < x[0].size(); ++i) out.push_back(Masked(x[0][i].clone(), v[i], masks[i]));
       return out;
     }
     const int64_t total = [&] {
@@ -108,7 +115,7 @@ struct TwoPhase {
     Tensors padded(world);
     for (int r = 0; r < world; ++r) {
       Tensors parts;
-      for (size_t i = 0; i < scales.size(); ++i) parts.push_back(x[r][i].reshape({-1}) * scales[i]);
+      for (size_t i = 0; i < denoms.size(); ++i) parts.push_back(x[r][i].reshape({-1}) / denoms[i].reshape({-1}));
       at::Tensor flat = torch::cat(parts);
       if (!worker.empty()) flat = flat + worker[r];
       padded[r] = torch::zeros({chunk * world});
@@ -138,29 +145,13 @@ struct TwoPhase {
     }
     Tensors out;
     int64_t offset = 0;
-    for (size_t i = 0; i < scales.size(); ++i) {
-      at::Tensor m = mean.narrow(0, offset, x[0][i].numel()).view_as(x[0][i]).div(scales[i]);
-      if (masks[i].defined()) m.mul_(masks[i]);
-      out.push_back(m);
+    for (size_t i = 0; i < denoms.size(); ++i) {
+      out.push_back(Masked(mean.narrow(0, offset, x[0][i].numel()).view_as(x[0][i]) * denoms[i], v[i], masks[i]));
       offset += x[0][i].numel();
     }
     return out;
   }
 };
-
-// mean_j rms_j / rms_i with rms_i = sqrt(mean(v_i)).
-std::vector<double> Scales(const Tensors& v) {
-  std::vector<double> rms;
-  double mean = 0;
-  for (const auto& t : v) {
-    rms.push_back(std::sqrt(t.mean().item<double>()));
-    mean += rms.back();
-  }
-  mean /= static_cast<double>(v.size());
-  std::vector<double> out;
-  for (double r : rms) out.push_back(r > 0 ? mean / r : 1.0);
-  return out;
-}
 
 double Bias(double beta, int64_t t) { return t > 0 ? 1.0 - std::pow(beta, static_cast<double>(t)) : 1.0; }
 
@@ -196,13 +187,19 @@ struct Reference {
   // Each rank's gradient of step t: the exact mean on averaged steps.
   Tensors Gradient(int r, int64_t t, bool averaged) { return averaged ? MeanOverRanks(t, world) : Grads(r, t, false); }
 
-  // The compressed mean of f(rank, i) with scales from v.
-  Tensors Exchange(const std::function<at::Tensor(int, size_t)>& f) {
+  // The compressed mean of f(rank, i), normalised by Adam's denominators.
+  Tensors Exchange(const std::function<at::Tensor(int, size_t)>& f, const Tensors& denoms) {
     std::vector<Tensors> x(world);
     for (int r = 0; r < world; ++r) {
       for (size_t i = 0; i < kShapes.size(); ++i) x[r].push_back(f(r, i));
     }
-    return exchange.Mean(x, Scales(ranks[0].v), masks);
+    return exchange.Mean(x, denoms, ranks[0].v, masks);
+  }
+
+  Tensors Denoms(int64_t bias_steps) {
+    Tensors d;
+    for (const auto& v : ranks[0].v) d.push_back((v.sqrt() / std::sqrt(Bias(kB2, bias_steps))).add_(kEps));
+    return d;
   }
 
   // 1-bit Adam (weight decay wd, L2 or decoupled).
@@ -216,7 +213,9 @@ struct Reference {
       }
     }
     Tensors mean;
-    if (!warmup) mean = Exchange([&](int r, size_t i) { return ranks[r].m[i].mul(kB1).add_(g[r][i], 1 - kB1); });
+    if (!warmup) {
+      mean = Exchange([&](int r, size_t i) { return ranks[r].m[i].mul(kB1).add_(g[r][i], 1 - kB1); }, Denoms(freeze));
+    }
     for (int r = 0; r < world; ++r) {
       RankState& s = ranks[r];
       for (size_t i = 0; i < s.p.size(); ++i) {
@@ -244,12 +243,16 @@ struct Reference {
       for (size_t i = 0; i < g[r].size(); ++i) g[r][i] = g[r][i].add(ranks[r].p[i], wd);
     }
     if (!local) {
-      Tensors gbar = refresh ? g[0] : Exchange([&](int r, size_t i) { return g[r][i]; });
-      if (refresh) ++k;
+      if (refresh) {
+        ++k;
+        for (auto& s : ranks) {
+          for (size_t i = 0; i < s.p.size(); ++i) s.v[i].mul_(kB2).addcmul_(g[0][i], g[0][i], 1 - kB2);
+        }
+      }
+      Tensors gbar = refresh ? g[0] : Exchange([&](int r, size_t i) { return g[r][i]; }, Denoms(k));
       for (auto& s : ranks) {
         for (size_t i = 0; i < s.p.size(); ++i) {
           s.m[i].mul_(kB1).add_(gbar[i], 1 - kB1);
-          if (refresh) s.v[i].mul_(kB2).addcmul_(gbar[i], gbar[i], 1 - kB2);
           const at::Tensor denom = (s.v[i].sqrt() / std::sqrt(Bias(kB2, k))).add_(kEps);
           s.p[i].add_(s.m[i] / denom, -kLr / Bias(kB1, t));
         }
@@ -269,7 +272,7 @@ struct Reference {
         }
       }
       if (sched.Synchronises(t)) {
-        const Tensors w = Exchange([&](int r, size_t i) { return ranks[r].u[i] * denom[r][i]; });
+        const Tensors w = Exchange([&](int r, size_t i) { return ranks[r].u[i] * denom[r][i]; }, denom[0]);
         for (int r = 0; r < world; ++r) {
           RankState& s = ranks[r];
           for (size_t i = 0; i < s.p.size(); ++i) {
@@ -290,7 +293,9 @@ struct Reference {
     std::vector<Tensors> g(world);
     for (int r = 0; r < world; ++r) g[r] = Gradient(r, t, warmup);
     Tensors mean;
-    if (!warmup) mean = Exchange([&](int r, size_t i) { return ranks[r].m[i].mul(kB1).add_(g[r][i], 1 - kB1); });
+    if (!warmup) {
+      mean = Exchange([&](int r, size_t i) { return ranks[r].m[i].mul(kB1).add_(g[r][i], 1 - kB1); }, Denoms(freeze));
+    }
     for (int r = 0; r < world; ++r) {
       RankState& s = ranks[r];
       for (size_t i = 0; i < s.p.size(); ++i) {
@@ -393,6 +398,9 @@ TEST(OneBitOptimizers, OneBitAdamEqualsTheOneProcessReference) {
     }
     if (mode == 2) {
       EXPECT_TRUE(at::equal(ref.ranks[0].m[3].index({torch::indexing::Slice(0, 10, 2)}), torch::zeros({5})));
+    }
+    if (mode == 0) {  // the dead unit got no momentum from the 1-bit messages, so it never moved
+      EXPECT_TRUE(at::equal(params[0][0].detach(), InitialParams()[0][0].detach()));
     }
   }
 }
