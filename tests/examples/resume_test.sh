@@ -4,7 +4,8 @@
 set -euo pipefail
 work=$1; shift
 rm -rf "$work"; mkdir -p "$work"
-common=(--max_train_examples 6144 --batch_size 32 --optimizer adam --seed 3)
+common=(--max_train_examples 6144 --batch_size 32 --seed 3)
+[[ " $* " == *" --optimizer "* ]] || common+=(--optimizer adam)
 checksum() { grep -o '"param_checksum":"[0-9a-f]*"' | tail -n 1; }
 straight=$("$@" "${common[@]}" --epochs 2 | checksum)
 "$@" "${common[@]}" --epochs 1 --checkpoint "$work/ckpt" >/dev/null
