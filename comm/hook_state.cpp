@@ -1,10 +1,10 @@
 #include "lowbit/comm/internal/hook_state.h"
 
 #include <ATen/ATen.h>
-
-#include <cstring>
 #include <c10/util/Logging.h>
 #include <torch/serialize/archive.h>
+
+#include <cstring>
 
 namespace lowbit::comm {
 

@@ -396,9 +396,8 @@ TEST(OneBitOptimizers, OneBitAdamEqualsTheOneProcessReference) {
       EXPECT_EQ(opt.LastStepStats().compressed, t > 3 && world > 1);
       ExpectBitEqual(Detached(params), ref.ranks[Pg()->Rank()].p, "step " + std::to_string(t));
     }
-    if (mode == 2) {
-      EXPECT_TRUE(at::equal(ref.ranks[0].m[3].index({torch::indexing::Slice(0, 10, 2)}), torch::zeros({5})));
-    }
+    // (mode 2: the bit-for-bit match above is what checks the mask; the
+    // reference zeroes the masked momenta, so an unmasked optimizer differs.)
     if (mode == 0) {  // the dead unit got no momentum from the 1-bit messages, so it never moved
       EXPECT_TRUE(at::equal(params[0][0].detach(), InitialParams()[0][0].detach()));
     }
