@@ -68,7 +68,7 @@ bool OneBitAdam::Step(int64_t t, const std::vector<at::Tensor>& grads) {
       const double beta1 = std::get<0>(static_cast<const OneBitAdamOptions&>(GroupOptions(i)).betas());
       momentum[i] = State(i, "exp_avg").mul(beta1).add_(g[i], 1.0 - beta1);
     }
-    if (!CompressedMean(momentum, denom, v)) return false;
+    if (!CompressedMean(momentum, denom, v, NormalisedBounds())) return false;
   }
   for (size_t i = 0; i < n; ++i) {
     const auto& o = static_cast<const OneBitAdamOptions&>(GroupOptions(i));

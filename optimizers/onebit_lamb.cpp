@@ -74,7 +74,7 @@ bool OneBitLamb::Step(int64_t t, const std::vector<at::Tensor>& grads) {
       v[i] = State(i, "exp_avg_sq");
       denom[i] = (v[i].sqrt() / std::sqrt(BiasCorrection(beta2, options_.freeze_step(), bias))).add_(o.eps());
     }
-    if (!CompressedMean(averaged, denom, v)) return false;
+    if (!CompressedMean(averaged, denom, v, NormalisedBounds())) return false;
   }
   for (size_t i = 0; i < n; ++i) {
     const auto& o = static_cast<const OneBitLambOptions&>(GroupOptions(i));

@@ -103,7 +103,7 @@ void OneBitOptimizer::Reset() {
   exchange_.reset();
   if (world() == 1) return;
   comm::CompressionHookOptions o;
-  o.compressor = comm::MakeSignCompressor(block_, /*scale_norm=*/2);
+  o.compressor = comm::MakeSignCompressor(block_, /*scale_norm=*/1);
   o.error_feedback = comm::MakeErrorFeedback("ef");
   o.exchange = comm::Exchange::kTwoPhase;
   o.min_compress_numel = 0;
@@ -113,6 +113,12 @@ void OneBitOptimizer::Reset() {
 
 void OneBitOptimizer::ResetCompressedMean() { Reset(); }
 
+std::vector<double> OneBitOptimizer::NormalisedBounds() const {
+  std::vector<double> bounds;
+  for (size_t i = 0; i < params_.size(); ++i) bounds.push_back(1.0 / std::sqrt(1.0 - Beta2(i)));
+  return bounds;
+}
+
 at::Tensor& OneBitOptimizer::State(size_t i, const std::string& name) {
   at::Tensor& t = slots_.at(i)[name];
   if (!t.defined()) t = at::zeros_like(params_[i], at::MemoryFormat::Contiguous);
@@ -120,6 +126,8 @@ at::Tensor& OneBitOptimizer::State(size_t i, const std::string& name) {
 }
 
 bool OneBitOptimizer::HasState(size_t i, const std::string& name) const { return slots_.at(i).count(name) > 0; }
+
+void OneBitOptimizer::DropState(size_t i, const std::string& name) { slots_.at(i).erase(name); }
 
 double& OneBitOptimizer::Scalar(size_t i, const std::string& name, double initial) {
   at::Tensor& t = slots_.at(i)[name];
@@ -146,9 +154,9 @@ void OneBitOptimizer::SetMomentumMask(const at::Tensor& param, const at::Tensor&
 
 
 bool OneBitOptimizer::CompressedMean(std::vector<at::Tensor>& tensors, const std::vector<at::Tensor>& denoms,
-                                     const std::vector<at::Tensor>& v) {
+                                     const std::vector<at::Tensor>& v, const std::vector<double>& bounds) {
   TORCH_INTERNAL_ASSERT(tensors.size() == params_.size() && denoms.size() == params_.size() &&
-                        v.size() == params_.size());
+                        v.size() == params_.size() && bounds.size() == params_.size());
   last_.compressed = exchange_ != nullptr;
   const auto mask = [&](size_t i) {
     tensors[i].masked_fill_(v[i] == 0, 0.0);
@@ -168,6 +176,7 @@ bool OneBitOptimizer::CompressedMean(std::vector<at::Tensor>& tensors, const std
   for (size_t i = 0; i < tensors.size(); ++i) {
     at::Tensor view = bucket.buffer.narrow(0, offset, tensors[i].numel());
     at::div_out(view, tensors[i].reshape({-1}), denoms[i].reshape({-1}));
+    view.clamp_(-bounds[i], bounds[i]);
     bucket.gradients.push_back(view);
     bucket.parameter_names.push_back(ParamKey(i));
     bucket.offsets.push_back(offset);

@@ -103,16 +103,23 @@ class OneBitOptimizer : public torch::optim::Optimizer {
   // when AveragesGradientsAt(t)). Returns false when it changed nothing
   // because the compressed exchange saw a non-finite input.
   virtual bool Step(int64_t t, const std::vector<at::Tensor>& grads) = 0;
-  // Extra state of the derived optimizer, by name (no per-parameter state).
+  // Extra state of the derived optimizer: by name, or "p<i>/<name>" for
+  // parameter i (loaded back as State(i, name), before LoadExtra runs).
   virtual void SaveExtra(comm::HookState* out) const {}
   virtual void LoadExtra(const std::map<std::string, at::Tensor>& saved) {}
+  // beta2 of parameter i's group.
+  virtual double Beta2(size_t i) const = 0;
 
   // All parameters in group order, and each one's group.
   const std::vector<at::Tensor>& params() const { return params_; }
   torch::optim::OptimizerOptions& GroupOptions(size_t i) { return param_groups_[group_of_[i]].options(); }
+  const torch::optim::OptimizerOptions& GroupOptions(size_t i) const {
+    return param_groups_[group_of_[i]].options();
+  }
   // Per-parameter state `name`, created as zeros shaped like the parameter.
   at::Tensor& State(size_t i, const std::string& name);
   bool HasState(size_t i, const std::string& name) const;
+  void DropState(size_t i, const std::string& name);
   // Per-parameter scalar state `name`, created as `initial`.
   double& Scalar(size_t i, const std::string& name, double initial);
   double ScalarOr(size_t i, const std::string& name, double fallback) const;
@@ -126,10 +133,20 @@ class OneBitOptimizer : public torch::optim::Optimizer {
   // blow up (one scale per chunk spans layers and units whose gradients
   // differ by orders of magnitude). Elements whose v is 0 (no gradient yet:
   // dead units) come out 0, since one bit cannot say zero; then the momentum
-  // masks apply. With one rank nothing is compressed. Returns false (tensors
-  // unchanged) when some rank's input was not finite.
+  // masks apply. Before compression, tensors[i] / denoms[i] is clamped to
+  // +-bounds[i] (see NormalisedBounds): with v stale or frozen, an element
+  // whose gradient was rare when v was last updated can be thousands of
+  // times its denominator, and would otherwise set its chunk's scale and so
+  // every element's 1-bit value. The scale is mean |x| per chunk (not
+  // DeepSpeed's RMS): sign compression with it is a contraction, so the
+  // error feedback stays bounded. With one rank nothing is compressed.
+  // Returns false (tensors unchanged) when some rank's input was not finite.
   bool CompressedMean(std::vector<at::Tensor>& tensors, const std::vector<at::Tensor>& denoms,
-                      const std::vector<at::Tensor>& v);
+                      const std::vector<at::Tensor>& v, const std::vector<double>& bounds);
+  // Per parameter, 1 / sqrt(1 - beta2): the most |g| / sqrt(v) can be when v
+  // has seen g (with v bias-corrected, too). Adam's normalised quantities
+  // stay inside it; the 1-bit exchange clamps to it.
+  std::vector<double> NormalisedBounds() const;
   // Forgets the worker and server errors (when the exchanged quantity changes).
   void ResetCompressedMean();
 

@@ -91,7 +91,7 @@ bool ZeroOneAdam::Step(int64_t t, const std::vector<at::Tensor>& grads) {
     denom[i] = (v[i].sqrt() / std::sqrt(BiasCorrection(beta2, variance_updates_, bias_correction_))).add_(o.eps());
   }
   // Not a refresh: the local gradients' 1-bit compressed mean.
-  if (!refresh && !CompressedMean(g, denom, v)) return false;
+  if (!refresh && !CompressedMean(g, denom, v, NormalisedBounds())) return false;
   for (size_t i = 0; i < n; ++i) {
     const auto& o = static_cast<const ZeroOneAdamOptions&>(GroupOptions(i));
     const double beta1 = std::get<0>(o.betas());
@@ -107,53 +107,66 @@ bool ZeroOneAdam::Step(int64_t t, const std::vector<at::Tensor>& grads) {
 }
 
 // Everything is computed aside first, so a synchronisation that sees a
-// non-finite input changes nothing.
+// non-finite input changes nothing. "sync_params" holds the parameters as of
+// the last synchronisation (the same on every rank); a rank's accumulated
+// change u is its parameters minus them, so the average lands on bit-equal
+// parameters everywhere (DeepSpeed's p - u + mean leaves rounding
+// differences between ranks).
 bool ZeroOneAdam::LocalStep(int64_t t, const std::vector<at::Tensor>& grads) {
   if (t == schedule_.var_freeze_step + 1) ResetCompressedMean();  // the errors were the gradients'
   const size_t n = params().size();
-  std::vector<at::Tensor> m(n), p(n), u(n), denom(n), v(n);
+  std::vector<at::Tensor> m(n), p(n), denom(n), v(n);
   std::vector<double> lrs(n);
+  std::vector<double> bounds = NormalisedBounds();
   for (size_t i = 0; i < n; ++i) {
     const auto& o = static_cast<const ZeroOneAdamOptions&>(GroupOptions(i));
     const auto [beta1, beta2] = o.betas();
     const at::Tensor& param = params()[i];
+    if (!HasState(i, "sync_params")) State(i, "sync_params").copy_(param);
     const at::Tensor g = o.weight_decay() != 0.0 && !o.decoupled_weight_decay()
                              ? grads[i].add(param, o.weight_decay())
                              : grads[i];
     v[i] = State(i, "exp_avg_sq");
-    m[i] = State(i, "exp_avg").mul(beta1).add_(g, 1.0 - beta1);
     denom[i] = (v[i].sqrt() / std::sqrt(BiasCorrection(beta2, variance_updates_, bias_correction_))).add_(o.eps());
+    // The local gradient, clamped in units of the frozen denominator.
+    const at::Tensor clamped = (g / denom[i]).clamp_(-bounds[i], bounds[i]).mul_(denom[i]);
+    m[i] = State(i, "exp_avg").mul(beta1).add_(clamped, 1.0 - beta1);
     at::Tensor update = m[i] / denom[i];
     if (o.decoupled_weight_decay()) update.add_(param, o.weight_decay());
     const double lr_t = o.lr() / BiasCorrection(beta1, t, bias_correction_);
     p[i] = param.add(update, -lr_t);
-    u[i] = State(i, "momentum_accumulator").add(update, -lr_t);
     lrs[i] = Scalar(i, "lrs", 0.0) + lr_t;
   }
   if (!schedule_.Synchronises(t)) {
     for (size_t i = 0; i < n; ++i) {
       params()[i].copy_(p[i]);
       State(i, "exp_avg").copy_(m[i]);
-      State(i, "momentum_accumulator").copy_(u[i]);
       Scalar(i, "lrs", 0.0) = lrs[i];
     }
     return true;
   }
-  // Undo the local steps, average the accumulated change in momentum units,
-  // and apply the average.
+  // Average the accumulated changes in momentum units, and apply the average
+  // to the parameters of the last synchronisation.
   std::vector<at::Tensor> w(n);
-  for (size_t i = 0; i < n; ++i) w[i] = u[i] * denom[i];
-  if (!CompressedMean(w, denom, v)) return false;
+  for (size_t i = 0; i < n; ++i) w[i] = (p[i] - State(i, "sync_params")).mul_(denom[i]);
+  for (size_t i = 0; i < n; ++i) bounds[i] *= lrs[i];  // u is in units of lr * update
+  if (!CompressedMean(w, denom, v, bounds)) return false;
   for (size_t i = 0; i < n; ++i) {
-    params()[i].copy_(p[i].sub_(u[i]).add_(w[i] / denom[i]));
+    at::Tensor& synced = State(i, "sync_params");
+    synced.add_(w[i] / denom[i]);
+    params()[i].copy_(synced);
     State(i, "exp_avg").copy_(w[i]).div_(-lrs[i]);
-    State(i, "momentum_accumulator").zero_();
     Scalar(i, "lrs", 0.0) = 0.0;
   }
   return true;
 }
 
+// Between synchronisations each rank's parameters are its own: they are
+// saved with its state, and load() puts them back.
 void ZeroOneAdam::SaveExtra(comm::HookState* out) const {
+  for (size_t i = 0; i < params().size(); ++i) {
+    if (HasState(i, "sync_params")) out->emplace_back(absl::StrCat("p", i, "/local_params"), params()[i].detach());
+  }
   out->emplace_back("zero_one/schedule",
                     at::tensor(std::vector<int64_t>{schedule_.var_interval, schedule_.var_counter,
                                                     schedule_.local_interval, schedule_.local_counter,
@@ -169,6 +182,12 @@ void ZeroOneAdam::LoadExtra(const std::map<std::string, at::Tensor>& saved) {
   schedule_.local_interval = s[2].item<int64_t>();
   schedule_.local_counter = s[3].item<int64_t>();
   variance_updates_ = s[4].item<int64_t>();
+  for (size_t i = 0; i < params().size(); ++i) {
+    if (!HasState(i, "local_params")) continue;
+    at::NoGradGuard no_grad;
+    params()[i].copy_(State(i, "local_params"));
+    DropState(i, "local_params");
+  }
 }
 
 }  // namespace lowbit::optim

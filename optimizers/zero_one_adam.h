@@ -10,16 +10,24 @@
 // - After var_freeze_step: local steps. Each rank steps on its own momentum
 //   and accumulates its parameter change u; on synchronisation steps (every
 //   local_step_interval steps, an interval that doubles every
-//   local_step_scaler steps up to local_step_clipper) the ranks undo their
-//   local steps, average u * (sqrt(v) + eps) with the 1-bit allreduce, take
-//   the momentum from it (m = -mean / sum of the step sizes) and apply the
-//   averaged change. The worker and server errors start afresh at the switch.
+//   local_step_scaler steps up to local_step_clipper) the ranks average
+//   u * (sqrt(v) + eps) with the 1-bit allreduce, take the momentum from it
+//   (m = -mean / sum of the step sizes) and apply the averaged change to the
+//   parameters of the last synchronisation, kept as state (u is the
+//   parameters minus those), so all ranks end bit-equal. The worker and
+//   server errors start afresh at the switch. Between synchronisations each
+//   rank's parameters are its own: save() writes them with the rank's state
+//   and load() puts them back.
 //
 // Update: p -= lr_t * (m / (sqrt(v / (1 - beta2^k)) + eps) [+ weight_decay * p
 // when decoupled]), where k counts the variance refreshes and lr_t = lr /
 // (1 - beta1^t) with bias_correction (the default), lr without (DeepSpeed's).
 // Unlike DeepSpeed, the first step is a real step, and step var_freeze_step + 1
-// is already local.
+// is already local. Also unlike DeepSpeed, a local step clamps the local
+// gradient to +-denominator / sqrt(1 - beta2) before it enters the momentum
+// (the bound Adam's own g / sqrt(v) keeps when v has seen g): with v frozen,
+// an element whose gradient was rare before the freeze would otherwise take
+// a step thousands of times lr, and Fashion-MNIST diverges.
 //
 //   lowbit::optim::ZeroOneAdam opt(model->parameters(), ddp,
 //       lowbit::optim::ZeroOneAdamOptions(1e-3).var_freeze_step(400).local_step_scaler(100));
@@ -92,6 +100,9 @@ class ZeroOneAdam final : public OneBitOptimizer {
   // Variance refreshes so far.
   int64_t variance_updates() const { return variance_updates_; }
 
+  double Beta2(size_t i) const override {
+    return std::get<1>(static_cast<const ZeroOneAdamOptions&>(GroupOptions(i)).betas());
+  }
  private:
   ZeroOneAdam(std::vector<torch::optim::OptimizerParamGroup> groups, std::shared_ptr<comm::ProcessGroup> pg,
               comm::DistributedDataParallel* ddp, const ZeroOneAdamOptions& defaults);

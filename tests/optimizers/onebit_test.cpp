@@ -79,11 +79,12 @@ void ExpectBitEqual(const Tensors& a, const Tensors& b, const std::string& what)
 // DeepSpeed's compressed allreduce (Tang et al. 2021, Algorithm 1) for P
 // ranks at once, laid out as lowbit's exchange: each rank's tensors divided
 // by Adam's denominators, concatenated, padded to P chunks of c elements (c a multiple
-// of 8), 1 bit per element and one RMS scale per chunk. Rank j averages chunk
-// j, adds its server error and recompresses.
+// of 8), clamped to +-bound, 1 bit per element and one mean-|x| scale per chunk.
+// Rank j averages chunk j, adds its server error and recompresses.
 struct TwoPhase {
   int world;
-  std::shared_ptr<comm::Compressor> sign = comm::MakeSignCompressor(0, 2);
+  std::shared_ptr<comm::Compressor> sign = comm::MakeSignCompressor(0, 1);
+  int64_t clamped = 0;  // elements the bound changed, over all exchanges
   Tensors worker;  // per rank, flat; undefined before the first exchange
   at::Tensor server;
 
@@ -100,7 +101,8 @@ struct TwoPhase {
     return mask.defined() ? m.mul_(mask) : m;
   }
 
-  Tensors Mean(const std::vector<Tensors>& x, const Tensors& denoms, const Tensors& v, const Tensors& masks) {
+  Tensors Mean(const std::vector<Tensors>& x, const Tensors& denoms, const Tensors& v, const Tensors& masks,
+               const std::vector<double>& bounds) {
     if (world == 1) {  // nothing to average, nothing compressed (as DeepSpeed)
       Tensors out;
       for (size_t i = 0; i < x[0].size(); ++i) out.push_back(Masked(x[0][i].clone(), v[i], masks[i]));
@@ -115,7 +117,11 @@ struct TwoPhase {
     Tensors padded(world);
     for (int r = 0; r < world; ++r) {
       Tensors parts;
-      for (size_t i = 0; i < denoms.size(); ++i) parts.push_back(x[r][i].reshape({-1}) / denoms[i].reshape({-1}));
+      for (size_t i = 0; i < denoms.size(); ++i) {
+        const at::Tensor normalised = x[r][i].reshape({-1}) / denoms[i].reshape({-1});
+        clamped += (normalised.abs() > bounds[i]).sum().item<int64_t>();
+        parts.push_back(normalised.clamp(-bounds[i], bounds[i]));
+      }
       at::Tensor flat = torch::cat(parts);
       if (!worker.empty()) flat = flat + worker[r];
       padded[r] = torch::zeros({chunk * world});
@@ -157,17 +163,19 @@ double Bias(double beta, int64_t t) { return t > 0 ? 1.0 - std::pow(beta, static
 
 // One simulated rank's state.
 struct RankState {
-  Tensors p, m, v, u, fresh;
+  Tensors p, m, v, synced, fresh;
   std::vector<double> lrs, coeff_freeze, last_factor;
 };
 
 constexpr double kLr = 2e-3, kB1 = 0.9, kB2 = 0.99, kEps = 1e-8;
+const double kBound = 1.0 / std::sqrt(1.0 - kB2);  // the optimizers' clamp of normalised values
 
 struct Reference {
   int world;
   std::vector<RankState> ranks;
   TwoPhase exchange{world};
   Tensors masks;
+  int64_t clamped = 0;  // normalised elements the bound changed, exchanges and local steps
 
   explicit Reference(int p) : world(p), exchange{p} {
     const Tensors init = Detached(InitialParams());
@@ -175,7 +183,8 @@ struct Reference {
     for (auto& r : ranks) {
       for (const auto& t : init) {
         r.p.push_back(t.clone());
-        for (Tensors* s : {&r.m, &r.v, &r.u, &r.fresh}) s->push_back(torch::zeros_like(t));
+        for (Tensors* s : {&r.m, &r.v, &r.fresh}) s->push_back(torch::zeros_like(t));
+        r.synced.push_back(t.clone());  // parameters at the last synchronisation
       }
       r.lrs.assign(init.size(), 0.0);
       r.coeff_freeze.assign(init.size(), 0.0);
@@ -187,13 +196,19 @@ struct Reference {
   // Each rank's gradient of step t: the exact mean on averaged steps.
   Tensors Gradient(int r, int64_t t, bool averaged) { return averaged ? MeanOverRanks(t, world) : Grads(r, t, false); }
 
-  // The compressed mean of f(rank, i), normalised by Adam's denominators.
-  Tensors Exchange(const std::function<at::Tensor(int, size_t)>& f, const Tensors& denoms) {
+  // The compressed mean of f(rank, i), normalised by Adam's denominators and
+  // clamped to +-scale / sqrt(1 - beta2).
+  Tensors Exchange(const std::function<at::Tensor(int, size_t)>& f, const Tensors& denoms,
+                   const std::vector<double>& scale = {}) {
     std::vector<Tensors> x(world);
+    std::vector<double> bounds;
     for (int r = 0; r < world; ++r) {
       for (size_t i = 0; i < kShapes.size(); ++i) x[r].push_back(f(r, i));
     }
-    return exchange.Mean(x, denoms, ranks[0].v, masks);
+    for (size_t i = 0; i < kShapes.size(); ++i) bounds.push_back(kBound * (scale.empty() ? 1.0 : scale[i]));
+    Tensors mean = exchange.Mean(x, denoms, ranks[0].v, masks, bounds);
+    clamped += std::exchange(exchange.clamped, 0);
+    return mean;
   }
 
   Tensors Denoms(int64_t bias_steps) {
@@ -259,26 +274,35 @@ struct Reference {
       }
     } else {
       const double lr_t = kLr / Bias(kB1, t);
+      if (t == sched.var_freeze_step + 1) {
+        for (auto& s : ranks) {
+          for (size_t i = 0; i < s.p.size(); ++i) s.synced[i] = s.p[i].clone();
+        }
+      }
       std::vector<Tensors> denom(world);
       for (int r = 0; r < world; ++r) {
         RankState& s = ranks[r];
         for (size_t i = 0; i < s.p.size(); ++i) {
-          s.m[i] = s.m[i].mul(kB1).add_(g[r][i], 1 - kB1);
           denom[r].push_back((s.v[i].sqrt() / std::sqrt(Bias(kB2, k))).add_(kEps));
+          const at::Tensor normalised = g[r][i] / denom[r][i];
+          clamped += (normalised.abs() > kBound).sum().item<int64_t>();
+          s.m[i] = s.m[i].mul(kB1).add_(normalised.clamp_(-kBound, kBound).mul_(denom[r][i]), 1 - kB1);
           const at::Tensor update = s.m[i] / denom[r][i];
           s.p[i] = s.p[i].add(update, -lr_t);
-          s.u[i] = s.u[i].add(update, -lr_t);
           s.lrs[i] += lr_t;
         }
       }
       if (sched.Synchronises(t)) {
-        const Tensors w = Exchange([&](int r, size_t i) { return ranks[r].u[i] * denom[r][i]; }, denom[0]);
+        // u = p - synced, in momentum units; the mean lands on the synced parameters.
+        const Tensors w = Exchange(
+            [&](int r, size_t i) { return (ranks[r].p[i] - ranks[r].synced[i]).mul_(denom[r][i]); }, denom[0],
+            ranks[0].lrs);
         for (int r = 0; r < world; ++r) {
           RankState& s = ranks[r];
           for (size_t i = 0; i < s.p.size(); ++i) {
-            s.p[i] = s.p[i].sub_(s.u[i]).add_(w[i] / denom[r][i]);
+            s.synced[i].add_(w[i] / denom[r][i]);
+            s.p[i] = s.synced[i].clone();
             s.m[i] = w[i].div(-s.lrs[i]);
-            s.u[i].zero_();
             s.lrs[i] = 0;
           }
         }
@@ -423,6 +447,8 @@ TEST(OneBitOptimizers, ZeroOneAdamEqualsTheOneProcessReference) {
     ref.ZeroOneStep(t, sched, k, 0.01);
     ExpectBitEqual(Detached(params), ref.ranks[Pg()->Rank()].p, "step " + std::to_string(t));
   }
+  // The data reach the clamp of normalised values (in the exchanges and the local steps).
+  if (world > 1) EXPECT_GT(ref.clamped, 0);
   EXPECT_EQ(opt.variance_updates(), k);
   EXPECT_GE(syncs, 4);
   EXPECT_GE(compressed_gradient_steps, 3);
@@ -505,13 +531,13 @@ TEST(OneBitOptimizers, StateRoundTripContinuesExactly) {
       if (kind == 0) return std::make_unique<OneBitAdam>(p, Pg(), OneBitAdamOptions(kLr).freeze_step(3));
       if (kind == 1) {
         return std::make_unique<ZeroOneAdam>(
-            p, Pg(), ZeroOneAdamOptions(kLr).var_freeze_step(6).var_update_scaler(2).local_step_scaler(2));
+            p, Pg(), ZeroOneAdamOptions(kLr).var_freeze_step(5).var_update_scaler(2).local_step_scaler(2));
       }
       return std::make_unique<OneBitLamb>(p, Pg(), OneBitLambOptions(kLr).freeze_step(3));
     };
     Tensors a = InitialParams();
     auto opt_a = make(a);
-    for (int64_t t = 1; t <= 8; ++t) {
+    for (int64_t t = 1; t <= 9; ++t) {  // 0/1 Adam: step 9 is local, between synchronisations
       SetGrads(*opt_a, a, t);
       opt_a->step();
     }
@@ -519,15 +545,20 @@ TEST(OneBitOptimizers, StateRoundTripContinuesExactly) {
     opt_a->save(archive);
     std::ostringstream bytes;
     archive.save_to(bytes);
+    // 0/1 Adam's parameters differ across ranks between synchronisations; its
+    // load() restores them, so b starts from the initial ones there.
     Tensors b = InitialParams();
-    for (size_t i = 0; i < b.size(); ++i) b[i].detach().copy_(a[i].detach());
+    if (kind != 1) {
+      for (size_t i = 0; i < b.size(); ++i) b[i].detach().copy_(a[i].detach());
+    }
     auto opt_b = make(b);
     std::istringstream in(bytes.str());
     torch::serialize::InputArchive loaded;
     loaded.load_from(in);
     opt_b->load(loaded);
-    EXPECT_EQ(opt_b->steps(), 8);
-    for (int64_t t = 9; t <= 16; ++t) {
+    EXPECT_EQ(opt_b->steps(), 9);
+    ExpectBitEqual(Detached(a), Detached(b), "after load");
+    for (int64_t t = 10; t <= 17; ++t) {
       SetGrads(*opt_a, a, t);
       opt_a->step();
       SetGrads(*opt_b, b, t);
