@@ -10,12 +10,15 @@
 #             (scripts/netsim; root only), uniform against L-GreCo-adaptive
 #             PowerSGD, top-k and QSGD (the example's JSON line per run;
 #             last_epoch_* fields: after the decisions)
-# With no argument all three run; otherwise the named ones.
+#   optimizers  Fashion-MNIST on 4 ranks over a simulated 1 Gbit/s network,
+#             Adam with an fp32 allreduce against the 1-bit optimizers
+#             (last_epoch_*: the compression phase)
+# With no argument all of them run; otherwise the named ones.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 lowbit_setup
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(kernels hooks comm adaptive)
+[ ${#parts[@]} -eq 0 ] && parts=(kernels hooks comm adaptive optimizers)
 for part in "${parts[@]}"; do
   case "$part" in
     kernels)
@@ -47,6 +50,17 @@ for part in "${parts[@]}"; do
           grep -o '{"example".*}')
         echo "{\"label\":\"${run%%|*}\",\"network\":\"1gbit\",${line#\{}"
       done ;;
-    *) echo "bench.sh: unknown part '$part' (kernels, hooks, comm, adaptive)" >&2; exit 2 ;;
+    optimizers)
+      runs=("adam|--optimizer adam" "onebit_adam|--optimizer onebit_adam --freeze_step 100"
+        "zeroone_adam|--optimizer zeroone_adam --freeze_step 200 --local_step_scaler 200 --local_step_clipper 2"
+        "onebit_lamb|--optimizer onebit_lamb --lr 1e-2 --freeze_step 100")
+      for run in "${runs[@]}"; do
+        read -r -a flags <<<"${run#*|}"
+        line=$(OMP_NUM_THREADS=1 "$LOWBIT_ROOT/scripts/netsim" --ranks 4 --rate 1gbit -- \
+          "$LOWBIT_BUILD/examples/fashion_mnist/fashion_mnist" --epochs 3 "${flags[@]}" 2>&1 |
+          grep -o '{"example".*}')
+        echo "{\"label\":\"${run%%|*}\",\"network\":\"1gbit\",${line#\{}"
+      done ;;
+    *) echo "bench.sh: unknown part '$part' (kernels, hooks, comm, adaptive, optimizers)" >&2; exit 2 ;;
   esac
 done
