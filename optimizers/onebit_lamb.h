@@ -73,13 +73,13 @@ class OneBitLamb final : public OneBitOptimizer {
   // Each parameter's coeff_freeze (the warm-up's average trust ratio).
   std::vector<double> FrozenCoefficients() const;
 
-  double Beta2(size_t i) const override {
-    return std::get<1>(static_cast<const OneBitLambOptions&>(GroupOptions(i)).betas());
-  }
  private:
   OneBitLamb(std::vector<torch::optim::OptimizerParamGroup> groups, std::shared_ptr<comm::ProcessGroup> pg,
              comm::DistributedDataParallel* ddp, const OneBitLambOptions& defaults);
   bool Step(int64_t t, const std::vector<at::Tensor>& grads) override;
+  double Beta2(size_t i) const override {
+    return std::get<1>(static_cast<const OneBitLambOptions&>(GroupOptions(i)).betas());
+  }
 
   OneBitLambOptions options_;
   std::vector<double> last_coeff_;
