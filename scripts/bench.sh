@@ -51,8 +51,8 @@ for part in "${parts[@]}"; do
         echo "{\"label\":\"${run%%|*}\",\"network\":\"1gbit\",${line#\{}"
       done ;;
     optimizers)
-      runs=("adam|--optimizer adam" "onebit_adam|--optimizer onebit_adam --freeze_step 100"
-        "zeroone_adam|--optimizer zeroone_adam --freeze_step 200 --local_step_scaler 200 --local_step_clipper 2"
+      runs=("adam|--optimizer adam" "onebit_adam|--optimizer onebit_adam --freeze_step 200"
+        "zeroone_adam|--optimizer zeroone_adam --freeze_step 200 --local_step_scaler 200 --local_step_clipper 2 --onebit_block 1024"
         "onebit_lamb|--optimizer onebit_lamb --lr 1e-2 --freeze_step 100")
       for run in "${runs[@]}"; do
         read -r -a flags <<<"${run#*|}"
