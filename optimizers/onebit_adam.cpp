@@ -33,10 +33,8 @@ OneBitAdam::OneBitAdam(std::vector<torch::optim::OptimizerParamGroup> groups, st
   std::string groups_config;
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     const auto& o = static_cast<const OneBitAdamOptions&>(param_groups_[g].options());
-    CheckHyperParameters(absl::StrCat("OneBitAdam (parameter group ", g, ")"), o.lr(), o.betas(), o.eps(),
-                         o.weight_decay());
-    absl::StrAppend(&groups_config, ",group", g, "=", std::get<0>(o.betas()), "/", std::get<1>(o.betas()), "/",
-                    o.eps(), "/", o.weight_decay(), "/", o.decoupled_weight_decay());
+    absl::StrAppend(&groups_config, CheckGroup("OneBitAdam", g, o.lr(), o.betas(), o.eps(), o.weight_decay()), "/",
+                    o.decoupled_weight_decay());
   }
   Initialize("OneBitAdam",
              absl::StrCat("freeze_step=", freeze_step_, ",bias_correction=", bias_correction_,

@@ -66,9 +66,6 @@ class OneBitAdam final : public OneBitOptimizer {
   OneBitAdam(std::vector<torch::optim::OptimizerParamGroup> groups, std::shared_ptr<comm::ProcessGroup> pg,
              comm::DistributedDataParallel* ddp, const OneBitAdamOptions& defaults);
   bool Step(int64_t t, const std::vector<at::Tensor>& grads) override;
-  double Beta2(size_t i) const override {
-    return std::get<1>(static_cast<const OneBitAdamOptions&>(GroupOptions(i)).betas());
-  }
 
   int64_t freeze_step_;
   bool bias_correction_;

@@ -41,10 +41,7 @@ OneBitLamb::OneBitLamb(std::vector<torch::optim::OptimizerParamGroup> groups, st
   std::string groups_config;
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     const auto& o = static_cast<const OneBitLambOptions&>(param_groups_[g].options());
-    CheckHyperParameters(absl::StrCat("OneBitLamb (parameter group ", g, ")"), o.lr(), o.betas(), o.eps(),
-                         o.weight_decay());
-    absl::StrAppend(&groups_config, ",group", g, "=", std::get<0>(o.betas()), "/", std::get<1>(o.betas()), "/",
-                    o.eps(), "/", o.weight_decay());
+    absl::StrAppend(&groups_config, CheckGroup("OneBitLamb", g, o.lr(), o.betas(), o.eps(), o.weight_decay()));
   }
   Initialize("OneBitLamb",
              absl::StrCat("freeze_step=", d.freeze_step(), ",bias_correction=", d.bias_correction(),

@@ -77,9 +77,6 @@ class OneBitLamb final : public OneBitOptimizer {
   OneBitLamb(std::vector<torch::optim::OptimizerParamGroup> groups, std::shared_ptr<comm::ProcessGroup> pg,
              comm::DistributedDataParallel* ddp, const OneBitLambOptions& defaults);
   bool Step(int64_t t, const std::vector<at::Tensor>& grads) override;
-  double Beta2(size_t i) const override {
-    return std::get<1>(static_cast<const OneBitLambOptions&>(GroupOptions(i)).betas());
-  }
 
   OneBitLambOptions options_;
   std::vector<double> last_coeff_;

@@ -83,14 +83,18 @@ void OneBitOptimizer::Initialize(const std::string& name, const std::string& set
   if (ddp_ != nullptr) ddp_->RegisterCommHook(std::make_shared<PhaseHook>(pg_, average_next_, name));
 }
 
-void OneBitOptimizer::CheckHyperParameters(const std::string& where, double lr, const std::tuple<double, double>& betas,
-                                           double eps, double weight_decay) {
+std::string OneBitOptimizer::CheckGroup(const std::string& name, size_t group, double lr,
+                                        const std::tuple<double, double>& betas, double eps, double weight_decay) {
+  const std::string where = absl::StrCat(name, " (parameter group ", group, ")");
   TORCH_CHECK(lr > 0.0, where, ": lr must be > 0, got ", lr);
   const auto [beta1, beta2] = betas;
   TORCH_CHECK(beta1 >= 0.0 && beta1 < 1.0, where, ": beta1 must be in [0, 1), got ", beta1);
   TORCH_CHECK(beta2 >= 0.0 && beta2 < 1.0, where, ": beta2 must be in [0, 1), got ", beta2);
   TORCH_CHECK(eps > 0.0, where, ": eps must be > 0, got ", eps);
   TORCH_CHECK(weight_decay >= 0.0, where, ": weight_decay must be >= 0, got ", weight_decay);
+  if (group_bound_.size() <= group) group_bound_.resize(group + 1, 0.0);
+  group_bound_[group] = 1.0 / std::sqrt(1.0 - beta2);
+  return absl::StrCat(",group", group, "=", beta1, "/", beta2, "/", eps, "/", weight_decay);
 }
 
 double OneBitOptimizer::BiasCorrection(double beta, int64_t t, bool on) {
@@ -115,7 +119,7 @@ void OneBitOptimizer::ResetCompressedMean() { Reset(); }
 
 std::vector<double> OneBitOptimizer::NormalisedBounds() const {
   std::vector<double> bounds;
-  for (size_t i = 0; i < params_.size(); ++i) bounds.push_back(1.0 / std::sqrt(1.0 - Beta2(i)));
+  for (size_t i = 0; i < params_.size(); ++i) bounds.push_back(group_bound_.at(group_of_[i]));
   return bounds;
 }
 

@@ -92,10 +92,13 @@ class OneBitOptimizer : public torch::optim::Optimizer {
   // per chunk of the two-phase exchange, as DeepSpeed).
   void Initialize(const std::string& name, const std::string& settings, int64_t block);
 
-  // TORCH_CHECKs shared by the three: lr > 0, betas in [0, 1), eps > 0,
-  // weight_decay >= 0; `where` names the group.
-  static void CheckHyperParameters(const std::string& where, double lr, const std::tuple<double, double>& betas,
-                                   double eps, double weight_decay);
+  // TORCH_CHECKs shared by the three (`name`: the optimizer's) for parameter group `group`: lr > 0,
+  // betas in [0, 1), eps > 0, weight_decay >= 0. Records the group's bound
+  // for NormalisedBounds and returns ",group<g>=beta1/beta2/eps/weight_decay"
+  // for the settings compared across ranks. Call once per group, before
+  // Initialize.
+  std::string CheckGroup(const std::string& name, size_t group, double lr, const std::tuple<double, double>& betas, double eps,
+                         double weight_decay);
   // Adam's bias correction 1 - beta^t (1 when off or t == 0).
   static double BiasCorrection(double beta, int64_t t, bool on);
 
@@ -107,15 +110,10 @@ class OneBitOptimizer : public torch::optim::Optimizer {
   // parameter i (loaded back as State(i, name), before LoadExtra runs).
   virtual void SaveExtra(comm::HookState* out) const {}
   virtual void LoadExtra(const std::map<std::string, at::Tensor>& saved) {}
-  // beta2 of parameter i's group.
-  virtual double Beta2(size_t i) const = 0;
 
   // All parameters in group order, and each one's group.
   const std::vector<at::Tensor>& params() const { return params_; }
   torch::optim::OptimizerOptions& GroupOptions(size_t i) { return param_groups_[group_of_[i]].options(); }
-  const torch::optim::OptimizerOptions& GroupOptions(size_t i) const {
-    return param_groups_[group_of_[i]].options();
-  }
   // Per-parameter state `name`, created as zeros shaped like the parameter.
   at::Tensor& State(size_t i, const std::string& name);
   bool HasState(size_t i, const std::string& name) const;
@@ -166,6 +164,7 @@ class OneBitOptimizer : public torch::optim::Optimizer {
   std::string config_;
   int64_t block_ = 0;
   int64_t step_ = 0;
+  std::vector<double> group_bound_;  // 1 / sqrt(1 - beta2) per parameter group
   OneBitStepStats last_;
 };
 

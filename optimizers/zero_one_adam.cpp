@@ -58,10 +58,8 @@ ZeroOneAdam::ZeroOneAdam(std::vector<torch::optim::OptimizerParamGroup> groups, 
   std::string groups_config;
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     const auto& o = static_cast<const ZeroOneAdamOptions&>(param_groups_[g].options());
-    CheckHyperParameters(absl::StrCat("ZeroOneAdam (parameter group ", g, ")"), o.lr(), o.betas(), o.eps(),
-                         o.weight_decay());
-    absl::StrAppend(&groups_config, ",group", g, "=", std::get<0>(o.betas()), "/", std::get<1>(o.betas()), "/",
-                    o.eps(), "/", o.weight_decay(), "/", o.decoupled_weight_decay());
+    absl::StrAppend(&groups_config, CheckGroup("ZeroOneAdam", g, o.lr(), o.betas(), o.eps(), o.weight_decay()), "/",
+                    o.decoupled_weight_decay());
   }
   Initialize("ZeroOneAdam",
              absl::StrCat("var_freeze_step=", schedule_.var_freeze_step, ",var_update_scaler=",

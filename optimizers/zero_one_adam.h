@@ -104,9 +104,6 @@ class ZeroOneAdam final : public OneBitOptimizer {
   ZeroOneAdam(std::vector<torch::optim::OptimizerParamGroup> groups, std::shared_ptr<comm::ProcessGroup> pg,
               comm::DistributedDataParallel* ddp, const ZeroOneAdamOptions& defaults);
   bool Step(int64_t t, const std::vector<at::Tensor>& grads) override;
-  double Beta2(size_t i) const override {
-    return std::get<1>(static_cast<const ZeroOneAdamOptions&>(GroupOptions(i)).betas());
-  }
   bool LocalStep(int64_t t, const std::vector<at::Tensor>& grads);
   void SaveExtra(comm::HookState* out) const override;
   void LoadExtra(const std::map<std::string, at::Tensor>& saved) override;

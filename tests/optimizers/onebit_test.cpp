@@ -217,6 +217,12 @@ struct Reference {
     return d;
   }
 
+  // 1-bit Adam's and LAMB's exchange: each rank's beta1 m + (1 - beta1) g,
+  // averaged in units of the denominators frozen at `freeze`.
+  Tensors LocalMomentumMean(const std::vector<Tensors>& g, int64_t freeze) {
+    return Exchange([&](int r, size_t i) { return ranks[r].m[i].mul(kB1).add_(g[r][i], 1 - kB1); }, Denoms(freeze));
+  }
+
   // 1-bit Adam (weight decay wd, L2 or decoupled).
   void OneBitAdamStep(int64_t t, int64_t freeze, double wd, bool decoupled) {
     const bool warmup = t <= freeze;
@@ -227,10 +233,7 @@ struct Reference {
         if (wd != 0 && !decoupled) g[r][i] = g[r][i].add(ranks[r].p[i], wd);
       }
     }
-    Tensors mean;
-    if (!warmup) {
-      mean = Exchange([&](int r, size_t i) { return ranks[r].m[i].mul(kB1).add_(g[r][i], 1 - kB1); }, Denoms(freeze));
-    }
+    const Tensors mean = warmup ? Tensors{} : LocalMomentumMean(g, freeze);
     for (int r = 0; r < world; ++r) {
       RankState& s = ranks[r];
       for (size_t i = 0; i < s.p.size(); ++i) {
@@ -316,10 +319,7 @@ struct Reference {
     const bool warmup = t <= freeze;
     std::vector<Tensors> g(world);
     for (int r = 0; r < world; ++r) g[r] = Gradient(r, t, warmup);
-    Tensors mean;
-    if (!warmup) {
-      mean = Exchange([&](int r, size_t i) { return ranks[r].m[i].mul(kB1).add_(g[r][i], 1 - kB1); }, Denoms(freeze));
-    }
+    const Tensors mean = warmup ? Tensors{} : LocalMomentumMean(g, freeze);
     for (int r = 0; r < world; ++r) {
       RankState& s = ranks[r];
       for (size_t i = 0; i < s.p.size(); ++i) {
