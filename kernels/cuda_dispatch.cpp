@@ -2,6 +2,11 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include "lowbit/kernels/cuda/optim8bit.cuh"
 #include "lowbit/kernels/cuda/quantize.cuh"
 #include "lowbit/kernels/cuda/scale.cuh"
 #include "lowbit/kernels/cuda/sign.cuh"
@@ -15,6 +20,21 @@ cudaStream_t Stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
 void Check(cudaError_t err, const char* kernel) {
   TORCH_CHECK(err == cudaSuccess, "lowbit ", kernel, " kernel launch failed: ", cudaGetErrorString(err));
+}
+
+// The dynamic map's tables on `device`, copied once per device and map.
+const DynamicCode* DeviceCode(bool is_signed, const at::Device& device) {
+  static std::mutex mu;
+  static std::map<std::pair<int, bool>, at::Tensor> copies;
+  std::lock_guard<std::mutex> lock(mu);
+  at::Tensor& copy = copies[{device.index(), is_signed}];
+  if (!copy.defined()) {
+    const DynamicCode& host = HostDynamicCode(is_signed);
+    at::Tensor bytes = at::from_blob(const_cast<DynamicCode*>(&host), {static_cast<int64_t>(sizeof(DynamicCode))},
+                                     at::kByte);
+    copy = bytes.to(device);
+  }
+  return reinterpret_cast<const DynamicCode*>(copy.data_ptr<uint8_t>());
 }
 
 }  // namespace
@@ -82,6 +102,41 @@ void ScatterAddCuda(const at::Tensor& idx, const at::Tensor& val, at::Tensor& ou
   Check(cuda::ScatterAdd(idx.data_ptr<int32_t>(), val.data_ptr<float>(), idx.numel(), out.data_ptr<float>(),
                          Stream()),
         "ScatterAdd");
+}
+
+void QuantizeDynamicCuda(const at::Tensor& x, bool is_signed, int64_t block, at::Tensor& absmax, at::Tensor& codes) {
+  c10::cuda::CUDAGuard guard(x.device());
+  Check(cuda::QuantizeDynamic(x.data_ptr<float>(), x.numel(), block, DeviceCode(is_signed, x.device()),
+                              absmax.data_ptr<float>(), codes.data_ptr<uint8_t>(), Stream()),
+        "QuantizeDynamic");
+}
+
+void DequantizeDynamicCuda(const at::Tensor& codes, const at::Tensor& absmax, bool is_signed, int64_t block,
+                           at::Tensor& out) {
+  c10::cuda::CUDAGuard guard(out.device());
+  Check(cuda::DequantizeDynamic(codes.data_ptr<uint8_t>(), absmax.data_ptr<float>(), out.numel(), block,
+                                DeviceCode(is_signed, out.device()), out.data_ptr<float>(), Stream()),
+        "DequantizeDynamic");
+}
+
+void FusedOptimizerStepCuda(const OptimStepArgs& args, at::Tensor& param, const at::Tensor& grad, OptimState* m,
+                            OptimState* v, int64_t block) {
+  c10::cuda::CUDAGuard guard(param.device());
+  float* p = param.data_ptr<float>();
+  const float* g = grad.data_ptr<float>();
+  const bool quantized = (m != nullptr && m->quantized()) || (v != nullptr && v->quantized());
+  if (quantized) {
+    Check(cuda::OptimizerStep8bit(args, p, g, param.numel(), block, m ? m->codes.data_ptr<uint8_t>() : nullptr,
+                                  m ? m->absmax.data_ptr<float>() : nullptr,
+                                  v ? v->codes.data_ptr<uint8_t>() : nullptr,
+                                  v ? v->absmax.data_ptr<float>() : nullptr, DeviceCode(true, param.device()),
+                                  DeviceCode(false, param.device()), Stream()),
+          "OptimizerStep8bit");
+  } else {
+    Check(cuda::OptimizerStep32bit(args, p, g, param.numel(), m ? m->values.data_ptr<float>() : nullptr,
+                                   v ? v->values.data_ptr<float>() : nullptr, Stream()),
+          "OptimizerStep32bit");
+  }
 }
 
 }  // namespace lowbit::kernels::internal

@@ -24,5 +24,11 @@ void DequantizeBlockwiseCuda(const at::Tensor& codes, const at::Tensor&, const Q
 }
 std::pair<at::Tensor, at::Tensor> SelectAtLeastCuda(const at::Tensor& x, float) { NoCuda(x); }
 void ScatterAddCuda(const at::Tensor& idx, const at::Tensor&, at::Tensor&) { NoCuda(idx); }
+void QuantizeDynamicCuda(const at::Tensor& x, bool, int64_t, at::Tensor&, at::Tensor&) { NoCuda(x); }
+void DequantizeDynamicCuda(const at::Tensor& codes, const at::Tensor&, bool, int64_t, at::Tensor&) { NoCuda(codes); }
+void FusedOptimizerStepCuda(const OptimStepArgs&, at::Tensor& param, const at::Tensor&, OptimState*, OptimState*,
+                            int64_t) {
+  NoCuda(param);
+}
 
 }  // namespace lowbit::kernels::internal

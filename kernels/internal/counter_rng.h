@@ -8,11 +8,7 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define LOWBIT_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define LOWBIT_HOST_DEVICE inline
-#endif
+#include "lowbit/kernels/internal/host_device.h"
 
 namespace lowbit::kernels {
 

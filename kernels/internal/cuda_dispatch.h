@@ -9,6 +9,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "lowbit/kernels/optim8bit.h"
 #include "lowbit/kernels/quantize.h"
 
 namespace lowbit::kernels::internal {
@@ -24,5 +25,14 @@ void DequantizeBlockwiseCuda(const at::Tensor& codes, const at::Tensor& scales, 
                              at::Tensor& out, bool accumulate);
 std::pair<at::Tensor, at::Tensor> SelectAtLeastCuda(const at::Tensor& x, float threshold);
 void ScatterAddCuda(const at::Tensor& idx, const at::Tensor& val, at::Tensor& out);
+
+// The dynamic maps' host tables (kernels/optim8bit.cpp); the CUDA side keeps
+// a copy per device.
+const DynamicCode& HostDynamicCode(bool is_signed);
+void QuantizeDynamicCuda(const at::Tensor& x, bool is_signed, int64_t block, at::Tensor& absmax, at::Tensor& codes);
+void DequantizeDynamicCuda(const at::Tensor& codes, const at::Tensor& absmax, bool is_signed, int64_t block,
+                           at::Tensor& out);
+void FusedOptimizerStepCuda(const OptimStepArgs& args, at::Tensor& param, const at::Tensor& grad, OptimState* m,
+                            OptimState* v, int64_t block);
 
 }  // namespace lowbit::kernels::internal

@@ -1,0 +1,178 @@
+// The arithmetic of the fused optimizer steps: the dynamic 8-bit code and the
+// per-element update rules, shared by kernels/cpu/optim8bit.cpp and
+// kernels/cuda/optim8bit.cu so both compute them identically (the CUDA build
+// disables FMA contraction for the same reason). The formulas are in
+// kernels/optim8bit.h.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "lowbit/kernels/internal/host_device.h"
+
+namespace lowbit::kernels {
+
+// Which update a fused step applies.
+enum class OptimRule : int32_t { kAdam = 0, kSgd = 1, kLion = 2, kRmsprop = 3, kAdagrad = 4 };
+
+// The scalars of one step of one parameter, prepared on the host (bias
+// corrections, learning-rate decay and weight decay folded in).
+struct OptimStepArgs {
+  OptimRule rule = OptimRule::kAdam;
+  float lr = 0;              // the step's learning rate: Adam lr / (1 - beta1^t), Adagrad lr / (1 + (t-1) decay)
+  float beta1 = 0;           // Adam and Lion beta1; SGD and RMSprop momentum
+  float one_minus_beta1 = 1; // Adam and Lion 1 - beta1; SGD 1 - dampening
+  float beta2 = 0;           // Adam and Lion beta2; RMSprop alpha
+  float one_minus_beta2 = 1;
+  float eps = 0;
+  float inv_sqrt_bc2 = 1;    // Adam 1 / sqrt(1 - beta2^t)
+  float l2 = 0;              // coupled weight decay: g += l2 p (Adam, SGD, RMSprop, Adagrad)
+  float decay = 1;           // decoupled weight decay: p *= decay = 1 - lr wd (AdamW, Lion)
+  float grad_scale = 1;      // percentile clipping's factor on the gradient
+  int32_t nesterov = 0;      // SGD
+  int32_t first_step = 0;    // SGD: the momentum buffer starts as the gradient
+};
+
+// One dynamic map and the tables that encode to it. `values` are 256 sorted
+// codes; mids[k] is the midpoint of values[k] and values[k + 1] (mids[255] =
+// +inf). Encode(x) is the number of midpoints below x: the nearest code, ties
+// to the lower one. To find it without a search, `cells` holds for each
+// (sign, exponent, top 7 mantissa bits) of x the count of midpoints below the
+// cell's lowest value; the map is coarse enough that a cell holds at most one
+// midpoint (BuildDynamicCode checks it), so one comparison finishes the job.
+// Magnitudes below 2^-24 share the lowest cell and those of 2 and above the
+// highest (x is a value divided by its block's absmax, so |x| <= 1).
+constexpr int32_t kCellLowExponent = 103;  // 2^-24
+constexpr int32_t kCellMantissaBits = 7;
+constexpr int32_t kCodeCells = (127 - kCellLowExponent + 1) << kCellMantissaBits;  // per sign
+
+struct DynamicCode {
+  float values[256];
+  float mids[256];
+  uint8_t cells[2 * kCodeCells];
+};
+
+namespace internal {
+
+LOWBIT_HOST_DEVICE uint32_t FloatBits(float x) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(x);
+#else
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return bits;
+#endif
+}
+
+LOWBIT_HOST_DEVICE int32_t CellOf(float x) {
+  const uint32_t bits = FloatBits(x);
+  const int32_t key = static_cast<int32_t>((bits >> (23 - kCellMantissaBits)) & 0x7FFFu) -
+                      (kCellLowExponent << kCellMantissaBits);
+  const int32_t cell = key < 0 ? 0 : (key >= kCodeCells ? kCodeCells - 1 : key);
+  return static_cast<int32_t>(bits >> 31) * kCodeCells + cell;
+}
+
+LOWBIT_HOST_DEVICE uint32_t Encode(const DynamicCode& code, float x) {
+  const uint32_t c = code.cells[CellOf(x)];
+  return c + (x > code.mids[c] ? 1u : 0u);
+}
+
+LOWBIT_HOST_DEVICE float Sqrt(float x) {
+#if defined(__CUDA_ARCH__)
+  return sqrtf(x);  // correctly rounded unless built with -use_fast_math, as std::sqrt
+#else
+  return std::sqrt(x);
+#endif
+}
+
+LOWBIT_HOST_DEVICE float InvAbsMax(float s) { return s > 0.0f ? 1.0f / s : 0.0f; }
+
+// NaN and +-Inf gradient elements count as 0 (as if the element had no
+// gradient this step); the states still decay.
+LOWBIT_HOST_DEVICE float FiniteOrZero(float g) { return (g - g) == 0.0f ? g : 0.0f; }
+
+LOWBIT_HOST_DEVICE float SignOf(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f); }
+
+// One element's step: returns the new parameter; m (signed state) and v
+// (unsigned state) are updated in place where the rule has them.
+template <OptimRule R>
+LOWBIT_HOST_DEVICE float UpdateOne(const OptimStepArgs& a, bool has_m, float p, float g, float& m, float& v) {
+  if (R == OptimRule::kLion) {
+    // Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms", Alg. 2.
+    const float c = a.beta1 * m + a.one_minus_beta1 * g;
+    m = a.beta2 * m + a.one_minus_beta2 * g;
+    return p * a.decay - a.lr * SignOf(c);
+  }
+  if (a.l2 != 0.0f) g = g + a.l2 * p;
+  p = p * a.decay;
+  if (R == OptimRule::kAdam) {
+    // Kingma & Ba 2015, Alg. 1 (AdamW: Loshchilov & Hutter 2019, decay above).
+    m = a.beta1 * m + a.one_minus_beta1 * g;
+    v = a.beta2 * v + a.one_minus_beta2 * (g * g);
+    return p - a.lr * (m / (Sqrt(v) * a.inv_sqrt_bc2 + a.eps));
+  }
+  if (R == OptimRule::kSgd) {
+    if (!has_m) return p - a.lr * g;
+    m = a.first_step ? g : a.beta1 * m + a.one_minus_beta1 * g;
+    return p - a.lr * (a.nesterov ? g + a.beta1 * m : m);
+  }
+  if (R == OptimRule::kRmsprop) {
+    // Tieleman & Hinton 2012, as torch.optim.RMSprop (not centered).
+    v = a.beta2 * v + a.one_minus_beta2 * (g * g);
+    const float step = g / (Sqrt(v) + a.eps);
+    if (!has_m) return p - a.lr * step;
+    m = a.beta1 * m + step;
+    return p - a.lr * m;
+  }
+  // Adagrad (Duchi et al. 2011), as torch.optim.Adagrad.
+  v = v + g * g;
+  return p - a.lr * (g / (Sqrt(v) + a.eps));
+}
+
+template <OptimRule R>
+using RuleConstant = std::integral_constant<OptimRule, R>;
+
+// Calls f(RuleConstant<rule>, bool_constant<has_m>, bool_constant<has_v>)
+// for the combinations that exist: Adam m and v; SGD m or none (momentum 0);
+// Lion m; RMSprop v, or m and v (momentum); Adagrad v. Returns false for any
+// other.
+template <typename F>
+bool DispatchRule(OptimRule rule, bool has_m, bool has_v, F&& f) {
+  using Yes = std::true_type;
+  using No = std::false_type;
+  switch (rule) {
+    case OptimRule::kAdam:
+      if (!has_m || !has_v) return false;
+      f(RuleConstant<OptimRule::kAdam>{}, Yes{}, Yes{});
+      return true;
+    case OptimRule::kSgd:
+      if (has_v) return false;
+      if (has_m) {
+        f(RuleConstant<OptimRule::kSgd>{}, Yes{}, No{});
+      } else {
+        f(RuleConstant<OptimRule::kSgd>{}, No{}, No{});
+      }
+      return true;
+    case OptimRule::kLion:
+      if (!has_m || has_v) return false;
+      f(RuleConstant<OptimRule::kLion>{}, Yes{}, No{});
+      return true;
+    case OptimRule::kRmsprop:
+      if (!has_v) return false;
+      if (has_m) {
+        f(RuleConstant<OptimRule::kRmsprop>{}, Yes{}, Yes{});
+      } else {
+        f(RuleConstant<OptimRule::kRmsprop>{}, No{}, Yes{});
+      }
+      return true;
+    case OptimRule::kAdagrad:
+      if (has_m || !has_v) return false;
+      f(RuleConstant<OptimRule::kAdagrad>{}, No{}, Yes{});
+      return true;
+  }
+  return false;
+}
+
+}  // namespace internal
+}  // namespace lowbit::kernels
