@@ -13,6 +13,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <limits>
 #include <sstream>
 
 #include <torch/torch.h>
@@ -29,6 +30,7 @@
 #include "lowbit/launch/init.h"
 #include "lowbit/optimizers/onebit_adam.h"
 #include "lowbit/optimizers/onebit_lamb.h"
+#include "lowbit/optimizers/optim_8bit.h"
 #include "lowbit/optimizers/zero_one_adam.h"
 
 ABSL_FLAG(int, epochs, 3, "training epochs");
@@ -36,8 +38,11 @@ ABSL_FLAG(int, batch_size, 64, "examples per rank per step");
 ABSL_FLAG(double, lr, 1e-3, "learning rate");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the initialisation and the per-epoch shuffle");
 ABSL_FLAG(std::string, optimizer, "adam",
-          "sgd (momentum 0.9), sgd0 (no momentum), adam, adamw (weight decay 1e-4), or the 1-bit optimizers, which own "
-          "their communication (use them with --hook allreduce): onebit_adam, zeroone_adam, onebit_lamb");
+          "sgd (momentum 0.9), sgd0 (no momentum), adam, adamw (weight decay 1e-4), lion (fp32 state), rmsprop, "
+          "adagrad; their 8-bit versions adam8bit, adamw8bit, sgd8bit, lion8bit, rmsprop8bit, adagrad8bit; or the 1-bit "
+          "optimizers, which own their communication (use them with --hook allreduce): onebit_adam, zeroone_adam, "
+          "onebit_lamb");
+ABSL_FLAG(int64_t, percentile_clipping, 100, "8-bit optimizers and lion: clip gradients at this percentile of the last 100 norms (100: off)");
 ABSL_FLAG(int64_t, freeze_step, 100,
           "onebit_adam/onebit_lamb: uncompressed warm-up steps; zeroone_adam: the last variance refresh (var_freeze_step)");
 ABSL_FLAG(int64_t, onebit_block, 0, "1-bit optimizers: elements per 1-bit scale (0: one per exchange chunk)");
@@ -111,7 +116,17 @@ struct Config {
   lowbit::comm::HookSpec hook_spec;
   std::string adapt_candidates;
   int64_t freeze_step, onebit_block, var_update_scaler, local_step_scaler, local_step_clipper;
+  int64_t percentile_clipping = 100;  // set after the positional initialisation
 };
+
+bool IsKnownOptimizer(const std::string& o) {
+  for (const char* name : {"sgd", "sgd0", "adam", "adamw", "lion", "rmsprop", "adagrad", "adam8bit", "adamw8bit",
+                           "sgd8bit", "lion8bit", "rmsprop8bit", "adagrad8bit", "onebit_adam", "zeroone_adam",
+                           "onebit_lamb"}) {
+    if (o == name) return true;
+  }
+  return false;
+}
 
 bool IsOneBit(const std::string& optimizer) {
   return optimizer == "onebit_adam" || optimizer == "zeroone_adam" || optimizer == "onebit_lamb";
@@ -125,10 +140,13 @@ std::string ValidateFlags(const Config& c) {
   if (c.threads < 1) return absl::StrCat("--threads must be >= 1, got ", c.threads);
   if (c.max_train_examples < 0) return absl::StrCat("--max_train_examples must be >= 0, got ", c.max_train_examples);
   if (!(c.bucket_cap_mb > 0)) return absl::StrCat("--bucket_cap_mb must be > 0, got ", c.bucket_cap_mb);
-  if (c.optimizer != "sgd" && c.optimizer != "sgd0" && c.optimizer != "adam" && c.optimizer != "adamw" &&
-      !IsOneBit(c.optimizer)) {
-    return absl::StrCat("--optimizer must be sgd, sgd0, adam, adamw, onebit_adam, zeroone_adam or onebit_lamb, got '",
+  if (!IsKnownOptimizer(c.optimizer)) {
+    return absl::StrCat("--optimizer must be sgd, sgd0, adam, adamw, lion, rmsprop, adagrad, adam8bit, adamw8bit, "
+                        "sgd8bit, lion8bit, rmsprop8bit, adagrad8bit, onebit_adam, zeroone_adam or onebit_lamb, got '",
                         c.optimizer, "'");
+  }
+  if (c.percentile_clipping < 1 || c.percentile_clipping > 100) {
+    return absl::StrCat("--percentile_clipping must be in [1, 100], got ", c.percentile_clipping);
   }
   if (IsOneBit(c.optimizer) && c.hook != "allreduce" && c.hook != "none") {
     return absl::StrCat("--optimizer ", c.optimizer, " owns its communication; --hook must be allreduce, got '",
@@ -179,6 +197,30 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Config& c, Cnn& mod
     return std::make_unique<lowbit::optim::OneBitLamb>(model->parameters(), ddp,
                                                        lowbit::optim::OneBitLambOptions(c.lr).freeze_step(c.freeze_step).block(c.onebit_block));
   }
+  // 8-bit optimizers: the same hyper-parameters as their fp32 counterparts below.
+  namespace lo = lowbit::optim;
+  const int64_t pc = c.percentile_clipping;
+  if (c.optimizer == "adam8bit") return std::make_unique<lo::Adam8bit>(model->parameters(), lo::Adam8bitOptions(c.lr).percentile_clipping(pc));
+  if (c.optimizer == "adamw8bit") {
+    return std::make_unique<lo::AdamW8bit>(model->parameters(), lo::AdamW8bitOptions(c.lr).weight_decay(1e-4).percentile_clipping(pc));
+  }
+  if (c.optimizer == "sgd8bit") {
+    return std::make_unique<lo::SGD8bit>(model->parameters(), lo::SGD8bitOptions(c.lr).momentum(0.9).percentile_clipping(pc));
+  }
+  if (c.optimizer == "lion8bit" || c.optimizer == "lion") {
+    // lion: the same optimizer with fp32 state for every parameter (LibTorch has no Lion).
+    const int64_t min_8bit = c.optimizer == "lion" ? std::numeric_limits<int64_t>::max() : 4096;
+    return std::make_unique<lo::Lion8bit>(model->parameters(),
+                                          lo::Lion8bitOptions(c.lr).min_8bit_size(min_8bit).percentile_clipping(pc));
+  }
+  if (c.optimizer == "rmsprop8bit") {
+    return std::make_unique<lo::RMSprop8bit>(model->parameters(), lo::RMSprop8bitOptions(c.lr).percentile_clipping(pc));
+  }
+  if (c.optimizer == "rmsprop") return std::make_unique<torch::optim::RMSprop>(model->parameters(), torch::optim::RMSpropOptions(c.lr));
+  if (c.optimizer == "adagrad8bit") {
+    return std::make_unique<lo::Adagrad8bit>(model->parameters(), lo::Adagrad8bitOptions(c.lr).percentile_clipping(pc));
+  }
+  if (c.optimizer == "adagrad") return std::make_unique<torch::optim::Adagrad>(model->parameters(), torch::optim::AdagradOptions(c.lr));
   if (c.optimizer == "sgd" || c.optimizer == "sgd0") {
     return std::make_unique<torch::optim::SGD>(model->parameters(),
                                                torch::optim::SGDOptions(c.lr).momentum(c.optimizer == "sgd" ? 0.9 : 0.0));
@@ -431,6 +473,11 @@ int Run(const Config& c) {
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   const std::string checksum = ParamChecksum(model);
+  // 8-bit optimizers: state bytes per parameter element (fp32 Adam: 8).
+  double state_bytes_per_param = 0;
+  if (auto* eight = dynamic_cast<lowbit::optim::Blockwise8bitOptimizer*>(opt.get())) {
+    state_bytes_per_param = static_cast<double>(eight->StateBytes()) / std::max<int64_t>(1, eight->StateElements());
+  }
   if (lead) {
     const int64_t steps = std::max<int64_t>(total_steps, 1);
     std::cout << std::setprecision(6) << std::defaultfloat;
@@ -446,7 +493,8 @@ int Run(const Config& c) {
               << ",\"skipped_steps\":" << skipped_steps << ",\"hook_config\":\"" << ddp.comm_hook().Config()
               << "\",\"comm_seconds_per_step\":" << comm_seconds / steps
               << ",\"wait_seconds_per_step\":" << wait_seconds / steps << ",\"layer_choices\":\"" << LayerChoices(ddp)
-              << "\",\"param_checksum\":\"" << checksum
+              << "\",\"optimizer_state_bytes_per_param\":" << state_bytes_per_param
+              << ",\"param_checksum\":\"" << checksum
               << "\"}" << std::endl;
   }
   return 0;
@@ -462,6 +510,7 @@ int main(int argc, char** argv) {
            absl::GetFlag(FLAGS_backend),       absl::GetFlag(FLAGS_data_dir), absl::GetFlag(FLAGS_metrics_csv),
            absl::GetFlag(FLAGS_checkpoint),    absl::GetFlag(FLAGS_resume)};
   c.freeze_step = absl::GetFlag(FLAGS_freeze_step);
+  c.percentile_clipping = absl::GetFlag(FLAGS_percentile_clipping);
   c.var_update_scaler = absl::GetFlag(FLAGS_var_update_scaler);
   c.onebit_block = absl::GetFlag(FLAGS_onebit_block);
   c.local_step_scaler = absl::GetFlag(FLAGS_local_step_scaler);

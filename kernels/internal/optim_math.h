@@ -50,7 +50,7 @@ constexpr int32_t kCodeCells = (127 - kCellLowExponent + 1) << kCellMantissaBits
 struct DynamicCode {
   float values[256];
   float mids[256];
-  uint8_t cells[2 * kCodeCells];
+  int32_t cells[2 * kCodeCells];  // int32, not uint8: x86 gathers load 32-bit lanes, so Encode vectorises
 };
 
 namespace internal {
@@ -74,8 +74,8 @@ LOWBIT_HOST_DEVICE int32_t CellOf(float x) {
 }
 
 LOWBIT_HOST_DEVICE uint32_t Encode(const DynamicCode& code, float x) {
-  const uint32_t c = code.cells[CellOf(x)];
-  return c + (x > code.mids[c] ? 1u : 0u);
+  const int32_t c = code.cells[CellOf(x)];
+  return static_cast<uint32_t>(c + (x > code.mids[c] ? 1 : 0));
 }
 
 LOWBIT_HOST_DEVICE float Sqrt(float x) {
@@ -92,7 +92,9 @@ LOWBIT_HOST_DEVICE float InvAbsMax(float s) { return s > 0.0f ? 1.0f / s : 0.0f;
 // gradient this step); the states still decay.
 LOWBIT_HOST_DEVICE float FiniteOrZero(float g) { return (g - g) == 0.0f ? g : 0.0f; }
 
-LOWBIT_HOST_DEVICE float SignOf(float x) { return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f); }
+LOWBIT_HOST_DEVICE float SignOf(float x) {
+  return static_cast<float>(x > 0.0f) - static_cast<float>(x < 0.0f);  // sign(0) = 0; branch-free
+}
 
 // One element's step: returns the new parameter; m (signed state) and v
 // (unsigned state) are updated in place where the rule has them.
@@ -104,7 +106,7 @@ LOWBIT_HOST_DEVICE float UpdateOne(const OptimStepArgs& a, bool has_m, float p, 
     m = a.beta2 * m + a.one_minus_beta2 * g;
     return p * a.decay - a.lr * SignOf(c);
   }
-  if (a.l2 != 0.0f) g = g + a.l2 * p;
+  g = g + a.l2 * p;  // unconditional (l2 = 0 adds 0), so the loops have no branch and vectorise
   p = p * a.decay;
   if (R == OptimRule::kAdam) {
     // Kingma & Ba 2015, Alg. 1 (AdamW: Loshchilov & Hutter 2019, decay above).
