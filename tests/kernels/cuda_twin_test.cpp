@@ -1,5 +1,6 @@
 // Every CUDA kernel against its CPU twin (bitwise where the math allows).
 #include <algorithm>
+#include <cmath>
 #include <random>
 #include <tuple>
 #include <vector>
@@ -7,10 +8,12 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include "lowbit/kernels/cpu/optim8bit.h"
 #include "lowbit/kernels/cpu/quantize.h"
 #include "lowbit/kernels/cpu/scale.h"
 #include "lowbit/kernels/cpu/sign.h"
 #include "lowbit/kernels/cpu/topk.h"
+#include "lowbit/kernels/cuda/optim8bit.cuh"
 #include "lowbit/kernels/cuda/quantize.cuh"
 #include "lowbit/kernels/cuda/scale.cuh"
 #include "lowbit/kernels/cuda/sign.cuh"
@@ -149,6 +152,108 @@ TEST(CudaTwin, ThresholdSelectionAndScatterAddMatchCpu) {
     DeviceBuffer<float> ddense(std::vector<float>(n, 1.0f));
     ASSERT_EQ(lowbit::kernels::cuda::ScatterAdd(didx.ptr, dval.ptr, count, ddense.ptr, nullptr), cudaSuccess);
     EXPECT_EQ(ddense.Host(n), dense) << "n=" << n;
+  }
+}
+
+// The dynamic maps' tables on the device, built by the CPU code.
+struct DeviceCodes {
+  lowbit::kernels::DynamicCode host[2];
+  DeviceBuffer<uint8_t> signed_code{sizeof(lowbit::kernels::DynamicCode)};
+  DeviceBuffer<uint8_t> unsigned_code{sizeof(lowbit::kernels::DynamicCode)};
+  DeviceCodes() {
+    EXPECT_TRUE(lowbit::kernels::cpu::BuildDynamicCode(true, &host[1]));
+    EXPECT_TRUE(lowbit::kernels::cpu::BuildDynamicCode(false, &host[0]));
+    EXPECT_EQ(cudaMemcpy(signed_code.ptr, &host[1], sizeof host[1], cudaMemcpyHostToDevice), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(unsigned_code.ptr, &host[0], sizeof host[0], cudaMemcpyHostToDevice), cudaSuccess);
+  }
+  const lowbit::kernels::DynamicCode* Device(bool is_signed) const {
+    return reinterpret_cast<const lowbit::kernels::DynamicCode*>(is_signed ? signed_code.ptr : unsigned_code.ptr);
+  }
+};
+
+TEST(CudaTwin, DynamicQuantizeMatchesCpuBitwise) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  DeviceCodes codes;
+  for (bool is_signed : {true, false}) {
+    for (int64_t block : {32, 256, 4096}) {
+      const int64_t n = 3 * block + 5, nblocks = (n + block - 1) / block;
+      std::vector<float> x = Normal(n, 4);
+      if (!is_signed) {
+        for (float& v : x) v = std::fabs(v);
+      }
+      const lowbit::kernels::DynamicCode& host = codes.host[is_signed ? 1 : 0];
+      std::vector<float> absmax(nblocks), decoded(n);
+      std::vector<uint8_t> q(n);
+      lowbit::kernels::cpu::QuantizeDynamic(x.data(), n, block, host, absmax.data(), q.data());
+      lowbit::kernels::cpu::DequantizeDynamic(q.data(), absmax.data(), n, block, host, decoded.data());
+      DeviceBuffer<float> dx(x), dabsmax(nblocks), dout(n);
+      DeviceBuffer<uint8_t> dq(n);
+      ASSERT_EQ(lowbit::kernels::cuda::QuantizeDynamic(dx.ptr, n, block, codes.Device(is_signed), dabsmax.ptr, dq.ptr,
+                                                       nullptr),
+                cudaSuccess);
+      EXPECT_EQ(dq.Host(n), q);
+      EXPECT_EQ(dabsmax.Host(nblocks), absmax);
+      ASSERT_EQ(lowbit::kernels::cuda::DequantizeDynamic(dq.ptr, dabsmax.ptr, n, block, codes.Device(is_signed),
+                                                         dout.ptr, nullptr),
+                cudaSuccess);
+      EXPECT_EQ(dout.Host(n), decoded);
+    }
+  }
+}
+
+// Every rule, 8-bit and fp32 state, against the CPU twin, bitwise.
+TEST(CudaTwin, FusedOptimizerStepsMatchCpuBitwise) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  using lowbit::kernels::OptimRule;
+  DeviceCodes codes;
+  struct Rule {
+    OptimRule rule;
+    bool m, v;
+  };
+  for (const Rule& r : {Rule{OptimRule::kAdam, true, true}, Rule{OptimRule::kSgd, true, false},
+                        Rule{OptimRule::kSgd, false, false}, Rule{OptimRule::kLion, true, false},
+                        Rule{OptimRule::kRmsprop, false, true}, Rule{OptimRule::kRmsprop, true, true},
+                        Rule{OptimRule::kAdagrad, false, true}}) {
+    lowbit::kernels::OptimStepArgs a;
+    a.rule = r.rule;
+    a.lr = 1e-2f, a.beta1 = 0.9f, a.one_minus_beta1 = 0.1f, a.beta2 = 0.99f, a.one_minus_beta2 = 0.01f;
+    a.eps = 1e-8f, a.inv_sqrt_bc2 = 3.0f, a.l2 = 1e-3f, a.decay = 0.999f, a.grad_scale = 0.75f;
+    for (int64_t block : {64, 256, 2048}) {
+      const int64_t n = 5 * block + 3, nblocks = (n + block - 1) / block;
+      std::vector<float> p = Normal(n, 1), g = Normal(n, 2), m32 = Normal(n, 3), v32 = Normal(n, 4);
+      for (float& x : v32) x = x * x;
+      g[1] = NAN;
+      std::vector<uint8_t> mq(n, 0), vq(n, 0);
+      std::vector<float> ma(nblocks, 0.0f), va(nblocks, 0.0f);
+      DeviceBuffer<float> dp(p), dg(g), dm32(m32), dv32(v32), dma(ma), dva(va);
+      DeviceBuffer<uint8_t> dmq(mq), dvq(vq);
+      std::vector<float> p8 = p;
+      for (int step = 0; step < 3; ++step) {  // from zero state: three steps, so the codes matter
+        ASSERT_TRUE(lowbit::kernels::cpu::OptimizerStep8bit(a, p8.data(), g.data(), n, block, r.m ? mq.data() : nullptr,
+                                                            r.m ? ma.data() : nullptr, r.v ? vq.data() : nullptr,
+                                                            r.v ? va.data() : nullptr, codes.host[1], codes.host[0]));
+        ASSERT_EQ(lowbit::kernels::cuda::OptimizerStep8bit(a, dp.ptr, dg.ptr, n, block, r.m ? dmq.ptr : nullptr,
+                                                           r.m ? dma.ptr : nullptr, r.v ? dvq.ptr : nullptr,
+                                                           r.v ? dva.ptr : nullptr, codes.Device(true),
+                                                           codes.Device(false), nullptr),
+                  cudaSuccess);
+      }
+      EXPECT_EQ(dp.Host(n), p8) << "rule " << static_cast<int>(r.rule) << " block " << block;
+      if (r.m) EXPECT_EQ(dmq.Host(n), mq);
+      if (r.v) EXPECT_EQ(dvq.Host(n), vq);
+      if (r.m) EXPECT_EQ(dma.Host(nblocks), ma);
+      if (r.v) EXPECT_EQ(dva.Host(nblocks), va);
+      std::vector<float> p32 = p;
+      DeviceBuffer<float> dp32(p);
+      ASSERT_TRUE(lowbit::kernels::cpu::OptimizerStep32bit(a, p32.data(), g.data(), n, r.m ? m32.data() : nullptr,
+                                                           r.v ? v32.data() : nullptr));
+      ASSERT_EQ(lowbit::kernels::cuda::OptimizerStep32bit(a, dp32.ptr, dg.ptr, n, r.m ? dm32.ptr : nullptr,
+                                                          r.v ? dv32.ptr : nullptr, nullptr),
+                cudaSuccess);
+      EXPECT_EQ(dp32.Host(n), p32);
+      if (r.m) EXPECT_EQ(dm32.Host(n), m32);
+      if (r.v) EXPECT_EQ(dv32.Host(n), v32);
+    }
   }
 }
 
