@@ -13,16 +13,20 @@
 #   optimizers  Fashion-MNIST on 4 ranks over a simulated 1 Gbit/s network,
 #             Adam with an fp32 allreduce against the 1-bit optimizers
 #             (last_epoch_*: the compression phase)
+#   optim8bit the 8-bit optimizers' step time and state bytes against
+#             torch::optim's fp32 ones at 1M, 10M and 50M parameters
 # With no argument all of them run; otherwise the named ones.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 lowbit_setup
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(kernels hooks comm adaptive optimizers)
+[ ${#parts[@]} -eq 0 ] && parts=(kernels hooks comm adaptive optimizers optim8bit)
 for part in "${parts[@]}"; do
   case "$part" in
     kernels)
       "$LOWBIT_BUILD/bench/compress_kernel_bench" ;;
+    optim8bit)
+      "$LOWBIT_BUILD/bench/optim8bit_bench" --sizes "${LOWBIT_BENCH_OPTIM_SIZES:-1000000,10000000,50000000}" ;;
     hooks)
       # Shared memory first: the hooks' compute alone, for reference.
       OMP_NUM_THREADS=1 "${LOWBIT_MPIRUN[@]}" -np 4 "$LOWBIT_BUILD/bench/hook_bench" \

@@ -68,6 +68,7 @@ bool BuildDynamicCode(bool is_signed, DynamicCode* out) {
       const float* inside = std::upper_bound(static_cast<const float*>(out->mids), mids_end, highest);     // first mid > highest
       if (inside - below > 1) return false;
       out->cells[sign * kCodeCells + c] = static_cast<int32_t>(below - out->mids);
+      out->cell_mids[sign * kCodeCells + c] = *below;
     }
   }
   return true;

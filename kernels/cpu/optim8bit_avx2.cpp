@@ -34,7 +34,7 @@ void EncodeBlock(const float* x, int64_t n, const DynamicCode& code, float inv, 
     key = _mm256_min_epi32(_mm256_max_epi32(key, zero), last);
     const __m256i cell = _mm256_add_epi32(key, _mm256_mullo_epi32(_mm256_srli_epi32(bits, 31), per_sign));
     const __m256i c = _mm256_i32gather_epi32(code.cells, cell, 4);
-    const __m256 mid = _mm256_i32gather_ps(code.mids, c, 4);
+    const __m256 mid = _mm256_i32gather_ps(code.cell_mids, cell, 4);
     const __m256i above = _mm256_castps_si256(_mm256_cmp_ps(y, mid, _CMP_GT_OQ));  // all ones where y > mid
     const __m256i q = _mm256_sub_epi32(c, above);
     const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));

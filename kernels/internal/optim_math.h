@@ -51,6 +51,7 @@ struct DynamicCode {
   float values[256];
   float mids[256];
   int32_t cells[2 * kCodeCells];  // int32, not uint8: x86 gathers load 32-bit lanes, so Encode vectorises
+  float cell_mids[2 * kCodeCells];  // mids[cells[k]]: a second lookup that does not wait for the first
 };
 
 namespace internal {
@@ -74,8 +75,8 @@ LOWBIT_HOST_DEVICE int32_t CellOf(float x) {
 }
 
 LOWBIT_HOST_DEVICE uint32_t Encode(const DynamicCode& code, float x) {
-  const int32_t c = code.cells[CellOf(x)];
-  return static_cast<uint32_t>(c + (x > code.mids[c] ? 1 : 0));
+  const int32_t cell = CellOf(x);
+  return static_cast<uint32_t>(code.cells[cell] + (x > code.cell_mids[cell] ? 1 : 0));
 }
 
 LOWBIT_HOST_DEVICE float Sqrt(float x) {
