@@ -77,13 +77,11 @@ bool BuildDynamicCode(bool is_signed, DynamicCode* out) {
 void QuantizeDynamic(const float* x, int64_t n, int64_t block, const DynamicCode& code, float* absmax,
                      uint8_t* codes) {
   BlockAbsMax(x, n, block, absmax);
-  const int64_t nblocks = (n + block - 1) / block;
-  at::parallel_for(0, nblocks, std::max<int64_t>(1, kGrain / block), [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t begin = b * block;
-      EncodeBlock(x + begin, std::min(block, n - begin), code, kernels::internal::InvAbsMax(absmax[b]), codes + begin);
-    }
-  });
+  if (internal::HaveAvx2()) {
+    internal::EncodeBlocksAvx2(x, n, block, code, absmax, codes);
+  } else {
+    EncodeBlocks(x, n, block, code, absmax, codes);
+  }
 }
 
 void DequantizeDynamic(const uint8_t* codes, const float* absmax, int64_t n, int64_t block,

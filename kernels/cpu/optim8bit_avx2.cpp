@@ -65,6 +65,12 @@ bool OptimizerStep8bitAvx2(const OptimStepArgs& a, float* p, const float* g, int
   return RunStep8bit(a, p, g, n, block, m_codes, m_absmax, v_codes, v_absmax, signed_code, unsigned_code);
 }
 
+bool EncodeBlocksAvx2(const float* x, int64_t n, int64_t block, const DynamicCode& code, const float* absmax,
+                      uint8_t* codes) {
+  EncodeBlocks(x, n, block, code, absmax, codes);
+  return true;
+}
+
 bool OptimizerStep32bitAvx2(const OptimStepArgs& a, float* p, const float* g, int64_t n, float* m, float* v) {
   return RunStep32bit(a, p, g, n, m, v);
 }

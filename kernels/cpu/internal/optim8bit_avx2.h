@@ -13,6 +13,9 @@ bool HaveAvx2();
 bool OptimizerStep8bitAvx2(const OptimStepArgs& a, float* p, const float* g, int64_t n, int64_t block,
                            uint8_t* m_codes, float* m_absmax, uint8_t* v_codes, float* v_absmax,
                            const DynamicCode& signed_code, const DynamicCode& unsigned_code);
+// codes[i] = Encode(x[i] / absmax[i / block]).
+bool EncodeBlocksAvx2(const float* x, int64_t n, int64_t block, const DynamicCode& code, const float* absmax,
+                      uint8_t* codes);
 bool OptimizerStep32bitAvx2(const OptimStepArgs& a, float* p, const float* g, int64_t n, float* m, float* v);
 
 }  // namespace lowbit::kernels::cpu::internal

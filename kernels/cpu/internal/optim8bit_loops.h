@@ -71,6 +71,17 @@ void Step32bitRange(const OptimStepArgs& args, float* __restrict p, const float*
 }
 
 
+inline void EncodeBlocks(const float* x, int64_t n, int64_t block, const DynamicCode& code, const float* absmax,
+                         uint8_t* codes) {
+  const int64_t nblocks = (n + block - 1) / block;
+  at::parallel_for(0, nblocks, std::max<int64_t>(1, kGrain / block), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t begin = b * block;
+      EncodeBlock(x + begin, std::min(block, n - begin), code, kernels::internal::InvAbsMax(absmax[b]), codes + begin);
+    }
+  });
+}
+
 template <typename Args>
 bool RunStep8bit(const Args& a, float* p, const float* g, int64_t n, int64_t block, uint8_t* m_codes,
                  float* m_absmax, uint8_t* v_codes, float* v_absmax, const DynamicCode& signed_code,
