@@ -61,20 +61,31 @@ void CheckOptimBlock(int64_t block) {
 
 int64_t NumOptimBlocks(int64_t n, int64_t block) { return (n + block - 1) / block; }
 
+namespace {
+
+// What QuantizeDynamic and DequantizeDynamic check: `data` (x or out) float,
+// codes uint8 with its numel, absmax float with one per block, one device.
+void CheckDynamic(const char* op, const char* name, const at::Tensor& data, const at::Tensor& absmax,
+                  const at::Tensor& codes, int64_t block) {
+  CheckOptimBlock(block);
+  internal::CheckTensor(op, name, data, at::kFloat);
+  internal::CheckTensor(op, "absmax", absmax, at::kFloat);
+  internal::CheckTensor(op, "codes", codes, at::kByte);
+  internal::CheckNumel(op, "absmax", absmax, NumOptimBlocks(data.numel(), block));
+  internal::CheckNumel(op, "codes", codes, data.numel());
+  internal::CheckSameDevice(op, data, absmax);
+  internal::CheckSameDevice(op, data, codes);
+}
+
+}  // namespace
+
 at::Tensor DynamicMap(bool is_signed) {
   const DynamicCode& code = internal::HostDynamicCode(is_signed);
   return at::from_blob(const_cast<float*>(code.values), {256}, at::kFloat).clone();
 }
 
 void QuantizeDynamic(const at::Tensor& x, bool is_signed, int64_t block, at::Tensor& absmax, at::Tensor& codes) {
-  CheckOptimBlock(block);
-  internal::CheckTensor("QuantizeDynamic", "x", x, at::kFloat);
-  internal::CheckTensor("QuantizeDynamic", "absmax", absmax, at::kFloat);
-  internal::CheckTensor("QuantizeDynamic", "codes", codes, at::kByte);
-  internal::CheckNumel("QuantizeDynamic", "absmax", absmax, NumOptimBlocks(x.numel(), block));
-  internal::CheckNumel("QuantizeDynamic", "codes", codes, x.numel());
-  internal::CheckSameDevice("QuantizeDynamic", x, absmax);
-  internal::CheckSameDevice("QuantizeDynamic", x, codes);
+  CheckDynamic("QuantizeDynamic", "x", x, absmax, codes, block);
   if (x.is_cuda()) return internal::QuantizeDynamicCuda(x, is_signed, block, absmax, codes);
   cpu::QuantizeDynamic(x.data_ptr<float>(), x.numel(), block, internal::HostDynamicCode(is_signed),
                        absmax.data_ptr<float>(), codes.data_ptr<uint8_t>());
@@ -82,14 +93,7 @@ void QuantizeDynamic(const at::Tensor& x, bool is_signed, int64_t block, at::Ten
 
 void DequantizeDynamic(const at::Tensor& codes, const at::Tensor& absmax, bool is_signed, int64_t block,
                        at::Tensor& out) {
-  CheckOptimBlock(block);
-  internal::CheckTensor("DequantizeDynamic", "out", out, at::kFloat);
-  internal::CheckTensor("DequantizeDynamic", "absmax", absmax, at::kFloat);
-  internal::CheckTensor("DequantizeDynamic", "codes", codes, at::kByte);
-  internal::CheckNumel("DequantizeDynamic", "absmax", absmax, NumOptimBlocks(out.numel(), block));
-  internal::CheckNumel("DequantizeDynamic", "codes", codes, out.numel());
-  internal::CheckSameDevice("DequantizeDynamic", out, absmax);
-  internal::CheckSameDevice("DequantizeDynamic", out, codes);
+  CheckDynamic("DequantizeDynamic", "out", out, absmax, codes, block);
   if (out.is_cuda()) return internal::DequantizeDynamicCuda(codes, absmax, is_signed, block, out);
   cpu::DequantizeDynamic(codes.data_ptr<uint8_t>(), absmax.data_ptr<float>(), out.numel(), block,
                          internal::HostDynamicCode(is_signed), out.data_ptr<float>());
