@@ -64,11 +64,19 @@ bool BuildDynamicCode(bool is_signed, DynamicCode* out) {
       const bool first = c == 0, last = c == kCodeCells - 1;
       const float lowest = sign == 0 ? (first ? 0.0f : lo) : (last ? -inf : -hi);
       const float highest = sign == 0 ? (last ? inf : hi) : (first ? 0.0f : -lo);
-      const float* below = std::lower_bound(static_cast<const float*>(out->mids), mids_end, lowest);       // first mid >= lowest
-      const float* inside = std::upper_bound(static_cast<const float*>(out->mids), mids_end, highest);     // first mid > highest
+      const float* below = std::lower_bound(static_cast<const float*>(out->mids), mids_end, lowest);  // first mid >= lowest
+      const float* inside = std::upper_bound(static_cast<const float*>(out->mids), mids_end, highest);  // first mid > highest
       if (inside - below > 1) return false;
-      out->cells[sign * kCodeCells + c] = static_cast<int32_t>(below - out->mids);
-      out->cell_mids[sign * kCodeCells + c] = *below;
+      uint32_t threshold = kNoMidpoint;
+      if (inside - below == 1) {
+        const uint32_t mid_bits = kernels::internal::FloatBits(*below);
+        // A midpoint inside the cell shares its sign, exponent and top mantissa bits.
+        if (static_cast<uint32_t>(kernels::internal::CellOf(mid_bits)) != static_cast<uint32_t>(sign * kCodeCells + c)) {
+          return false;
+        }
+        threshold = kernels::internal::OrderedLow16(mid_bits);
+      }
+      out->cells[sign * kCodeCells + c] = (static_cast<uint32_t>(below - out->mids) << 17) | threshold;
     }
   }
   return true;

@@ -26,6 +26,8 @@ void EncodeBlock(const float* x, int64_t n, const DynamicCode& code, float inv, 
   const __m256i last = _mm256_set1_epi32(kCodeCells - 1);
   const __m256i zero = _mm256_setzero_si256();
   const __m256i per_sign = _mm256_set1_epi32(kCodeCells);
+  const __m256i low_mask = _mm256_set1_epi32(0xFFFF);
+  const __m256i threshold_mask = _mm256_set1_epi32(0x1FFFF);
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
     const __m256 y = _mm256_mul_ps(_mm256_loadu_ps(x + j), vinv);
@@ -33,10 +35,10 @@ void EncodeBlock(const float* x, int64_t n, const DynamicCode& code, float inv, 
     __m256i key = _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(bits, 23 - kCellMantissaBits), key_mask), low);
     key = _mm256_min_epi32(_mm256_max_epi32(key, zero), last);
     const __m256i cell = _mm256_add_epi32(key, _mm256_mullo_epi32(_mm256_srli_epi32(bits, 31), per_sign));
-    const __m256i c = _mm256_i32gather_epi32(code.cells, cell, 4);
-    const __m256 mid = _mm256_i32gather_ps(code.cell_mids, cell, 4);
-    const __m256i above = _mm256_castps_si256(_mm256_cmp_ps(y, mid, _CMP_GT_OQ));  // all ones where y > mid
-    const __m256i q = _mm256_sub_epi32(c, above);
+    const __m256i entry = _mm256_i32gather_epi32(reinterpret_cast<const int*>(code.cells), cell, 4);
+    const __m256i low16 = _mm256_and_si256(_mm256_xor_si256(bits, _mm256_srai_epi32(bits, 31)), low_mask);
+    const __m256i above = _mm256_cmpgt_epi32(low16, _mm256_and_si256(entry, threshold_mask));  // all ones where x > mid
+    const __m256i q = _mm256_sub_epi32(_mm256_srli_epi32(entry, 17), above);
     const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(out + j), _mm_packus_epi16(words, words));
   }

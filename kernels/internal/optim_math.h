@@ -34,24 +34,27 @@ struct OptimStepArgs {
   int32_t first_step = 0;    // SGD: the momentum buffer starts as the gradient
 };
 
-// One dynamic map and the tables that encode to it. `values` are 256 sorted
+// One dynamic map and the table that encodes to it. `values` are 256 sorted
 // codes; mids[k] is the midpoint of values[k] and values[k + 1] (mids[255] =
 // +inf). Encode(x) is the number of midpoints below x: the nearest code, ties
-// to the lower one. To find it without a search, `cells` holds for each
-// (sign, exponent, top 7 mantissa bits) of x the count of midpoints below the
-// cell's lowest value; the map is coarse enough that a cell holds at most one
-// midpoint (BuildDynamicCode checks it), so one comparison finishes the job.
-// Magnitudes below 2^-24 share the lowest cell and those of 2 and above the
-// highest (x is a value divided by its block's absmax, so |x| <= 1).
+// to the lower one. To find it without a search, `cells` has one entry per
+// (sign, exponent, top 7 mantissa bits) of x: the count of midpoints below the
+// cell's lowest value (bits 17..24) and, since the map is coarse enough that a
+// cell holds at most one midpoint (BuildDynamicCode checks it), that
+// midpoint's low 16 bits in x's order (bits 0..16; 65536 when the cell has
+// none). x is above the midpoint exactly when its own low 16 bits, in the same
+// order, are greater: one load and one integer comparison. Magnitudes below
+// 2^-24 share the lowest cell and those of 2 and above the highest (x is a
+// value divided by its block's absmax, so |x| <= 1); neither holds a midpoint.
 constexpr int32_t kCellLowExponent = 103;  // 2^-24
 constexpr int32_t kCellMantissaBits = 7;
 constexpr int32_t kCodeCells = (127 - kCellLowExponent + 1) << kCellMantissaBits;  // per sign
+constexpr uint32_t kNoMidpoint = 1u << 16;
 
 struct DynamicCode {
   float values[256];
   float mids[256];
-  int32_t cells[2 * kCodeCells];  // int32, not uint8: x86 gathers load 32-bit lanes, so Encode vectorises
-  float cell_mids[2 * kCodeCells];  // mids[cells[k]]: a second lookup that does not wait for the first
+  uint32_t cells[2 * kCodeCells];
 };
 
 namespace internal {
@@ -66,17 +69,21 @@ LOWBIT_HOST_DEVICE uint32_t FloatBits(float x) {
 #endif
 }
 
-LOWBIT_HOST_DEVICE int32_t CellOf(float x) {
-  const uint32_t bits = FloatBits(x);
+LOWBIT_HOST_DEVICE int32_t CellOf(uint32_t bits) {
   const int32_t key = static_cast<int32_t>((bits >> (23 - kCellMantissaBits)) & 0x7FFFu) -
                       (kCellLowExponent << kCellMantissaBits);
   const int32_t cell = key < 0 ? 0 : (key >= kCodeCells ? kCodeCells - 1 : key);
   return static_cast<int32_t>(bits >> 31) * kCodeCells + cell;
 }
 
+// The low 16 bits of x in value order: as they are for x >= 0, complemented
+// for x < 0 (a larger magnitude is a smaller value).
+LOWBIT_HOST_DEVICE uint32_t OrderedLow16(uint32_t bits) { return (bits ^ (0u - (bits >> 31))) & 0xFFFFu; }
+
 LOWBIT_HOST_DEVICE uint32_t Encode(const DynamicCode& code, float x) {
-  const int32_t cell = CellOf(x);
-  return static_cast<uint32_t>(code.cells[cell] + (x > code.cell_mids[cell] ? 1 : 0));
+  const uint32_t bits = FloatBits(x);
+  const uint32_t entry = code.cells[CellOf(bits)];
+  return (entry >> 17) + (OrderedLow16(bits) > (entry & 0x1FFFFu) ? 1u : 0u);
 }
 
 LOWBIT_HOST_DEVICE float Sqrt(float x) {
