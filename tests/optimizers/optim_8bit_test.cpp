@@ -274,6 +274,9 @@ TEST(Optimizers8bit, EightBitTracksTheCounterpartOnAnMlp) {
       {"RMSprop",
        [](Mlp& m) { return std::make_unique<torch::optim::RMSprop>(m.parameters(), torch::optim::RMSpropOptions(1e-3)); },
        [](Mlp& m) { return std::make_unique<RMSprop8bit>(m.parameters(), RMSprop8bitOptions(1e-3)); }},
+      {"Adagrad",
+       [](Mlp& m) { return std::make_unique<torch::optim::Adagrad>(m.parameters(), torch::optim::AdagradOptions(1e-2)); },
+       [](Mlp& m) { return std::make_unique<Adagrad8bit>(m.parameters(), Adagrad8bitOptions(1e-2)); }},
   };
   for (const MlpPair& pair : pairs) {
     SCOPED_TRACE(pair.name);
