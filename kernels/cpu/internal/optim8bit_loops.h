@@ -43,6 +43,20 @@ void Step8bitBlocks(const OptimStepArgs& args, float* __restrict p, const float*
     const int64_t len = std::min(block, n - begin);
     float* __restrict pb = p + begin;
     const float* __restrict gb = g + begin;
+    // The loops over a block are short and busy with table lookups, so the
+    // hardware prefetcher falls behind on the streams; fetch two blocks ahead.
+    const int64_t ahead = begin + 2 * block;
+    if (ahead < n) {
+      const int64_t ahead_len = std::min(block, n - ahead);
+      for (int64_t j = 0; j < ahead_len; j += 16) {
+        __builtin_prefetch(p + ahead + j, 1);
+        __builtin_prefetch(g + ahead + j, 0);
+      }
+      for (int64_t j = 0; j < ahead_len; j += 64) {
+        if (kM) __builtin_prefetch(m_codes + ahead + j, 1);
+        if (kV) __builtin_prefetch(v_codes + ahead + j, 1);
+      }
+    }
     if (kM) Decode(m_codes + begin, len, signed_code.values, m_absmax[b], mbuf);
     if (kV) Decode(v_codes + begin, len, unsigned_code.values, v_absmax[b], vbuf);
     for (int64_t j = 0; j < len; ++j) {
