@@ -34,7 +34,7 @@ void EncodeBlock(const float* x, int64_t n, const DynamicCode& code, float inv, 
     const __m256i bits = _mm256_castps_si256(y);
     __m256i key = _mm256_sub_epi32(_mm256_and_si256(_mm256_srli_epi32(bits, 23 - kCellMantissaBits), key_mask), low);
     key = _mm256_min_epi32(_mm256_max_epi32(key, zero), last);
-    const __m256i cell = _mm256_add_epi32(key, _mm256_mullo_epi32(_mm256_srli_epi32(bits, 31), per_sign));
+    const __m256i cell = _mm256_add_epi32(key, _mm256_and_si256(_mm256_srai_epi32(bits, 31), per_sign));
     const __m256i entry = _mm256_i32gather_epi32(reinterpret_cast<const int*>(code.cells), cell, 4);
     const __m256i low16 = _mm256_and_si256(_mm256_xor_si256(bits, _mm256_srai_epi32(bits, 31)), low_mask);
     const __m256i above = _mm256_cmpgt_epi32(low16, _mm256_and_si256(entry, threshold_mask));  // all ones where x > mid
