@@ -27,8 +27,8 @@ void EncodeBlock(const float* x, int64_t n, const DynamicCode& code, float inv, 
   for (int64_t j = 0; j < n; ++j) out[j] = static_cast<uint8_t>(kernels::internal::Encode(code, x[j] * inv));
 }
 
-void Decode(const uint8_t* codes, int64_t n, const float* values, float absmax, float* out) {
-  for (int64_t j = 0; j < n; ++j) out[j] = values[codes[j]] * absmax;
+void Decode(const uint8_t* codes, int64_t n, const DynamicCode& code, bool, float absmax, float* out) {
+  for (int64_t j = 0; j < n; ++j) out[j] = code.values[codes[j]] * absmax;
 }
 
 #include "lowbit/kernels/cpu/internal/optim8bit_loops.h"
@@ -50,7 +50,13 @@ bool BuildDynamicCode(bool is_signed, DynamicCode* out) {
   data.push_back(1.0);
   if (data.size() != 256) return false;
   std::sort(data.begin(), data.end());
-  for (int k = 0; k < 256; ++k) out->values[k] = static_cast<float>(data[k]);
+  // The table is the float formula the AVX2 decoder computes; it must be
+  // sorted and agree with the definition above to a few ulp.
+  for (int k = 0; k < 256; ++k) {
+    out->values[k] = kernels::internal::DynamicValue(is_signed, k);
+    if (std::fabs(out->values[k] - data[k]) > 4 * std::numeric_limits<float>::epsilon() * std::fabs(data[k])) return false;
+    if (k > 0 && !(out->values[k] > out->values[k - 1])) return false;
+  }
   for (int k = 0; k < 255; ++k) out->mids[k] = 0.5f * (out->values[k] + out->values[k + 1]);
   out->mids[255] = std::numeric_limits<float>::infinity();
   const float* mids_end = out->mids + 255;
@@ -94,13 +100,12 @@ void QuantizeDynamic(const float* x, int64_t n, int64_t block, const DynamicCode
 
 void DequantizeDynamic(const uint8_t* codes, const float* absmax, int64_t n, int64_t block,
                        const DynamicCode& code, float* out) {
-  const int64_t nblocks = (n + block - 1) / block;
-  at::parallel_for(0, nblocks, std::max<int64_t>(1, kGrain / block), [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t begin = b * block;
-      Decode(codes + begin, std::min(block, n - begin), code.values, absmax[b], out + begin);
-    }
-  });
+  const bool is_signed = code.values[127] == 0.0f;  // the signed map's zero is code 127, the unsigned map's code 0
+  if (internal::HaveAvx2()) {
+    internal::DecodeBlocksAvx2(codes, absmax, n, block, code, is_signed, out);
+  } else {
+    DecodeBlocks(codes, absmax, n, block, code, is_signed, out);
+  }
 }
 
 bool OptimizerStep8bit(const OptimStepArgs& a, float* p, const float* g, int64_t n, int64_t block,

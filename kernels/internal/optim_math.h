@@ -94,6 +94,32 @@ LOWBIT_HOST_DEVICE float Sqrt(float x) {
 #endif
 }
 
+// 10^(i-6) for decade i = 0..6 of the dynamic maps.
+LOWBIT_HOST_DEVICE float DecadeScale(int i) {
+  const float scales[7] = {1e-6f, 1e-5f, 1e-4f, 1e-3f, 1e-2f, 1e-1f, 1.0f};
+  return scales[i];
+}
+
+// Code k of the dynamic map, computed from its index in float arithmetic
+// (the table DynamicCode::values holds exactly these; the AVX2 decoder
+// recomputes them). Unsigned: k = 0 is 0, k = 255 is 1, otherwise m = k + 1
+// falls in [2^e, 2^(e+1)) for decade e - 1, bin m - 2^e of 2^e. Signed: k =
+// 127 is 0, k = 255 is 1, and t = |k - 127| falls in [2^e, 2^(e+1)) for
+// decade e, bin t - 2^e of 2^e, negated below 127. A bin's value is the
+// midpoint of its part of [0.1, 1], times the decade's scale.
+LOWBIT_HOST_DEVICE float DynamicValue(bool is_signed, int k) {
+  if (k == 255) return 1.0f;
+  const int m = is_signed ? (k > 127 ? k - 127 : 127 - k) : k + 1;
+  if (is_signed && m == 0) return 0.0f;
+  if (!is_signed && k == 0) return 0.0f;
+  int e = 0;
+  while ((2 << e) <= m) ++e;
+  const int bins = 1 << e;
+  const float mid = 0.1f + 0.9f * ((static_cast<float>(m - bins) + 0.5f) / static_cast<float>(bins));
+  const float v = DecadeScale(is_signed ? e : e - 1) * mid;
+  return is_signed && k < 127 ? -v : v;
+}
+
 LOWBIT_HOST_DEVICE float InvAbsMax(float s) { return s > 0.0f ? 1.0f / s : 0.0f; }
 
 // NaN and +-Inf gradient elements count as 0 (as if the element had no

@@ -127,6 +127,22 @@ TEST(DynamicQuantize, EncodesToTheNearestCode) {
   }
 }
 
+// Decoding (vectorised where the CPU allows: arithmetic, not a table) gives
+// the map's values exactly, for every code, in every lane position.
+TEST(DynamicQuantize, DecodesEveryCodeToTheMap) {
+  for (bool is_signed : {true, false}) {
+    const at::Tensor map = DynamicMap(is_signed);
+    for (float absmax : {1.0f, 2.5f, 3e-7f}) {
+      at::Tensor codes = torch::arange(0, 256, torch::kInt).to(torch::kByte).repeat({3});
+      codes = torch::cat({codes.narrow(0, 3, 765), codes.narrow(0, 0, 3)});  // shift codes across lanes
+      at::Tensor out = torch::empty({768});
+      DequantizeDynamic(codes, torch::full({768 / 256}, absmax), is_signed, 256, out);
+      EXPECT_TRUE(torch::equal(out, map.index_select(0, codes.to(torch::kLong)) * absmax))
+          << (is_signed ? "signed" : "unsigned") << " absmax " << absmax;
+    }
+  }
+}
+
 TEST(DynamicQuantize, RoundTripErrorWithinHalfTheLocalGap) {
   for (bool is_signed : {true, false}) {
     const std::vector<float> map = Values(DynamicMap(is_signed));

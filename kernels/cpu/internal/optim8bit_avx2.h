@@ -16,6 +16,8 @@ bool OptimizerStep8bitAvx2(const OptimStepArgs& a, float* p, const float* g, int
 // codes[i] = Encode(x[i] / absmax[i / block]).
 bool EncodeBlocksAvx2(const float* x, int64_t n, int64_t block, const DynamicCode& code, const float* absmax,
                       uint8_t* codes);
+bool DecodeBlocksAvx2(const uint8_t* codes, const float* absmax, int64_t n, int64_t block, const DynamicCode& code,
+                      bool is_signed, float* out);
 bool OptimizerStep32bitAvx2(const OptimStepArgs& a, float* p, const float* g, int64_t n, float* m, float* v);
 
 }  // namespace lowbit::kernels::cpu::internal
