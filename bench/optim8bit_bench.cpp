@@ -1,5 +1,6 @@
 // Step time and state memory of the 8-bit optimizers against their fp32
-// torch::optim counterparts, in the same run, at several model sizes. The
+// torch::optim counterparts, in the same run (steps interleaved), at several
+// model sizes. The
 // model is `params` float32 elements in tensors of at most 4M (layers), each
 // with a fixed random gradient. One JSON line per (optimizer, size, impl):
 // seconds per step (median of the timed steps), state bytes per parameter,
@@ -104,8 +105,14 @@ int64_t TorchStateBytes(const torch::optim::OptimizerParamState& s) {
   return 0;
 }
 
-// Seconds per step (median) and state bytes per parameter element.
-std::pair<double, double> Measure(const Make& make, int64_t size, int steps) {
+// One implementation under test: its own copy of the model and optimizer.
+struct Run {
+  std::string impl;
+  std::unique_ptr<torch::optim::Optimizer> opt;
+  std::vector<double> times;
+};
+
+std::vector<at::Tensor> MakeModel(int64_t size) {
   std::vector<at::Tensor> params;
   torch::manual_seed(0);
   for (int64_t done = 0; done < size;) {
@@ -115,22 +122,17 @@ std::pair<double, double> Measure(const Make& make, int64_t size, int steps) {
     params.push_back(p);
     done += n;
   }
-  auto opt = make(params);
-  std::vector<double> times;
-  for (int s = 0; s < steps + 2; ++s) {
-    const double t0 = Now();
-    opt->step();
-    if (s >= 2) times.push_back(Now() - t0);
-  }
-  std::sort(times.begin(), times.end());
-  double state_bytes = 0;
-  if (auto* eight = dynamic_cast<lo::Blockwise8bitOptimizer*>(opt.get())) {
-    state_bytes = static_cast<double>(eight->StateBytes()) / static_cast<double>(size);
+  return params;
+}
+
+double StateBytesPerParam(const torch::optim::Optimizer& opt, int64_t size) {
+  double bytes = 0;
+  if (auto* eight = dynamic_cast<const lo::Blockwise8bitOptimizer*>(&opt)) {
+    bytes = static_cast<double>(eight->StateBytes());
   } else {
-    for (const auto& [key, state] : opt->state()) state_bytes += TorchStateBytes(*state);
-    state_bytes /= static_cast<double>(size);
+    for (const auto& [key, state] : opt.state()) bytes += TorchStateBytes(*state);
   }
-  return {times[times.size() / 2], state_bytes};
+  return bytes / static_cast<double>(size);
 }
 
 }  // namespace
@@ -151,17 +153,30 @@ int main(int argc, char** argv) {
     const std::string name(name_view);
     const Impls impls = ImplsFor(name);
     for (int64_t size : sizes) {
-      double reference = 0;
+      // All implementations side by side, their steps interleaved, so that
+      // the machine's drift (a shared VM) touches each alike.
+      std::vector<Run> runs;
       for (const auto& [impl, make] : {std::make_pair("torch_fp32", impls.torch_fp32),
                                         std::make_pair("lowbit_fp32", impls.lowbit_fp32),
                                         std::make_pair("lowbit_8bit", impls.lowbit_8bit)}) {
-        if (!make) continue;
-        const auto [seconds, bytes] = Measure(make, size, steps);
+        if (make) runs.push_back({impl, make(MakeModel(size)), {}});
+      }
+      for (int s = 0; s < steps + 2; ++s) {
+        for (Run& run : runs) {
+          const double t0 = Now();
+          run.opt->step();
+          if (s >= 2) run.times.push_back(Now() - t0);  // the first steps create the state
+        }
+      }
+      double reference = 0;
+      for (Run& run : runs) {
+        std::sort(run.times.begin(), run.times.end());
+        const double seconds = run.times[run.times.size() / 2];
         if (reference == 0) reference = seconds;
         std::printf("{\"bench\":\"optim8bit\",\"optimizer\":\"%s\",\"params\":%lld,\"impl\":\"%s\",\"threads\":%d,"
                     "\"seconds_per_step\":%.6g,\"state_bytes_per_param\":%.4g,\"speedup_vs_fp32\":%.4g}\n",
-                    name.c_str(), static_cast<long long>(size), impl, torch::get_num_threads(), seconds, bytes,
-                    reference / seconds);
+                    name.c_str(), static_cast<long long>(size), run.impl.c_str(), torch::get_num_threads(), seconds,
+                    StateBytesPerParam(*run.opt, size), reference / seconds);
         std::fflush(stdout);
       }
     }
