@@ -55,8 +55,8 @@ void CheckState(const char* name, const OptimState& s, const at::Tensor& param, 
 }  // namespace
 
 void CheckOptimBlock(int64_t block) {
-  TORCH_CHECK(block >= 32 && block <= cpu::kMaxOptimBlock && (block & (block - 1)) == 0,
-              "8-bit optimizer block size must be a power of two in [32, ", cpu::kMaxOptimBlock, "], got ", block);
+  TORCH_CHECK(IsOptimBlock(block), "8-bit optimizer block size must be a power of two in [", kMinOptimBlock, ", ",
+              kMaxOptimBlock, "], got ", block);
 }
 
 int64_t NumOptimBlocks(int64_t n, int64_t block) { return (n + block - 1) / block; }

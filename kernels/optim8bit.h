@@ -49,6 +49,7 @@ struct OptimState {
   at::Tensor values;
   at::Tensor codes;
   at::Tensor absmax;
+  bool defined() const { return values.defined() || codes.defined(); }
   bool quantized() const { return codes.defined(); }
 };
 

@@ -78,8 +78,8 @@ void CheckNonNegative(const std::string& what, const char* name, double value) {
 }
 
 void CheckSettings(const std::string& what, const Blockwise8bitSettings& s) {
-  TORCH_CHECK(s.block_size >= 32 && s.block_size <= 4096 && (s.block_size & (s.block_size - 1)) == 0, what,
-              ": block_size must be a power of two in [32, 4096], got ", s.block_size);
+  TORCH_CHECK(kernels::IsOptimBlock(s.block_size), what, ": block_size must be a power of two in [",
+              kernels::kMinOptimBlock, ", ", kernels::kMaxOptimBlock, "], got ", s.block_size);
   TORCH_CHECK(s.min_8bit_size >= 0, what, ": min_8bit_size must be >= 0, got ", s.min_8bit_size);
   TORCH_CHECK(s.percentile_clipping >= 1 && s.percentile_clipping <= 100, what,
               ": percentile_clipping must be in [1, 100] (100: off), got ", s.percentile_clipping);
@@ -90,13 +90,13 @@ void CheckSettings(const std::string& what, const Blockwise8bitSettings& s) {
 struct Blockwise8bitOptimizer::ParamState {
   int64_t step = 0;
   int64_t block = 256;
-  bool has_m = false;
-  bool has_v = false;
-  kernels::OptimState m;
+  kernels::OptimState m;  // undefined where the rule keeps no such state
   kernels::OptimState v;
   at::Tensor gnorms;  // squared gradient norms, ring of kClipHistory; undefined without clipping
 
   bool quantized() const { return m.quantized() || v.quantized(); }
+  kernels::OptimState* M() { return m.defined() ? &m : nullptr; }
+  kernels::OptimState* V() { return v.defined() ? &v : nullptr; }
   int64_t Bytes() const {
     int64_t bytes = 0;
     for (const at::Tensor* t : {&m.values, &m.codes, &m.absmax, &v.values, &v.codes, &v.absmax, &gnorms}) {
@@ -122,16 +122,12 @@ void Blockwise8bitOptimizer::CheckGroups() const {
   }
 }
 
-Blockwise8bitOptimizer::ParamState& Blockwise8bitOptimizer::StateFor(const at::Tensor& param, const StepPlan& plan,
-                                                                     const Blockwise8bitSettings& settings) {
-  std::unique_ptr<ParamState>& slot = state_[param.unsafeGetTensorImpl()];
-  if (slot) return *slot;
+Blockwise8bitOptimizer::ParamState& Blockwise8bitOptimizer::CreateState(const at::Tensor& param, const StepPlan& plan,
+                                                                        const Blockwise8bitSettings& settings) {
   auto state = std::make_unique<ParamState>();
   const int64_t n = param.numel();
   const bool quantized = n >= settings.min_8bit_size && !KeepsFp32State(param);
   state->block = settings.block_size;
-  state->has_m = plan.has_m;
-  state->has_v = plan.has_v;
   const at::TensorOptions on = at::TensorOptions().device(param.device());
   auto make = [&](bool is_signed, double initial) {
     kernels::OptimState s;
@@ -146,6 +142,7 @@ Blockwise8bitOptimizer::ParamState& Blockwise8bitOptimizer::StateFor(const at::T
   };
   if (plan.has_m) state->m = make(true, 0.0);
   if (plan.has_v) state->v = make(false, plan.v_initial);
+  std::unique_ptr<ParamState>& slot = state_[param.unsafeGetTensorImpl()];
   slot = std::move(state);
   return *slot;
 }
@@ -183,19 +180,19 @@ at::Tensor Blockwise8bitOptimizer::step(LossClosure closure) {
       TORCH_CHECK(p.scalar_type() == at::kFloat && p.is_contiguous(), Name(),
                   ": parameters must be contiguous float32, got ", p.scalar_type(), " of shape ", p.sizes(),
                   " in group ", g);
-      ParamState& state = StateFor(p, Plan(options, 1), settings);
-      const StepPlan plan = Plan(options, state.step + 1);
-      TORCH_CHECK(plan.has_m == state.has_m && plan.has_v == state.has_v, Name(),
+      auto it = state_.find(p.unsafeGetTensorImpl());
+      const StepPlan plan = Plan(options, (it == state_.end() ? 0 : it->second->step) + 1);
+      ParamState& state = it == state_.end() ? CreateState(p, plan, settings) : *it->second;
+      TORCH_CHECK(plan.has_m == state.m.defined() && plan.has_v == state.v.defined(), Name(),
                   ": group ", g, "'s settings now need ", plan.has_m ? "a" : "no", " momentum state and ",
                   plan.has_v ? "a" : "no", " second-moment state, but the parameter of shape ", p.sizes(),
-                  " was created with ", state.has_m ? "a" : "no", " and ", state.has_v ? "a" : "no",
+                  " was created with ", state.m.defined() ? "a" : "no", " and ", state.v.defined() ? "a" : "no",
                   " (momentum changed between 0 and non-zero after the first step?)");
       ++state.step;
       kernels::OptimStepArgs args = plan.args;
       args.grad_scale = static_cast<float>(ClipScale(state, grad, settings));
       at::Tensor data = p;
-      kernels::FusedOptimizerStep(args, data, grad.contiguous(), state.has_m ? &state.m : nullptr,
-                                  state.has_v ? &state.v : nullptr, state.block);
+      kernels::FusedOptimizerStep(args, data, grad.contiguous(), state.M(), state.V(), state.block);
       p.unsafeGetTensorImpl()->bump_version();
     }
   }
@@ -218,8 +215,8 @@ void Blockwise8bitOptimizer::save(torch::serialize::OutputArchive& archive) cons
         const ParamState& s = *it->second;
         out.emplace_back(Key(i, "step"), at::tensor(s.step));
         out.emplace_back(Key(i, "block"), at::tensor(s.block));
-        for (const auto& [name, st, has] : {std::make_tuple("m", &s.m, s.has_m), std::make_tuple("v", &s.v, s.has_v)}) {
-          if (!has) continue;
+        for (const auto& [name, st] : {std::make_pair("m", &s.m), std::make_pair("v", &s.v)}) {
+          if (!st->defined()) continue;
           if (st->quantized()) {
             out.emplace_back(Key(i, std::string(name) + "/codes"), st->codes);
             out.emplace_back(Key(i, std::string(name) + "/absmax"), st->absmax);
@@ -270,14 +267,12 @@ void Blockwise8bitOptimizer::load(torch::serialize::InputArchive& archive) {
                     " elements; parameter ", index, " (shape ", p.sizes(), ") needs ", dtype, " with ", numel);
         return it->second.to(on.dtype(dtype)).clone();
       };
-      for (auto [name, st, has] : {std::make_tuple("m", &s->m, &s->has_m), std::make_tuple("v", &s->v, &s->has_v)}) {
+      for (auto [name, st] : {std::make_pair("m", &s->m), std::make_pair("v", &s->v)}) {
         const std::string prefix = name;
         if (saved.count(Key(index, prefix + "/codes"))) {
-          *has = true;
           st->codes = read(prefix + "/codes", n, at::kByte);
           st->absmax = read(prefix + "/absmax", kernels::NumOptimBlocks(n, s->block), at::kFloat);
         } else if (saved.count(Key(index, prefix + "/values"))) {
-          *has = true;
           st->values = read(prefix + "/values", n, at::kFloat);
         }
       }
@@ -316,7 +311,7 @@ at::Tensor Blockwise8bitOptimizer::DequantizedState(const at::Tensor& param, con
   auto it = state_.find(param.unsafeGetTensorImpl());
   TORCH_CHECK(it != state_.end(), Name(), ": the parameter of shape ", param.sizes(), " has no state yet");
   const ParamState& s = *it->second;
-  TORCH_CHECK((name == "m" && s.has_m) || (name == "v" && s.has_v), Name(), ": no state '", name,
+  TORCH_CHECK((name == "m" && s.m.defined()) || (name == "v" && s.v.defined()), Name(), ": no state '", name,
               "' for the parameter of shape ", param.sizes());
   const kernels::OptimState& st = name == "m" ? s.m : s.v;
   if (!st.quantized()) return st.values.view(param.sizes()).clone();

@@ -110,7 +110,8 @@ class Blockwise8bitOptimizer : public torch::optim::Optimizer {
 
  private:
   struct ParamState;
-  ParamState& StateFor(const at::Tensor& param, const StepPlan& plan, const Blockwise8bitSettings& settings);
+  // The parameter's state for its first step, laid out as `plan` needs.
+  ParamState& CreateState(const at::Tensor& param, const StepPlan& plan, const Blockwise8bitSettings& settings);
   double ClipScale(ParamState& state, const at::Tensor& grad, const Blockwise8bitSettings& settings) const;
 
   std::unordered_map<const c10::TensorImpl*, std::unique_ptr<ParamState>> state_;

@@ -17,17 +17,11 @@ namespace {
 // Elements per parallel_for task.
 constexpr int64_t kGrain = int64_t{1} << 15;
 
-float FromBits(uint32_t bits) {
-  float x;
-  std::memcpy(&x, &bits, sizeof x);
-  return x;
-}
-
 void EncodeBlock(const float* x, int64_t n, const DynamicCode& code, float inv, uint8_t* out) {
   for (int64_t j = 0; j < n; ++j) out[j] = static_cast<uint8_t>(kernels::internal::Encode(code, x[j] * inv));
 }
 
-void Decode(const uint8_t* codes, int64_t n, const DynamicCode& code, bool, float absmax, float* out) {
+void Decode(const uint8_t* codes, int64_t n, const DynamicCode& code, float absmax, float* out) {
   for (int64_t j = 0; j < n; ++j) out[j] = code.values[codes[j]] * absmax;
 }
 
@@ -57,21 +51,24 @@ bool BuildDynamicCode(bool is_signed, DynamicCode* out) {
     if (std::fabs(out->values[k] - data[k]) > 4 * std::numeric_limits<float>::epsilon() * std::fabs(data[k])) return false;
     if (k > 0 && !(out->values[k] > out->values[k - 1])) return false;
   }
-  for (int k = 0; k < 255; ++k) out->mids[k] = 0.5f * (out->values[k] + out->values[k + 1]);
-  out->mids[255] = std::numeric_limits<float>::infinity();
-  const float* mids_end = out->mids + 255;
+  out->is_signed = is_signed ? 1 : 0;
+  // mids[k] splits values[k] and values[k + 1]; mids[255] = +inf ends the line.
+  float mids[256];
+  for (int k = 0; k < 255; ++k) mids[k] = 0.5f * (out->values[k] + out->values[k + 1]);
+  mids[255] = std::numeric_limits<float>::infinity();
+  const float* mids_end = mids + 255;
   const float inf = std::numeric_limits<float>::infinity();
   for (int sign = 0; sign < 2; ++sign) {
     for (int32_t c = 0; c < kCodeCells; ++c) {
       const uint32_t key = static_cast<uint32_t>(c + (kCellLowExponent << kCellMantissaBits))
                            << (23 - kCellMantissaBits);
-      const float lo = FromBits(key);
-      const float hi = FromBits(key | ((1u << (23 - kCellMantissaBits)) - 1));
+      const float lo = FloatFromBits(key);
+      const float hi = FloatFromBits(key | ((1u << (23 - kCellMantissaBits)) - 1));
       const bool first = c == 0, last = c == kCodeCells - 1;
       const float lowest = sign == 0 ? (first ? 0.0f : lo) : (last ? -inf : -hi);
       const float highest = sign == 0 ? (last ? inf : hi) : (first ? 0.0f : -lo);
-      const float* below = std::lower_bound(static_cast<const float*>(out->mids), mids_end, lowest);  // first mid >= lowest
-      const float* inside = std::upper_bound(static_cast<const float*>(out->mids), mids_end, highest);  // first mid > highest
+      const float* below = std::lower_bound(static_cast<const float*>(mids), mids_end, lowest);  // first mid >= lowest
+      const float* inside = std::upper_bound(static_cast<const float*>(mids), mids_end, highest);  // first mid > highest
       if (inside - below > 1) return false;
       uint32_t threshold = kNoMidpoint;
       if (inside - below == 1) {
@@ -82,7 +79,7 @@ bool BuildDynamicCode(bool is_signed, DynamicCode* out) {
         }
         threshold = kernels::internal::OrderedLow16(mid_bits);
       }
-      out->cells[sign * kCodeCells + c] = (static_cast<uint32_t>(below - out->mids) << 17) | threshold;
+      out->cells[sign * kCodeCells + c] = (static_cast<uint32_t>(below - mids) << 17) | threshold;
     }
   }
   return true;
@@ -100,11 +97,10 @@ void QuantizeDynamic(const float* x, int64_t n, int64_t block, const DynamicCode
 
 void DequantizeDynamic(const uint8_t* codes, const float* absmax, int64_t n, int64_t block,
                        const DynamicCode& code, float* out) {
-  const bool is_signed = code.values[127] == 0.0f;  // the signed map's zero is code 127, the unsigned map's code 0
   if (internal::HaveAvx2()) {
-    internal::DecodeBlocksAvx2(codes, absmax, n, block, code, is_signed, out);
+    internal::DecodeBlocksAvx2(codes, absmax, n, block, code, out);
   } else {
-    DecodeBlocks(codes, absmax, n, block, code, is_signed, out);
+    DecodeBlocks(codes, absmax, n, block, code, out);
   }
 }
 

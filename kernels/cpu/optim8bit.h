@@ -14,9 +14,6 @@
 
 namespace lowbit::kernels::cpu {
 
-// The largest block a fused step takes (its states live on the stack).
-constexpr int64_t kMaxOptimBlock = 4096;
-
 // The dynamic map of bitsandbytes' create_dynamic_map(signed, 7, 8): for i =
 // 0..6, the midpoints of 2^i (signed) or 2^(i+1) (unsigned) equal bins of
 // [0.1, 1], times 10^(i-6), negated too when signed; plus 0 and 1; sorted.

@@ -48,7 +48,8 @@ void EncodeBlock(const float* x, int64_t n, const DynamicCode& code, float inv, 
 // internal::DynamicValue for 8 codes at once, with the same float
 // operations, times absmax: arithmetic instead of table loads (which the
 // vectoriser can only gather or insert one by one).
-void Decode(const uint8_t* codes, int64_t n, const DynamicCode& code, bool is_signed, float absmax, float* out) {
+void Decode(const uint8_t* codes, int64_t n, const DynamicCode& code, float absmax, float* out) {
+  const bool is_signed = code.is_signed != 0;
   const __m256 scale = _mm256_set1_ps(absmax);
   const __m256 decades = _mm256_setr_ps(1e-6f, 1e-5f, 1e-4f, 1e-3f, 1e-2f, 1e-1f, 1.0f, 1.0f);
   const __m256i zero_code = _mm256_set1_epi32(is_signed ? 127 : 0);
@@ -105,8 +106,8 @@ bool EncodeBlocksAvx2(const float* x, int64_t n, int64_t block, const DynamicCod
 }
 
 bool DecodeBlocksAvx2(const uint8_t* codes, const float* absmax, int64_t n, int64_t block, const DynamicCode& code,
-                      bool is_signed, float* out) {
-  DecodeBlocks(codes, absmax, n, block, code, is_signed, out);
+                      float* out) {
+  DecodeBlocks(codes, absmax, n, block, code, out);
   return true;
 }
 

@@ -10,7 +10,7 @@ bool OptimizerStep8bitAvx2(const OptimStepArgs&, float*, const float*, int64_t, 
   return false;
 }
 bool EncodeBlocksAvx2(const float*, int64_t, int64_t, const DynamicCode&, const float*, uint8_t*) { return false; }
-bool DecodeBlocksAvx2(const uint8_t*, const float*, int64_t, int64_t, const DynamicCode&, bool, float*) { return false; }
+bool DecodeBlocksAvx2(const uint8_t*, const float*, int64_t, int64_t, const DynamicCode&, float*) { return false; }
 bool OptimizerStep32bitAvx2(const OptimStepArgs&, float*, const float*, int64_t, float*, float*) { return false; }
 
 }  // namespace lowbit::kernels::cpu::internal

@@ -119,7 +119,8 @@ cudaError_t DequantizeDynamic(const uint8_t* codes, const float* absmax, int64_t
 cudaError_t OptimizerStep8bit(const OptimStepArgs& a, float* p, const float* g, int64_t n, int64_t block,
                               uint8_t* m_codes, float* m_absmax, uint8_t* v_codes, float* v_absmax,
                               const DynamicCode* signed_code, const DynamicCode* unsigned_code, cudaStream_t stream) {
-  if (block < 32 || block > kMaxItems * kThreads || (block & (block - 1)) != 0) return cudaErrorInvalidValue;
+  static_assert(kMaxOptimBlock <= kMaxItems * kThreads, "a block must fit the threads and their registers");
+  if (!IsOptimBlock(block)) return cudaErrorInvalidValue;
   if (n <= 0) return cudaSuccess;
   const int64_t nblocks = (n + block - 1) / block;
   const int threads = static_cast<int>(block < kThreads ? block : kThreads);

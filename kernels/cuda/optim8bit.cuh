@@ -14,7 +14,7 @@ cudaError_t QuantizeDynamic(const float* x, int64_t n, int64_t block, const Dyna
                             uint8_t* codes, cudaStream_t stream);
 cudaError_t DequantizeDynamic(const uint8_t* codes, const float* absmax, int64_t n, int64_t block,
                               const DynamicCode* code, float* out, cudaStream_t stream);
-// block: a power of two in [32, 4096]. Returns cudaErrorInvalidValue for a
+// block: IsOptimBlock (kernels/internal/optim_math.h). Returns cudaErrorInvalidValue for a
 // rule and state combination that does not exist.
 cudaError_t OptimizerStep8bit(const OptimStepArgs& a, float* p, const float* g, int64_t n, int64_t block,
                               uint8_t* m_codes, float* m_absmax, uint8_t* v_codes, float* v_absmax,

@@ -35,8 +35,7 @@ struct OptimStepArgs {
 };
 
 // One dynamic map and the table that encodes to it. `values` are 256 sorted
-// codes; mids[k] is the midpoint of values[k] and values[k + 1] (mids[255] =
-// +inf). Encode(x) is the number of midpoints below x: the nearest code, ties
+// codes; the midpoints of neighbouring codes split the line. Encode(x) is the number of midpoints below x: the nearest code, ties
 // to the lower one. To find it without a search, `cells` has one entry per
 // (sign, exponent, top 7 mantissa bits) of x: the count of midpoints below the
 // cell's lowest value (bits 17..24) and, since the map is coarse enough that a
@@ -53,9 +52,17 @@ constexpr uint32_t kNoMidpoint = 1u << 16;
 
 struct DynamicCode {
   float values[256];
-  float mids[256];
   uint32_t cells[2 * kCodeCells];
+  int32_t is_signed;  // which map: decides how the AVX2 decoder recomputes values
 };
+
+// The block of a blockwise 8-bit state: a power of two in [32, 4096] (one
+// CUDA warp at least; the CPU loops keep a block's states on the stack).
+constexpr int64_t kMinOptimBlock = 32;
+constexpr int64_t kMaxOptimBlock = 4096;
+LOWBIT_HOST_DEVICE bool IsOptimBlock(int64_t block) {
+  return block >= kMinOptimBlock && block <= kMaxOptimBlock && (block & (block - 1)) == 0;
+}
 
 namespace internal {
 

@@ -17,7 +17,7 @@ bool OptimizerStep8bitAvx2(const OptimStepArgs& a, float* p, const float* g, int
 bool EncodeBlocksAvx2(const float* x, int64_t n, int64_t block, const DynamicCode& code, const float* absmax,
                       uint8_t* codes);
 bool DecodeBlocksAvx2(const uint8_t* codes, const float* absmax, int64_t n, int64_t block, const DynamicCode& code,
-                      bool is_signed, float* out);
+                      float* out);
 bool OptimizerStep32bitAvx2(const OptimStepArgs& a, float* p, const float* g, int64_t n, float* m, float* v);
 
 }  // namespace lowbit::kernels::cpu::internal

@@ -3,7 +3,7 @@
 // baseline (optim8bit.cpp) and the AVX2 one (optim8bit_avx2.cpp), which
 // compile the same code for different instruction sets. The includer
 // defines EncodeBlock(x, n, code, inv, out) and Decode(codes, n, code,
-// is_signed, absmax, out) first.
+// absmax, out) first.
 // No include guard: included once per translation unit, into a namespace.
 
 inline float FloatFromBits(uint32_t bits) {
@@ -57,8 +57,8 @@ void Step8bitBlocks(const OptimStepArgs& args, float* __restrict p, const float*
         if (kV) __builtin_prefetch(v_codes + ahead + j, 1);
       }
     }
-    if (kM) Decode(m_codes + begin, len, signed_code, true, m_absmax[b], mbuf);
-    if (kV) Decode(v_codes + begin, len, unsigned_code, false, v_absmax[b], vbuf);
+    if (kM) Decode(m_codes + begin, len, signed_code, m_absmax[b], mbuf);
+    if (kV) Decode(v_codes + begin, len, unsigned_code, v_absmax[b], vbuf);
     for (int64_t j = 0; j < len; ++j) {
       float m = kM ? mbuf[j] : 0.0f;
       float v = kV ? vbuf[j] : 0.0f;
@@ -97,12 +97,12 @@ inline void EncodeBlocks(const float* x, int64_t n, int64_t block, const Dynamic
 }
 
 inline void DecodeBlocks(const uint8_t* codes, const float* absmax, int64_t n, int64_t block, const DynamicCode& code,
-                         bool is_signed, float* out) {
+                         float* out) {
   const int64_t nblocks = (n + block - 1) / block;
   at::parallel_for(0, nblocks, std::max<int64_t>(1, kGrain / block), [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t begin = b * block;
-      Decode(codes + begin, std::min(block, n - begin), code, is_signed, absmax[b], out + begin);
+      Decode(codes + begin, std::min(block, n - begin), code, absmax[b], out + begin);
     }
   });
 }
@@ -111,7 +111,7 @@ template <typename Args>
 bool RunStep8bit(const Args& a, float* p, const float* g, int64_t n, int64_t block, uint8_t* m_codes,
                  float* m_absmax, uint8_t* v_codes, float* v_absmax, const DynamicCode& signed_code,
                  const DynamicCode& unsigned_code) {
-  if (block < 1 || block > kMaxOptimBlock) return false;
+  if (!IsOptimBlock(block)) return false;
   const int64_t nblocks = (n + block - 1) / block;
   return kernels::internal::DispatchRule(a.rule, m_codes != nullptr, v_codes != nullptr, [&](auto rule, auto has_m, auto has_v) {
     at::parallel_for(0, nblocks, std::max<int64_t>(1, kGrain / block), [&](int64_t b0, int64_t b1) {
