@@ -32,6 +32,7 @@
 #include "lowbit/optimizers/onebit_lamb.h"
 #include "lowbit/optimizers/optim_8bit.h"
 #include "lowbit/optimizers/zero_one_adam.h"
+#include "lowbit/qat/prepare.h"
 
 ABSL_FLAG(int, epochs, 3, "training epochs");
 ABSL_FLAG(int, batch_size, 64, "examples per rank per step");
@@ -85,6 +86,9 @@ ABSL_FLAG(std::string, checkpoint, "", "if set, save model, optimizer and hook s
 ABSL_FLAG(std::string, resume, "", "if set, continue from this checkpoint");
 ABSL_FLAG(int, max_train_examples, 0, "use only the first N training images (0: all); for quick runs");
 ABSL_FLAG(double, bucket_cap_mb, 25.0, "DDP bucket size in MB");
+ABSL_FLAG(std::string, qat, "",
+          "quantization-aware or low-bit training: w8a8, w4a8, w4a4_lsq, w4a4_quest, w2a2_quest, w1a1_quest, "
+          "int8_train, fp8_train (empty: fp32)");
 
 namespace {
 
@@ -98,10 +102,16 @@ struct CnnImpl : nn::Module {
     fc1 = register_module("fc1", nn::Linear(32 * 7 * 7, 128));
     fc2 = register_module("fc2", nn::Linear(128, 10));
   }
+  // Layers are called through what is registered now, so that --qat's
+  // Prepare, which swaps them for quantized ones, takes effect.
   torch::Tensor forward(torch::Tensor x) {
-    x = torch::max_pool2d(torch::relu(conv1->forward(x)), 2);
-    x = torch::max_pool2d(torch::relu(conv2->forward(x)), 2);
-    return fc2->forward(torch::relu(fc1->forward(x.flatten(1))));
+    auto layers = named_children();
+    auto call = [&](const char* name, const torch::Tensor& in) {
+      return lowbit::qat::ForwardLayer(*layers[name], in);
+    };
+    x = torch::max_pool2d(torch::relu(call("conv1", x)), 2);
+    x = torch::max_pool2d(torch::relu(call("conv2", x)), 2);
+    return call("fc2", torch::relu(call("fc1", x.flatten(1))));
   }
   nn::Conv2d conv1{nullptr}, conv2{nullptr};
   nn::Linear fc1{nullptr}, fc2{nullptr};
@@ -117,6 +127,7 @@ struct Config {
   std::string adapt_candidates;
   int64_t freeze_step, onebit_block, var_update_scaler, local_step_scaler, local_step_clipper;
   int64_t percentile_clipping = 100;  // set after the positional initialisation
+  std::string qat;
 };
 
 bool IsKnownOptimizer(const std::string& o) {
@@ -144,6 +155,14 @@ std::string ValidateFlags(const Config& c) {
     return absl::StrCat("--optimizer must be sgd, sgd0, adam, adamw, lion, rmsprop, adagrad, adam8bit, adamw8bit, "
                         "sgd8bit, lion8bit, rmsprop8bit, adagrad8bit, onebit_adam, zeroone_adam or onebit_lamb, got '",
                         c.optimizer, "'");
+  }
+  if (!c.qat.empty()) {
+    const std::vector<std::string> presets = lowbit::qat::PresetNames();
+    if (std::find(presets.begin(), presets.end(), c.qat) == presets.end()) {
+      std::string known;
+      for (const auto& p : presets) known += (known.empty() ? "" : ", ") + p;
+      return absl::StrCat("--qat must be empty (fp32) or one of ", known, ", got '", c.qat, "'");
+    }
   }
   if (c.percentile_clipping < 1 || c.percentile_clipping > 100) {
     return absl::StrCat("--percentile_clipping must be in [1, 100], got ", c.percentile_clipping);
@@ -379,8 +398,16 @@ int Run(const Config& c) {
 
   torch::manual_seed(c.seed);
   Cnn model;
+  if (!c.qat.empty()) lowbit::qat::Prepare(*model, lowbit::qat::PresetConfig(c.qat));
   int start_epoch = 0;
-  if (!c.resume.empty()) start_epoch = LoadModel(c.resume, model, world);
+  if (!c.resume.empty()) {
+    start_epoch = LoadModel(c.resume, model, world);
+  } else if (!c.qat.empty()) {
+    // Initial LSQ steps, PACT alphas and observer ranges from one batch that
+    // is the same on every rank (the first 256 training images).
+    torch::NoGradGuard no_grad;
+    model->forward(data->train.images.narrow(0, 0, std::min<int64_t>(256, train_n)));
+  }
   lowbit::comm::DistributedDataParallel ddp(model.ptr(), pg, {.bucket_cap_mb = c.bucket_cap_mb});
   lowbit::comm::HookSpec spec = c.hook_spec;
   if (lead) {
@@ -407,7 +434,7 @@ int Run(const Config& c) {
   }
   if (lead) {
     std::cout << "fashion_mnist: " << world << " rank(s), backend " << pg->Backend() << ", hook "
-              << ddp.comm_hook().Name() << ", optimizer " << c.optimizer << ", " << steps_per_epoch
+              << ddp.comm_hook().Name() << ", optimizer " << c.optimizer << (c.qat.empty() ? "" : ", qat " + c.qat) << ", " << steps_per_epoch
               << " steps/epoch of " << c.batch_size << " x " << world << " images" << std::endl;
   }
 
@@ -415,6 +442,8 @@ int Run(const Config& c) {
   double train_loss = 0, accuracy = 0, images_per_second = 0;
   int64_t bytes_sent = 0, dense_bytes = 0, total_steps = 0, skipped_steps = 0;
   double comm_seconds = 0, wait_seconds = 0, last_epoch_seconds = 0;
+  double flip_sum = 0;  // --qat: weight level flips per step, summed over the last epoch
+  int64_t flip_steps = 0;
   int64_t last_epoch_bytes = 0;
   for (int epoch = start_epoch; epoch < c.epochs; ++epoch) {
     const auto t_epoch = std::chrono::steady_clock::now();
@@ -423,6 +452,8 @@ int Run(const Config& c) {
     double loss_sum = 0;
     int64_t epoch_bytes = 0;
     double epoch_comm = 0, epoch_wait = 0;
+    flip_sum = 0;
+    flip_steps = 0;
     for (int64_t step = 0; step < steps_per_epoch; ++step) {
       at::Tensor idx = order.narrow(0, (step * world + rank) * c.batch_size, c.batch_size);
       at::Tensor x = data->train.images.index_select(0, idx);
@@ -438,6 +469,13 @@ int Run(const Config& c) {
         if (onebit != nullptr && onebit->LastStepStats().skipped) ++skipped_steps;
       }
       loss_sum += loss.item<double>();
+      if (!c.qat.empty()) {
+        const double flips = lowbit::qat::MeanFlipFraction(*model);
+        if (flips >= 0) {
+          flip_sum += flips;
+          ++flip_steps;
+        }
+      }
       const lowbit::comm::DdpStepStats& s = ddp.LastStepStats();
       epoch_bytes += pg->Traffic().bytes_sent - sent_before;  // DDP's and the optimizer's
       dense_bytes = s.dense_bytes;
@@ -493,7 +531,8 @@ int Run(const Config& c) {
               << ",\"skipped_steps\":" << skipped_steps << ",\"hook_config\":\"" << ddp.comm_hook().Config()
               << "\",\"comm_seconds_per_step\":" << comm_seconds / steps
               << ",\"wait_seconds_per_step\":" << wait_seconds / steps << ",\"layer_choices\":\"" << LayerChoices(ddp)
-              << "\",\"optimizer_state_bytes_per_param\":" << state_bytes_per_param
+              << "\",\"optimizer_state_bytes_per_param\":" << state_bytes_per_param << ",\"qat\":\"" << c.qat
+              << "\",\"weight_flip_fraction\":" << (flip_steps > 0 ? flip_sum / flip_steps : -1.0)
               << ",\"param_checksum\":\"" << checksum
               << "\"}" << std::endl;
   }
@@ -511,6 +550,7 @@ int main(int argc, char** argv) {
            absl::GetFlag(FLAGS_checkpoint),    absl::GetFlag(FLAGS_resume)};
   c.freeze_step = absl::GetFlag(FLAGS_freeze_step);
   c.percentile_clipping = absl::GetFlag(FLAGS_percentile_clipping);
+  c.qat = absl::GetFlag(FLAGS_qat);
   c.var_update_scaler = absl::GetFlag(FLAGS_var_update_scaler);
   c.onebit_block = absl::GetFlag(FLAGS_onebit_block);
   c.local_step_scaler = absl::GetFlag(FLAGS_local_step_scaler);

@@ -1,0 +1,269 @@
+#include "lowbit/qat/fake_quantizer.h"
+
+#include <cmath>
+
+#include <torch/torch.h>
+
+#include "lowbit/qat/estimators.h"
+
+namespace lowbit::qat {
+
+namespace {
+
+namespace k = lowbit::kernels;
+
+k::MiniFloat MiniFloatOf(Format f) {
+  switch (f) {
+    case Format::kFp8E4M3: return k::MiniFloatE4M3();
+    case Format::kFp8E5M2: return k::MiniFloatE5M2();
+    default: return k::MiniFloatE2M1();
+  }
+}
+
+constexpr double kMinScale = 1e-8;
+
+}  // namespace
+
+FakeQuantizerImpl::FakeQuantizerImpl(QuantizerConfig config, int64_t num_scales, bool is_weight)
+    : config_(config), num_scales_(num_scales), is_weight_(is_weight) {
+  const std::string where = is_weight ? "weight quantizer" : "input quantizer";
+  CheckQuantizerConfig(config_, where);
+  TORCH_CHECK(num_scales >= 1, where, ": num_scales must be >= 1, got ", num_scales);
+  TORCH_CHECK(is_weight || config_.granularity != Granularity::kPerGroup, where,
+              ": per-group scales are for weights (activation rows vary with the batch)");
+  TORCH_CHECK(config_.estimator != Estimator::kStochastic || config_.granularity == Granularity::kPerTensor, where,
+              ": stochastic rounding uses one scale per tensor, got ", ToString(config_));
+  switch (config_.granularity) {
+    case Granularity::kPerTensor: layout_.kind = k::ScaleLayout::kPerTensor; break;
+    case Granularity::kPerChannel:
+      layout_.kind = k::ScaleLayout::kPerChannel;
+      layout_.axis = is_weight ? 0 : 1;
+      break;
+    case Granularity::kPerGroup:
+      layout_.kind = k::ScaleLayout::kPerGroup;
+      layout_.group_size = config_.group_size;
+      break;
+  }
+  std::tie(qmin_, qmax_) = IntRange(config_);
+  const auto ones = torch::ones({num_scales});
+  if (config_.estimator == Estimator::kLsq || config_.estimator == Estimator::kLsqPlus) {
+    // Learned as log s: always positive, and Adam's steps of about lr move s
+    // by a fraction of itself instead of by lr (which overshoots small steps).
+    scale_ = register_parameter("log_scale", torch::zeros({num_scales}));
+    if (config_.estimator == Estimator::kLsqPlus) offset_ = register_parameter("offset", torch::zeros({num_scales}));
+  } else {
+    scale_ = register_buffer("scale", ones.clone());
+  }
+  if (config_.estimator == Estimator::kPact) {
+    alpha_ = register_parameter("alpha", torch::full({1}, config_.pact_init > 0 ? config_.pact_init : 1.0));
+  }
+  if (config_.format == Format::kInt && !config_.symmetric) zero_point_ = register_buffer("zero_point", torch::zeros({num_scales}));
+  if (config_.observer == Observer::kMovingAverageMinMax) {
+    min_ = register_buffer("running_min", torch::zeros({num_scales}));
+    max_ = register_buffer("running_max", torch::zeros({num_scales}));
+  }
+  initialized_ = register_buffer("initialized", torch::zeros({1}));
+  if (config_.estimator == Estimator::kStochastic) draws_ = register_buffer("draws", torch::zeros({1}, torch::kDouble));
+}
+
+bool FakeQuantizerImpl::initialized() const { return initialized_.item<float>() != 0.0f; }
+
+at::Tensor FakeQuantizerImpl::ByScale(const at::Tensor& x) const {
+  const int64_t n = x.numel();
+  switch (layout_.kind) {
+    case k::ScaleLayout::kPerTensor: return x.reshape({1, n});
+    case k::ScaleLayout::kPerChannel: return x.movedim(layout_.axis, 0).reshape({num_scales_, -1});
+    case k::ScaleLayout::kPerGroup: return x.reshape({num_scales_, layout_.group_size});
+  }
+  return x;
+}
+
+void FakeQuantizerImpl::InitializeLearned(const at::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  at::Tensor rows = ByScale(x.detach());
+  if (config_.estimator == Estimator::kLsq || config_.estimator == Estimator::kLsqPlus) {
+    // LSQ's initial step: 2 mean|x| / sqrt(Q_P).
+    const double qp = static_cast<double>(std::max<int64_t>(qmax_, 1));
+    scale_.copy_((2.0 * rows.abs().mean(1) / std::sqrt(qp)).clamp_min(kMinScale).log());
+  }
+  if (config_.estimator == Estimator::kPact && config_.pact_init == 0) {
+    alpha_.fill_(std::max(x.detach().max().item<double>(), kMinScale));
+  }
+  initialized_.fill_(1);
+}
+
+at::Tensor FakeQuantizerImpl::Observe(const at::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  const bool frozen = !is_weight_ && !is_training() && initialized();
+  if (frozen) return scale_;
+  at::Tensor rows = ByScale(x.detach());
+  at::Tensor lo, hi;
+  switch (config_.observer) {
+    case Observer::kMinMax:
+    case Observer::kMse:
+      lo = std::get<0>(rows.min(1));
+      hi = std::get<0>(rows.max(1));
+      break;
+    case Observer::kMovingAverageMinMax: {
+      at::Tensor blo = std::get<0>(rows.min(1)), bhi = std::get<0>(rows.max(1));
+      if (!initialized()) {
+        min_.copy_(blo);
+        max_.copy_(bhi);
+      } else if (is_training()) {
+        min_.add_((blo - min_) * config_.averaging_constant);
+        max_.add_((bhi - max_) * config_.averaging_constant);
+      }
+      lo = min_.clone();
+      hi = max_.clone();
+      break;
+    }
+    case Observer::kPercentile: {
+      const int64_t m = rows.size(1);
+      const int64_t kth = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(config_.percentile / 100.0 * m)), 1, m);
+      const bool sym = config_.symmetric || config_.format != Format::kInt;
+      if (sym) {
+        hi = std::get<0>(rows.abs().kthvalue(kth, 1));
+        lo = -hi;
+      } else {
+        hi = std::get<0>(rows.kthvalue(kth, 1));
+        lo = std::get<0>(rows.kthvalue(std::max<int64_t>(1, m - kth + 1), 1));
+      }
+      break;
+    }
+  }
+  // Scale (and zero point) from a range.
+  auto qparams = [&](const at::Tensor& l, const at::Tensor& h) -> std::pair<at::Tensor, at::Tensor> {
+    if (config_.format == Format::kBinary) return {rows.abs().mean(1).clamp_min(kMinScale), at::Tensor()};
+    if (IsMiniFloat(config_.format)) {
+      return {(torch::max(l.abs(), h.abs()) / MiniFloatOf(config_.format).max_value).clamp_min(kMinScale), at::Tensor()};
+    }
+    const double span = static_cast<double>(qmax_ - qmin_);
+    if (config_.format == Format::kInt && !config_.symmetric) {
+      at::Tensor l0 = l.clamp_max(0), h0 = h.clamp_min(0);
+      at::Tensor s = ((h0 - l0) / span).clamp_min(kMinScale);
+      at::Tensor zp = (static_cast<double>(qmin_) - torch::round(l0 / s)).clamp(qmin_, qmax_);
+      return {s, zp};
+    }
+    if (qmin_ == 0) return {(h.clamp_min(0) / static_cast<double>(qmax_)).clamp_min(kMinScale), at::Tensor()};
+    return {(torch::max(l.abs(), h.abs()) / (span / 2.0)).clamp_min(kMinScale), at::Tensor()};
+  };
+  auto [s, zp] = qparams(lo, hi);
+  if (config_.observer == Observer::kMse) {
+    // Grid search over clipping ratios; the per-group squared error picks.
+    at::Tensor best_err = torch::full({num_scales_}, std::numeric_limits<float>::infinity());
+    for (int i = 0; i <= 35; ++i) {
+      const double ratio = 1.0 - 0.02 * i;
+      auto [cs, czp] = qparams(lo * ratio, hi * ratio);
+      at::Tensor y;
+      if (IsMiniFloat(config_.format)) {
+        y = k::FakeQuantizeMiniFloat(x.detach().contiguous(), cs.contiguous(), MiniFloatOf(config_.format), layout_);
+      } else if (config_.format == Format::kBinary) {
+        break;  // mean |x| is already the L2-optimal binary scale
+      } else {
+        y = k::FakeQuantizeInt(x.detach().contiguous(), cs.contiguous(), czp, {}, qmin_, qmax_, layout_);
+      }
+      at::Tensor err = ByScale(y - x.detach()).pow(2).sum(1);
+      at::Tensor better = err < best_err;
+      best_err = torch::where(better, err, best_err);
+      s = torch::where(better, cs, s);
+      if (zp.defined()) zp = torch::where(better, czp, zp);
+    }
+  }
+  scale_.copy_(s);
+  if (zero_point_.defined()) zero_point_.copy_(zp);
+  initialized_.fill_(1);
+  return scale_;
+}
+
+void FakeQuantizerImpl::TrackFlips(const at::Tensor& y) {
+  if (!is_weight_ || !is_training() || config_.estimator == Estimator::kQuest || IsMiniFloat(config_.format)) return;
+  torch::NoGradGuard no_grad;
+  const QuantGrid g = Grid();
+  at::Tensor rows = ByScale(y.detach());
+  at::Tensor scale = g.scale.detach().view({-1, 1});
+  at::Tensor v = g.offset.defined() ? rows - g.offset.detach().view({-1, 1}) : rows;
+  at::Tensor codes = torch::round(v / scale).to(torch::kInt16);
+  if (prev_codes_.defined() && prev_codes_.sizes() == codes.sizes()) {
+    last_flip_fraction_ = codes.ne(prev_codes_).to(torch::kFloat).mean().item<double>();
+  }
+  prev_codes_ = codes;
+}
+
+QuantGrid FakeQuantizerImpl::Grid() const {
+  QuantGrid g;
+  g.layout = layout_;
+  g.qmin = qmin_;
+  g.qmax = qmax_;
+  if (config_.estimator == Estimator::kPact) {
+    g.scale = (alpha_.detach() / static_cast<double>(qmax_)).reshape({1});
+    return g;
+  }
+  g.scale = IsLsq() ? scale_.detach().exp() : scale_.detach();
+  if (config_.format == Format::kBinary) {
+    // {-s, s} is the grid {0, 1} with step 2s, shifted by -s.
+    g.scale = 2 * scale_.detach();
+    g.offset = -scale_.detach();
+    return g;
+  }
+  if (zero_point_.defined()) g.zero_point = zero_point_.detach();
+  if (offset_.defined()) g.offset = offset_.detach();
+  return g;
+}
+
+at::Tensor FakeQuantizerImpl::forward(const at::Tensor& input) {
+  TORCH_CHECK(input.scalar_type() == at::kFloat, "FakeQuantizer: input must be float32, got ", input.scalar_type());
+  const at::Tensor x = is_weight_ ? input.reshape({input.size(0), -1}) : input;
+  if (!is_weight_ && config_.granularity == Granularity::kPerChannel) {
+    TORCH_CHECK(x.dim() >= 2 && x.size(1) == num_scales_, "input quantizer: per-channel scales need ", num_scales_,
+                " channels on dimension 1, got shape ", x.sizes());
+  }
+  if (is_weight_ && layout_.kind == k::ScaleLayout::kPerGroup) {
+    TORCH_CHECK(x.size(1) % config_.group_size == 0, "weight quantizer: group_size ", config_.group_size,
+                " must divide the fan-in ", x.size(1));
+  }
+  at::Tensor y;
+  switch (config_.estimator) {
+    case Estimator::kQuest:
+      y = FakeQuantQuest(x, config_.bits, config_.hadamard_block, 1);
+      break;
+    case Estimator::kLsq:
+    case Estimator::kLsqPlus: {
+      if (!initialized()) InitializeLearned(x);
+      const int64_t per_scale = x.numel() / num_scales_;
+      const double factor = 1.0 / std::sqrt(static_cast<double>(per_scale) * static_cast<double>(std::max<int64_t>(qmax_, 1)));
+      y = FakeQuantLsq(x, scale_.exp(), offset_, qmin_, qmax_, layout_, factor);
+      break;
+    }
+    case Estimator::kPact:
+      if (!initialized()) InitializeLearned(x);
+      y = FakeQuantPact(x, alpha_, config_.bits);
+      break;
+    case Estimator::kStochastic: {
+      Observe(x);
+      uint64_t key = 0x5157ULL;
+      if (is_training()) {
+        key += static_cast<uint64_t>(draws_.item<double>());
+        draws_.add_(1);
+      }
+      y = FakeQuantStochastic(x, scale_.item<double>(), qmin_, qmax_, key);
+      break;
+    }
+    case Estimator::kSte:
+    case Estimator::kClippedSte: {
+      Observe(x);
+      const bool clipped = config_.estimator == Estimator::kClippedSte;
+      if (IsMiniFloat(config_.format)) {
+        y = FakeQuantMiniFloatSte(x, scale_, MiniFloatOf(config_.format), layout_, clipped);
+      } else {
+        const QuantGrid g = Grid();
+        y = FakeQuantSte(x, g.scale.contiguous(), g.zero_point, g.offset.defined() ? g.offset.contiguous() : g.offset,
+                         qmin_, qmax_, layout_, clipped);
+      }
+      break;
+    }
+  }
+  TrackFlips(y);
+  return is_weight_ ? y.view(input.sizes()) : y;
+}
+
+}  // namespace lowbit::qat

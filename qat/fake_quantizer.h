@@ -1,0 +1,80 @@
+// FakeQuantizer: a module that fake-quantizes a weight or an activation as
+// its QuantizerConfig says, with the state that training depends on (learned
+// step sizes and offsets, PACT's alpha, observer statistics, the stochastic
+// rounding counter) registered as parameters and buffers, so it is saved and
+// restored with the model.
+//
+// Weights are quantized as a [out, fan_in] view (per channel: one scale per
+// output row; per group: groups of the fan-in); activations as they come,
+// with channels on dimension 1. In training the observers update and the
+// LSQ/PACT parameters initialise from the first batch they see (call it on
+// the same batch on every rank, see qat/prepare.h Calibrate); in eval mode an
+// activation quantizer uses its stored scale.
+//
+//   FakeQuantizer wq(config, /*num_scales=*/out_features, /*is_weight=*/true);
+//   at::Tensor w_hat = wq->forward(linear->weight);
+#pragma once
+
+#include <cstdint>
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include "lowbit/kernels/fake_quant.h"
+#include "lowbit/qat/quantizer_config.h"
+
+namespace lowbit::qat {
+
+// The grid a quantizer used: y = (clamp(round((x - offset) / scale) + zp,
+// qmin, qmax) - zp) * scale + offset per scale group (mini-floats: scale
+// only). Undefined tensors mean 0.
+struct QuantGrid {
+  at::Tensor scale, zero_point, offset;
+  int64_t qmin = 0, qmax = 0;
+  kernels::ScaleLayout layout;
+};
+
+class FakeQuantizerImpl : public torch::nn::Module {
+ public:
+  // num_scales: 1 per tensor, the channel count per channel, numel / group
+  // size per group (weights only).
+  FakeQuantizerImpl(QuantizerConfig config, int64_t num_scales, bool is_weight);
+
+  at::Tensor forward(const at::Tensor& x);
+
+  const QuantizerConfig& config() const { return config_; }
+  bool is_weight() const { return is_weight_; }
+  // Whether LSQ/PACT parameters and observer statistics have been set from data.
+  bool initialized() const;
+  // The integer grid of the last forward (int-like formats, not QuEST).
+  QuantGrid Grid() const;
+  // Fraction of elements whose integer level changed between the last two
+  // training forwards (weights; -1 before two, or for QuEST and mini-floats).
+  double LastFlipFraction() const { return last_flip_fraction_; }
+
+ private:
+  at::Tensor Observe(const at::Tensor& x);  // updates scale_/zero_point_ in training
+  void InitializeLearned(const at::Tensor& x);
+  void TrackFlips(const at::Tensor& y);
+  at::Tensor ByScale(const at::Tensor& x) const;  // [num_scales, rest] view of x
+  bool IsLsq() const { return config_.estimator == Estimator::kLsq || config_.estimator == Estimator::kLsqPlus; }
+
+  QuantizerConfig config_;
+  int64_t num_scales_;
+  bool is_weight_;
+  kernels::ScaleLayout layout_;
+  int64_t qmin_ = 0, qmax_ = 0;
+  at::Tensor scale_;        // parameter log s (LSQ) or buffer s, [num_scales]
+  at::Tensor offset_;       // parameter (LSQ+), [num_scales]
+  at::Tensor zero_point_;   // buffer (affine int), [num_scales]
+  at::Tensor alpha_;        // parameter (PACT), [1]
+  at::Tensor min_, max_;    // buffers (moving average), [num_scales]
+  at::Tensor initialized_;  // buffer, 0 or 1
+  at::Tensor draws_;        // buffer: stochastic-rounding calls so far
+  at::Tensor prev_codes_;   // not saved: oscillation tracking only
+  double last_flip_fraction_ = -1.0;
+};
+TORCH_MODULE(FakeQuantizer);
+
+}  // namespace lowbit::qat

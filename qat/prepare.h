@@ -1,0 +1,54 @@
+// Prepare: turns a model's Linear and Conv2d layers into QuantLinear and
+// QuantConv2d in place (qat/quant_modules.h). Parameters keep their identity
+// and names, so an optimizer built before still updates them and checkpoints
+// keep their keys (the quantizers add theirs, e.g. "fc1.weight_quantizer.scale").
+// New learned tensors (LSQ step sizes, PACT alphas) are parameters of the
+// model: build the optimizer (and DistributedDataParallel) after Prepare to
+// include them.
+//
+//   lowbit::qat::QatConfig config = lowbit::qat::PresetConfig("w4a4_lsq");
+//   config.overrides.push_back({"head.*", std::nullopt});  // leave fp32
+//   lowbit::qat::Prepare(*model, config);
+//   {                                   // same batch on every rank: initial
+//     torch::NoGradGuard no_grad;       // LSQ steps, PACT alphas, observers
+//     model->forward(calibration_batch);
+//   }
+//
+// The model must call its layers through ForwardLayer (see quant_modules.h).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/nn/module.h>
+
+#include "lowbit/qat/quant_modules.h"
+
+namespace lowbit::qat {
+
+struct QatConfig {
+  // Every Linear and Conv2d.
+  LayerConfig layers;
+  // If set, the first and the last of those layers (registration order) use
+  // this instead; low-bit presets keep them at 8 bits, as is usual.
+  std::optional<LayerConfig> first_last;
+  // fnmatch patterns over dotted layer names, first match wins, applied last;
+  // std::nullopt leaves the layer as it is.
+  std::vector<std::pair<std::string, std::optional<LayerConfig>>> overrides;
+};
+
+// w8a8, w4a8, w4a4_lsq, w4a4_quest, w2a2_quest, w1a1_quest, int8_train,
+// fp8_train (README, QAT section, says what each quantizes how).
+QatConfig PresetConfig(const std::string& name);
+std::vector<std::string> PresetNames();
+
+// Replaces the layers; returns their dotted names. Throws if a layer is
+// already quantized or a config is invalid (naming the layer).
+std::vector<std::string> Prepare(torch::nn::Module& module, const QatConfig& config);
+
+// Weight-count-weighted mean of the layers' LastFlipFraction (-1: none tracked).
+double MeanFlipFraction(torch::nn::Module& module);
+
+}  // namespace lowbit::qat
