@@ -6,6 +6,7 @@
 #include <mutex>
 #include <utility>
 
+#include "lowbit/kernels/cuda/fake_quant.cuh"
 #include "lowbit/kernels/cuda/optim8bit.cuh"
 #include "lowbit/kernels/cuda/quantize.cuh"
 #include "lowbit/kernels/cuda/scale.cuh"
@@ -137,6 +138,50 @@ void FusedOptimizerStepCuda(const OptimStepArgs& args, at::Tensor& param, const 
                                    v ? v->values.data_ptr<float>() : nullptr, Stream()),
           "OptimizerStep32bit");
   }
+}
+
+void FakeQuantIntCuda(const at::Device& device, const float* x, QuantGroups g, const float* scale,
+                      const float* zero_point, const float* offset, float qmin, float qmax, float* y, uint8_t* mask,
+                      float* codes) {
+  c10::cuda::CUDAGuard guard(device);
+  Check(cuda::FakeQuantInt(x, g, scale, zero_point, offset, qmin, qmax, y, mask, codes, Stream()), "FakeQuantInt");
+}
+
+void FakeQuantIntBackwardCuda(const at::Device& device, const float* x, const float* dy, QuantGroups g,
+                              const float* scale, const float* zero_point, const float* offset, float qmin,
+                              float qmax, float* dx, float* dscale, float* doffset) {
+  c10::cuda::CUDAGuard guard(device);
+  Check(cuda::FakeQuantIntBackward(x, dy, g, scale, zero_point, offset, qmin, qmax, dx, dscale, doffset, Stream()),
+        "FakeQuantIntBackward");
+}
+
+void FakeQuantMiniFloatCuda(const at::Device& device, const float* x, QuantGroups g, const float* scale,
+                            MiniFloat f, float* y, uint8_t* mask) {
+  c10::cuda::CUDAGuard guard(device);
+  Check(cuda::FakeQuantMiniFloat(x, g, scale, f, y, mask, Stream()), "FakeQuantMiniFloat");
+}
+
+void QuestQuantizeRowsCuda(const at::Device& device, const float* x, int64_t rows, int64_t cols, float clip_factor,
+                           int bits, float* y, uint8_t* mask, float* clips) {
+  c10::cuda::CUDAGuard guard(device);
+  Check(cuda::QuestQuantizeRows(x, rows, cols, clip_factor, bits, y, mask, clips, Stream()), "QuestQuantizeRows");
+}
+
+void StochasticRoundIntCuda(const at::Device& device, const float* x, int64_t n, float scale, float qmin, float qmax,
+                            uint64_t key, float* y) {
+  c10::cuda::CUDAGuard guard(device);
+  Check(cuda::StochasticRoundInt(x, n, scale, qmin, qmax, key, y, Stream()), "StochasticRoundInt");
+}
+
+void StochasticRoundMiniFloatCuda(const at::Device& device, const float* x, int64_t n, float scale, MiniFloat f,
+                                  uint64_t key, float* y) {
+  c10::cuda::CUDAGuard guard(device);
+  Check(cuda::StochasticRoundMiniFloat(x, n, scale, f, key, y, Stream()), "StochasticRoundMiniFloat");
+}
+
+void FastWalshHadamardCuda(const at::Device& device, float* x, int64_t rows, int64_t cols, int64_t block) {
+  c10::cuda::CUDAGuard guard(device);
+  Check(cuda::FastWalshHadamard(x, rows, cols, block, Stream()), "FastWalshHadamard");
 }
 
 }  // namespace lowbit::kernels::internal

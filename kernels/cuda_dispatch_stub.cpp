@@ -9,6 +9,10 @@ namespace {
   TORCH_CHECK(false, "lowbit was built against a LibTorch without CUDA, but got a tensor on ", t.device());
 }
 
+[[noreturn]] void NoCudaOn(const at::Device& device) {
+  TORCH_CHECK(false, "lowbit was built against a LibTorch without CUDA, but got a tensor on ", device);
+}
+
 }  // namespace
 
 void ScaleFloatCuda(at::Tensor& t, float) { NoCuda(t); }
@@ -30,5 +34,30 @@ void FusedOptimizerStepCuda(const OptimStepArgs&, at::Tensor& param, const at::T
                             int64_t) {
   NoCuda(param);
 }
+
+void FakeQuantIntCuda(const at::Device& device, const float*, QuantGroups, const float*, const float*, const float*,
+                      float, float, float*, uint8_t*, float*) {
+  NoCudaOn(device);
+}
+void FakeQuantIntBackwardCuda(const at::Device& device, const float*, const float*, QuantGroups, const float*,
+                              const float*, const float*, float, float, float*, float*, float*) {
+  NoCudaOn(device);
+}
+void FakeQuantMiniFloatCuda(const at::Device& device, const float*, QuantGroups, const float*, MiniFloat, float*,
+                            uint8_t*) {
+  NoCudaOn(device);
+}
+void QuestQuantizeRowsCuda(const at::Device& device, const float*, int64_t, int64_t, float, int, float*, uint8_t*,
+                           float*) {
+  NoCudaOn(device);
+}
+void StochasticRoundIntCuda(const at::Device& device, const float*, int64_t, float, float, float, uint64_t, float*) {
+  NoCudaOn(device);
+}
+void StochasticRoundMiniFloatCuda(const at::Device& device, const float*, int64_t, float, MiniFloat, uint64_t,
+                                  float*) {
+  NoCudaOn(device);
+}
+void FastWalshHadamardCuda(const at::Device& device, float*, int64_t, int64_t, int64_t) { NoCudaOn(device); }
 
 }  // namespace lowbit::kernels::internal

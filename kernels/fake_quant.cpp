@@ -4,16 +4,17 @@
 
 #include "lowbit/kernels/cpu/fake_quant.h"
 #include "lowbit/kernels/internal/checks.h"
+#include "lowbit/kernels/internal/cuda_dispatch.h"
 
 namespace lowbit::kernels {
 
 namespace {
 
-// QAT kernels run on CPU here; the message says what to do instead of failing
-// somewhere inside.
-void CheckCpu(const char* op, const at::Tensor& x) {
-  TORCH_CHECK(x.device().is_cpu(), op, ": only CPU tensors are supported by this build's fake-quantization "
-              "kernels, got a tensor on ", x.device());
+
+// The CPU kernel and the CUDA dispatch with one signature.
+void FakeQuantIntCpu(const at::Device&, const float* x, QuantGroups g, const float* scale, const float* zero_point,
+                     const float* offset, float qmin, float qmax, float* y, uint8_t* mask, float* codes) {
+  cpu::FakeQuantInt(x, g, scale, zero_point, offset, qmin, qmax, y, mask, codes);
 }
 
 cpu::Groups GroupsOf(const at::Tensor& x, const ScaleLayout& layout) {
@@ -44,7 +45,6 @@ const float* PtrOrNull(const at::Tensor& t) { return t.defined() ? t.data_ptr<fl
 void CheckGrid(const char* op, const at::Tensor& x, const at::Tensor& scale, const at::Tensor& zero_point,
                const at::Tensor& offset, int64_t qmin, int64_t qmax, const ScaleLayout& layout) {
   internal::CheckTensor(op, "x", x, at::kFloat);
-  CheckCpu(op, x);
   TORCH_CHECK(qmin < qmax, op, ": qmin must be < qmax, got qmin ", qmin, " and qmax ", qmax);
   TORCH_CHECK(qmin >= -(int64_t{1} << 16) && qmax <= (int64_t{1} << 16), op,
               ": the integer grid must lie within +-65536, got [", qmin, ", ", qmax, "]");
@@ -87,8 +87,9 @@ at::Tensor FakeQuantizeInt(const at::Tensor& x, const at::Tensor& scale, const a
     *mask = at::empty(x.sizes(), x.options().dtype(at::kBool));
     m = reinterpret_cast<uint8_t*>(mask->data_ptr<bool>());
   }
-  cpu::FakeQuantInt(x.data_ptr<float>(), GroupsOf(x, layout), scale.data_ptr<float>(), PtrOrNull(zero_point),
-                    PtrOrNull(offset), static_cast<float>(qmin), static_cast<float>(qmax), y.data_ptr<float>(), m);
+  auto run = x.is_cuda() ? &internal::FakeQuantIntCuda : &FakeQuantIntCpu;
+  run(x.device(), x.data_ptr<float>(), GroupsOf(x, layout), scale.data_ptr<float>(), PtrOrNull(zero_point),
+      PtrOrNull(offset), static_cast<float>(qmin), static_cast<float>(qmax), y.data_ptr<float>(), m, nullptr);
   return y;
 }
 
@@ -103,10 +104,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> FakeQuantizeIntBackward(
   at::Tensor dx = at::empty_like(x);
   at::Tensor ds = want_dscale ? at::empty_like(x) : at::Tensor();
   at::Tensor db = want_doffset ? at::empty_like(x) : at::Tensor();
-  cpu::FakeQuantIntBackward(x.data_ptr<float>(), dy.data_ptr<float>(), g, scale.data_ptr<float>(),
-                            PtrOrNull(zero_point), PtrOrNull(offset), static_cast<float>(qmin),
-                            static_cast<float>(qmax), dx.data_ptr<float>(), want_dscale ? ds.data_ptr<float>() : nullptr,
-                            want_doffset ? db.data_ptr<float>() : nullptr);
+  internal::CheckSameDevice("FakeQuantizeIntBackward", x, dy);
+  float* ds_ptr = want_dscale ? ds.data_ptr<float>() : nullptr;
+  float* db_ptr = want_doffset ? db.data_ptr<float>() : nullptr;
+  if (x.is_cuda()) {
+    internal::FakeQuantIntBackwardCuda(x.device(), x.data_ptr<float>(), dy.data_ptr<float>(), g,
+                                       scale.data_ptr<float>(), PtrOrNull(zero_point), PtrOrNull(offset),
+                                       static_cast<float>(qmin), static_cast<float>(qmax), dx.data_ptr<float>(),
+                                       ds_ptr, db_ptr);
+  } else {
+    cpu::FakeQuantIntBackward(x.data_ptr<float>(), dy.data_ptr<float>(), g, scale.data_ptr<float>(),
+                              PtrOrNull(zero_point), PtrOrNull(offset), static_cast<float>(qmin),
+                              static_cast<float>(qmax), dx.data_ptr<float>(), ds_ptr, db_ptr);
+  }
   // Per-scale sums: elements are laid out [outer, groups, inner].
   auto per_scale = [&](const at::Tensor& t) {
     if (!t.defined()) return t;
@@ -119,9 +129,10 @@ at::Tensor QuantizeIntCodes(const at::Tensor& x, const at::Tensor& scale, const 
                             const at::Tensor& offset, int64_t qmin, int64_t qmax, const ScaleLayout& layout) {
   CheckGrid("QuantizeIntCodes", x, scale, zero_point, offset, qmin, qmax, layout);
   at::Tensor y = at::empty_like(x), codes = at::empty_like(x);
-  cpu::FakeQuantInt(x.data_ptr<float>(), GroupsOf(x, layout), scale.data_ptr<float>(), PtrOrNull(zero_point),
-                    PtrOrNull(offset), static_cast<float>(qmin), static_cast<float>(qmax), y.data_ptr<float>(), nullptr,
-                    codes.data_ptr<float>());
+  auto run = x.is_cuda() ? &internal::FakeQuantIntCuda : &FakeQuantIntCpu;
+  run(x.device(), x.data_ptr<float>(), GroupsOf(x, layout), scale.data_ptr<float>(), PtrOrNull(zero_point),
+      PtrOrNull(offset), static_cast<float>(qmin), static_cast<float>(qmax), y.data_ptr<float>(), nullptr,
+      codes.data_ptr<float>());
   return codes;
 }
 
@@ -134,15 +145,19 @@ at::Tensor FakeQuantizeMiniFloat(const at::Tensor& x, const at::Tensor& scale, M
     *mask = at::empty(x.sizes(), x.options().dtype(at::kBool));
     m = reinterpret_cast<uint8_t*>(mask->data_ptr<bool>());
   }
-  cpu::FakeQuantMiniFloat(x.data_ptr<float>(), GroupsOf(x, layout), scale.data_ptr<float>(), format,
-                          y.data_ptr<float>(), m);
+  if (x.is_cuda()) {
+    internal::FakeQuantMiniFloatCuda(x.device(), x.data_ptr<float>(), GroupsOf(x, layout), scale.data_ptr<float>(),
+                                     format, y.data_ptr<float>(), m);
+  } else {
+    cpu::FakeQuantMiniFloat(x.data_ptr<float>(), GroupsOf(x, layout), scale.data_ptr<float>(), format,
+                            y.data_ptr<float>(), m);
+  }
   return y;
 }
 
 at::Tensor QuestQuantizeRows(const at::Tensor& x, double clip_factor, int64_t bits, at::Tensor* mask,
                              at::Tensor* clips) {
   internal::CheckTensor("QuestQuantizeRows", "x", x, at::kFloat);
-  CheckCpu("QuestQuantizeRows", x);
   TORCH_CHECK(x.dim() == 2, "QuestQuantizeRows: x must be 2-D (rows x cols), got ", x.dim(), "-D");
   TORCH_CHECK(bits >= 1 && bits <= 8, "QuestQuantizeRows: bits must be in [1, 8], got ", bits);
   TORCH_CHECK(clip_factor > 0, "QuestQuantizeRows: clip_factor must be > 0, got ", clip_factor);
@@ -154,42 +169,59 @@ at::Tensor QuestQuantizeRows(const at::Tensor& x, double clip_factor, int64_t bi
     *clips = at::empty({x.size(0)}, x.options());
     clip_ptr = clips->data_ptr<float>();
   }
-  cpu::QuestQuantizeRows(x.data_ptr<float>(), x.size(0), x.size(1), static_cast<float>(clip_factor),
-                         static_cast<int>(bits), y.data_ptr<float>(), reinterpret_cast<uint8_t*>(mask->data_ptr<bool>()),
-                         clip_ptr);
+  uint8_t* mask_ptr = reinterpret_cast<uint8_t*>(mask->data_ptr<bool>());
+  if (x.is_cuda()) {
+    internal::QuestQuantizeRowsCuda(x.device(), x.data_ptr<float>(), x.size(0), x.size(1),
+                                    static_cast<float>(clip_factor), static_cast<int>(bits), y.data_ptr<float>(),
+                                    mask_ptr, clip_ptr);
+  } else {
+    cpu::QuestQuantizeRows(x.data_ptr<float>(), x.size(0), x.size(1), static_cast<float>(clip_factor),
+                           static_cast<int>(bits), y.data_ptr<float>(), mask_ptr, clip_ptr);
+  }
   return y;
 }
 
 at::Tensor StochasticRoundInt(const at::Tensor& x, double scale, int64_t qmin, int64_t qmax, uint64_t key) {
   internal::CheckTensor("StochasticRoundInt", "x", x, at::kFloat);
-  CheckCpu("StochasticRoundInt", x);
   TORCH_CHECK(scale > 0, "StochasticRoundInt: scale must be > 0, got ", scale);
   TORCH_CHECK(qmin < qmax, "StochasticRoundInt: qmin must be < qmax, got ", qmin, " and ", qmax);
   at::Tensor y = at::empty_like(x);
-  cpu::StochasticRoundInt(x.data_ptr<float>(), x.numel(), static_cast<float>(scale), static_cast<float>(qmin),
-                          static_cast<float>(qmax), key, y.data_ptr<float>());
+  if (x.is_cuda()) {
+    internal::StochasticRoundIntCuda(x.device(), x.data_ptr<float>(), x.numel(), static_cast<float>(scale),
+                                     static_cast<float>(qmin), static_cast<float>(qmax), key, y.data_ptr<float>());
+  } else {
+    cpu::StochasticRoundInt(x.data_ptr<float>(), x.numel(), static_cast<float>(scale), static_cast<float>(qmin),
+                            static_cast<float>(qmax), key, y.data_ptr<float>());
+  }
   return y;
 }
 
 at::Tensor StochasticRoundMiniFloat(const at::Tensor& x, double scale, MiniFloat format, uint64_t key) {
   internal::CheckTensor("StochasticRoundMiniFloat", "x", x, at::kFloat);
-  CheckCpu("StochasticRoundMiniFloat", x);
   TORCH_CHECK(scale > 0, "StochasticRoundMiniFloat: scale must be > 0, got ", scale);
   at::Tensor y = at::empty_like(x);
-  cpu::StochasticRoundMiniFloat(x.data_ptr<float>(), x.numel(), static_cast<float>(scale), format, key,
-                                y.data_ptr<float>());
+  if (x.is_cuda()) {
+    internal::StochasticRoundMiniFloatCuda(x.device(), x.data_ptr<float>(), x.numel(), static_cast<float>(scale),
+                                           format, key, y.data_ptr<float>());
+  } else {
+    cpu::StochasticRoundMiniFloat(x.data_ptr<float>(), x.numel(), static_cast<float>(scale), format, key,
+                                  y.data_ptr<float>());
+  }
   return y;
 }
 
 void FastWalshHadamard_(at::Tensor& x, int64_t block) {
   internal::CheckTensor("FastWalshHadamard_", "x", x, at::kFloat);
-  CheckCpu("FastWalshHadamard_", x);
   TORCH_CHECK(x.dim() >= 1, "FastWalshHadamard_: x must have at least one dimension");
   const int64_t cols = x.size(-1);
   TORCH_CHECK(block >= 1 && (block & (block - 1)) == 0 && cols % block == 0, "FastWalshHadamard_: block must be ",
               "a power of two dividing the last dimension (", cols, "), got ", block);
   if (x.numel() == 0) return;
-  cpu::FastWalshHadamard(x.data_ptr<float>(), x.numel() / cols, cols, block);
+  if (x.is_cuda()) {
+    internal::FastWalshHadamardCuda(x.device(), x.data_ptr<float>(), x.numel() / cols, cols, block);
+  } else {
+    cpu::FastWalshHadamard(x.data_ptr<float>(), x.numel() / cols, cols, block);
+  }
 }
 
 }  // namespace lowbit::kernels

@@ -1,6 +1,6 @@
-// Fake quantization for quantization-aware training, CPU (CUDA tensors are
-// refused with a clear error for now). The arithmetic is described in
-// kernels/cpu/fake_quant.h; the estimators built on it are in qat/.
+// Fake quantization for quantization-aware training, CPU or CUDA (bitwise
+// twins). The arithmetic is described in kernels/cpu/fake_quant.h; the
+// estimators built on it are in qat/.
 //
 //   at::Tensor mask;
 //   ScaleLayout per_channel{ScaleLayout::kPerChannel, /*axis=*/0};

@@ -15,11 +15,7 @@
 
 namespace lowbit::kernels::cpu {
 
-struct Groups {
-  int64_t n;
-  int64_t inner;
-  int64_t groups;
-};
+using Groups = QuantGroups;
 
 // y = (clamp(zp + nearbyint((x - offset) / s), qmin, qmax) - zp) * s + offset,
 // per group. zero_point and offset may be null (0). mask (may be null) gets

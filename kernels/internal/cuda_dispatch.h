@@ -9,6 +9,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "lowbit/kernels/internal/fake_quant_math.h"
 #include "lowbit/kernels/optim8bit.h"
 #include "lowbit/kernels/quantize.h"
 
@@ -34,5 +35,23 @@ void DequantizeDynamicCuda(const at::Tensor& codes, const at::Tensor& absmax, bo
                            at::Tensor& out);
 void FusedOptimizerStepCuda(const OptimStepArgs& args, at::Tensor& param, const at::Tensor& grad, OptimState* m,
                             OptimState* v, int64_t block);
+
+// Fake quantization (kernels/cuda/fake_quant.cuh) on `device`'s current
+// stream; the pointers are that device's.
+void FakeQuantIntCuda(const at::Device& device, const float* x, QuantGroups g, const float* scale,
+                      const float* zero_point, const float* offset, float qmin, float qmax, float* y, uint8_t* mask,
+                      float* codes);
+void FakeQuantIntBackwardCuda(const at::Device& device, const float* x, const float* dy, QuantGroups g,
+                              const float* scale, const float* zero_point, const float* offset, float qmin,
+                              float qmax, float* dx, float* dscale, float* doffset);
+void FakeQuantMiniFloatCuda(const at::Device& device, const float* x, QuantGroups g, const float* scale,
+                            MiniFloat f, float* y, uint8_t* mask);
+void QuestQuantizeRowsCuda(const at::Device& device, const float* x, int64_t rows, int64_t cols, float clip_factor,
+                           int bits, float* y, uint8_t* mask, float* clips);
+void StochasticRoundIntCuda(const at::Device& device, const float* x, int64_t n, float scale, float qmin, float qmax,
+                            uint64_t key, float* y);
+void StochasticRoundMiniFloatCuda(const at::Device& device, const float* x, int64_t n, float scale, MiniFloat f,
+                                  uint64_t key, float* y);
+void FastWalshHadamardCuda(const at::Device& device, float* x, int64_t rows, int64_t cols, int64_t block);
 
 }  // namespace lowbit::kernels::internal

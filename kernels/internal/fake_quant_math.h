@@ -14,6 +14,14 @@
 
 namespace lowbit::kernels {
 
+// Element i of n uses the scale (zero point, offset) of group
+// (i / inner) % groups; see kernels/cpu/fake_quant.h.
+struct QuantGroups {
+  int64_t n;
+  int64_t inner;
+  int64_t groups;
+};
+
 // One element on an integer grid. `code` gets the clamped integer level,
 // `inside` whether x was representable without clipping.
 LOWBIT_HOST_DEVICE float FakeQuantIntOne(float x, float scale, float inv_scale, float zero_point, float qmin,

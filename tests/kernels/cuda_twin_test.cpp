@@ -8,11 +8,13 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include "lowbit/kernels/cpu/fake_quant.h"
 #include "lowbit/kernels/cpu/optim8bit.h"
 #include "lowbit/kernels/cpu/quantize.h"
 #include "lowbit/kernels/cpu/scale.h"
 #include "lowbit/kernels/cpu/sign.h"
 #include "lowbit/kernels/cpu/topk.h"
+#include "lowbit/kernels/cuda/fake_quant.cuh"
 #include "lowbit/kernels/cuda/optim8bit.cuh"
 #include "lowbit/kernels/cuda/quantize.cuh"
 #include "lowbit/kernels/cuda/scale.cuh"
@@ -254,6 +256,92 @@ TEST(CudaTwin, FusedOptimizerStepsMatchCpuBitwise) {
       if (r.m) EXPECT_EQ(dm32.Host(n), m32);
       if (r.v) EXPECT_EQ(dv32.Host(n), v32);
     }
+  }
+}
+
+// Fake quantization: per-channel int grids with zero points and offsets
+// (values, masks, codes, LSQ gradients), mini-floats, QuEST rows, stochastic
+// rounding and the Walsh-Hadamard transform, bitwise against the CPU.
+TEST(CudaTwin, FakeQuantMatchesCpuBitwise) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  namespace cpu = lowbit::kernels::cpu;
+  namespace cu = lowbit::kernels::cuda;
+  const int64_t rows = 37, cols = 256, n = rows * cols;
+  std::vector<float> x = Normal(n, 21), dy = Normal(n, 22);
+  for (auto& v : x) v *= 3;
+  std::vector<float> scale(rows), zp(rows), offset(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    scale[r] = 0.05f + 0.01f * r;
+    zp[r] = static_cast<float>(r % 9);
+    offset[r] = 0.1f * (r % 5) - 0.2f;
+  }
+  const lowbit::kernels::QuantGroups g{n, cols, rows};
+  DeviceBuffer<float> dx(x), ddy(dy), ds(scale), dzp(zp), doff(offset);
+  for (bool with_offset : {false, true}) {
+    std::vector<float> y(n), codes(n);
+    std::vector<uint8_t> mask(n);
+    cpu::FakeQuantInt(x.data(), g, scale.data(), zp.data(), with_offset ? offset.data() : nullptr, 0, 15, y.data(),
+                      mask.data(), codes.data());
+    DeviceBuffer<float> gy(n), gcodes(n);
+    DeviceBuffer<uint8_t> gmask(n);
+    ASSERT_EQ(cu::FakeQuantInt(dx.ptr, g, ds.ptr, dzp.ptr, with_offset ? doff.ptr : nullptr, 0, 15, gy.ptr, gmask.ptr,
+                               gcodes.ptr, nullptr),
+              cudaSuccess);
+    EXPECT_EQ(gy.Host(n), y);
+    EXPECT_EQ(gmask.Host(n), mask);
+    EXPECT_EQ(gcodes.Host(n), codes);
+    std::vector<float> gx(n), gs(n), gb(n);
+    cpu::FakeQuantIntBackward(x.data(), dy.data(), g, scale.data(), zp.data(), with_offset ? offset.data() : nullptr,
+                              0, 15, gx.data(), gs.data(), gb.data());
+    DeviceBuffer<float> dgx(n), dgs(n), dgb(n);
+    ASSERT_EQ(cu::FakeQuantIntBackward(dx.ptr, ddy.ptr, g, ds.ptr, dzp.ptr, with_offset ? doff.ptr : nullptr, 0, 15,
+                                       dgx.ptr, dgs.ptr, dgb.ptr, nullptr),
+              cudaSuccess);
+    EXPECT_EQ(dgx.Host(n), gx);
+    EXPECT_EQ(dgs.Host(n), gs);
+    EXPECT_EQ(dgb.Host(n), gb);
+  }
+  for (auto f : {lowbit::kernels::MiniFloatE4M3(), lowbit::kernels::MiniFloatE5M2(), lowbit::kernels::MiniFloatE2M1()}) {
+    std::vector<float> y(n);
+    std::vector<uint8_t> mask(n);
+    cpu::FakeQuantMiniFloat(x.data(), g, scale.data(), f, y.data(), mask.data());
+    DeviceBuffer<float> gy(n);
+    DeviceBuffer<uint8_t> gmask(n);
+    ASSERT_EQ(cu::FakeQuantMiniFloat(dx.ptr, g, ds.ptr, f, gy.ptr, gmask.ptr, nullptr), cudaSuccess);
+    EXPECT_EQ(gy.Host(n), y) << "e" << f.exp_bits << "m" << f.man_bits;
+    EXPECT_EQ(gmask.Host(n), mask);
+    std::vector<float> sr(n);
+    cpu::StochasticRoundMiniFloat(x.data(), n, 0.5f, f, 99, sr.data());
+    DeviceBuffer<float> gsr(n);
+    ASSERT_EQ(cu::StochasticRoundMiniFloat(dx.ptr, n, 0.5f, f, 99, gsr.ptr, nullptr), cudaSuccess);
+    EXPECT_EQ(gsr.Host(n), sr);
+  }
+  for (int bits : {1, 4, 8}) {
+    std::vector<float> y(n), clips(rows);
+    std::vector<uint8_t> mask(n);
+    cpu::QuestQuantizeRows(x.data(), rows, cols, 2.5f, bits, y.data(), mask.data(), clips.data());
+    DeviceBuffer<float> gy(n), gclips(rows);
+    DeviceBuffer<uint8_t> gmask(n);
+    ASSERT_EQ(cu::QuestQuantizeRows(dx.ptr, rows, cols, 2.5f, bits, gy.ptr, gmask.ptr, gclips.ptr, nullptr),
+              cudaSuccess);
+    EXPECT_EQ(gclips.Host(rows), clips) << "bits " << bits;
+    EXPECT_EQ(gy.Host(n), y) << "bits " << bits;
+    EXPECT_EQ(gmask.Host(n), mask) << "bits " << bits;
+  }
+  {
+    std::vector<float> y(n);
+    cpu::StochasticRoundInt(x.data(), n, 0.1f, -128, 127, 1234, y.data());
+    DeviceBuffer<float> gy(n);
+    ASSERT_EQ(cu::StochasticRoundInt(dx.ptr, n, 0.1f, -128, 127, 1234, gy.ptr, nullptr), cudaSuccess);
+    EXPECT_EQ(gy.Host(n), y);
+  }
+  for (int64_t block : {1, 32, 128, 8192}) {
+    const int64_t hrows = 3, hcols = 8192;
+    std::vector<float> h = Normal(hrows * hcols, 23);
+    DeviceBuffer<float> dh(h);
+    cpu::FastWalshHadamard(h.data(), hrows, hcols, block);
+    ASSERT_EQ(cu::FastWalshHadamard(dh.ptr, hrows, hcols, block, nullptr), cudaSuccess);
+    EXPECT_EQ(dh.Host(hrows * hcols), h) << "block " << block;
   }
 }
 
