@@ -106,10 +106,7 @@ void QuestQuantizeRows(const float* x, int64_t rows, int64_t cols, float clip_fa
 void StochasticRoundInt(const float* x, int64_t n, float scale, float qmin, float qmax, uint64_t key, float* y) {
   const float inv = 1.0f / scale;
   at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const float q = floorf(x[i] * inv + Uniform(key, i));
-      y[i] = fminf(fmaxf(q, qmin), qmax) * scale;
-    }
+    for (int64_t i = begin; i < end; ++i) y[i] = StochasticRoundIntOne(x[i], scale, inv, qmin, qmax, Uniform(key, i));
   });
 }
 

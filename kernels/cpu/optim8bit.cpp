@@ -72,7 +72,7 @@ bool BuildDynamicCode(bool is_signed, DynamicCode* out) {
       if (inside - below > 1) return false;
       uint32_t threshold = kNoMidpoint;
       if (inside - below == 1) {
-        const uint32_t mid_bits = kernels::internal::FloatBits(*below);
+        const uint32_t mid_bits = kernels::FloatBits(*below);
         // A midpoint inside the cell shares its sign, exponent and top mantissa bits.
         if (static_cast<uint32_t>(kernels::internal::CellOf(mid_bits)) != static_cast<uint32_t>(sign * kCodeCells + c)) {
           return false;

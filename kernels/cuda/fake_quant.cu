@@ -95,10 +95,7 @@ __global__ void QuestRowsKernel(const float* __restrict__ x, int64_t rows, int64
 
 __global__ void StochasticRoundIntKernel(const float* __restrict__ x, int64_t n, float scale, float inv, float qmin,
                                          float qmax, uint64_t key, float* __restrict__ y) {
-  LOWBIT_GRID_STRIDE(i, n) {
-    const float q = floorf(x[i] * inv + Uniform(key, i));
-    y[i] = fminf(fmaxf(q, qmin), qmax) * scale;
-  }
+  LOWBIT_GRID_STRIDE(i, n) { y[i] = StochasticRoundIntOne(x[i], scale, inv, qmin, qmax, Uniform(key, i)); }
 }
 
 __global__ void StochasticRoundMiniFloatKernel(const float* __restrict__ x, int64_t n, float scale, MiniFloat f,

@@ -64,8 +64,8 @@ __global__ void Step8bitKernel(OptimStepArgs a, float* __restrict__ p, const flo
       if (kM) m[k] = signed_code->values[m_codes[i]] * m_scale;
       if (kV) v[k] = unsigned_code->values[v_codes[i]] * v_scale;
       p[i] = internal::UpdateOne<R>(a, kM, p[i], internal::FiniteOrZero(g[i]) * a.grad_scale, m[k], v[k]);
-      m_bits = max(m_bits, internal::FloatBits(m[k]) & 0x7FFFFFFFu);
-      v_bits = max(v_bits, internal::FloatBits(v[k]) & 0x7FFFFFFFu);
+      m_bits = max(m_bits, FloatBits(m[k]) & 0x7FFFFFFFu);
+      v_bits = max(v_bits, FloatBits(v[k]) & 0x7FFFFFFFu);
     }
     // Everyone has read the old absmax before the reductions' barriers.
     const float m_new = __uint_as_float(kM ? BlockMaxBits(m_bits, shared) : 0u);

@@ -10,7 +10,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "lowbit/kernels/internal/host_device.h"
+#include "lowbit/kernels/internal/host_device.h"  // FloatBits, BitsFloat
 
 namespace lowbit::kernels {
 
@@ -22,16 +22,48 @@ struct QuantGroups {
   int64_t groups;
 };
 
+// Round to nearest, ties to even, for |v| <= 2^22: adding and removing
+// 1.5 * 2^23 leaves no fraction bits, and the hardware rounds as nearbyint
+// does in the default mode. Plain adds, so the loops vectorise (nearbyintf
+// is a library call without SSE4.1). Callers clamp v into range first.
+LOWBIT_HOST_DEVICE float RoundHalfEven(float v) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  return (v + kMagic) - kMagic;
+}
+
+// min(max(v, lo), hi) with comparisons, not fminf/fmaxf (library calls
+// unless NaN semantics are relaxed); NaN becomes lo.
+LOWBIT_HOST_DEVICE float Clamp(float v, float lo, float hi) {
+  v = v > lo ? v : lo;
+  return v < hi ? v : hi;
+}
+
+// floor(t) for |t| < 2^31 (callers clamp; NaN is theirs to handle): the
+// integer truncation, minus one where it rounded up. Integer arithmetic on
+// the comparison, so no branch (t's fraction is random in stochastic
+// rounding, and a float select compiles to a mispredicted jump) and the
+// loops vectorise; floorf is a library call without SSE4.1.
+LOWBIT_HOST_DEVICE float FloorSmall(float t) {
+  const int32_t i = static_cast<int32_t>(t);
+  return static_cast<float>(i - static_cast<int32_t>(static_cast<float>(i) > t));
+}
+
+// Unbiased stochastic rounding of x onto scale * [qmin, qmax] with the draw u.
+LOWBIT_HOST_DEVICE float StochasticRoundIntOne(float x, float scale, float inv_scale, float qmin, float qmax, float u) {
+  const float t = Clamp(x * inv_scale + u, -4194304.0f, 4194304.0f);
+  return Clamp(FloorSmall(t), qmin, qmax) * scale;
+}
+
 // One element on an integer grid. `code` gets the clamped integer level,
 // `inside` whether x was representable without clipping.
 LOWBIT_HOST_DEVICE float FakeQuantIntOne(float x, float scale, float inv_scale, float zero_point, float qmin,
                                          float qmax, float* code, bool* inside) {
-  // Rounded level in float; clamped before any integer conversion so NaN and
-  // huge values are defined (NaN goes below qmin, as ATen's int64 cast does).
-  float q = zero_point + nearbyintf(x * inv_scale);
-  q = fminf(fmaxf(q, qmin - 1.0f), qmax + 1.0f);
+  // Clamped before rounding: levels beyond +-2^22 clamp to the grid anyway,
+  // and NaN goes below qmin, as ATen's int64 cast does.
+  const float v = Clamp(x * inv_scale, -4194304.0f, 4194304.0f);
+  const float q = Clamp(zero_point + RoundHalfEven(v), qmin - 1.0f, qmax + 1.0f);
   *inside = q >= qmin && q <= qmax;
-  const float c = fminf(fmaxf(q, qmin), qmax);
+  const float c = Clamp(q, qmin, qmax);
   *code = c;
   return (c - zero_point) * scale;
 }
@@ -49,18 +81,23 @@ LOWBIT_HOST_DEVICE MiniFloat MiniFloatE4M3() { return {4, 3, 448.0f}; }
 LOWBIT_HOST_DEVICE MiniFloat MiniFloatE5M2() { return {5, 2, 57344.0f}; }
 LOWBIT_HOST_DEVICE MiniFloat MiniFloatE2M1() { return {2, 1, 6.0f}; }
 
+// The spacing of format f's values around a (>= 0, < max): 2^(e - man_bits)
+// with e = max(floor(log2 a), 1 - bias). From the exponent bits, no calls.
+LOWBIT_HOST_DEVICE float MiniFloatStep(float a, MiniFloat f) {
+  const int min_exp = 2 - (1 << (f.exp_bits - 1));  // 1 - bias: below it, subnormals
+  int e = static_cast<int>((FloatBits(a) >> 23) & 0xFFu) - 127;
+  if (e < min_exp) e = min_exp;
+  return BitsFloat(static_cast<uint32_t>(e - f.man_bits + 127) << 23);
+}
+
 // Nearest value of the format (ties to even), saturating at +-max_value.
 LOWBIT_HOST_DEVICE float RoundToMiniFloat(float x, MiniFloat f) {
   const float a = fabsf(x);
   if (!(a < f.max_value)) return x != x ? x : copysignf(f.max_value, x);  // NaN stays NaN
-  if (a == 0.0f) return x;
-  const int min_exp = 2 - (1 << (f.exp_bits - 1));  // 1 - bias: below it, subnormals
-  int e = ilogbf(a);
-  if (e < min_exp) e = min_exp;
-  // Spacing of the format at this binade; a power of two, so a / step is exact.
-  const float step = ldexpf(1.0f, e - f.man_bits);
-  const float r = fminf(nearbyintf(a / step) * step, f.max_value);
-  return copysignf(r, x);
+  // a / step is exact (a power of two) and below 2^(man_bits + 2).
+  const float step = MiniFloatStep(a, f);
+  const float r = RoundHalfEven(a / step) * step;
+  return copysignf(r < f.max_value ? r : f.max_value, x);
 }
 
 // Stochastic rounding to the format: down or up to the neighbouring values
@@ -68,12 +105,9 @@ LOWBIT_HOST_DEVICE float RoundToMiniFloat(float x, MiniFloat f) {
 LOWBIT_HOST_DEVICE float StochasticRoundToMiniFloat(float x, MiniFloat f, float u) {
   const float a = fabsf(x);
   if (!(a < f.max_value)) return x != x ? x : copysignf(f.max_value, x);
-  if (a == 0.0f) return x;
-  const int min_exp = 2 - (1 << (f.exp_bits - 1));
-  int e = ilogbf(a);
-  if (e < min_exp) e = min_exp;
-  const float step = ldexpf(1.0f, e - f.man_bits);
-  return copysignf(fminf(floorf(a / step + u) * step, f.max_value), x);
+  const float step = MiniFloatStep(a, f);
+  const float r = FloorSmall(a / step + u) * step;
+  return copysignf(r < f.max_value ? r : f.max_value, x);
 }
 
 // One element on a scaled mini-float grid: y = s * RoundToMiniFloat(x / s).
@@ -87,8 +121,7 @@ LOWBIT_HOST_DEVICE float FakeQuantMiniFloatOne(float x, float scale, MiniFloat f
 // [-c, c], c = the row's clip value; step = 2c / (2^bits - 1). Returns the
 // level and whether |level - x| <= step / 2 (the trust mask).
 LOWBIT_HOST_DEVICE float QuestGridOne(float x, float clip, float step, float levels_minus_1, bool* trusted) {
-  float k = nearbyintf((x + clip) / step);
-  k = fminf(fmaxf(k, 0.0f), levels_minus_1);
+  const float k = Clamp(RoundHalfEven(Clamp((x + clip) / step, -1.0f, levels_minus_1 + 1.0f)), 0.0f, levels_minus_1);
   const float y = k * step - clip;
   *trusted = fabsf(y - x) <= 0.5f * step;
   return y;

@@ -66,16 +66,6 @@ LOWBIT_HOST_DEVICE bool IsOptimBlock(int64_t block) {
 
 namespace internal {
 
-LOWBIT_HOST_DEVICE uint32_t FloatBits(float x) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(x);
-#else
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  return bits;
-#endif
-}
-
 LOWBIT_HOST_DEVICE int32_t CellOf(uint32_t bits) {
   const int32_t key = static_cast<int32_t>((bits >> (23 - kCellMantissaBits)) & 0x7FFFu) -
                       (kCellLowExponent << kCellMantissaBits);

@@ -17,7 +17,7 @@ inline float FloatFromBits(uint32_t bits) {
 uint32_t AbsMaxBits(const float* x, int64_t n) {
   uint32_t m = 0;
   for (int64_t j = 0; j < n; ++j) {
-    const uint32_t a = kernels::internal::FloatBits(x[j]) & 0x7FFFFFFFu;
+    const uint32_t a = kernels::FloatBits(x[j]) & 0x7FFFFFFFu;
     m = a > m ? a : m;
   }
   return m;
