@@ -8,7 +8,7 @@
 // output row; per group: groups of the fan-in); activations as they come,
 // with channels on dimension 1. In training the observers update and the
 // LSQ/PACT parameters initialise from the first batch they see (call it on
-// the same batch on every rank, see qat/prepare.h Calibrate); in eval mode an
+// the same batch on every rank: the calibration forward in qat/prepare.h); in eval mode an
 // activation quantizer uses its stored scale.
 //
 //   FakeQuantizer wq(config, /*num_scales=*/out_features, /*is_weight=*/true);
