@@ -30,6 +30,14 @@ k::ScaleLayout LoadLayout(AutogradContext* ctx) {
 
 at::Tensor Detached(const at::Tensor& t) { return t.defined() ? t.detach() : t; }
 
+// Backward of an STE forward: dy, masked by the saved inside-mask when the
+// forward was clipped; no gradient for the `inputs` - 1 other arguments.
+variable_list SteBackward(AutogradContext* ctx, const at::Tensor& dy, int inputs) {
+  variable_list out(inputs);
+  out[0] = ctx->saved_data["clipped"].toBool() ? dy * ctx->get_saved_variables()[0] : dy;
+  return out;
+}
+
 // Optional tensors cross Function::apply as c10::optional: LibTorch 1.13
 // records a device for every at::Tensor argument, which an undefined one lacks.
 using OptTensor = c10::optional<at::Tensor>;
@@ -47,11 +55,7 @@ struct SteFunction : torch::autograd::Function<SteFunction> {
     ctx->saved_data["clipped"] = clipped;
     return y;
   }
-  static variable_list backward(AutogradContext* ctx, variable_list grad) {
-    at::Tensor dx = grad[0];
-    if (ctx->saved_data["clipped"].toBool()) dx = dx * ctx->get_saved_variables()[0];
-    return {dx, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad) { return SteBackward(ctx, grad[0], 8); }
 };
 
 struct MiniFloatSteFunction : torch::autograd::Function<MiniFloatSteFunction> {
@@ -65,11 +69,7 @@ struct MiniFloatSteFunction : torch::autograd::Function<MiniFloatSteFunction> {
     ctx->saved_data["clipped"] = clipped;
     return y;
   }
-  static variable_list backward(AutogradContext* ctx, variable_list grad) {
-    at::Tensor dx = grad[0];
-    if (ctx->saved_data["clipped"].toBool()) dx = dx * ctx->get_saved_variables()[0];
-    return {dx, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad) { return SteBackward(ctx, grad[0], 7); }
 };
 
 struct LsqFunction : torch::autograd::Function<LsqFunction> {

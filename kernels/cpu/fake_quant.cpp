@@ -60,13 +60,10 @@ void FakeQuantIntBackward(const float* x, const float* dy, Groups g, const float
     const float zp = zero_point != nullptr ? zero_point[k] : 0.0f;
     const float b = offset != nullptr ? offset[k] : 0.0f;
     for (int64_t i = begin; i < end; ++i) {
-      float code;
-      bool inside;
-      const float xi = x[i] - b;
-      const float yi = FakeQuantIntOne(xi, s, inv, zp, qmin, qmax, &code, &inside);
-      dx[i] = inside ? dy[i] : 0.0f;
-      if (dscale != nullptr) dscale[i] = dy[i] * (inside ? (yi - xi) * inv : code - zp);
-      if (doffset != nullptr) doffset[i] = inside ? 0.0f : dy[i];
+      const IntGrads d = FakeQuantIntGradOne(x[i], dy[i], s, inv, zp, b, qmin, qmax);
+      dx[i] = d.dx;
+      if (dscale != nullptr) dscale[i] = d.dscale;
+      if (doffset != nullptr) doffset[i] = d.doffset;
     }
   });
 }

@@ -44,13 +44,10 @@ __global__ void FakeQuantIntBackwardKernel(const float* __restrict__ x, const fl
     const float s = scale[k], inv = 1.0f / s;
     const float zp = zero_point != nullptr ? zero_point[k] : 0.0f;
     const float b = offset != nullptr ? offset[k] : 0.0f;
-    float code;
-    bool inside;
-    const float xi = x[i] - b;
-    const float yi = FakeQuantIntOne(xi, s, inv, zp, qmin, qmax, &code, &inside);
-    dx[i] = inside ? dy[i] : 0.0f;
-    if (dscale != nullptr) dscale[i] = dy[i] * (inside ? (yi - xi) * inv : code - zp);
-    if (doffset != nullptr) doffset[i] = inside ? 0.0f : dy[i];
+    const IntGrads d = FakeQuantIntGradOne(x[i], dy[i], s, inv, zp, b, qmin, qmax);
+    dx[i] = d.dx;
+    if (dscale != nullptr) dscale[i] = d.dscale;
+    if (doffset != nullptr) doffset[i] = d.doffset;
   }
 }
 

@@ -68,6 +68,21 @@ LOWBIT_HOST_DEVICE float FakeQuantIntOne(float x, float scale, float inv_scale, 
   return (c - zero_point) * scale;
 }
 
+// The gradients of one element of FakeQuantIntOne with offset b (x is the
+// raw input): dx = dy inside the grid, else 0; LSQ's per-element step term
+// dy * ((y - x) / s inside, level - zp outside); the offset's dy outside.
+struct IntGrads {
+  float dx, dscale, doffset;
+};
+LOWBIT_HOST_DEVICE IntGrads FakeQuantIntGradOne(float x, float dy, float scale, float inv_scale, float zero_point,
+                                                float offset, float qmin, float qmax) {
+  float code;
+  bool inside;
+  const float xi = x - offset;
+  const float yi = FakeQuantIntOne(xi, scale, inv_scale, zero_point, qmin, qmax, &code, &inside);
+  return {inside ? dy : 0.0f, dy * (inside ? (yi - xi) * inv_scale : code - zero_point), inside ? 0.0f : dy};
+}
+
 // A mini-float format: exponent bits, mantissa bits, largest finite value.
 struct MiniFloat {
   int exp_bits;
