@@ -9,9 +9,12 @@
 #include "lowbit/comm/hooks.h"
 #include "lowbit/comm/lgreco.h"
 #include "lowbit/comm/local_process_group.h"
+#include "lowbit/tests/common/expect_error.h"
 
 namespace lowbit::comm {
 namespace {
+
+using lowbit::testing::ExpectError;
 
 // The cheapest total size over all C^L choices whose binned error fits.
 std::optional<int64_t> BruteForce(const LayerChoiceProblem& p) {
@@ -108,16 +111,6 @@ TEST(LGreCoDp, ErrorBinsRoundUp) {
   EXPECT_EQ(ErrorBins(1.0, 1.0, 100), 100);
   EXPECT_EQ(ErrorBins(1.5, 1.0, 100), 101);  // alone over the budget
   EXPECT_EQ(ErrorBins(1e300, 1e-300, 100), 101);
-}
-
-template <typename F>
-void ExpectError(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one mentioning '" << needle << "'";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 TEST(LGreCoBadInput, ClearErrors) {

@@ -5,11 +5,14 @@
 
 #include "lowbit/comm/process_group.h"
 #include "lowbit/tests/common/test_env.h"
+#include "lowbit/tests/common/expect_error.h"
 
 namespace lowbit::comm {
 namespace {
 
-using testing::Pg;
+using lowbit::testing::ExpectError;
+
+using lowbit::testing::Pg;
 
 class ProcessGroupTest : public ::testing::Test {
  protected:
@@ -132,15 +135,6 @@ TEST_F(ProcessGroupTest, TrafficCountersFollowPayload) {
   EXPECT_EQ(after.bytes_sent - before.bytes_sent, size > 1 ? 400 : 0);
   EXPECT_EQ(after.bytes_received - before.bytes_received, size > 1 ? 400 : 0);
   EXPECT_EQ(after.collectives - before.collectives, 1);
-}
-
-void ExpectError(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an error mentioning '" << needle << "'";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 TEST_F(ProcessGroupTest, BadInputsAreRefusedBeforeCommunicating) {

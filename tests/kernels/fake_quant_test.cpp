@@ -11,9 +11,12 @@
 #include <vector>
 
 #include "lowbit/kernels/fake_quant.h"
+#include "lowbit/tests/common/expect_error.h"
 
 namespace lowbit::kernels {
 namespace {
+
+using lowbit::testing::ExpectError;
 
 // Random values plus the edges: exact grid points, half-way ties, +-0 and
 // values just outside the grid. (Values so large that x / s overflows int64
@@ -49,7 +52,7 @@ TEST(FakeQuantKernelTest, PerTensorIsBitEqualToATen) {
     at::Tensor mask;
     at::Tensor got = FakeQuantizeInt(x, torch::tensor({static_cast<float>(g.scale)}),
                                      torch::tensor({static_cast<float>(g.zp)}), {}, g.qmin, g.qmax, {}, &mask);
-    SCOPED_TRACE(testing::Message() << "scale " << g.scale << " zp " << g.zp << " [" << g.qmin << ", " << g.qmax << "]");
+    SCOPED_TRACE(::testing::Message() << "scale " << g.scale << " zp " << g.zp << " [" << g.qmin << ", " << g.qmax << "]");
     ExpectBitEqual(got, want);
     EXPECT_TRUE(torch::equal(mask, want_mask));
   }
@@ -74,7 +77,7 @@ TEST(FakeQuantKernelTest, PerChannelIsBitEqualToATen) {
     at::Tensor want = at::fake_quantize_per_channel_affine(x, scale, zp, axis, 0, 255);
     at::Tensor got = FakeQuantizeInt(x, scale, zp.to(torch::kFloat), {}, 0, 255,
                                      {ScaleLayout::kPerChannel, axis, 0});
-    SCOPED_TRACE(testing::Message() << "axis " << axis);
+    SCOPED_TRACE(::testing::Message() << "axis " << axis);
     ExpectBitEqual(got, want);
   }
 }
@@ -231,24 +234,16 @@ TEST(FakeQuantKernelTest, StochasticRoundingIsUnbiasedAndOnTheGrid) {
 
 TEST(FakeQuantKernelTest, BadInputsNameTheProblem) {
   at::Tensor x = torch::randn({4, 6});
-  auto expect_error = [](const std::function<void()>& f, const std::string& needle) {
-    try {
-      f();
-      ADD_FAILURE() << "no error; expected one mentioning " << needle;
-    } catch (const c10::Error& e) {
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    }
-  };
-  expect_error([&] { FakeQuantizeInt(x, torch::tensor({0.0f}), {}, {}, -8, 7, {}); }, "scale must be > 0");
-  expect_error([&] { FakeQuantizeInt(x, torch::tensor({-1.0f}), {}, {}, -8, 7, {}); }, "got min -1");
-  expect_error([&] { FakeQuantizeInt(x, torch::ones({4}), {}, {}, -8, 7, {ScaleLayout::kPerGroup, 0, 4}); },
+  ExpectError([&] { FakeQuantizeInt(x, torch::tensor({0.0f}), {}, {}, -8, 7, {}); }, "scale must be > 0");
+  ExpectError([&] { FakeQuantizeInt(x, torch::tensor({-1.0f}), {}, {}, -8, 7, {}); }, "got min -1");
+  ExpectError([&] { FakeQuantizeInt(x, torch::ones({4}), {}, {}, -8, 7, {ScaleLayout::kPerGroup, 0, 4}); },
                "group_size must divide the last dimension (6), got 4");
-  expect_error([&] { FakeQuantizeInt(x, torch::ones({3}), {}, {}, -8, 7, {ScaleLayout::kPerChannel, 0, 0}); },
+  ExpectError([&] { FakeQuantizeInt(x, torch::ones({3}), {}, {}, -8, 7, {ScaleLayout::kPerChannel, 0, 0}); },
                "scale must have 4 elements, got 3");
-  expect_error([&] { FakeQuantizeInt(x, torch::ones({1}), {}, {}, 7, 7, {}); }, "qmin must be < qmax");
-  expect_error([&] { FakeQuantizeInt(x.to(torch::kDouble), torch::ones({1}), {}, {}, 0, 7, {}); }, "x must be Float");
+  ExpectError([&] { FakeQuantizeInt(x, torch::ones({1}), {}, {}, 7, 7, {}); }, "qmin must be < qmax");
+  ExpectError([&] { FakeQuantizeInt(x.to(torch::kDouble), torch::ones({1}), {}, {}, 0, 7, {}); }, "x must be Float");
   at::Tensor mask;
-  expect_error([&] { QuestQuantizeRows(x, 2.5, 9, &mask); }, "bits must be in [1, 8], got 9");
+  ExpectError([&] { QuestQuantizeRows(x, 2.5, 9, &mask); }, "bits must be in [1, 8], got 9");
 }
 
 }  // namespace

@@ -14,9 +14,12 @@
 
 #include "lowbit/optimizers/optim_8bit.h"
 #include "lowbit/optimizers/stable_embedding.h"
+#include "lowbit/tests/common/expect_error.h"
 
 namespace lowbit::optim {
 namespace {
+
+using lowbit::testing::ExpectError;
 
 // Linear regression y = X w* + noise, 64 inputs x 96 outputs (6144 weights:
 // above min_8bit_size, so the weight gets 8-bit state; the bias stays fp32).
@@ -423,15 +426,6 @@ TEST(Optimizers8bit, KeepFp32StateAndStableEmbedding) {
   Lion8bit lion({plain});
   lion.step();
   EXPECT_FALSE(lion.Is8bit(plain));
-}
-
-void ExpectError(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; wanted one containing '" << needle << "'";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
 }
 
 TEST(Optimizers8bit, BadSettingsAreNamed) {

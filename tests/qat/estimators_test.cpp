@@ -50,7 +50,7 @@ TEST(EstimatorsTest, LsqGradientsEqualATensLearnableFakeQuantize) {
     at::Tensor y = FakeQuantLsq(x, s, {}, qmin, qmax, {}, factor);
     EXPECT_TRUE(torch::equal(y.detach(), want.detach()));
     y.backward(dy);
-    SCOPED_TRACE(testing::Message() << "[" << qmin << ", " << qmax << "]");
+    SCOPED_TRACE(::testing::Message() << "[" << qmin << ", " << qmax << "]");
     EXPECT_TRUE(torch::equal(x.grad(), want_dx));
     EXPECT_NEAR(s.grad().item<double>(), s_ref.grad().item<double>(),
                 1e-6 * std::max(1.0, std::fabs(s_ref.grad().item<double>())));

@@ -12,9 +12,12 @@
 
 #include "lowbit/qat/convert.h"
 #include "lowbit/qat/prepare.h"
+#include "lowbit/tests/common/expect_error.h"
 
 namespace lowbit::qat {
 namespace {
+
+using lowbit::testing::ExpectError;
 
 namespace nn = torch::nn;
 
@@ -207,7 +210,7 @@ TEST(FakeQuantizerTest, LsqInitialisesFromDataAndLearnsTheStep) {
 }
 
 TEST(FakeQuantizerTest, StateIsSavedWithTheModel) {
-  const std::string path = testing::TempDir() + "qat_state.pt";
+  const std::string path = ::testing::TempDir() + "qat_state.pt";
   for (const std::string preset : {"w4a4_lsq", "w8a8"}) {
     torch::manual_seed(5);
     Net a;
@@ -275,7 +278,7 @@ TEST(LowBitTrainingTest, ForwardOperandsAreInt8AndWeightGradientIsUnbiased) {
   EXPECT_TRUE(torch::allclose(sum / draws, exact, 0, 0.03 * exact.abs().max().item<double>()));
 }
 
-class ConvertTest : public testing::TestWithParam<std::string> {};
+class ConvertTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ConvertTest, IntegerModelEqualsFakeQuantModelAndSurvivesAFile) {
   const std::string preset = GetParam();
@@ -298,7 +301,7 @@ TEST_P(ConvertTest, IntegerModelEqualsFakeQuantModelAndSurvivesAFile) {
     EXPECT_LE(layer->weight_codes.max().item<int64_t>(), qmax);
   }
   ExpectBitEqual(net->forward(x), want);
-  const std::string path = testing::TempDir() + "converted_" + preset + ".lbq";
+  const std::string path = ::testing::TempDir() + "converted_" + preset + ".lbq";
   SaveQuantized(*net, path);
   torch::manual_seed(99);
   Net fresh;
@@ -315,7 +318,7 @@ TEST_P(ConvertTest, IntegerModelEqualsFakeQuantModelAndSurvivesAFile) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Presets, ConvertTest,
-                         testing::Values("w8a8", "w4a8", "w4a4_lsq", "w4a4_quest", "w2a2_quest", "w1a1_quest"));
+                         ::testing::Values("w8a8", "w4a8", "w4a4_lsq", "w4a4_quest", "w2a2_quest", "w1a1_quest"));
 
 TEST(ConvertTest, TernaryAffineAndPerGroupWeights) {
   for (int variant = 0; variant < 3; ++variant) {
@@ -360,39 +363,31 @@ TEST(ConvertTest, RefusesMiniFloatWeights) {
 }
 
 TEST(BadConfigTest, ErrorsNameTheFieldAndValue) {
-  auto expect_error = [](const std::function<void()>& f, const std::string& needle) {
-    try {
-      f();
-      ADD_FAILURE() << "no error; expected " << needle;
-    } catch (const c10::Error& e) {
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-    }
-  };
   QuantizerConfig c;
   c.bits = 9;
-  expect_error([&] { FakeQuantizer(c, 1, true); }, "bits must be in [1, 8], got 9");
+  ExpectError([&] { FakeQuantizer(c, 1, true); }, "bits must be in [1, 8], got 9");
   c.bits = 0;
-  expect_error([&] { FakeQuantizer(c, 1, true); }, "bits must be in [1, 8], got 0");
+  ExpectError([&] { FakeQuantizer(c, 1, true); }, "bits must be in [1, 8], got 0");
   c = {};
   c.granularity = Granularity::kPerGroup;
   c.group_size = 7;
-  expect_error([&] { QuantLinear(nn::Linear(16, 4), LayerConfig{c, std::nullopt, {}}); },
+  ExpectError([&] { QuantLinear(nn::Linear(16, 4), LayerConfig{c, std::nullopt, {}}); },
                "group_size must divide the fan-in (16), got 7");
   c = {};
   c.format = Format::kFp8E4M3;
   c.estimator = Estimator::kLsq;
-  expect_error([&] { FakeQuantizer(c, 1, true); }, "lsq needs an int or ternary format, got fp8_e4m3");
+  ExpectError([&] { FakeQuantizer(c, 1, true); }, "lsq needs an int or ternary format, got fp8_e4m3");
   c = {};
   c.estimator = Estimator::kPact;
   c.granularity = Granularity::kPerChannel;
-  expect_error([&] { FakeQuantizer(c, 4, false); }, "pact quantizes activations on one unsigned int grid");
+  ExpectError([&] { FakeQuantizer(c, 4, false); }, "pact quantizes activations on one unsigned int grid");
   Net net;
   QatConfig bad;
   QuantizerConfig g;
   g.granularity = Granularity::kPerGroup;
   g.group_size = 5;
   bad.layers.weight = g;
-  expect_error([&] { Prepare(*net, bad); }, "layer 'conv1'");
+  ExpectError([&] { Prepare(*net, bad); }, "layer 'conv1'");
 }
 
 }  // namespace
