@@ -49,6 +49,10 @@ int main(int argc, char** argv) {
   torch::set_num_threads(threads);
   lowbit::launch::KeepFreedMemory();
   const int64_t n = absl::GetFlag(FLAGS_floats);
+  if (n <= 0 || n % 4096 != 0) {  // per-channel rows of 4096, Hadamard rows of 1024
+    std::fprintf(stderr, "qat_bench: --floats must be a positive multiple of 4096, got %lld\n", static_cast<long long>(n));
+    return 2;
+  }
   const double bytes = static_cast<double>(n) * 4;
   at::Tensor x = torch::randn({n});
   at::Tensor copy = torch::empty({n});
