@@ -11,6 +11,7 @@
 #include "lowbit/kernels/cuda/quantize.cuh"
 #include "lowbit/kernels/cuda/scale.cuh"
 #include "lowbit/kernels/cuda/sign.cuh"
+#include "lowbit/kernels/cuda/sparse.cuh"
 #include "lowbit/kernels/cuda/topk.cuh"
 #include "lowbit/kernels/internal/cuda_dispatch.h"
 
@@ -182,6 +183,36 @@ void StochasticRoundMiniFloatCuda(const at::Device& device, const float* x, int6
 void FastWalshHadamardCuda(const at::Device& device, float* x, int64_t rows, int64_t cols, int64_t block) {
   c10::cuda::CUDAGuard guard(device);
   Check(cuda::FastWalshHadamard(x, rows, cols, block, Stream()), "FastWalshHadamard");
+}
+
+void NmMaskCuda(const at::Device& device, const float* w, int64_t groups, int m, int n, uint8_t* mask) {
+  c10::cuda::CUDAGuard guard(device);
+  Check(cuda::NmMask(w, groups, m, n, mask, Stream()), "NmMask");
+}
+
+namespace {
+// Runs `launch` with a device counter and returns the counter.
+template <typename Launch>
+int64_t CountOnDevice(const at::Device& device, const char* what, const Launch& launch) {
+  c10::cuda::CUDAGuard guard(device);
+  at::Tensor bad = at::empty({1}, at::TensorOptions().device(device).dtype(at::kLong));
+  Check(launch(reinterpret_cast<unsigned long long*>(bad.data_ptr<int64_t>())), what);
+  return bad.item<int64_t>();
+}
+}  // namespace
+
+int64_t NmCompressCuda(const at::Device& device, const float* w, const uint8_t* mask, int64_t groups, int m, int n,
+                       float* values, uint8_t* index) {
+  return CountOnDevice(device, "NmCompress", [&](unsigned long long* bad) {
+    return cuda::NmCompress(w, mask, groups, m, n, values, index, bad, Stream());
+  });
+}
+
+int64_t NmDecompressCuda(const at::Device& device, const float* values, const uint8_t* index, int64_t groups, int m,
+                         int n, float* out) {
+  return CountOnDevice(device, "NmDecompress", [&](unsigned long long* bad) {
+    return cuda::NmDecompress(values, index, groups, m, n, out, bad, Stream());
+  });
 }
 
 }  // namespace lowbit::kernels::internal

@@ -60,4 +60,12 @@ void StochasticRoundMiniFloatCuda(const at::Device& device, const float*, int64_
 }
 void FastWalshHadamardCuda(const at::Device& device, float*, int64_t, int64_t, int64_t) { NoCudaOn(device); }
 
+void NmMaskCuda(const at::Device& device, const float*, int64_t, int, int, uint8_t*) { NoCudaOn(device); }
+int64_t NmCompressCuda(const at::Device& device, const float*, const uint8_t*, int64_t, int, int, float*, uint8_t*) {
+  NoCudaOn(device);
+}
+int64_t NmDecompressCuda(const at::Device& device, const float*, const uint8_t*, int64_t, int, int, float*) {
+  NoCudaOn(device);
+}
+
 }  // namespace lowbit::kernels::internal

@@ -54,4 +54,12 @@ void StochasticRoundMiniFloatCuda(const at::Device& device, const float* x, int6
                                   uint64_t key, float* y);
 void FastWalshHadamardCuda(const at::Device& device, float* x, int64_t rows, int64_t cols, int64_t block);
 
+// N:M sparsity (kernels/cuda/sparse.cuh) on `device`'s current stream; the
+// compress/decompress forms return the number of bad groups (synchronising).
+void NmMaskCuda(const at::Device& device, const float* w, int64_t groups, int m, int n, uint8_t* mask);
+int64_t NmCompressCuda(const at::Device& device, const float* w, const uint8_t* mask, int64_t groups, int m, int n,
+                       float* values, uint8_t* index);
+int64_t NmDecompressCuda(const at::Device& device, const float* values, const uint8_t* index, int64_t groups, int m,
+                         int n, float* out);
+
 }  // namespace lowbit::kernels::internal

@@ -13,12 +13,14 @@
 #include "lowbit/kernels/cpu/quantize.h"
 #include "lowbit/kernels/cpu/scale.h"
 #include "lowbit/kernels/cpu/sign.h"
+#include "lowbit/kernels/cpu/sparse.h"
 #include "lowbit/kernels/cpu/topk.h"
 #include "lowbit/kernels/cuda/fake_quant.cuh"
 #include "lowbit/kernels/cuda/optim8bit.cuh"
 #include "lowbit/kernels/cuda/quantize.cuh"
 #include "lowbit/kernels/cuda/scale.cuh"
 #include "lowbit/kernels/cuda/sign.cuh"
+#include "lowbit/kernels/cuda/sparse.cuh"
 #include "lowbit/kernels/cuda/topk.cuh"
 
 namespace {
@@ -342,6 +344,38 @@ TEST(CudaTwin, FakeQuantMatchesCpuBitwise) {
     cpu::FastWalshHadamard(h.data(), hrows, hcols, block);
     ASSERT_EQ(cu::FastWalshHadamard(dh.ptr, hrows, hcols, block, nullptr), cudaSuccess);
     EXPECT_EQ(dh.Host(hrows * hcols), h) << "block " << block;
+  }
+}
+
+TEST(CudaTwin, NmMaskAndCompressionMatchCpu) {
+  if (!HaveGpu()) GTEST_SKIP() << "no CUDA device";
+  namespace cpu = lowbit::kernels::cpu;
+  namespace cu = lowbit::kernels::cuda;
+  for (auto [n, m] : {std::pair<int, int>{2, 4}, {4, 8}, {1, 4}, {3, 16}}) {
+    const int64_t groups = 1001, total = groups * m;
+    std::vector<float> w = Normal(total, 31 + m);
+    for (int64_t i = 0; i < total; i += 7) w[i] = w[i + 1 < total ? i + 1 : i];  // ties
+    std::vector<uint8_t> mask(total);
+    cpu::NmMask(w.data(), groups, m, n, mask.data());
+    DeviceBuffer<float> dw(w);
+    DeviceBuffer<uint8_t> dmask(total);
+    ASSERT_EQ(cu::NmMask(dw.ptr, groups, m, n, dmask.ptr, nullptr), cudaSuccess);
+    EXPECT_EQ(dmask.Host(total), mask) << n << ":" << m;
+    std::vector<float> values(groups * n), out(total);
+    std::vector<uint8_t> index(groups * n);
+    ASSERT_EQ(cpu::NmCompress(w.data(), mask.data(), groups, m, n, values.data(), index.data()), 0);
+    ASSERT_EQ(cpu::NmDecompress(values.data(), index.data(), groups, m, n, out.data()), 0);
+    DeviceBuffer<float> dvalues(groups * n), dout(total);
+    DeviceBuffer<uint8_t> dindex(groups * n);
+    DeviceBuffer<unsigned long long> dbad(1);
+    ASSERT_EQ(cu::NmCompress(dw.ptr, dmask.ptr, groups, m, n, dvalues.ptr, dindex.ptr, dbad.ptr, nullptr),
+              cudaSuccess);
+    EXPECT_EQ(dbad.Host(1)[0], 0u);
+    EXPECT_EQ(dvalues.Host(groups * n), values);
+    EXPECT_EQ(dindex.Host(groups * n), index);
+    ASSERT_EQ(cu::NmDecompress(dvalues.ptr, dindex.ptr, groups, m, n, dout.ptr, dbad.ptr, nullptr), cudaSuccess);
+    EXPECT_EQ(dbad.Host(1)[0], 0u);
+    EXPECT_EQ(dout.Host(total), out);
   }
 }
 

@@ -1,0 +1,237 @@
+#include "lowbit/sparsity/sparsifier.h"
+
+#include <fnmatch.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/optim/optimizer.h>
+#include <torch/serialize.h>
+
+#include "absl/strings/str_cat.h"
+#include "lowbit/kernels/sparse.h"
+#include "lowbit/qat/quant_modules.h"
+
+namespace lowbit::sparsity {
+
+namespace {
+
+// The weight of a layer the Sparsifier can attach to, or undefined.
+at::Tensor WeightOf(torch::nn::Module& m) {
+  if (auto* l = dynamic_cast<torch::nn::LinearImpl*>(&m)) return l->weight;
+  if (auto* c = dynamic_cast<torch::nn::Conv2dImpl*>(&m)) return c->weight;
+  if (auto* l = dynamic_cast<qat::QuantLinearImpl*>(&m)) return l->weight;
+  if (auto* c = dynamic_cast<qat::QuantConv2dImpl*>(&m)) return c->weight;
+  return {};
+}
+
+void Collect(torch::nn::Module& parent, const std::string& prefix,
+             std::vector<std::pair<std::string, at::Tensor>>& out) {
+  for (const auto& item : parent.named_children()) {
+    const std::string dotted = prefix.empty() ? item.key() : absl::StrCat(prefix, ".", item.key());
+    at::Tensor w = WeightOf(*item.value());
+    if (w.defined()) {
+      out.emplace_back(dotted, w);
+    } else {
+      Collect(*item.value(), dotted, out);
+    }
+  }
+}
+
+}  // namespace
+
+at::Tensor InputMajor(const at::Tensor& weight) {
+  if (weight.dim() == 2) return weight.contiguous();
+  TORCH_CHECK(weight.dim() == 4, "InputMajor: weight must be 2-D (Linear) or 4-D (Conv2d), got ", weight.dim(), "-D");
+  return weight.permute({0, 2, 3, 1}).reshape({-1, weight.size(1)}).contiguous();
+}
+
+at::Tensor FromInputMajor(const at::Tensor& rows, at::IntArrayRef weight_shape) {
+  if (weight_shape.size() == 2) return rows.view(weight_shape);
+  return rows.view({weight_shape[0], weight_shape[2], weight_shape[3], weight_shape[1]})
+      .permute({0, 3, 1, 2})
+      .contiguous();
+}
+
+Sparsifier::Sparsifier(torch::nn::Module& module, SparseConfig config,
+                       std::vector<std::pair<std::string, std::optional<SparseConfig>>> overrides) {
+  std::vector<std::pair<std::string, at::Tensor>> found;
+  Collect(module, "", found);
+  torch::NoGradGuard no_grad;
+  for (auto& [name, weight] : found) {
+    std::optional<SparseConfig> c = config;
+    for (const auto& [pattern, o] : overrides) {
+      if (fnmatch(pattern.c_str(), name.c_str(), 0) == 0) {
+        c = o;
+        break;
+      }
+    }
+    if (!c) continue;
+    const std::string where = absl::StrCat("Sparsifier: layer '", name, "'");
+    CheckSparseConfig(*c, where);
+    TORCH_CHECK(weight.scalar_type() == at::kFloat, where, ": weight must be float, got ", weight.scalar_type());
+    if (c->pattern == Pattern::kNm) {
+      const int64_t in = weight.size(1);
+      TORCH_CHECK(in % c->m == 0, where, ": its input dimension (", in, ") is not a multiple of m = ", c->m,
+                  " for ", c->n, ":", c->m, " sparsity");
+    }
+    if (c->pattern == Pattern::kBlock) {
+      const int64_t rows = weight.size(0), cols = weight.numel() / weight.size(0);
+      TORCH_CHECK(rows % c->block_rows == 0 && cols % c->block_cols == 0, where, ": block ", c->block_rows, " x ",
+                  c->block_cols, " does not tile its [out, fan_in] weight [", rows, ", ", cols, "]");
+    }
+    Layer l{name, weight, *c, {}, {}};
+    if (c->method != Method::kHard) l.dense = weight.detach().clone();
+    l.mask = ComputeMask(l, l.dense.defined() ? l.dense : weight.detach(), 0);
+    WriteSparse(l);
+    layers_.push_back(std::move(l));
+  }
+}
+
+at::Tensor Sparsifier::ComputeMask(const Layer& l, const at::Tensor& w, int64_t t) const {
+  const SparseConfig& c = l.config;
+  switch (c.pattern) {
+    case Pattern::kNm: {
+      const int64_t n = ScheduledN(c, t);
+      if (n >= c.m) return at::ones(w.sizes(), w.options().dtype(at::kBool));
+      return FromInputMajor(kernels::NmMask(InputMajor(w), n, c.m), w.sizes());
+    }
+    case Pattern::kUnstructured:
+      return kernels::MagnitudeMask(w, ScheduledSparsity(c, t));
+    case Pattern::kBlock:
+      return kernels::BlockMagnitudeMask(w.reshape({w.size(0), -1}), ScheduledSparsity(c, t), c.block_rows,
+                                         c.block_cols)
+          .view(w.sizes());
+  }
+  return {};
+}
+
+bool Sparsifier::MaskDue(const Layer& l, int64_t t) const {
+  const SparseConfig& c = l.config;
+  if (t % c.update_every != 0) return false;
+  // Hard masks with a schedule stop changing at its end; SR-STE and PGF
+  // keep choosing from the dense weights.
+  if (c.method == Method::kHard && c.end_step > c.start_step) return t >= c.start_step && t <= c.end_step;
+  return true;
+}
+
+void Sparsifier::WriteSparse(Layer& l) {
+  const at::Tensor& w = l.dense.defined() ? l.dense : l.weight.detach();
+  const double beta = PgfBeta(l.config, step_);
+  at::Tensor sparse = beta > 0.0 ? w * at::where(l.mask, 1.0, beta) : w * l.mask;
+  l.weight.detach().copy_(sparse);
+}
+
+void Sparsifier::Step(torch::optim::Optimizer& optimizer) {
+  BeforeStep();
+  optimizer.step();
+  AfterStep();
+}
+
+void Sparsifier::BeforeStep() {
+  torch::NoGradGuard no_grad;
+  for (Layer& l : layers_) {
+    at::Tensor g = l.weight.mutable_grad();
+    if (g.defined()) {
+      switch (l.config.method) {
+        case Method::kHard:
+          g.mul_(l.mask);
+          break;
+        case Method::kSrSte:  // + lambda (1 - mask) W (Zhou et al. 2021, eq. 6)
+          g.add_(l.dense * l.mask.logical_not(), l.config.srste_lambda);
+          break;
+        case Method::kPgf: {
+          const double beta = PgfBeta(l.config, step_);
+          g.mul_(at::where(l.mask, 1.0, beta));
+          break;
+        }
+      }
+    }
+    if (l.dense.defined()) l.weight.detach().copy_(l.dense);
+  }
+}
+
+void Sparsifier::AfterStep() {
+  torch::NoGradGuard no_grad;
+  ++step_;
+  for (Layer& l : layers_) {
+    if (l.dense.defined()) l.dense.copy_(l.weight.detach());
+    if (MaskDue(l, step_)) l.mask = ComputeMask(l, l.dense.defined() ? l.dense : l.weight.detach(), step_);
+    WriteSparse(l);
+  }
+}
+
+std::vector<std::string> Sparsifier::LayerNames() const {
+  std::vector<std::string> names;
+  for (const Layer& l : layers_) names.push_back(l.name);
+  return names;
+}
+
+Sparsifier::Layer& Sparsifier::Find(const std::string& name) {
+  for (Layer& l : layers_) {
+    if (l.name == name) return l;
+  }
+  TORCH_CHECK(false, "Sparsifier: no sparse layer named '", name, "'");
+}
+
+const Sparsifier::Layer& Sparsifier::Find(const std::string& name) const {
+  return const_cast<Sparsifier*>(this)->Find(name);
+}
+
+const SparseConfig& Sparsifier::Config(const std::string& layer) const { return Find(layer).config; }
+const at::Tensor& Sparsifier::Mask(const std::string& layer) const { return Find(layer).mask; }
+const at::Tensor& Sparsifier::Dense(const std::string& layer) const {
+  const Layer& l = Find(layer);
+  return l.dense.defined() ? l.dense : l.weight;
+}
+const at::Tensor& Sparsifier::Weight(const std::string& layer) const { return Find(layer).weight; }
+
+double Sparsifier::MaskSparsity() const {
+  int64_t zeros = 0, total = 0;
+  for (const Layer& l : layers_) {
+    total += l.mask.numel();
+    zeros += l.mask.numel() - l.mask.sum().item<int64_t>();
+  }
+  return total > 0 ? static_cast<double>(zeros) / static_cast<double>(total) : 0.0;
+}
+
+void Sparsifier::Save(const std::string& path) const {
+  torch::serialize::OutputArchive archive;
+  archive.write("step", torch::tensor({step_}, torch::kLong));
+  for (const Layer& l : layers_) {
+    archive.write(l.name + "/config", c10::IValue(ToString(l.config)));
+    archive.write(l.name + "/mask", l.mask);
+    if (l.dense.defined()) archive.write(l.name + "/dense", l.dense);
+  }
+  archive.save_to(path);
+}
+
+void Sparsifier::Load(const std::string& path) {
+  torch::serialize::InputArchive archive;
+  archive.load_from(path);
+  at::Tensor step;
+  archive.read("step", step);
+  torch::NoGradGuard no_grad;
+  for (Layer& l : layers_) {
+    c10::IValue config;
+    TORCH_CHECK(archive.try_read(l.name + "/config", config), "Sparsifier::Load: ", path, " has no layer '", l.name,
+                "'");
+    TORCH_CHECK(config.toStringRef() == ToString(l.config), "Sparsifier::Load: layer '", l.name, "' was saved as ",
+                config.toStringRef(), ", this run has ", ToString(l.config));
+    at::Tensor mask;
+    archive.read(l.name + "/mask", mask);
+    TORCH_CHECK(mask.sizes() == l.weight.sizes() && mask.scalar_type() == at::kBool, "Sparsifier::Load: layer '",
+                l.name, "' mask has shape ", mask.sizes(), ", the weight ", l.weight.sizes());
+    l.mask = mask;
+    if (l.dense.defined()) {
+      at::Tensor dense;
+      archive.read(l.name + "/dense", dense);
+      TORCH_CHECK(dense.sizes() == l.weight.sizes(), "Sparsifier::Load: layer '", l.name, "' dense weights have shape ",
+                  dense.sizes(), ", the weight ", l.weight.sizes());
+      l.dense.copy_(dense);
+    }
+  }
+  step_ = step.item<int64_t>();
+  for (Layer& l : layers_) WriteSparse(l);
+}
+
+}  // namespace lowbit::sparsity
