@@ -33,6 +33,7 @@
 #include "lowbit/optimizers/optim_8bit.h"
 #include "lowbit/optimizers/zero_one_adam.h"
 #include "lowbit/qat/prepare.h"
+#include "lowbit/sparsity/sparsifier.h"
 
 ABSL_FLAG(int, epochs, 3, "training epochs");
 ABSL_FLAG(int, batch_size, 64, "examples per rank per step");
@@ -89,6 +90,11 @@ ABSL_FLAG(double, bucket_cap_mb, 25.0, "DDP bucket size in MB");
 ABSL_FLAG(std::string, qat, "",
           "quantization-aware or low-bit training: w8a8, w4a8, w4a4_lsq, w4a4_quest, w2a2_quest, w1a1_quest, "
           "int8_train, fp8_train (empty: fp32)");
+ABSL_FLAG(std::string, sparsity, "",
+          "sparse training of conv2, fc1 and fc2: 2:4_srste, 4:8_srste, 2:4_pgf, gmp90 (empty: dense)");
+ABSL_FLAG(int64_t, sparsity_steps, 0,
+          "optimizer steps the --sparsity schedules (PGF, GMP) span (0: this run's; a run stopped for --resume "
+          "sets the whole run's)");
 
 namespace {
 
@@ -128,6 +134,8 @@ struct Config {
   int64_t freeze_step, onebit_block, var_update_scaler, local_step_scaler, local_step_clipper;
   int64_t percentile_clipping = 100;  // set after the positional initialisation
   std::string qat;
+  std::string sparsity;
+  int64_t sparsity_steps = 0;
 };
 
 bool IsKnownOptimizer(const std::string& o) {
@@ -164,6 +172,12 @@ std::string ValidateFlags(const Config& c) {
       return absl::StrCat("--qat must be empty (fp32) or one of ", known, ", got '", c.qat, "'");
     }
   }
+  if (!c.sparsity.empty() && c.sparsity != "2:4_srste" && c.sparsity != "4:8_srste" && c.sparsity != "2:4_pgf" &&
+      c.sparsity != "gmp90") {
+    return absl::StrCat("--sparsity must be empty (dense) or one of 2:4_srste, 4:8_srste, 2:4_pgf, gmp90, got '",
+                        c.sparsity, "'");
+  }
+  if (c.sparsity_steps < 0) return absl::StrCat("--sparsity_steps must be >= 0, got ", c.sparsity_steps);
   if (c.percentile_clipping < 1 || c.percentile_clipping > 100) {
     return absl::StrCat("--percentile_clipping must be in [1, 100], got ", c.percentile_clipping);
   }
@@ -284,6 +298,39 @@ bool FileExists(const std::string& path) {
   struct stat info {};
   return stat(path.c_str(), &info) == 0;
 }
+
+// --sparsity's settings for a run of total_steps optimizer steps. conv1 (one
+// input channel) stays dense in every mode. SR-STE (Zhou et al. 2021)
+// recomputes masks every step with lambda 2e-4; PGF steps 4:4 -> 3:4 -> 2:4
+// and decays beta over the first half; GMP (Zhu & Gupta 2017) prunes from 10%
+// to 70% of the run, about 20 mask updates.
+lowbit::sparsity::SparseConfig SparsityConfig(const std::string& mode, int64_t total_steps) {
+  lowbit::sparsity::SparseConfig c;
+  if (mode == "4:8_srste") {
+    c.n = 4;
+    c.m = 8;
+  } else if (mode == "2:4_pgf") {
+    c.method = lowbit::sparsity::Method::kPgf;
+    c.end_step = total_steps / 2;
+  } else if (mode == "gmp90") {
+    const int64_t start = total_steps / 10, end = total_steps * 7 / 10;
+    c = lowbit::sparsity::GmpConfig(0.9, start, end, std::max<int64_t>(1, (end - start) / 20));
+  }
+  return c;
+}
+
+// Fraction of exact zeros in the conv and linear weights.
+double WeightSparsity(Cnn& model) {
+  int64_t zeros = 0, total = 0;
+  for (const auto& p : model->named_parameters()) {
+    if (p.value().dim() < 2) continue;
+    zeros += (p.value() == 0).sum().item<int64_t>();
+    total += p.value().numel();
+  }
+  return total > 0 ? static_cast<double>(zeros) / static_cast<double>(total) : 0.0;
+}
+
+std::string SparsityStatePath(const std::string& path) { return path + ".sparsity"; }
 
 // Rank 0 writes model and epoch; every rank writes its optimizer state and,
 // if the hook has state, its hook shard. Written to a temporary name and
@@ -408,6 +455,20 @@ int Run(const Config& c) {
     torch::NoGradGuard no_grad;
     model->forward(data->train.images.narrow(0, 0, std::min<int64_t>(256, train_n)));
   }
+  // After the model (and its QAT layers) is final, before DDP: masks from the
+  // weights every rank now holds, or the checkpoint's.
+  std::unique_ptr<lowbit::sparsity::Sparsifier> sparsifier;
+  if (!c.sparsity.empty()) {
+    sparsifier = std::make_unique<lowbit::sparsity::Sparsifier>(
+        *model,
+        SparsityConfig(c.sparsity, c.sparsity_steps > 0 ? c.sparsity_steps : int64_t{c.epochs} * steps_per_epoch),
+        std::vector<std::pair<std::string, std::optional<lowbit::sparsity::SparseConfig>>>{{"conv1", std::nullopt}});
+    if (!c.resume.empty()) {
+      const std::string state = SparsityStatePath(c.resume);
+      TORCH_CHECK(FileExists(state), "--resume: sparsity state ", state, " does not exist");
+      sparsifier->Load(state);
+    }
+  }
   lowbit::comm::DistributedDataParallel ddp(model.ptr(), pg, {.bucket_cap_mb = c.bucket_cap_mb});
   lowbit::comm::HookSpec spec = c.hook_spec;
   if (lead) {
@@ -434,7 +495,7 @@ int Run(const Config& c) {
   }
   if (lead) {
     std::cout << "fashion_mnist: " << world << " rank(s), backend " << pg->Backend() << ", hook "
-              << ddp.comm_hook().Name() << ", optimizer " << c.optimizer << (c.qat.empty() ? "" : ", qat " + c.qat) << ", " << steps_per_epoch
+              << ddp.comm_hook().Name() << ", optimizer " << c.optimizer << (c.qat.empty() ? "" : ", qat " + c.qat) << (c.sparsity.empty() ? "" : ", sparsity " + c.sparsity) << ", " << steps_per_epoch
               << " steps/epoch of " << c.batch_size << " x " << world << " images" << std::endl;
   }
 
@@ -465,7 +526,11 @@ int Run(const Config& c) {
       if (ddp.LastStepStats().nonfinite) {
         ++skipped_steps;  // some rank's gradients were NaN/Inf: skip, as AMP's GradScaler does
       } else {
-        opt->step();
+        if (sparsifier) {
+          sparsifier->Step(*opt);
+        } else {
+          opt->step();
+        }
         if (onebit != nullptr && onebit->LastStepStats().skipped) ++skipped_steps;
       }
       loss_sum += loss.item<double>();
@@ -507,7 +572,12 @@ int Run(const Config& c) {
         csv.flush();
       }
     }
-    if (!c.checkpoint.empty()) SaveCheckpoint(c.checkpoint, epoch + 1, model, *opt, ddp, *pg);
+    if (!c.checkpoint.empty()) {
+      // Masks and dense weights are the same on every rank (computed from
+      // the same weights); rank 0 writes them before the barrier inside.
+      if (sparsifier && lead) sparsifier->Save(SparsityStatePath(c.checkpoint));
+      SaveCheckpoint(c.checkpoint, epoch + 1, model, *opt, ddp, *pg);
+    }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   const std::string checksum = ParamChecksum(model);
@@ -533,6 +603,7 @@ int Run(const Config& c) {
               << ",\"wait_seconds_per_step\":" << wait_seconds / steps << ",\"layer_choices\":\"" << LayerChoices(ddp)
               << "\",\"optimizer_state_bytes_per_param\":" << state_bytes_per_param << ",\"qat\":\"" << c.qat
               << "\",\"weight_flip_fraction\":" << (flip_steps > 0 ? flip_sum / flip_steps : -1.0)
+              << ",\"sparsity\":\"" << c.sparsity << "\",\"weight_sparsity\":" << WeightSparsity(model)
               << ",\"param_checksum\":\"" << checksum
               << "\"}" << std::endl;
   }
@@ -551,6 +622,8 @@ int main(int argc, char** argv) {
   c.freeze_step = absl::GetFlag(FLAGS_freeze_step);
   c.percentile_clipping = absl::GetFlag(FLAGS_percentile_clipping);
   c.qat = absl::GetFlag(FLAGS_qat);
+  c.sparsity = absl::GetFlag(FLAGS_sparsity);
+  c.sparsity_steps = absl::GetFlag(FLAGS_sparsity_steps);
   c.var_update_scaler = absl::GetFlag(FLAGS_var_update_scaler);
   c.onebit_block = absl::GetFlag(FLAGS_onebit_block);
   c.local_step_scaler = absl::GetFlag(FLAGS_local_step_scaler);
