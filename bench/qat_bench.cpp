@@ -5,7 +5,6 @@
 //    op's forward+backward): ratio_vs_memcpy, speedup_vs_aten;
 //  - one layer's forward+backward with each preset against the fp32 layer
 //    (Linear 1024 -> 1024 on a batch of 256): ratio_vs_fp32 = time / fp32 time.
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 
@@ -13,6 +12,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "lowbit/bench/timing.h"
 #include "lowbit/kernels/fake_quant.h"
 #include "lowbit/launch/init.h"
 #include "lowbit/qat/estimators.h"
@@ -25,19 +25,7 @@ ABSL_FLAG(int64_t, batch, 256, "layer benchmark: batch");
 
 namespace {
 
-double Now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-template <typename F>
-double BestSeconds(F&& f, int reps = 7) {
-  f();
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    const double t0 = Now();
-    f();
-    best = std::min(best, Now() - t0);
-  }
-  return best;
-}
+using lowbit::bench::BestSeconds;
 
 namespace k = lowbit::kernels;
 

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <limits>
 
 #include "lowbit/kernels/cpu/sparse.h"
 #include "lowbit/kernels/internal/checks.h"
@@ -31,13 +32,20 @@ void CheckSparsity(const char* op, double sparsity) {
   TORCH_CHECK(sparsity >= 0.0 && sparsity < 1.0, op, ": sparsity must be in [0, 1), got ", sparsity);
 }
 
-// Bool mask with the k lowest scores false (stable: ties to the lower index).
+// Bool mask with the k lowest scores false, ties to the lower flat index;
+// NaN counts as the highest score. O(n): the k-th smallest by selection,
+// then the ties at it resolved by position.
 at::Tensor PruneLowest(const at::Tensor& scores, int64_t k) {
-  at::Tensor mask = at::ones(scores.sizes(), scores.options().dtype(at::kBool));
-  if (k == 0) return mask;
-  at::Tensor order = std::get<1>(at::sort(scores.reshape({-1}), /*stable=*/true, /*dim=*/0, /*descending=*/false));
-  mask.view({-1}).index_fill_(0, order.slice(0, 0, k), false);
-  return mask;
+  at::Tensor flat = scores.reshape({-1});
+  at::Tensor mask = at::ones(flat.sizes(), flat.options().dtype(at::kBool));
+  if (k == 0) return mask.view(scores.sizes());
+  at::Tensor a = at::nan_to_num(flat, std::numeric_limits<double>::infinity());
+  const at::Tensor t = std::get<0>(at::kthvalue(a, k));
+  mask = a > t;
+  const int64_t below = (a < t).sum().item<int64_t>();
+  at::Tensor ties = at::nonzero(a == t).view({-1});  // increasing positions
+  mask.index_fill_(0, ties.slice(0, k - below), true);
+  return mask.view(scores.sizes());
 }
 
 }  // namespace
@@ -104,7 +112,6 @@ at::Tensor MagnitudeMask(const at::Tensor& w, double sparsity) {
   CheckSparsity("MagnitudeMask", sparsity);
   TORCH_CHECK(w.defined() && w.is_floating_point(), "MagnitudeMask: w must be a floating-point tensor");
   const int64_t k = static_cast<int64_t>(std::llround(sparsity * static_cast<double>(w.numel())));
-  // NaN sorts last in at::sort, i.e. is kept.
   return PruneLowest(w.detach().abs(), k);
 }
 

@@ -17,18 +17,22 @@
 #             torch::optim's fp32 ones at 1M, 10M and 50M parameters
 #   qat       fake-quantization kernels against a memory copy and ATen's
 #             fake_quantize ops; a QAT layer's step against the fp32 layer
+#   sparsity  N:M and magnitude mask kernels against a memory copy and ATen;
+#             the compressed N:M bytes; Sparsifier::Step against Adam's step
 # With no argument all of them run; otherwise the named ones.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 lowbit_setup
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(kernels hooks comm adaptive optimizers optim8bit qat)
+[ ${#parts[@]} -eq 0 ] && parts=(kernels hooks comm adaptive optimizers optim8bit qat sparsity)
 for part in "${parts[@]}"; do
   case "$part" in
     kernels)
       "$LOWBIT_BUILD/bench/compress_kernel_bench" ;;
     qat)
       "$LOWBIT_BUILD/bench/qat_bench" ;;
+    sparsity)
+      "$LOWBIT_BUILD/bench/sparsity_bench" ;;
     optim8bit)
       "$LOWBIT_BUILD/bench/optim8bit_bench" --sizes "${LOWBIT_BENCH_OPTIM_SIZES:-1000000,10000000,50000000}" ;;
     hooks)

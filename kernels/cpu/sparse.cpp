@@ -12,12 +12,20 @@ namespace {
 constexpr int64_t kGrainGroups = 4096;
 }  // namespace
 
-void NmMask(const float* w, int64_t groups, int m, int n, uint8_t* mask) {
+namespace {
+template <int kM>
+void NmMaskFixed(const float* w, int64_t groups, int n, uint8_t* mask) {
   at::parallel_for(0, groups, kGrainGroups, [&](int64_t g0, int64_t g1) {
-    for (int64_t g = g0; g < g1; ++g) {
-      const float* group = w + g * m;
-      for (int j = 0; j < m; ++j) mask[g * m + j] = NmKeeps(group, m, n, j) ? 1 : 0;
-    }
+    for (int64_t g = g0; g < g1; ++g) NmKeepGroup<kM>(w + g * kM, kM, n, mask + g * kM);
+  });
+}
+}  // namespace
+
+void NmMask(const float* w, int64_t groups, int m, int n, uint8_t* mask) {
+  if (m == 4) return NmMaskFixed<4>(w, groups, n, mask);
+  if (m == 8) return NmMaskFixed<8>(w, groups, n, mask);
+  at::parallel_for(0, groups, kGrainGroups, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) NmKeepGroup<128>(w + g * m, m, n, mask + g * m);
   });
 }
 

@@ -89,6 +89,15 @@ TEST(SparseKernelTest, MagnitudeMaskPrunesExactlyTheSmallest) {
   }
 }
 
+TEST(SparseKernelTest, MagnitudeMaskBreaksTiesByPositionAndKeepsNaN) {
+  at::Tensor w = torch::tensor({2.0f, -1.0f, 1.0f, NAN, 1.0f, -1.0f, 3.0f, 0.5f});
+  // Sorted: 0.5 (7), then the four 1.0s at 1, 2, 4, 5, then 2 (0), 3 (6), NaN (3).
+  EXPECT_TRUE(torch::equal(MagnitudeMask(w, 0.375),  // 3 pruned: 7, 1, 2
+                           torch::tensor({true, false, false, true, true, true, true, false})));
+  EXPECT_TRUE(torch::equal(MagnitudeMask(w, 0.875),  // 7 pruned: all but NaN
+                           torch::tensor({false, false, false, true, false, false, false, false})));
+}
+
 TEST(SparseKernelTest, BlockMaskDropsWholeLowestBlocks) {
   torch::manual_seed(4);
   at::Tensor w = torch::randn({8, 12});
