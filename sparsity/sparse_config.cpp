@@ -32,8 +32,10 @@ double Progress(const SparseConfig& c, int64_t t) {
 
 }  // namespace
 
-SparseConfig GmpConfig(double sparsity, int64_t start_step, int64_t end_step, int64_t update_every) {
+SparseConfig GmpConfig(double sparsity, int64_t start_step, int64_t end_step, int64_t update_every,
+                       bool global) {
   SparseConfig c;
+  c.global = global;
   c.pattern = Pattern::kUnstructured;
   c.method = Method::kHard;
   c.sparsity = sparsity;
@@ -53,6 +55,8 @@ void CheckSparseConfig(const SparseConfig& c, const std::string& where) {
                 ": initial_sparsity must be in [0, sparsity = ", c.sparsity, "], got ", c.initial_sparsity);
     TORCH_CHECK(c.method != Method::kPgf, where, ": pgf steps N:M; it needs the N:M pattern");
   }
+  TORCH_CHECK(!c.global || c.pattern == Pattern::kUnstructured, where,
+              ": global magnitude pruning needs the unstructured pattern");
   if (c.pattern == Pattern::kBlock) {
     TORCH_CHECK(c.block_rows >= 1 && c.block_cols >= 1, where, ": block must be at least 1 x 1, got ", c.block_rows,
                 " x ", c.block_cols);
@@ -73,7 +77,7 @@ std::string ToString(const SparseConfig& c) {
       s = absl::StrCat(c.n, ":", c.m);
       break;
     case Pattern::kUnstructured:
-      s = absl::StrCat("unstructured", c.sparsity);
+      s = absl::StrCat(c.global ? "global" : "unstructured", c.sparsity);
       break;
     case Pattern::kBlock:
       s = absl::StrCat("block", c.block_rows, "x", c.block_cols, "-", c.sparsity);

@@ -42,6 +42,11 @@ struct SparseConfig {
   // end_step > start_step (the cubic schedule), else from the start.
   double sparsity = 0.5;
   int64_t block_rows = 1, block_cols = 4;
+  // kUnstructured: one magnitude threshold across every layer with this set
+  // (global magnitude pruning, as torch.nn.utils.prune.global_unstructured):
+  // the fraction holds over their weights together, so layers with larger
+  // weights (small fan-in) keep more. Their configs must be the same.
+  bool global = false;
   Method method = Method::kSrSte;
   double srste_lambda = 2e-4;
   double pgf_beta0 = 1.0;
@@ -55,7 +60,8 @@ struct SparseConfig {
 };
 
 // Gradual magnitude pruning: unstructured, hard, the cubic schedule.
-SparseConfig GmpConfig(double sparsity, int64_t start_step, int64_t end_step, int64_t update_every);
+SparseConfig GmpConfig(double sparsity, int64_t start_step, int64_t end_step, int64_t update_every,
+                       bool global = false);
 
 // Throws (TORCH_CHECK) naming `where`, the field and the value seen.
 void CheckSparseConfig(const SparseConfig& c, const std::string& where);

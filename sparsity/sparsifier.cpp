@@ -79,11 +79,38 @@ Sparsifier::Sparsifier(torch::nn::Module& module, SparseConfig config,
       TORCH_CHECK(rows % c->block_rows == 0 && cols % c->block_cols == 0, where, ": block ", c->block_rows, " x ",
                   c->block_cols, " does not tile its [out, fan_in] weight [", rows, ", ", cols, "]");
     }
+    for (const Layer& other : layers_) {
+      TORCH_CHECK(!c->global || !other.config.global || ToString(other.config) == ToString(*c), where,
+                  ": global magnitude pruning needs the same settings on every layer it spans, got ", ToString(*c),
+                  " here and ", ToString(other.config), " on '", other.name, "'");
+    }
     Layer l{name, weight, *c, {}, {}};
     if (c->method != Method::kHard) l.dense = weight.detach().clone();
-    l.mask = ComputeMask(l, l.dense.defined() ? l.dense : weight.detach(), 0);
-    WriteSparse(l);
     layers_.push_back(std::move(l));
+  }
+  RecomputeMasks(0, /*all=*/true);
+  for (Layer& l : layers_) WriteSparse(l);
+}
+
+void Sparsifier::RecomputeMasks(int64_t t, bool all) {
+  std::vector<Layer*> global;
+  for (Layer& l : layers_) {
+    if (!all && !MaskDue(l, t)) continue;
+    const at::Tensor w = l.dense.defined() ? l.dense : l.weight.detach();
+    if (l.config.global) {
+      global.push_back(&l);
+    } else {
+      l.mask = ComputeMask(l, w, t);
+    }
+  }
+  if (global.empty()) return;
+  std::vector<at::Tensor> flat;
+  for (Layer* l : global) flat.push_back((l->dense.defined() ? l->dense : l->weight.detach()).reshape({-1}));
+  at::Tensor mask = kernels::MagnitudeMask(at::cat(flat), ScheduledSparsity(global[0]->config, t));
+  int64_t offset = 0;
+  for (Layer* l : global) {
+    l->mask = mask.slice(0, offset, offset + l->weight.numel()).view(l->weight.sizes()).clone();
+    offset += l->weight.numel();
   }
 }
 
@@ -155,9 +182,9 @@ void Sparsifier::AfterStep() {
   ++step_;
   for (Layer& l : layers_) {
     if (l.dense.defined()) l.dense.copy_(l.weight.detach());
-    if (MaskDue(l, step_)) l.mask = ComputeMask(l, l.dense.defined() ? l.dense : l.weight.detach(), step_);
-    WriteSparse(l);
   }
+  RecomputeMasks(step_, /*all=*/false);
+  for (Layer& l : layers_) WriteSparse(l);
 }
 
 std::vector<std::string> Sparsifier::LayerNames() const {

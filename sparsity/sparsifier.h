@@ -85,6 +85,9 @@ class Sparsifier {
   };
   at::Tensor ComputeMask(const Layer& l, const at::Tensor& w, int64_t t) const;
   bool MaskDue(const Layer& l, int64_t t) const;
+  // New masks for the layers due at step t (all of them when `all`), the
+  // global ones from one threshold over their weights together.
+  void RecomputeMasks(int64_t t, bool all);
   void WriteSparse(Layer& l);
   Layer& Find(const std::string& name);
   const Layer& Find(const std::string& name) const;

@@ -314,7 +314,7 @@ lowbit::sparsity::SparseConfig SparsityConfig(const std::string& mode, int64_t t
     c.end_step = total_steps / 2;
   } else if (mode == "gmp90") {
     const int64_t start = total_steps / 10, end = total_steps * 7 / 10;
-    c = lowbit::sparsity::GmpConfig(0.9, start, end, std::max<int64_t>(1, (end - start) / 20));
+    c = lowbit::sparsity::GmpConfig(0.9, start, end, std::max<int64_t>(1, (end - start) / 20), /*global=*/true);
   }
   return c;
 }

@@ -213,6 +213,34 @@ TEST(SparsifierTest, GradualMagnitudePruningReachesItsTarget) {
   EXPECT_NEAR(s.MaskSparsity(), 0.8, 1e-3);
 }
 
+// Global magnitude pruning: one threshold over all the layers' weights.
+TEST(SparsifierTest, GlobalMagnitudePruningUsesOneThreshold) {
+  torch::manual_seed(9);
+  Net net;
+  Sparsifier s(*net, GmpConfig(0.75, 0, 0, 1, /*global=*/true), kSkipConv1);
+  int64_t zeros = 0, total = 0;
+  float kept_min = 1e30f, pruned_max = 0;
+  std::vector<double> per_layer;
+  for (const std::string& layer : s.LayerNames()) {
+    const at::Tensor& mask = s.Mask(layer);
+    const at::Tensor a = s.Dense(layer).abs();
+    zeros += mask.numel() - mask.sum().item<int64_t>();
+    total += mask.numel();
+    kept_min = std::min(kept_min, a.masked_select(mask).min().item<float>());
+    pruned_max = std::max(pruned_max, a.masked_select(mask.logical_not()).max().item<float>());
+    per_layer.push_back(1.0 - mask.to(torch::kDouble).mean().item<double>());
+    EXPECT_TRUE(torch::equal(s.Weight(layer).detach().masked_select(mask.logical_not()),
+                             torch::zeros({mask.numel() - mask.sum().item<int64_t>()})));
+  }
+  EXPECT_EQ(zeros, std::llround(0.75 * total));
+  EXPECT_GE(kept_min, pruned_max);
+  // conv2 (fan-in 72, larger weights) keeps more than fc1 (fan-in 784).
+  EXPECT_LT(per_layer[0], per_layer[1]);
+  SparseConfig other = GmpConfig(0.5, 0, 0, 1, true);
+  ExpectError([&] { Sparsifier(*net, GmpConfig(0.75, 0, 0, 1, true), {{"conv1", std::nullopt}, {"fc2", other}}); },
+              "global magnitude pruning needs the same settings on every layer it spans");
+}
+
 TEST(SparsifierTest, SaveAndLoadContinueIdentically) {
   const std::string path = ::testing::TempDir() + "/sparsifier_test.sparsity";
   const std::string model_path = ::testing::TempDir() + "/sparsifier_test.model";
