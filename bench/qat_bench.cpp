@@ -41,17 +41,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "qat_bench: --floats must be a positive multiple of 4096, got %lld\n", static_cast<long long>(n));
     return 2;
   }
-  const double bytes = static_cast<double>(n) * 4;
   at::Tensor x = torch::randn({n});
   at::Tensor copy = torch::empty({n});
   const double t_copy = BestSeconds([&] { std::memcpy(copy.data_ptr<float>(), x.data_ptr<float>(), n * 4); });
   auto report = [&](const char* kernel, double t, double t_aten) {
-    std::printf("{\"bench\":\"qat_kernel\",\"kernel\":\"%s\",\"floats\":%lld,\"threads\":%d,\"seconds\":%.6g,"
-                "\"gbps\":%.4g,\"ratio_vs_memcpy\":%.4g",
-                kernel, static_cast<long long>(n), threads, t, bytes / t / 1e9, t_copy / t);
-    if (t_aten > 0) std::printf(",\"aten_seconds\":%.6g,\"speedup_vs_aten\":%.4g", t_aten, t_aten / t);
-    std::printf("}\n");
-    std::fflush(stdout);
+    lowbit::bench::PrintKernelLine("qat_kernel", kernel, n, threads, t, t_copy, t_aten);
   };
   report("memcpy", t_copy, 0);
   const at::Tensor s = torch::tensor({0.02f}), zp = torch::tensor({3.0f});

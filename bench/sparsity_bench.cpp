@@ -61,12 +61,7 @@ int main(int argc, char** argv) {
   at::Tensor copy = torch::empty_like(w);
   const double t_copy = BestSeconds([&] { std::memcpy(copy.data_ptr<float>(), w.data_ptr<float>(), n * 4); });
   auto report = [&](const char* kernel, double t, double t_aten) {
-    std::printf("{\"bench\":\"sparsity_kernel\",\"kernel\":\"%s\",\"floats\":%lld,\"threads\":%d,\"seconds\":%.6g,"
-                "\"gbps\":%.4g,\"ratio_vs_memcpy\":%.4g",
-                kernel, static_cast<long long>(n), threads, t, bytes / t / 1e9, t_copy / t);
-    if (t_aten > 0) std::printf(",\"aten_seconds\":%.6g,\"speedup_vs_aten\":%.4g", t_aten, t_aten / t);
-    std::printf("}\n");
-    std::fflush(stdout);
+    lowbit::bench::PrintKernelLine("sparsity_kernel", kernel, n, threads, t, t_copy, t_aten);
   };
   report("memcpy", t_copy, 0);
   report("nm_mask_2of4", BestSeconds([&] { k::NmMask(w, 2, 4); }), BestSeconds([&] { AtenNmMask(w, 2, 4); }));

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
+#include <cstdio>
 
 namespace lowbit::bench {
 
@@ -22,6 +24,21 @@ double BestSeconds(F&& f, int reps = 7) {
     best = std::min(best, Seconds() - t0);
   }
   return best;
+}
+
+// One JSON line for a kernel over `floats` float32 values: its time, GB/s of
+// input, the ratio to a memory copy of the same bytes and, when aten_seconds
+// > 0, its speedup over ATen's version of the operation.
+inline void PrintKernelLine(const char* bench, const char* kernel, int64_t floats, int threads, double seconds,
+                            double memcpy_seconds, double aten_seconds) {
+  const double bytes = static_cast<double>(floats) * 4;
+  std::printf("{\"bench\":\"%s\",\"kernel\":\"%s\",\"floats\":%lld,\"threads\":%d,\"seconds\":%.6g,"
+              "\"gbps\":%.4g,\"ratio_vs_memcpy\":%.4g",
+              bench, kernel, static_cast<long long>(floats), threads, seconds, bytes / seconds / 1e9,
+              memcpy_seconds / seconds);
+  if (aten_seconds > 0) std::printf(",\"aten_seconds\":%.6g,\"speedup_vs_aten\":%.4g", aten_seconds, aten_seconds / seconds);
+  std::printf("}\n");
+  std::fflush(stdout);
 }
 
 }  // namespace lowbit::bench

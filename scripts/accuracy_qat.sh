@@ -20,27 +20,4 @@ for seed in $seeds; do
     echo "{\"label\":\"$mode\",\"seed\":$seed,${line#\{}" | tee -a "$out"
   done
 done
-/usr/bin/python3 - "$out" <<'PY'
-import collections, json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-acc = collections.defaultdict(dict)
-flips = collections.defaultdict(list)
-secs = collections.defaultdict(list)
-for r in rows:
-    acc[r["label"]][r["seed"]] = r["test_accuracy"]
-    if r.get("weight_flip_fraction", -1) >= 0:
-        flips[r["label"]].append(r["weight_flip_fraction"])
-    secs[r["label"]].append(r["seconds"])
-seeds = sorted({r["seed"] for r in rows})
-print("| mode | test acc (mean) | - fp32 per seed | mean diff | weight flips/step (last epoch) | seconds |")
-print("|---|---|---|---|---|---|")
-for mode in dict.fromkeys(r["label"] for r in rows):
-    common = [s for s in seeds if s in acc[mode] and s in acc.get("fp32", {})]
-    if not common:
-        continue
-    diffs = [100 * (acc[mode][s] - acc["fp32"][s]) for s in common]
-    f = f"{100 * statistics.mean(flips[mode]):.3f}%" if flips[mode] else "n/a"
-    print(f"| {mode} | {statistics.mean(acc[mode][s] for s in common):.4f} "
-          f"| {' / '.join(f'{d:+.2f}' for d in diffs)} pt | {statistics.mean(diffs):+.2f} pt | {f} "
-          f"| {statistics.mean(secs[mode]):.0f} |")
-PY
+/usr/bin/python3 "$(dirname "$0")/paired_table.py" "$out" fp32 weight_flip_fraction "weight flips/step (last epoch)"

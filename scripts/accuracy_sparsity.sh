@@ -23,25 +23,4 @@ for seed in $seeds; do
     echo "{\"label\":\"$mode\",\"seed\":$seed,${line#\{}" | tee -a "$out"
   done
 done
-/usr/bin/python3 - "$out" <<'PY'
-import collections, json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-acc = collections.defaultdict(dict)
-zeros = collections.defaultdict(list)
-secs = collections.defaultdict(list)
-for r in rows:
-    acc[r["label"]][r["seed"]] = r["test_accuracy"]
-    zeros[r["label"]].append(r["weight_sparsity"])
-    secs[r["label"]].append(r["seconds"])
-seeds = sorted({r["seed"] for r in rows})
-print("| mode | test acc (mean) | - dense per seed | mean diff | zero weights | seconds |")
-print("|---|---|---|---|---|---|")
-for mode in dict.fromkeys(r["label"] for r in rows):
-    common = [s for s in seeds if s in acc[mode] and s in acc.get("dense", {})]
-    if not common:
-        continue
-    diffs = [100 * (acc[mode][s] - acc["dense"][s]) for s in common]
-    print(f"| {mode} | {statistics.mean(acc[mode][s] for s in common):.4f} "
-          f"| {' / '.join(f'{d:+.2f}' for d in diffs)} pt | {statistics.mean(diffs):+.2f} pt "
-          f"| {100 * statistics.mean(zeros[mode]):.2f}% | {statistics.mean(secs[mode]):.0f} |")
-PY
+/usr/bin/python3 "$(dirname "$0")/paired_table.py" "$out" dense weight_sparsity "zero weights"

@@ -35,20 +35,7 @@ int64_t NmCompress(const float* w, const uint8_t* mask, int64_t groups, int m, i
   at::parallel_for(0, groups, kGrainGroups, [&](int64_t g0, int64_t g1) {
     int64_t local_bad = 0;
     for (int64_t g = g0; g < g1; ++g) {
-      int t = 0;
-      for (int j = 0; j < m; ++j) {
-        if (mask[g * m + j] == 0) continue;
-        if (t < n) {
-          values[g * n + t] = w[g * m + j];
-          index[g * n + t] = static_cast<uint8_t>(j);
-        }
-        ++t;
-      }
-      for (int r = t; r < n; ++r) {  // fewer than n: pad so the output is defined
-        values[g * n + r] = 0.0f;
-        index[g * n + r] = 0;
-      }
-      local_bad += t != n ? 1 : 0;
+      local_bad += NmCompressGroup(w + g * m, mask + g * m, m, n, values + g * n, index + g * n) ? 0 : 1;
     }
     bad += local_bad;
   });
@@ -60,20 +47,7 @@ int64_t NmDecompress(const float* values, const uint8_t* index, int64_t groups, 
   at::parallel_for(0, groups, kGrainGroups, [&](int64_t g0, int64_t g1) {
     int64_t local_bad = 0;
     for (int64_t g = g0; g < g1; ++g) {
-      float* o = out + g * m;
-      for (int j = 0; j < m; ++j) o[j] = 0.0f;
-      int last = -1;
-      bool ok = true;
-      for (int t = 0; t < n; ++t) {
-        const int j = index[g * n + t];
-        if (j >= m || j <= last) {
-          ok = false;
-          continue;
-        }
-        o[j] = values[g * n + t];
-        last = j;
-      }
-      local_bad += ok ? 0 : 1;
+      local_bad += NmDecompressGroup(values + g * n, index + g * n, m, n, out + g * m) ? 0 : 1;
     }
     bad += local_bad;
   });

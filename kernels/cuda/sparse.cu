@@ -24,40 +24,14 @@ __global__ void NmCompressKernel(const float* __restrict__ w, const uint8_t* __r
                                  int n, float* __restrict__ values, uint8_t* __restrict__ index,
                                  unsigned long long* bad) {
   for (int64_t g = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; g < groups; g += int64_t{blockDim.x} * gridDim.x) {
-    int t = 0;
-    for (int j = 0; j < m; ++j) {
-      if (mask[g * m + j] == 0) continue;
-      if (t < n) {
-        values[g * n + t] = w[g * m + j];
-        index[g * n + t] = static_cast<uint8_t>(j);
-      }
-      ++t;
-    }
-    for (int r = t; r < n; ++r) {
-      values[g * n + r] = 0.0f;
-      index[g * n + r] = 0;
-    }
-    if (t != n) atomicAdd(bad, 1ull);
+    if (!NmCompressGroup(w + g * m, mask + g * m, m, n, values + g * n, index + g * n)) atomicAdd(bad, 1ull);
   }
 }
 
 __global__ void NmDecompressKernel(const float* __restrict__ values, const uint8_t* __restrict__ index, int64_t groups,
                                    int m, int n, float* __restrict__ out, unsigned long long* bad) {
   for (int64_t g = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; g < groups; g += int64_t{blockDim.x} * gridDim.x) {
-    float* o = out + g * m;
-    for (int j = 0; j < m; ++j) o[j] = 0.0f;
-    int last = -1;
-    bool ok = true;
-    for (int t = 0; t < n; ++t) {
-      const int j = index[g * n + t];
-      if (j >= m || j <= last) {
-        ok = false;
-        continue;
-      }
-      o[j] = values[g * n + t];
-      last = j;
-    }
-    if (!ok) atomicAdd(bad, 1ull);
+    if (!NmDecompressGroup(values + g * n, index + g * n, m, n, out + g * m)) atomicAdd(bad, 1ull);
   }
 }
 

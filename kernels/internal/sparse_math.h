@@ -43,4 +43,44 @@ LOWBIT_HOST_DEVICE void NmKeepGroup(const float* group, int m, int n, uint8_t* k
   }
 }
 
+// One group of the compressed form: the positions with mask 1, in order,
+// into values/index (n slots; padded with 0 when fewer). False unless the
+// mask holds exactly n ones.
+LOWBIT_HOST_DEVICE bool NmCompressGroup(const float* w, const uint8_t* mask, int m, int n, float* values,
+                                        uint8_t* index) {
+  int t = 0;
+  for (int j = 0; j < m; ++j) {
+    if (mask[j] == 0) continue;
+    if (t < n) {
+      values[t] = w[j];
+      index[t] = static_cast<uint8_t>(j);
+    }
+    ++t;
+  }
+  for (int r = t; r < n; ++r) {
+    values[r] = 0.0f;
+    index[r] = 0;
+  }
+  return t == n;
+}
+
+// The inverse for one group: zeros, then the values at their positions.
+// False on a position >= m or positions that do not increase (those are
+// skipped).
+LOWBIT_HOST_DEVICE bool NmDecompressGroup(const float* values, const uint8_t* index, int m, int n, float* out) {
+  for (int j = 0; j < m; ++j) out[j] = 0.0f;
+  int last = -1;
+  bool ok = true;
+  for (int t = 0; t < n; ++t) {
+    const int j = index[t];
+    if (j >= m || j <= last) {
+      ok = false;
+      continue;
+    }
+    out[j] = values[t];
+    last = j;
+  }
+  return ok;
+}
+
 }  // namespace lowbit::kernels

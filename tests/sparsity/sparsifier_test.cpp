@@ -18,6 +18,7 @@
 #include "lowbit/sparsity/nm_export.h"
 #include "lowbit/sparsity/sparsifier.h"
 #include "lowbit/tests/common/expect_error.h"
+#include "lowbit/tests/common/small_cnn.h"
 
 namespace lowbit::sparsity {
 namespace {
@@ -26,21 +27,7 @@ using lowbit::testing::ExpectError;
 
 namespace nn = torch::nn;
 
-struct NetImpl : nn::Module {
-  NetImpl() {
-    register_module("conv1", nn::Conv2d(nn::Conv2dOptions(1, 8, 3).padding(1)));
-    register_module("conv2", nn::Conv2d(nn::Conv2dOptions(8, 16, 3).padding(1)));
-    register_module("fc1", nn::Linear(16 * 7 * 7, 64));
-    register_module("fc2", nn::Linear(64, 10));
-  }
-  at::Tensor forward(at::Tensor x) {
-    auto layers = named_children();
-    x = torch::max_pool2d(torch::relu(qat::ForwardLayer(*layers["conv1"], x)), 2);
-    x = torch::max_pool2d(torch::relu(qat::ForwardLayer(*layers["conv2"], x)), 2);
-    return qat::ForwardLayer(*layers["fc2"], torch::relu(qat::ForwardLayer(*layers["fc1"], x.flatten(1))));
-  }
-};
-TORCH_MODULE(Net);
+using Net = lowbit::testing::SmallCnn;
 
 const std::vector<std::pair<std::string, std::optional<SparseConfig>>> kSkipConv1 = {{"conv1", std::nullopt}};
 
