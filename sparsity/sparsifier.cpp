@@ -1,6 +1,10 @@
 #include "lowbit/sparsity/sparsifier.h"
 
 #include <fnmatch.h>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
@@ -221,6 +225,16 @@ double Sparsifier::MaskSparsity() const {
   return total > 0 ? static_cast<double>(zeros) / static_cast<double>(total) : 0.0;
 }
 
+std::vector<std::string> Sparsifier::Settings() const {
+  std::vector<std::string> lines;
+  for (const Layer& l : layers_) {
+    std::ostringstream line;
+    line << l.name << " " << l.weight.sizes() << " " << ToString(l.config);
+    lines.push_back(line.str());
+  }
+  return lines;
+}
+
 void Sparsifier::Save(const std::string& path) const {
   torch::serialize::OutputArchive archive;
   archive.write("step", torch::tensor({step_}, torch::kLong));
@@ -229,7 +243,10 @@ void Sparsifier::Save(const std::string& path) const {
     archive.write(l.name + "/mask", l.mask);
     if (l.dense.defined()) archive.write(l.name + "/dense", l.dense);
   }
-  archive.save_to(path);
+  const std::string tmp = path + ".tmp";
+  archive.save_to(tmp);
+  TORCH_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "Sparsifier::Save: cannot rename ", tmp, " to ", path, ": ",
+              std::strerror(errno));
 }
 
 void Sparsifier::Load(const std::string& path) {

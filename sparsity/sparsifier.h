@@ -69,8 +69,12 @@ class Sparsifier {
   const at::Tensor& Weight(const std::string& layer) const;
   // Fraction of zeros in the masks, over all attached layers' weights.
   double MaskSparsity() const;
+  // One line per attached layer, "name [shape] config", for start-up checks
+  // that every rank sparsifies alike (lowbit::comm::CheckSameOnAllRanks).
+  std::vector<std::string> Settings() const;
 
-  // Step, masks and dense weights, with each layer's ToString(config);
+  // Step, masks and dense weights, with each layer's ToString(config),
+  // written to path + ".tmp" and renamed, so a crash leaves the old file.
   // Load checks names, shapes and configs, then rewrites the parameters.
   void Save(const std::string& path) const;
   void Load(const std::string& path);

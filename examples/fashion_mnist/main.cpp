@@ -25,6 +25,7 @@
 #include "absl/strings/str_split.h"
 #include "idx_reader.h"
 #include "lowbit/comm/adaptive_hook.h"
+#include "lowbit/comm/consistency.h"
 #include "lowbit/comm/distributed_data_parallel.h"
 #include "lowbit/comm/hooks.h"
 #include "lowbit/launch/init.h"
@@ -332,6 +333,23 @@ double WeightSparsity(Cnn& model) {
 
 std::string SparsityStatePath(const std::string& path) { return path + ".sparsity"; }
 
+// The settings every rank must share that no library object compares (DDP
+// compares the model and the hook, the 1-bit optimizers their own), and the
+// Sparsifier's per-layer configs: a rank started with other flags fails at
+// start-up instead of training a different model.
+std::vector<std::string> TrainingSettings(const Config& c, const lowbit::sparsity::Sparsifier* sparsifier) {
+  std::vector<std::string> lines = {
+      absl::StrCat("--epochs=", c.epochs), absl::StrCat("--batch_size=", c.batch_size),
+      absl::StrCat("--lr=", c.lr), absl::StrCat("--seed=", c.seed),
+      absl::StrCat("--max_train_examples=", c.max_train_examples), absl::StrCat("--optimizer=", c.optimizer),
+      absl::StrCat("--percentile_clipping=", c.percentile_clipping), absl::StrCat("--qat=", c.qat),
+      absl::StrCat("--sparsity=", c.sparsity), absl::StrCat("--sparsity_steps=", c.sparsity_steps)};
+  if (sparsifier != nullptr) {
+    for (const std::string& line : sparsifier->Settings()) lines.push_back("sparsifier: " + line);
+  }
+  return lines;
+}
+
 // Rank 0 writes model and epoch; every rank writes its optimizer state and,
 // if the hook has state, its hook shard. Written to a temporary name and
 // renamed, so a crash never leaves a torn checkpoint.
@@ -469,6 +487,7 @@ int Run(const Config& c) {
       sparsifier->Load(state);
     }
   }
+  lowbit::comm::CheckSameOnAllRanks(*pg, TrainingSettings(c, sparsifier.get()), "training settings", "fashion_mnist");
   lowbit::comm::DistributedDataParallel ddp(model.ptr(), pg, {.bucket_cap_mb = c.bucket_cap_mb});
   lowbit::comm::HookSpec spec = c.hook_spec;
   if (lead) {
@@ -669,6 +688,9 @@ int main(int argc, char** argv) {
   }
   try {
     return Run(c);
+  } catch (const c10::Error& e) {  // the message, without LibTorch's C++ backtrace
+    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    return 1;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;

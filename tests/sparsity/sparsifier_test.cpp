@@ -67,6 +67,9 @@ TEST(SparsifierTest, NmMasksRunAlongTheInputDimensionAndKeepTheLargest) {
   // The parameter object is the module's: identity kept.
   EXPECT_TRUE(s.Weight("fc1").is_same(net->named_parameters()["fc1.weight"]));
   EXPECT_NEAR(s.MaskSparsity(), 0.5, 1e-12);
+  // What ranks compare at start-up: each layer's name, shape and config.
+  EXPECT_EQ(s.Settings(), (std::vector<std::string>{"conv2 [16, 8, 3, 3] 2:4-hard-every1",
+                                                    "fc1 [64, 784] 2:4-hard-every1", "fc2 [10, 64] 2:4-hard-every1"}));
 }
 
 TEST(SparsifierTest, ScheduleValues) {
@@ -240,6 +243,11 @@ TEST(SparsifierTest, SaveAndLoadContinueIdentically) {
   torch::optim::Adam oa = make_opt(a);
   for (int step = 0; step < 3; ++step) TrainStep(a, sa, oa, 30 + step);
   sa.Save(path);
+  {  // written under a temporary name and renamed
+    std::FILE* tmp = std::fopen((path + ".tmp").c_str(), "r");
+    EXPECT_EQ(tmp, nullptr) << path << ".tmp is left behind";
+    if (tmp != nullptr) std::fclose(tmp);
+  }
   torch::save(a, model_path);
   torch::save(oa, opt_path);
   for (int step = 3; step < 6; ++step) TrainStep(a, sa, oa, 30 + step);
