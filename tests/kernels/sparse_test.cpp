@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <vector>
 
@@ -25,7 +26,9 @@ at::Tensor ReferenceNm(const at::Tensor& w, int64_t n, int64_t m) {
   for (int64_t g = 0; g < flat.size(0); ++g) {
     std::vector<int64_t> pos(m);
     std::iota(pos.begin(), pos.end(), 0);
-    std::stable_sort(pos.begin(), pos.end(), [&](int64_t x, int64_t y) { return std::abs(a[g][x]) > std::abs(a[g][y]); });
+    // NaN ranks as +inf (a diverged weight is kept, not silently dropped).
+    auto key = [&](int64_t x) { return std::isnan(a[g][x]) ? INFINITY : std::abs(a[g][x]); };
+    std::stable_sort(pos.begin(), pos.end(), [&](int64_t x, int64_t y) { return key(x) > key(y); });
     for (int64_t t = 0; t < n; ++t) k[g][pos[t]] = true;
   }
   return mask.view(w.sizes());
@@ -47,6 +50,27 @@ TEST(SparseKernelTest, NmMaskKeepsTheLargestNOfEveryGroup) {
     at::Tensor kept_min = torch::where(k, a, torch::full_like(a, 1e30)).amin(1);
     at::Tensor dropped_max = torch::where(k, torch::full_like(a, -1.0), a).amax(1);
     EXPECT_TRUE((kept_min >= dropped_max).all().item<bool>());
+  }
+}
+
+// NaN and infinities, and group counts that leave a remainder after the
+// four-groups-at-once 4:8 loop (1, 3, 5, 15 and 4097 groups).
+TEST(SparseKernelTest, NmMaskRanksNaNAsInfinityAtEveryGroupCount) {
+  torch::manual_seed(2);
+  for (auto [n, m] : {std::pair<int64_t, int64_t>{2, 4}, {4, 8}, {1, 8}, {7, 8}}) {
+    for (int64_t groups : {1, 3, 5, 15, 4097}) {
+      at::Tensor w = torch::randn({groups, m});
+      at::Tensor flat = w.view({-1});
+      flat[0] = NAN;
+      if (groups > 1) {
+        flat[m + 1] = INFINITY;
+        flat[m + 2] = -INFINITY;
+        flat[m + 3] = NAN;  // ties with the infinities: lower positions first
+      }
+      if (groups >= 4) flat[4 * m - 1] = NAN;  // last position, in a group of four
+      flat[flat.numel() - 1] = -NAN;
+      EXPECT_TRUE(torch::equal(NmMask(w, n, m), ReferenceNm(w, n, m))) << n << ":" << m << ", " << groups << " groups";
+    }
   }
 }
 
