@@ -9,17 +9,16 @@
 namespace lowbit::kernels::cpu {
 
 namespace {
-constexpr int64_t kGrainGroups = 4096;
-}  // namespace
 
-namespace {
+constexpr int64_t kGrainGroups = 4096;
+
 // 4:8 four groups at once in GCC/Clang vector registers (SSE2 on x86-64,
-// NEON on arm64), the group index across the lanes: 5.6x the one-group loop,
-// which for 2:4 the compiler already vectorises better (bench/sparsity_bench). Each pair (j, k > j) is compared
-// once: k ranks above j when its key is larger (on a tie j, the lower
-// position, ranks above k), the order of NmAbove. above[j] starts at j (all
-// lower positions ranking above it) and moves by one per pair that goes the
-// other way.
+// NEON on arm64), the group index across the lanes: 5.6x the one-group
+// loop, which for 2:4 the compiler already vectorises better
+// (bench/sparsity_bench). Each pair (j, k > j) is compared once: k ranks
+// above j when its key is larger (on a tie j, the lower position, ranks
+// above k), the order of NmAbove. above[j] starts at j (all lower positions
+// ranking above it) and moves by one per pair that goes the other way.
 using V4f = float __attribute__((vector_size(16)));
 using V4i = int32_t __attribute__((vector_size(16)));
 
@@ -56,6 +55,8 @@ void NmMaskFixed(const float* w, int64_t groups, int n, uint8_t* mask) {
   });
 }
 
+// Not inlined into NmMask: there, GCC 12 then compiled the 2:4 loop 1.7x
+// slower.
 __attribute__((noinline)) void NmMask4Of8Groups(const float* w, int64_t groups, int n, uint8_t* mask) {
   at::parallel_for(0, groups, kGrainGroups, [&](int64_t g0, int64_t g1) {
     int64_t g = g0;
