@@ -325,7 +325,13 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
   for (const auto& item : impl_->module->named_buffers(true)) {
     fingerprint.push_back("buffer " + Describe(item.key(), item.value()));
   }
-  CheckSameOnAllRanks(*impl_->pg, fingerprint, "model (parameter names, shapes and dtypes)",
+  // Bucket sizes decide which gradients go into which collective: ranks that
+  // disagree would exchange mismatched buckets.
+  std::ostringstream opts;
+  opts << "options first_bucket_mb=" << options.first_bucket_mb << " bucket_cap_mb=" << options.bucket_cap_mb
+       << " broadcast_buffers=" << options.broadcast_buffers;
+  fingerprint.push_back(opts.str());
+  CheckSameOnAllRanks(*impl_->pg, fingerprint, "model (parameter names, shapes and dtypes) or bucket options",
                       "DistributedDataParallel");
   BroadcastState();
 

@@ -300,6 +300,19 @@ TEST_F(DdpTest, ModelThatDiffersOnOneRankIsNamed) {
   }
 }
 
+TEST_F(DdpTest, BucketOptionsThatDifferOnOneRankAreNamed) {
+  if (size == 1) GTEST_SKIP() << "needs two ranks";
+  Net model = MakeNet(14);
+  try {
+    DistributedDataParallel ddp(model.ptr(), pg, {.bucket_cap_mb = rank == size - 1 ? 0.5 : 25.0});
+    FAIL() << "expected a bucket options mismatch";
+  } catch (const c10::Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("rank " + std::to_string(size - 1) + " differs from rank 0"), std::string::npos) << what;
+    EXPECT_NE(what.find("bucket_cap_mb=0.5"), std::string::npos) << what;
+  }
+}
+
 TEST_F(DdpTest, BuffersAreBroadcastFromRankZero) {
   torch::manual_seed(1);
   auto bn = std::make_shared<torch::nn::BatchNorm1dImpl>(4);
