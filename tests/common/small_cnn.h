@@ -3,7 +3,11 @@
 // layers through qat::ForwardLayer so Prepare can swap them.
 #pragma once
 
-#include <torch/torch.h>
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
 
 #include "lowbit/qat/quant_modules.h"
 
@@ -19,9 +23,9 @@ struct SmallCnnImpl : torch::nn::Module {
   }
   at::Tensor forward(at::Tensor x) {
     auto layers = named_children();
-    x = torch::max_pool2d(torch::relu(qat::ForwardLayer(*layers["conv1"], x)), 2);
-    x = torch::max_pool2d(torch::relu(qat::ForwardLayer(*layers["conv2"], x)), 2);
-    return qat::ForwardLayer(*layers["fc2"], torch::relu(qat::ForwardLayer(*layers["fc1"], x.flatten(1))));
+    x = at::max_pool2d(at::relu(qat::ForwardLayer(*layers["conv1"], x)), 2);
+    x = at::max_pool2d(at::relu(qat::ForwardLayer(*layers["conv2"], x)), 2);
+    return qat::ForwardLayer(*layers["fc2"], at::relu(qat::ForwardLayer(*layers["fc1"], x.flatten(1))));
   }
 };
 TORCH_MODULE(SmallCnn);
