@@ -100,16 +100,15 @@ void Sparsifier::RecomputeMasks(int64_t t, bool all) {
   std::vector<Layer*> global;
   for (Layer& l : layers_) {
     if (!all && !MaskDue(l, t)) continue;
-    const at::Tensor w = l.dense.defined() ? l.dense : l.weight.detach();
     if (l.config.global) {
       global.push_back(&l);
     } else {
-      l.mask = ComputeMask(l, w, t);
+      l.mask = ComputeMask(l, l.Source(), t);
     }
   }
   if (global.empty()) return;
   std::vector<at::Tensor> flat;
-  for (Layer* l : global) flat.push_back((l->dense.defined() ? l->dense : l->weight.detach()).reshape({-1}));
+  for (Layer* l : global) flat.push_back(l->Source().reshape({-1}));
   at::Tensor mask = kernels::MagnitudeMask(at::cat(flat), ScheduledSparsity(global[0]->config, t));
   int64_t offset = 0;
   for (Layer* l : global) {
@@ -146,7 +145,7 @@ bool Sparsifier::MaskDue(const Layer& l, int64_t t) const {
 }
 
 void Sparsifier::WriteSparse(Layer& l) {
-  const at::Tensor& w = l.dense.defined() ? l.dense : l.weight.detach();
+  const at::Tensor w = l.Source();
   const double beta = PgfBeta(l.config, step_);
   at::Tensor sparse = beta > 0.0 ? w * at::where(l.mask, 1.0, beta) : w * l.mask;
   l.weight.detach().copy_(sparse);

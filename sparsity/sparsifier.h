@@ -86,6 +86,8 @@ class Sparsifier {
     SparseConfig config;
     at::Tensor mask;
     at::Tensor dense;  // undefined for kHard
+    // The weights masks are chosen from: dense, or (kHard) the parameter.
+    at::Tensor Source() const { return dense.defined() ? dense : weight.detach(); }
   };
   at::Tensor ComputeMask(const Layer& l, const at::Tensor& w, int64_t t) const;
   bool MaskDue(const Layer& l, int64_t t) const;

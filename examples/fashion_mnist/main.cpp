@@ -8,8 +8,10 @@
 // Rank 0 prints one line per epoch and, last, one JSON object with the results.
 #include <sys/stat.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -292,7 +294,8 @@ std::string OptimizerStatePath(const std::string& checkpoint, int rank) {
 
 void SaveAtomically(torch::serialize::OutputArchive& archive, const std::string& path) {
   archive.save_to(path + ".tmp");
-  std::rename((path + ".tmp").c_str(), path.c_str());
+  TORCH_CHECK(std::rename((path + ".tmp").c_str(), path.c_str()) == 0, "--checkpoint: cannot rename ", path,
+              ".tmp to ", path, ": ", std::strerror(errno));
 }
 
 bool FileExists(const std::string& path) {
