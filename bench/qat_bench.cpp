@@ -12,7 +12,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "lowbit/bench/timing.h"
+#include "bench/timing.h"
 #include "lowbit/kernels/fake_quant.h"
 #include "lowbit/launch/init.h"
 #include "lowbit/qat/estimators.h"

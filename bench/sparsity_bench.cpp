@@ -13,7 +13,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "lowbit/bench/timing.h"
+#include "bench/timing.h"
 #include "lowbit/kernels/sparse.h"
 #include "lowbit/launch/init.h"
 #include "lowbit/sparsity/sparsifier.h"

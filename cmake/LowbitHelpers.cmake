@@ -18,7 +18,7 @@ endfunction()
 
 function(lowbit_common_includes target scope)
   target_include_directories(${target} ${scope}
-    $<BUILD_INTERFACE:${PROJECT_BINARY_DIR}/include>
+    $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}>
     $<BUILD_INTERFACE:${PROJECT_BINARY_DIR}/generated>
     $<INSTALL_INTERFACE:include>)
 endfunction()
@@ -43,6 +43,7 @@ function(lowbit_cc_library)
   set_target_properties(${target} PROPERTIES EXPORT_NAME ${ARG_NAME})
   add_library(lowbit::${ARG_NAME} ALIAS ${target})
   set_property(GLOBAL APPEND PROPERTY LOWBIT_EXPORTED_TARGETS ${target})
+  set_property(GLOBAL APPEND PROPERTY LOWBIT_FOLDERS ${ARG_NAME})
 endfunction()
 
 # lowbit_cc_binary(NAME x SRCS ... DEPS ...): an executable linked to lowbit.

@@ -7,9 +7,14 @@ install(TARGETS ${lowbit_targets} lowbit EXPORT lowbitTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-foreach(dir comm kernels launch optimizers qat sparsity)
-  install(DIRECTORY ${PROJECT_SOURCE_DIR}/${dir}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/lowbit/${dir}
-    FILES_MATCHING PATTERN "*.h" PATTERN "internal" EXCLUDE)
+# The public headers are the ones directly in each folder of lowbit/; what
+# lies in internal/, cpu/ and cuda/ (the raw-pointer kernels) is the
+# library's own and is not installed, and no public header includes it
+# (tests/consumer compiles every installed header to hold that).
+get_property(lowbit_folders GLOBAL PROPERTY LOWBIT_FOLDERS)
+foreach(dir ${lowbit_folders})
+  file(GLOB headers CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/lowbit/${dir}/*.h)
+  install(FILES ${headers} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/lowbit/${dir})
 endforeach()
 install(FILES ${PROJECT_BINARY_DIR}/generated/lowbit/config.h
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/lowbit)

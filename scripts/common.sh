@@ -25,9 +25,10 @@ lowbit_setup() {
   lowbit_install_packages
   if [ ! -f "$LOWBIT_BUILD/build.ninja" ]; then
     echo "lowbit: configuring $LOWBIT_BUILD"
-    cmake -S "$LOWBIT_ROOT" -B "$LOWBIT_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release >"$LOWBIT_BUILD.configure.log" 2>&1 \
-      || { cat "$LOWBIT_BUILD.configure.log"; return 1; }
-    grep -A 12 'lowbit .* configuration' "$LOWBIT_BUILD.configure.log" | sed 's/^-- //'
+    mkdir -p "$LOWBIT_BUILD"
+    cmake -S "$LOWBIT_ROOT" -B "$LOWBIT_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release >"$LOWBIT_BUILD/configure.log" 2>&1 \
+      || { cat "$LOWBIT_BUILD/configure.log"; return 1; }
+    grep -A 12 'lowbit .* configuration' "$LOWBIT_BUILD/configure.log" | sed 's/^-- //'
   fi
   # Two cores: two jobs. Only errors and the final line are shown.
   local log="$LOWBIT_BUILD/build.log"

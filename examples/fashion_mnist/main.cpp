@@ -6,9 +6,7 @@
 //   build/examples/fashion_mnist/fashion_mnist            # one process
 //
 // Rank 0 prints one line per epoch and, last, one JSON object with the results.
-#include <sys/stat.h>
 
-#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -37,6 +35,7 @@
 #include "lowbit/optimizers/zero_one_adam.h"
 #include "lowbit/qat/prepare.h"
 #include "lowbit/sparsity/sparsifier.h"
+#include "lowbit/train/checkpoint.h"
 
 ABSL_FLAG(int, epochs, 3, "training epochs");
 ABSL_FLAG(int, batch_size, 64, "examples per rank per step");
@@ -86,8 +85,8 @@ ABSL_FLAG(std::string, backend, "auto", "process group: auto, mpi, gloo, nccl or
 ABSL_FLAG(std::string, data_dir, "/usr/share/datasets/fashion-mnist", "directory of the gzipped IDX files");
 ABSL_FLAG(std::string, metrics_csv, "", "if set, rank 0 writes one CSV row per epoch here");
 ABSL_FLAG(int, threads, 1, "intra-op threads per rank");
-ABSL_FLAG(std::string, checkpoint, "", "if set, save model, optimizer and hook state here after every epoch");
-ABSL_FLAG(std::string, resume, "", "if set, continue from this checkpoint");
+ABSL_FLAG(std::string, checkpoint, "", "if set, a directory: save model, optimizer, hook state, masks, epoch and RNG there after every epoch");
+ABSL_FLAG(std::string, resume, "", "if set, continue from this checkpoint directory");
 ABSL_FLAG(int, max_train_examples, 0, "use only the first N training images (0: all); for quick runs");
 ABSL_FLAG(double, bucket_cap_mb, 25.0, "DDP bucket size in MB");
 ABSL_FLAG(std::string, qat, "",
@@ -104,26 +103,22 @@ namespace {
 namespace nn = torch::nn;
 using lowbit::comm::ProcessGroup;
 
+// Written the ordinary LibTorch way; its layers are lowbit::qat's, which are
+// torch's until --qat's Prepare configures them.
 struct CnnImpl : nn::Module {
   CnnImpl() {
-    conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(1, 16, 3).padding(1)));
-    conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(16, 32, 3).padding(1)));
-    fc1 = register_module("fc1", nn::Linear(32 * 7 * 7, 128));
-    fc2 = register_module("fc2", nn::Linear(128, 10));
+    conv1 = register_module("conv1", lowbit::qat::Conv2d(nn::Conv2dOptions(1, 16, 3).padding(1)));
+    conv2 = register_module("conv2", lowbit::qat::Conv2d(nn::Conv2dOptions(16, 32, 3).padding(1)));
+    fc1 = register_module("fc1", lowbit::qat::Linear(32 * 7 * 7, 128));
+    fc2 = register_module("fc2", lowbit::qat::Linear(128, 10));
   }
-  // Layers are called through what is registered now, so that --qat's
-  // Prepare, which swaps them for quantized ones, takes effect.
   torch::Tensor forward(torch::Tensor x) {
-    auto layers = named_children();
-    auto call = [&](const char* name, const torch::Tensor& in) {
-      return lowbit::qat::ForwardLayer(*layers[name], in);
-    };
-    x = torch::max_pool2d(torch::relu(call("conv1", x)), 2);
-    x = torch::max_pool2d(torch::relu(call("conv2", x)), 2);
-    return call("fc2", torch::relu(call("fc1", x.flatten(1))));
+    x = torch::max_pool2d(torch::relu(conv1(x)), 2);
+    x = torch::max_pool2d(torch::relu(conv2(x)), 2);
+    return fc2(torch::relu(fc1(x.flatten(1))));
   }
-  nn::Conv2d conv1{nullptr}, conv2{nullptr};
-  nn::Linear fc1{nullptr}, fc2{nullptr};
+  lowbit::qat::Conv2d conv1{nullptr}, conv2{nullptr};
+  lowbit::qat::Linear fc1{nullptr}, fc2{nullptr};
 };
 TORCH_MODULE(Cnn);
 
@@ -283,26 +278,6 @@ std::string ParamChecksum(Cnn& model) {
   return out.str();
 }
 
-std::string HookStatePath(const std::string& checkpoint, int rank) {
-  return absl::StrCat(checkpoint, ".hook.rank", rank);
-}
-
-// Every rank saves its optimizer: the 1-bit optimizers' errors differ per rank.
-std::string OptimizerStatePath(const std::string& checkpoint, int rank) {
-  return absl::StrCat(checkpoint, ".optimizer.rank", rank);
-}
-
-void SaveAtomically(torch::serialize::OutputArchive& archive, const std::string& path) {
-  archive.save_to(path + ".tmp");
-  TORCH_CHECK(std::rename((path + ".tmp").c_str(), path.c_str()) == 0, "--checkpoint: cannot rename ", path,
-              ".tmp to ", path, ": ", std::strerror(errno));
-}
-
-bool FileExists(const std::string& path) {
-  struct stat info {};
-  return stat(path.c_str(), &info) == 0;
-}
-
 // --sparsity's settings for a run of total_steps optimizer steps. conv1 (one
 // input channel) stays dense in every mode. SR-STE (Zhou et al. 2021)
 // recomputes masks every step with lambda 2e-4; PGF steps 4:4 -> 3:4 -> 2:4
@@ -334,8 +309,6 @@ double WeightSparsity(Cnn& model) {
   return total > 0 ? static_cast<double>(zeros) / static_cast<double>(total) : 0.0;
 }
 
-std::string SparsityStatePath(const std::string& path) { return path + ".sparsity"; }
-
 // The settings every rank must share that no library object compares (DDP
 // compares the model and the hook, the 1-bit optimizers their own), and the
 // Sparsifier's per-layer configs: a rank started with other flags fails at
@@ -351,68 +324,6 @@ std::vector<std::string> TrainingSettings(const Config& c, const lowbit::sparsit
     for (const std::string& line : sparsifier->Settings()) lines.push_back("sparsifier: " + line);
   }
   return lines;
-}
-
-// Rank 0 writes model and epoch; every rank writes its optimizer state and,
-// if the hook has state, its hook shard. Written to a temporary name and
-// renamed, so a crash never leaves a torn checkpoint.
-void SaveCheckpoint(const std::string& path, int completed_epochs, Cnn& model, torch::optim::Optimizer& opt,
-                    lowbit::comm::DistributedDataParallel& ddp, ProcessGroup& pg) {
-  if (pg.Rank() == 0) {
-    torch::serialize::OutputArchive archive, model_archive;
-    model->save(model_archive);
-    archive.write("model", model_archive);
-    archive.write("epochs_done", torch::tensor(static_cast<int64_t>(completed_epochs)));
-    archive.write("world_size", torch::tensor(static_cast<int64_t>(pg.Size())));
-    SaveAtomically(archive, path);
-  }
-  torch::serialize::OutputArchive opt_archive;
-  opt.save(opt_archive);
-  SaveAtomically(opt_archive, OptimizerStatePath(path, pg.Rank()));
-  const lowbit::comm::HookState state = ddp.comm_hook().StateDict();
-  if (!state.empty()) {
-    torch::serialize::OutputArchive archive;
-    lowbit::comm::WriteHookState(archive, state);
-    SaveAtomically(archive, HookStatePath(path, pg.Rank()));
-  }
-  pg.Barrier()->Wait();
-}
-
-int LoadModel(const std::string& path, Cnn& model, int world_size) {
-  TORCH_CHECK(FileExists(path), "--resume: checkpoint ", path, " does not exist");
-  torch::serialize::InputArchive archive, model_archive;
-  archive.load_from(path);
-  archive.read("model", model_archive);
-  model->load(model_archive);
-  torch::Tensor epochs_done, saved_world;
-  archive.read("epochs_done", epochs_done);
-  archive.read("world_size", saved_world);
-  if (saved_world.item<int64_t>() != world_size) {
-    std::cerr << "warning: checkpoint was written by " << saved_world.item<int64_t>() << " ranks, resuming on "
-              << world_size << "; the data order of the remaining epochs differs\n";
-  }
-  return static_cast<int>(epochs_done.item<int64_t>());
-}
-
-void LoadOptimizer(const std::string& path, torch::optim::Optimizer& opt, ProcessGroup& pg) {
-  const std::string shard = OptimizerStatePath(path, pg.Rank());
-  TORCH_CHECK(FileExists(shard), "--resume: optimizer state ", shard,
-              " does not exist (written by fewer ranks, or by an older version)");
-  torch::serialize::InputArchive archive;
-  archive.load_from(shard);
-  opt.load(archive);
-}
-
-void LoadHookState(const std::string& path, lowbit::comm::DistributedDataParallel& ddp, ProcessGroup& pg) {
-  if (ddp.comm_hook().StateDict().empty()) return;  // a stateless hook
-  const std::string shard = HookStatePath(path, pg.Rank());
-  if (!FileExists(shard)) {
-    std::cerr << "warning: no hook state " << shard << " (different world size?); the hook starts afresh\n";
-    return;
-  }
-  torch::serialize::InputArchive archive;
-  archive.load_from(shard);
-  ddp.comm_hook().LoadStateDict(lowbit::comm::ReadHookState(archive));
 }
 
 // The adaptive hooks' per-layer settings ("name=value;..."), else empty.
@@ -467,28 +378,20 @@ int Run(const Config& c) {
   torch::manual_seed(c.seed);
   Cnn model;
   if (!c.qat.empty()) lowbit::qat::Prepare(*model, lowbit::qat::PresetConfig(c.qat));
-  int start_epoch = 0;
-  if (!c.resume.empty()) {
-    start_epoch = LoadModel(c.resume, model, world);
-  } else if (!c.qat.empty()) {
+  if (!c.qat.empty() && c.resume.empty()) {
     // Initial LSQ steps, PACT alphas and observer ranges from one batch that
-    // is the same on every rank (the first 256 training images).
-    torch::NoGradGuard no_grad;
-    model->forward(data->train.images.narrow(0, 0, std::min<int64_t>(256, train_n)));
+    // is the same on every rank (the first 256 training images); a resumed
+    // run restores them.
+    lowbit::qat::Calibrate(*model, [&] { model->forward(data->train.images.narrow(0, 0, std::min<int64_t>(256, train_n))); });
   }
   // After the model (and its QAT layers) is final, before DDP: masks from the
-  // weights every rank now holds, or the checkpoint's.
+  // weights every rank now holds (a resumed run restores the checkpoint's).
   std::unique_ptr<lowbit::sparsity::Sparsifier> sparsifier;
   if (!c.sparsity.empty()) {
     sparsifier = std::make_unique<lowbit::sparsity::Sparsifier>(
         *model,
         SparsityConfig(c.sparsity, c.sparsity_steps > 0 ? c.sparsity_steps : int64_t{c.epochs} * steps_per_epoch),
         std::vector<std::pair<std::string, std::optional<lowbit::sparsity::SparseConfig>>>{{"conv1", std::nullopt}});
-    if (!c.resume.empty()) {
-      const std::string state = SparsityStatePath(c.resume);
-      TORCH_CHECK(FileExists(state), "--resume: sparsity state ", state, " does not exist");
-      sparsifier->Load(state);
-    }
   }
   lowbit::comm::CheckSameOnAllRanks(*pg, TrainingSettings(c, sparsifier.get()), "training settings", "fashion_mnist");
   lowbit::comm::DistributedDataParallel ddp(model.ptr(), pg, {.bucket_cap_mb = c.bucket_cap_mb});
@@ -501,10 +404,18 @@ int Run(const Config& c) {
   ddp.RegisterCommHook(lowbit::comm::MakeCommHook(pg, spec));
   std::unique_ptr<torch::optim::Optimizer> opt = MakeOptimizer(c, model, ddp);
   auto* onebit = dynamic_cast<lowbit::optim::OneBitOptimizer*>(opt.get());
-  if (!c.resume.empty()) {
-    LoadOptimizer(c.resume, *opt, *pg);
-    LoadHookState(c.resume, ddp, *pg);
-  }
+  // Model, optimizer, hook state, masks, the epoch and the RNG, per rank.
+  int64_t epochs_done = 0;
+  auto make_checkpoint = [&](const std::string& dir) {
+    lowbit::train::Checkpoint ckpt(dir, pg);
+    ckpt.Model(*model).Optimizer("optimizer", *opt).Ddp(ddp).Counter("epochs_done", &epochs_done);
+    if (sparsifier) ckpt.Sparsifier(*sparsifier);
+    return ckpt;
+  };
+  if (!c.resume.empty()) make_checkpoint(c.resume).Restore();
+  std::optional<lowbit::train::Checkpoint> checkpoint;
+  if (!c.checkpoint.empty()) checkpoint.emplace(make_checkpoint(c.checkpoint));
+  const int start_epoch = static_cast<int>(epochs_done);
 
   std::ofstream csv;
   if (lead && !c.metrics_csv.empty()) {
@@ -594,11 +505,9 @@ int Run(const Config& c) {
         csv.flush();
       }
     }
-    if (!c.checkpoint.empty()) {
-      // Masks and dense weights are the same on every rank (computed from
-      // the same weights); rank 0 writes them before the barrier inside.
-      if (sparsifier && lead) sparsifier->Save(SparsityStatePath(c.checkpoint));
-      SaveCheckpoint(c.checkpoint, epoch + 1, model, *opt, ddp, *pg);
+    if (checkpoint) {
+      epochs_done = epoch + 1;
+      checkpoint->Save();
     }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();

@@ -10,7 +10,7 @@
 #include "lowbit/comm/adaptive_hook.h"
 #include "lowbit/comm/compressors.h"
 #include "lowbit/comm/lgreco.h"
-#include "lowbit/tests/common/test_env.h"
+#include "tests/common/test_env.h"
 
 namespace lowbit::comm {
 namespace {

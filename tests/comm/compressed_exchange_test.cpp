@@ -11,7 +11,7 @@
 #include "lowbit/comm/distributed_data_parallel.h"
 #include "lowbit/comm/hooks.h"
 #include "lowbit/kernels/internal/counter_rng.h"
-#include "lowbit/tests/common/test_env.h"
+#include "tests/common/test_env.h"
 
 namespace lowbit::comm {
 namespace {

@@ -5,7 +5,7 @@
 #include <torch/torch.h>
 
 #include "lowbit/comm/distributed_data_parallel.h"
-#include "lowbit/tests/common/test_env.h"
+#include "tests/common/test_env.h"
 
 namespace lowbit::comm {
 namespace {

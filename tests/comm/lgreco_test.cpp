@@ -9,7 +9,7 @@
 #include "lowbit/comm/hooks.h"
 #include "lowbit/comm/lgreco.h"
 #include "lowbit/comm/local_process_group.h"
-#include "lowbit/tests/common/expect_error.h"
+#include "tests/common/expect_error.h"
 
 namespace lowbit::comm {
 namespace {

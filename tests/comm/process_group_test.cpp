@@ -4,8 +4,8 @@
 #include <torch/torch.h>
 
 #include "lowbit/comm/process_group.h"
-#include "lowbit/tests/common/test_env.h"
-#include "lowbit/tests/common/expect_error.h"
+#include "tests/common/test_env.h"
+#include "tests/common/expect_error.h"
 
 namespace lowbit::comm {
 namespace {

@@ -6,7 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "lowbit/launch/init.h"
-#include "lowbit/tests/common/test_env.h"
+#include "tests/common/test_env.h"
 
 namespace lowbit::testing {
 namespace {

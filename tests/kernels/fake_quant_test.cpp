@@ -11,7 +11,8 @@
 #include <vector>
 
 #include "lowbit/kernels/fake_quant.h"
-#include "lowbit/tests/common/expect_error.h"
+#include "lowbit/kernels/internal/fake_quant_math.h"  // RoundToMiniFloat, the reference
+#include "tests/common/expect_error.h"
 
 namespace lowbit::kernels {
 namespace {

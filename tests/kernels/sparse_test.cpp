@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "lowbit/kernels/sparse.h"
-#include "lowbit/tests/common/expect_error.h"
+#include "tests/common/expect_error.h"
 
 namespace lowbit::kernels {
 namespace {

@@ -17,8 +17,8 @@
 #include "lowbit/optimizers/onebit_adam.h"
 #include "lowbit/optimizers/onebit_lamb.h"
 #include "lowbit/optimizers/zero_one_adam.h"
-#include "lowbit/tests/common/test_env.h"
-#include "lowbit/tests/common/expect_error.h"
+#include "tests/common/test_env.h"
+#include "tests/common/expect_error.h"
 
 namespace lowbit::optim {
 namespace {

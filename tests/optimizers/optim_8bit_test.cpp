@@ -14,7 +14,7 @@
 
 #include "lowbit/optimizers/optim_8bit.h"
 #include "lowbit/optimizers/stable_embedding.h"
-#include "lowbit/tests/common/expect_error.h"
+#include "tests/common/expect_error.h"
 
 namespace lowbit::optim {
 namespace {

@@ -12,8 +12,8 @@
 
 #include "lowbit/qat/convert.h"
 #include "lowbit/qat/prepare.h"
-#include "lowbit/tests/common/expect_error.h"
-#include "lowbit/tests/common/small_cnn.h"
+#include "tests/common/expect_error.h"
+#include "tests/common/small_cnn.h"
 
 namespace lowbit::qat {
 namespace {

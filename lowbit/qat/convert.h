@@ -39,7 +39,9 @@ namespace lowbit::qat {
 class QuantizedLayerBase : public QuantLayer {
  public:
   // The dequantized weight, in the layer's weight shape.
-  at::Tensor Weight() const;
+  at::Tensor Weight() const override;
+  // A converted layer has its grid already: refused.
+  void Configure(const LayerConfig& config) override;
   at::Tensor weight_codes, weight_scale, weight_zero_point, weight_offset, weight_grid, bias;
 
  protected:

@@ -16,7 +16,7 @@
 //   lowbit::sparsity::Sparsifier sparsifier(*model, c, {{"conv1", std::nullopt}});
 //   ... loss.backward();
 //   sparsifier.Step(optimizer);                              // instead of optimizer.step()
-//   sparsifier.Save("ckpt.sparsity");                        // masks, dense weights, step
+//   checkpoint.Sparsifier(sparsifier);   // masks, dense weights, step (train/checkpoint.h)
 #pragma once
 
 #include <cstdint>
@@ -35,6 +35,11 @@ class Module;
 namespace torch::optim {
 class Optimizer;
 }  // namespace torch::optim
+
+namespace torch::serialize {
+class OutputArchive;
+class InputArchive;
+}  // namespace torch::serialize
 
 namespace lowbit::sparsity {
 
@@ -73,11 +78,12 @@ class Sparsifier {
   // that every rank sparsifies alike (lowbit::comm::CheckSameOnAllRanks).
   std::vector<std::string> Settings() const;
 
-  // Step, masks and dense weights, with each layer's ToString(config),
-  // written to path + ".tmp" and renamed, so a crash leaves the old file.
-  // Load checks names, shapes and configs, then rewrites the parameters.
-  void Save(const std::string& path) const;
-  void Load(const std::string& path);
+  // Step, masks and dense weights, with each layer's ToString(config), into
+  // an archive (lowbit::train::Checkpoint writes it to disk with the rest of
+  // the training state). Load checks names, shapes and configs, then
+  // rewrites the parameters.
+  void Save(torch::serialize::OutputArchive& archive) const;
+  void Load(torch::serialize::InputArchive& archive);
 
  private:
   struct Layer {

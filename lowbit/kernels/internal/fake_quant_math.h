@@ -10,7 +10,8 @@
 #include <cmath>
 #include <cstdint>
 
-#include "lowbit/kernels/internal/host_device.h"  // FloatBits, BitsFloat
+#include "lowbit/kernels/host_device.h"  // FloatBits, BitsFloat
+#include "lowbit/kernels/mini_float.h"
 
 namespace lowbit::kernels {
 
@@ -83,18 +84,6 @@ LOWBIT_HOST_DEVICE IntGrads FakeQuantIntGradOne(float x, float dy, float scale, 
   return {inside ? dy : 0.0f, dy * (inside ? (yi - xi) * inv_scale : code - zero_point), inside ? 0.0f : dy};
 }
 
-// A mini-float format: exponent bits, mantissa bits, largest finite value.
-struct MiniFloat {
-  int exp_bits;
-  int man_bits;
-  float max_value;
-};
-
-// e4m3 as in the OCP FP8 spec ("fn": no infinities, max 448), e5m2 (max
-// 57344), e2m1 (FP4, max 6).
-LOWBIT_HOST_DEVICE MiniFloat MiniFloatE4M3() { return {4, 3, 448.0f}; }
-LOWBIT_HOST_DEVICE MiniFloat MiniFloatE5M2() { return {5, 2, 57344.0f}; }
-LOWBIT_HOST_DEVICE MiniFloat MiniFloatE2M1() { return {2, 1, 6.0f}; }
 
 // The spacing of format f's values around a (>= 0, < max): 2^(e - man_bits)
 // with e = max(floor(log2 a), 1 - bias). From the exponent bits, no calls.

@@ -28,7 +28,7 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "lowbit/kernels/internal/optim_math.h"
+#include "lowbit/kernels/optim_types.h"
 
 namespace lowbit::kernels {
 

@@ -31,7 +31,7 @@
 #include <ATen/core/Tensor.h>
 #include <torch/optim/optimizer.h>
 
-#include "lowbit/kernels/internal/optim_math.h"
+#include "lowbit/kernels/optim_types.h"
 
 namespace lowbit::optim {
 

@@ -3,7 +3,7 @@
 #pragma once
 #include <cstdint>
 
-#include "lowbit/kernels/internal/host_device.h"
+#include "lowbit/kernels/host_device.h"
 
 namespace lowbit::kernels {
 

@@ -22,6 +22,10 @@ at::Tensor ByGroup(const at::Tensor& w2d, int64_t layout_kind, int64_t num) {
 
 }  // namespace
 
+void QuantizedLayerBase::Configure(const LayerConfig&) {
+  TORCH_CHECK(false, "qat: a converted ", name(), " holds integer weights and cannot be prepared again");
+}
+
 void QuantizedLayerBase::StoreWeight(QuantLayer& source, const at::Tensor& weight, const at::Tensor& source_bias) {
   torch::NoGradGuard no_grad;
   FakeQuantizerImpl& wq = *source.weight_quantizer;

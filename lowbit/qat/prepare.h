@@ -1,5 +1,8 @@
-// Prepare: turns a model's Linear and Conv2d layers into QuantLinear and
-// QuantConv2d in place (qat/quant_modules.h). Parameters keep their identity
+// Prepare: quantizes a model's Linear and Conv2d layers (qat/quant_modules.h):
+// lowbit::qat::Linear/Conv2d members are configured in place; torch's are
+// replaced by them, inside Sequential, ModuleList and ModuleDict too. A layer
+// the model still calls through a typed torch::nn member cannot be reached:
+// Calibrate, or the first backward, throws naming it (Note [Unreached layers]). Parameters keep their identity
 // and names, so an optimizer built before still updates them and checkpoints
 // keep their keys (the quantizers add theirs, e.g. "fc1.weight_quantizer.scale").
 // New learned tensors (LSQ step sizes, PACT alphas) are parameters of the
@@ -9,14 +12,11 @@
 //   lowbit::qat::QatConfig config = lowbit::qat::PresetConfig("w4a4_lsq");
 //   config.overrides.push_back({"head.*", std::nullopt});  // leave fp32
 //   lowbit::qat::Prepare(*model, config);
-//   {                                   // same batch on every rank: initial
-//     torch::NoGradGuard no_grad;       // LSQ steps, PACT alphas, observers
-//     model->forward(calibration_batch);
-//   }
-//
-// The model must call its layers through ForwardLayer (see quant_modules.h).
+//   // Same batch on every rank: initial LSQ steps, PACT alphas, observers.
+//   lowbit::qat::Calibrate(*model, [&] { model->forward(calibration_batch); });
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -47,6 +47,14 @@ std::vector<std::string> PresetNames();
 // Replaces the layers; returns their dotted names. Throws if a layer is
 // already quantized or a config is invalid (naming the layer).
 std::vector<std::string> Prepare(torch::nn::Module& module, const QatConfig& config);
+
+// Dotted names of prepared layers whose forward has not run since Prepare.
+std::vector<std::string> UnreachedLayers(torch::nn::Module& module);
+
+// Runs `forward` (the calibration forward: same batch on every rank) in
+// training mode without gradients, then throws, naming them, if some prepared
+// layers were not called.
+void Calibrate(torch::nn::Module& module, const std::function<void()>& forward);
 
 // Weight-count-weighted mean of the layers' LastFlipFraction (-1: none tracked).
 double MeanFlipFraction(torch::nn::Module& module);

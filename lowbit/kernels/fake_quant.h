@@ -13,7 +13,7 @@
 
 #include <ATen/core/Tensor.h>
 
-#include "lowbit/kernels/internal/fake_quant_math.h"
+#include "lowbit/kernels/mini_float.h"
 
 namespace lowbit::kernels {
 

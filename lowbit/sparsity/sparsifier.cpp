@@ -13,7 +13,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "lowbit/kernels/sparse.h"
-#include "lowbit/qat/quant_modules.h"
 
 namespace lowbit::sparsity {
 
@@ -23,8 +22,6 @@ namespace {
 at::Tensor WeightOf(torch::nn::Module& m) {
   if (auto* l = dynamic_cast<torch::nn::LinearImpl*>(&m)) return l->weight;
   if (auto* c = dynamic_cast<torch::nn::Conv2dImpl*>(&m)) return c->weight;
-  if (auto* l = dynamic_cast<qat::QuantLinearImpl*>(&m)) return l->weight;
-  if (auto* c = dynamic_cast<qat::QuantConv2dImpl*>(&m)) return c->weight;
   return {};
 }
 
@@ -234,29 +231,22 @@ std::vector<std::string> Sparsifier::Settings() const {
   return lines;
 }
 
-void Sparsifier::Save(const std::string& path) const {
-  torch::serialize::OutputArchive archive;
+void Sparsifier::Save(torch::serialize::OutputArchive& archive) const {
   archive.write("step", torch::tensor({step_}, torch::kLong));
   for (const Layer& l : layers_) {
     archive.write(l.name + "/config", c10::IValue(ToString(l.config)));
     archive.write(l.name + "/mask", l.mask);
     if (l.dense.defined()) archive.write(l.name + "/dense", l.dense);
   }
-  const std::string tmp = path + ".tmp";
-  archive.save_to(tmp);
-  TORCH_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "Sparsifier::Save: cannot rename ", tmp, " to ", path, ": ",
-              std::strerror(errno));
 }
 
-void Sparsifier::Load(const std::string& path) {
-  torch::serialize::InputArchive archive;
-  archive.load_from(path);
+void Sparsifier::Load(torch::serialize::InputArchive& archive) {
   at::Tensor step;
-  archive.read("step", step);
+  TORCH_CHECK(archive.try_read("step", step) && step.numel() == 1, "Sparsifier::Load: the archive has no step");
   torch::NoGradGuard no_grad;
   for (Layer& l : layers_) {
     c10::IValue config;
-    TORCH_CHECK(archive.try_read(l.name + "/config", config), "Sparsifier::Load: ", path, " has no layer '", l.name,
+    TORCH_CHECK(archive.try_read(l.name + "/config", config), "Sparsifier::Load: the archive has no layer '", l.name,
                 "'");
     TORCH_CHECK(config.toStringRef() == ToString(l.config), "Sparsifier::Load: layer '", l.name, "' was saved as ",
                 config.toStringRef(), ", this run has ", ToString(l.config));

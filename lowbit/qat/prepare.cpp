@@ -1,0 +1,214 @@
+#include "lowbit/qat/prepare.h"
+
+#include <fnmatch.h>
+
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "lowbit/qat/internal/prepared_set.h"
+
+namespace lowbit::qat {
+
+namespace {
+
+QuantizerConfig IntWeight(int bits, Estimator estimator) {
+  QuantizerConfig c;
+  c.bits = bits;
+  c.granularity = Granularity::kPerChannel;
+  c.estimator = estimator;
+  return c;
+}
+
+// 8-bit activations: affine (the network input may be negative), the range
+// a moving average of the batches' (constant 0.1: training from scratch
+// grows the ranges quickly, and torch's 0.01 lags them by hundreds of steps),
+// zero gradient where clipped, as ATen's fake_quantize.
+QuantizerConfig Int8Input() {
+  QuantizerConfig c;
+  c.symmetric = false;
+  c.observer = Observer::kMovingAverageMinMax;
+  c.averaging_constant = 0.1;
+  c.estimator = Estimator::kClippedSte;
+  return c;
+}
+
+// Activations after ReLU: unsigned, learned step.
+QuantizerConfig LsqInput(int bits) {
+  QuantizerConfig c;
+  c.bits = bits;
+  c.is_signed = false;
+  c.estimator = Estimator::kLsq;
+  return c;
+}
+
+QuantizerConfig Quest(int bits) {
+  QuantizerConfig c;
+  c.bits = bits;
+  c.estimator = Estimator::kQuest;
+  return c;
+}
+
+LayerConfig W8A8() { return {IntWeight(8, Estimator::kSte), Int8Input(), {}}; }
+
+QuantizerConfig MiniFloat(Format f) {
+  QuantizerConfig c;
+  c.format = f;
+  return c;
+}
+
+bool IsPlainLayer(torch::nn::Module& m) {
+  return dynamic_cast<QuantLayer*>(&m) == nullptr && (dynamic_cast<torch::nn::LinearImpl*>(&m) != nullptr ||
+                                                      dynamic_cast<torch::nn::Conv2dImpl*>(&m) != nullptr);
+}
+
+struct Found {
+  torch::nn::Module* parent;
+  std::string key;     // the child's name in parent
+  std::string dotted;  // from the root
+};
+
+// Every Linear/Conv2d (torch's or lowbit::qat's), depth first in registration
+// order; refuses layers that are already quantized.
+void Collect(torch::nn::Module& parent, const std::string& prefix, std::vector<Found>& out) {
+  for (const auto& item : parent.named_children()) {
+    const std::string dotted = prefix.empty() ? item.key() : absl::StrCat(prefix, ".", item.key());
+    auto* q = dynamic_cast<QuantLayer*>(item.value().get());
+    TORCH_CHECK(q == nullptr || !q->configured(), "Prepare: layer '", dotted,
+                "' is already quantized (Prepare runs once per model)");
+    if (q != nullptr || IsPlainLayer(*item.value())) {
+      out.push_back({&parent, item.key(), dotted});
+    } else {
+      Collect(*item.value(), dotted, out);
+    }
+  }
+}
+
+// Replaces parent's child `key` by `replacement` in the module tree and, for
+// the containers whose forward (or whose users) walk a list of their own, in
+// that list too.
+template <typename Holder>
+void Replace(torch::nn::Module& parent, const std::string& key, const std::shared_ptr<torch::nn::Module>& old,
+             const Holder& replacement) {
+  if (auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(&parent)) {
+    for (auto& any : *seq) {
+      if (any.ptr() == old) any = torch::nn::AnyModule(replacement);
+    }
+  } else if (auto* list = dynamic_cast<torch::nn::ModuleListImpl*>(&parent)) {
+    for (auto& m : *list) {
+      if (m == old) m = replacement.ptr();
+    }
+  } else if (auto* dict = dynamic_cast<torch::nn::ModuleDictImpl*>(&parent)) {
+    dict->update(std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>>{{key, replacement.ptr()}});
+    return;  // update() replaced the registered child too
+  }
+  parent.replace_module(key, replacement);
+}
+
+}  // namespace
+
+std::vector<std::string> PresetNames() {
+  return {"w8a8", "w4a8", "w4a4_lsq", "w4a4_quest", "w2a2_quest", "w1a1_quest", "int8_train", "fp8_train"};
+}
+
+QatConfig PresetConfig(const std::string& name) {
+  QatConfig c;
+  if (name == "w8a8") {
+    c.layers = W8A8();
+  } else if (name == "w4a8") {
+    c.layers = {IntWeight(4, Estimator::kLsq), Int8Input(), {}};
+    c.first_last = W8A8();
+  } else if (name == "w4a4_lsq") {
+    c.layers = {IntWeight(4, Estimator::kLsq), LsqInput(4), {}};
+    c.first_last = W8A8();
+  } else if (name == "w4a4_quest" || name == "w2a2_quest" || name == "w1a1_quest") {
+    const int bits = name[1] - '0';
+    c.layers = {Quest(bits), Quest(bits), {}};
+    c.first_last = W8A8();
+  } else if (name == "int8_train") {
+    QuantizerConfig input;  // int8 symmetric, per tensor, the current batch's range
+    c.layers = {IntWeight(8, Estimator::kSte), input, {GradientQuant::kInt8}};
+  } else if (name == "fp8_train") {
+    c.layers = {MiniFloat(Format::kFp8E4M3), MiniFloat(Format::kFp8E4M3), {GradientQuant::kFp8E5M2}};
+  } else {
+    TORCH_CHECK(false, "unknown QAT preset '", name, "'; known: ", absl::StrJoin(PresetNames(), ", "));
+  }
+  return c;
+}
+
+std::vector<std::string> Prepare(torch::nn::Module& module, const QatConfig& config) {
+  std::vector<Found> layers;
+  Collect(module, "", layers);
+  auto set = std::make_shared<internal::PreparedSet>();
+  std::vector<std::string> replaced;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const Found& f = layers[i];
+    std::optional<LayerConfig> lc = config.layers;
+    if (config.first_last && (i == 0 || i + 1 == layers.size())) lc = config.first_last;
+    for (const auto& [pattern, override_config] : config.overrides) {
+      if (fnmatch(pattern.c_str(), f.dotted.c_str(), 0) == 0) {
+        lc = override_config;
+        break;
+      }
+    }
+    if (!lc) continue;
+    QuantLayer* layer = nullptr;
+    try {
+      std::shared_ptr<torch::nn::Module> child = f.parent->named_children()[f.key];
+      if (auto* q = dynamic_cast<QuantLayer*>(child.get())) {
+        q->Configure(*lc);  // lowbit::qat::Linear/Conv2d: in place
+        layer = q;
+      } else if (auto linear = std::dynamic_pointer_cast<torch::nn::LinearImpl>(child)) {
+        Linear q(torch::nn::Linear(linear), *lc);
+        Replace(*f.parent, f.key, child, q);
+        layer = q.get();
+      } else {
+        Conv2d q(torch::nn::Conv2d(std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(child)), *lc);
+        Replace(*f.parent, f.key, child, q);
+        layer = q.get();
+      }
+    } catch (const c10::Error& e) {
+      TORCH_CHECK(false, "Prepare: layer '", f.dotted, "': ", e.msg());
+    }
+    layer->Track(set, f.dotted);
+    replaced.push_back(f.dotted);
+  }
+  return replaced;
+}
+
+std::vector<std::string> UnreachedLayers(torch::nn::Module& module) {
+  std::vector<std::string> names;
+  for (const auto& item : module.named_modules()) {
+    auto* q = dynamic_cast<QuantLayer*>(item.value().get());
+    if (q != nullptr && q->configured() && !q->WasCalled()) names.push_back(item.key());
+  }
+  return names;
+}
+
+void Calibrate(torch::nn::Module& module, const std::function<void()>& forward) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = module.is_training();
+  module.train();
+  forward();
+  module.train(was_training);
+  const std::vector<std::string> unreached = UnreachedLayers(module);
+  TORCH_CHECK(unreached.empty(), "Calibrate: prepared layer(s) ", absl::StrJoin(unreached, ", "),
+              " were not called by the calibration forward: the model calls them through typed torch::nn::Linear/"
+              "Conv2d members, which Prepare cannot replace, so they would run in fp32. Declare those members as "
+              "lowbit::qat::Linear / lowbit::qat::Conv2d (qat/quant_modules.h), or call them through "
+              "lowbit::qat::ForwardLayer");
+}
+
+double MeanFlipFraction(torch::nn::Module& module) {
+  double sum = 0, weight = 0;
+  for (const auto& m : module.modules()) {
+    const auto* q = dynamic_cast<const QuantLayer*>(m.get());
+    if (q == nullptr || q->LastFlipFraction() < 0) continue;
+    const double numel = static_cast<double>(q->Weight().numel());
+    sum += q->LastFlipFraction() * numel;
+    weight += numel;
+  }
+  return weight > 0 ? sum / weight : -1.0;
+}
+
+}  // namespace lowbit::qat
