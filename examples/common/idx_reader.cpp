@@ -1,4 +1,4 @@
-#include "idx_reader.h"
+#include "examples/common/idx_reader.h"
 
 #include <sys/stat.h>
 #include <zlib.h>
