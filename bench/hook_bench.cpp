@@ -51,22 +51,20 @@ lowbit::comm::GradBucket MakeBucket(int64_t floats) {
   return b;
 }
 
-lowbit::comm::HookSpec SpecFor(const std::string& name) {
-  lowbit::comm::HookSpec s;
-  s.name = name;
+// "qsgd4_twophase" -> qsgd with bits=4 and exchange=twophase; every hook
+// starts compressing at step 0 (density and rank stay at their defaults).
+std::shared_ptr<lowbit::comm::CommHook> HookFor(std::shared_ptr<lowbit::comm::ProcessGroup> pg, std::string name) {
+  lowbit::comm::HookSettings settings = {{"start_iter", "0"}};
   const std::string suffix = "_twophase";
-  if (s.name.size() > suffix.size() && s.name.compare(s.name.size() - suffix.size(), suffix.size(), suffix) == 0) {
-    s.name = s.name.substr(0, s.name.size() - suffix.size());
-    s.exchange = "twophase";
+  if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+    name = name.substr(0, name.size() - suffix.size());
+    settings.emplace_back("exchange", "twophase");
   }
-  s.density = 0.01;
-  s.rank = 4;
-  s.start_iter = 0;
-  if (s.name.rfind("qsgd", 0) == 0) {
-    s.bits = std::stoi(s.name.substr(4));
-    s.name = "qsgd";
+  if (name.rfind("qsgd", 0) == 0) {
+    settings.emplace_back("bits", name.substr(4));
+    name = "qsgd";
   }
-  return s;
+  return lowbit::comm::MakeCommHook(std::move(pg), name, settings);
 }
 
 }  // namespace
@@ -108,7 +106,7 @@ int main(int argc, char** argv) {
   raw = {};
 
   for (const std::string& name : std::vector<std::string>(absl::StrSplit(absl::GetFlag(FLAGS_hooks), ','))) {
-    auto hook = lowbit::comm::MakeCommHook(pg, SpecFor(name));
+    auto hook = HookFor(pg, name);
     lowbit::comm::GradBucket bucket = MakeBucket(floats);
     at::Tensor grad = bucket.buffer.clone();
     std::vector<double> times;

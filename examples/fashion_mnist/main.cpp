@@ -14,12 +14,14 @@
 #include <iomanip>
 #include <iostream>
 #include <limits>
+#include <set>
 #include <sstream>
 
 #include <torch/torch.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -28,6 +30,7 @@
 #include "lowbit/comm/consistency.h"
 #include "lowbit/comm/distributed_data_parallel.h"
 #include "lowbit/comm/hooks.h"
+#include "lowbit/comm/local_process_group.h"
 #include "lowbit/launch/init.h"
 #include "lowbit/optimizers/onebit_adam.h"
 #include "lowbit/optimizers/onebit_lamb.h"
@@ -39,7 +42,7 @@
 
 ABSL_FLAG(int, epochs, 3, "training epochs");
 ABSL_FLAG(int, batch_size, 64, "examples per rank per step");
-ABSL_FLAG(double, lr, 1e-3, "learning rate");
+ABSL_FLAG(double, lr, 1e-3, "learning rate (the 1-bit optimizers: their own default unless set)");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the initialisation and the per-epoch shuffle");
 ABSL_FLAG(std::string, optimizer, "adam",
           "sgd (momentum 0.9), sgd0 (no momentum), adam, adamw (weight decay 1e-4), lion (fp32 state), rmsprop, "
@@ -47,36 +50,39 @@ ABSL_FLAG(std::string, optimizer, "adam",
           "optimizers, which own their communication (use them with --hook allreduce): onebit_adam, zeroone_adam, "
           "onebit_lamb");
 ABSL_FLAG(int64_t, percentile_clipping, 100, "8-bit optimizers and lion: clip gradients at this percentile of the last 100 norms (100: off)");
-ABSL_FLAG(int64_t, freeze_step, 100,
-          "onebit_adam/onebit_lamb: uncompressed warm-up steps; zeroone_adam: the last variance refresh (var_freeze_step)");
-ABSL_FLAG(int64_t, onebit_block, 0, "1-bit optimizers: elements per 1-bit scale (0: one per exchange chunk)");
-ABSL_FLAG(int64_t, var_update_scaler, 16, "zeroone_adam: variance refreshes per interval doubling (kappa)");
-ABSL_FLAG(int64_t, local_step_scaler, 100, "zeroone_adam: local-phase steps per doubling of the sync interval");
-ABSL_FLAG(int64_t, local_step_clipper, 16, "zeroone_adam: the longest sync interval (H)");
+ABSL_FLAG(int64_t, freeze_step, -1,
+          "onebit_adam/onebit_lamb: uncompressed warm-up steps; zeroone_adam: the last variance refresh "
+          "(var_freeze_step); -1: the optimizer's default");
+ABSL_FLAG(int64_t, onebit_block, -1,
+          "1-bit optimizers: elements per 1-bit scale (0: one per exchange chunk; -1: the optimizer's default)");
+ABSL_FLAG(int64_t, var_update_scaler, -1, "zeroone_adam: variance refreshes per interval doubling (kappa; -1: default)");
+ABSL_FLAG(int64_t, local_step_scaler, -1,
+          "zeroone_adam: local-phase steps per doubling of the sync interval (-1: default)");
+ABSL_FLAG(int64_t, local_step_clipper, -1, "zeroone_adam: the longest sync interval (H; -1: default)");
 ABSL_FLAG(std::string, hook, "allreduce",
           "gradient exchange: none or allreduce (uncompressed), fp16, bf16, qsgd, onebit, topk, randomk, powersgd, "
           "ternary, adaptive_powersgd, adaptive_topk, adaptive_qsgd (L-GreCo: per-layer rank, density or bits)");
 ABSL_FLAG(std::string, ef, "", "error feedback: none, ef, ef21, econtrol (empty: the hook's default)");
-ABSL_FLAG(double, ef_eta, 0.1, "EControl error weight; must be about the kept fraction or less");
+ABSL_FLAG(double, ef_eta, lowbit::comm::defaults::kEfEta, "EControl error weight; must be about the kept fraction or less");
 ABSL_FLAG(std::string, exchange, "auto", "collective of qsgd/ternary/onebit: auto, twophase or allgather");
-ABSL_FLAG(int, bits, 4, "qsgd bits per element, 1-8");
-ABSL_FLAG(int, scale_norm, 2, "onebit scale per block: 2 = RMS (DeepSpeed), 1 = mean |g|");
+ABSL_FLAG(int, bits, lowbit::comm::defaults::kQsgdBits, "qsgd bits per element, 1-8");
+ABSL_FLAG(int, scale_norm, lowbit::comm::defaults::kOneBitScaleNorm, "onebit scale per block: 2 = RMS (DeepSpeed), 1 = mean |g|");
 ABSL_FLAG(std::string, rounding, "", "qsgd/ternary: stochastic or nearest (empty: qsgd stochastic, ternary nearest)");
-ABSL_FLAG(int64_t, block, 0, "qsgd/ternary/onebit elements per scale (0: 256)");
-ABSL_FLAG(double, density, 0.01, "topk/randomk fraction of elements sent, in (0, 1]");
-ABSL_FLAG(int, rank, 4, "powersgd rank");
+ABSL_FLAG(int64_t, block, lowbit::comm::defaults::kBlock, "qsgd/ternary/onebit elements per scale");
+ABSL_FLAG(double, density, lowbit::comm::defaults::kDensity, "topk/randomk fraction of elements sent, in (0, 1]");
+ABSL_FLAG(int, rank, lowbit::comm::defaults::kPowerSgdRank, "powersgd rank");
 ABSL_FLAG(int64_t, start_iter, -1, "uncompressed steps first (-1: powersgd 10, others 0)");
 ABSL_FLAG(bool, warm_start, true, "powersgd: reuse Q across steps");
-ABSL_FLAG(double, min_compression_rate, 2.0, "powersgd: compress a matrix only if it shrinks this much");
+ABSL_FLAG(double, min_compression_rate, lowbit::comm::defaults::kMinCompressionRate, "powersgd: compress a matrix only if it shrinks this much");
 ABSL_FLAG(double, momentum_correction, 0.0, "topk (DGC): momentum correction factor; use with --optimizer sgd0");
 ABSL_FLAG(double, clip_norm, 0.0, "topk (DGC): local gradient clipping norm (0: off)");
 ABSL_FLAG(double, sample_ratio, 0.0, "topk (DGC): threshold from this fraction of |g| (0: exact top-k)");
 ABSL_FLAG(int64_t, warmup_steps, 0, "topk (DGC): density warm-up steps");
-ABSL_FLAG(int64_t, min_compress_numel, 1024, "smaller tensors are sent uncompressed");
+ABSL_FLAG(int64_t, min_compress_numel, lowbit::comm::defaults::kMinCompressNumel, "smaller tensors are sent uncompressed");
 ABSL_FLAG(bool, compress_1d, false, "also compress 1-D tensors (biases)");
-ABSL_FLAG(int64_t, adapt_period, 100, "adaptive_*: steps between per-layer decisions");
-ABSL_FLAG(int64_t, adapt_window, 10, "adaptive_*: steps of gradients summed for each decision (<= period)");
-ABSL_FLAG(double, adapt_alpha, 1.0, "adaptive_*: error budget as a multiple of the uniform setting's error");
+ABSL_FLAG(int64_t, adapt_period, lowbit::comm::defaults::kAdaptPeriod, "adaptive_*: steps between per-layer decisions");
+ABSL_FLAG(int64_t, adapt_window, lowbit::comm::defaults::kAdaptWindow, "adaptive_*: steps of gradients summed for each decision (<= period)");
+ABSL_FLAG(double, adapt_alpha, lowbit::comm::defaults::kAdaptAlpha, "adaptive_*: error budget as a multiple of the uniform setting's error");
 ABSL_FLAG(std::string, adapt_candidates, "auto",
           "adaptive_*: comma-separated ranks, densities or bits to choose from (auto: around --rank/--density/--bits)");
 ABSL_FLAG(std::string, adapt_overrides, "",
@@ -127,8 +133,7 @@ struct Config {
   double lr, bucket_cap_mb;
   uint64_t seed;
   std::string optimizer, hook, backend, data_dir, metrics_csv, checkpoint, resume;
-  lowbit::comm::HookSpec hook_spec;
-  std::string adapt_candidates;
+  lowbit::comm::HookSettings hook_settings;
   int64_t freeze_step, onebit_block, var_update_scaler, local_step_scaler, local_step_clipper;
   int64_t percentile_clipping = 100;  // set after the positional initialisation
   std::string qat;
@@ -147,6 +152,12 @@ bool IsKnownOptimizer(const std::string& o) {
 
 bool IsOneBit(const std::string& optimizer) {
   return optimizer == "onebit_adam" || optimizer == "zeroone_adam" || optimizer == "onebit_lamb";
+}
+
+// Whether --name was given a value other than its default.
+bool FlagSet(const char* name) {
+  const absl::CommandLineFlag* f = absl::FindCommandLineFlag(name);
+  return f != nullptr && f->CurrentValue() != f->DefaultValue();
 }
 
 // Flag values that parse but make no sense, as "--flag must be ..., got ...".
@@ -183,24 +194,8 @@ std::string ValidateFlags(const Config& c) {
     return absl::StrCat("--optimizer ", c.optimizer, " owns its communication; --hook must be allreduce, got '",
                         c.hook, "'");
   }
-  if (c.freeze_step < 0) return absl::StrCat("--freeze_step must be >= 0, got ", c.freeze_step);
-  const lowbit::comm::HookSpec& h = c.hook_spec;
-  if (h.bits < 1 || h.bits > 8) return absl::StrCat("--bits must be in [1, 8], got ", h.bits);
-  if (!(h.density > 0 && h.density <= 1)) return absl::StrCat("--density must be in (0, 1], got ", h.density);
-  if (h.rank < 1) return absl::StrCat("--rank must be >= 1, got ", h.rank);
-  if (h.adapt_period < 1) return absl::StrCat("--adapt_period must be >= 1, got ", h.adapt_period);
-  if (h.adapt_window < 1 || h.adapt_window > h.adapt_period) {
-    return absl::StrCat("--adapt_window must be in [1, --adapt_period=", h.adapt_period, "], got ", h.adapt_window);
-  }
-  if (!(h.adapt_alpha > 0)) return absl::StrCat("--adapt_alpha must be > 0, got ", h.adapt_alpha);
-  if (c.adapt_candidates.empty()) return "--adapt_candidates is empty (use auto, or a comma-separated list)";
-  if (c.adapt_candidates != "auto") {
-    for (absl::string_view item : absl::StrSplit(c.adapt_candidates, ',')) {
-      double v = 0;
-      if (!absl::SimpleAtod(item, &v)) {
-        return absl::StrCat("--adapt_candidates must be numbers, got '", std::string(item), "'");
-      }
-    }
+  if (FlagSet("freeze_step") && c.freeze_step < 0) {
+    return absl::StrCat("--freeze_step must be >= 0, got ", c.freeze_step);
   }
   if (!lowbit::launch::ParseBackend(c.backend).ok()) {
     return absl::StrCat("--backend must be auto, mpi, gloo, nccl or local, got '", c.backend, "'");
@@ -208,25 +203,56 @@ std::string ValidateFlags(const Config& c) {
   return "";
 }
 
+// The hook's settings from the flags: every registry key whose flag (the key
+// itself, or --ef and --momentum_correction) was set to something other
+// than its default. MakeCommHook refuses keys the hook does not take and
+// values out of range, naming both. The training seed also seeds the hook.
+lowbit::comm::HookSettings HookSettingsFromFlags(const std::string& hook, uint64_t seed) {
+  lowbit::comm::HookSettings settings;
+  std::set<std::string> keys;
+  for (const lowbit::comm::HookInfo& info : lowbit::comm::HookRegistry()) {
+    for (const lowbit::comm::HookSetting& s : info.settings) keys.insert(s.key);
+  }
+  for (const std::string& key : keys) {
+    const std::string flag = key == "error_feedback" ? "ef" : key == "momentum" ? "momentum_correction" : key;
+    const absl::CommandLineFlag* f = absl::FindCommandLineFlag(flag);
+    if (f == nullptr || key == "seed") continue;
+    if (FlagSet(flag.c_str())) settings.emplace_back(key, f->CurrentValue());
+  }
+  const std::vector<lowbit::comm::HookInfo>& all = lowbit::comm::HookRegistry();
+  const bool known = std::any_of(all.begin(), all.end(), [&](const auto& h) { return h.name == hook; });
+  if (known && lowbit::comm::FindHook(hook).Find("seed") != nullptr) settings.emplace_back("seed", std::to_string(seed));
+  return settings;
+}
+
 // The 1-bit optimizers take over DDP's communication (see optimizers/onebit_optimizer.h).
 std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Config& c, Cnn& model,
                                                        lowbit::comm::DistributedDataParallel& ddp) {
+  // Flags left at their defaults give the optimizer's own defaults (the
+  // settings docs/optimizers.md measured best), not the example's.
   if (c.optimizer == "onebit_adam") {
-    return std::make_unique<lowbit::optim::OneBitAdam>(model->parameters(), ddp,
-                                                       lowbit::optim::OneBitAdamOptions(c.lr).freeze_step(c.freeze_step).block(c.onebit_block));
+    lowbit::optim::OneBitAdamOptions o;
+    if (FlagSet("lr")) o.lr(c.lr);
+    if (FlagSet("freeze_step")) o.freeze_step(c.freeze_step);
+    if (FlagSet("onebit_block")) o.block(c.onebit_block);
+    return std::make_unique<lowbit::optim::OneBitAdam>(model->parameters(), ddp, o);
   }
   if (c.optimizer == "zeroone_adam") {
-    return std::make_unique<lowbit::optim::ZeroOneAdam>(model->parameters(), ddp,
-                                                        lowbit::optim::ZeroOneAdamOptions(c.lr)
-                                                            .var_freeze_step(c.freeze_step)
-                                                            .var_update_scaler(c.var_update_scaler)
-                                                            .local_step_scaler(c.local_step_scaler)
-                                                            .local_step_clipper(c.local_step_clipper)
-                                                            .block(c.onebit_block));
+    lowbit::optim::ZeroOneAdamOptions o;
+    if (FlagSet("lr")) o.lr(c.lr);
+    if (FlagSet("freeze_step")) o.var_freeze_step(c.freeze_step);
+    if (FlagSet("var_update_scaler")) o.var_update_scaler(c.var_update_scaler);
+    if (FlagSet("local_step_scaler")) o.local_step_scaler(c.local_step_scaler);
+    if (FlagSet("local_step_clipper")) o.local_step_clipper(c.local_step_clipper);
+    if (FlagSet("onebit_block")) o.block(c.onebit_block);
+    return std::make_unique<lowbit::optim::ZeroOneAdam>(model->parameters(), ddp, o);
   }
   if (c.optimizer == "onebit_lamb") {
-    return std::make_unique<lowbit::optim::OneBitLamb>(model->parameters(), ddp,
-                                                       lowbit::optim::OneBitLambOptions(c.lr).freeze_step(c.freeze_step).block(c.onebit_block));
+    lowbit::optim::OneBitLambOptions o;
+    if (FlagSet("lr")) o.lr(c.lr);
+    if (FlagSet("freeze_step")) o.freeze_step(c.freeze_step);
+    if (FlagSet("onebit_block")) o.block(c.onebit_block);
+    return std::make_unique<lowbit::optim::OneBitLamb>(model->parameters(), ddp, o);
   }
   // 8-bit optimizers: the same hyper-parameters as their fp32 counterparts below.
   namespace lo = lowbit::optim;
@@ -395,13 +421,13 @@ int Run(const Config& c) {
   }
   lowbit::comm::CheckSameOnAllRanks(*pg, TrainingSettings(c, sparsifier.get()), "training settings", "fashion_mnist");
   lowbit::comm::DistributedDataParallel ddp(model.ptr(), pg, {.bucket_cap_mb = c.bucket_cap_mb});
-  lowbit::comm::HookSpec spec = c.hook_spec;
+  lowbit::comm::AdaptCallback on_adapt;
   if (lead) {
-    spec.on_adapt = [](int64_t step, const std::string& changes) {
+    on_adapt = [](int64_t step, const std::string& changes) {
       std::cout << "L-GreCo step " << step << ": " << changes << std::endl;
     };
   }
-  ddp.RegisterCommHook(lowbit::comm::MakeCommHook(pg, spec));
+  ddp.RegisterCommHook(lowbit::comm::MakeCommHook(pg, c.hook, c.hook_settings, on_adapt));
   std::unique_ptr<torch::optim::Optimizer> opt = MakeOptimizer(c, model, ddp);
   auto* onebit = dynamic_cast<lowbit::optim::OneBitOptimizer*>(opt.get());
   // Model, optimizer, hook state, masks, the epoch and the RNG, per rank.
@@ -559,44 +585,19 @@ int main(int argc, char** argv) {
   c.onebit_block = absl::GetFlag(FLAGS_onebit_block);
   c.local_step_scaler = absl::GetFlag(FLAGS_local_step_scaler);
   c.local_step_clipper = absl::GetFlag(FLAGS_local_step_clipper);
-  lowbit::comm::HookSpec& h = c.hook_spec;
-  h.name = c.hook;
-  h.error_feedback = absl::GetFlag(FLAGS_ef);
-  h.ef_eta = absl::GetFlag(FLAGS_ef_eta);
-  h.exchange = absl::GetFlag(FLAGS_exchange);
-  h.bits = absl::GetFlag(FLAGS_bits);
-  h.scale_norm = absl::GetFlag(FLAGS_scale_norm);
-  h.rounding = absl::GetFlag(FLAGS_rounding);
-  h.block = absl::GetFlag(FLAGS_block);
-  h.density = absl::GetFlag(FLAGS_density);
-  h.rank = absl::GetFlag(FLAGS_rank);
-  h.start_iter = absl::GetFlag(FLAGS_start_iter);
-  h.warm_start = absl::GetFlag(FLAGS_warm_start);
-  h.min_compression_rate = absl::GetFlag(FLAGS_min_compression_rate);
-  h.momentum = absl::GetFlag(FLAGS_momentum_correction);
-  h.clip_norm = absl::GetFlag(FLAGS_clip_norm);
-  h.sample_ratio = absl::GetFlag(FLAGS_sample_ratio);
-  h.warmup_steps = absl::GetFlag(FLAGS_warmup_steps);
-  h.min_compress_numel = absl::GetFlag(FLAGS_min_compress_numel);
-  h.compress_1d = absl::GetFlag(FLAGS_compress_1d);
-  h.adapt_period = absl::GetFlag(FLAGS_adapt_period);
-  h.adapt_window = absl::GetFlag(FLAGS_adapt_window);
-  h.adapt_alpha = absl::GetFlag(FLAGS_adapt_alpha);
-  h.adapt_overrides = absl::GetFlag(FLAGS_adapt_overrides);
-  c.adapt_candidates = absl::GetFlag(FLAGS_adapt_candidates);
-  h.seed = c.seed;
+  c.hook_settings = HookSettingsFromFlags(c.hook, c.seed);
   const std::string invalid = ValidateFlags(c);
   if (!invalid.empty()) {
     std::cerr << "error: " << invalid << "\n";
     return 2;
   }
-  if (c.adapt_candidates != "auto") {
-    h.adapt_candidates.emplace();
-    for (absl::string_view item : absl::StrSplit(c.adapt_candidates, ',')) {
-      double v = 0;
-      (void)absl::SimpleAtod(item, &v);  // checked above
-      h.adapt_candidates->push_back(v);
-    }
+  try {
+    // The hook and its settings are checked before any rank starts: a key
+    // the hook does not take, or a value out of range, names both.
+    lowbit::comm::MakeCommHook(std::make_shared<lowbit::comm::LocalProcessGroup>(), c.hook, c.hook_settings);
+  } catch (const c10::Error& e) {
+    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    return 2;
   }
   try {
     return Run(c);

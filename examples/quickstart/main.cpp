@@ -75,9 +75,7 @@ int Train() {
   }
   // 4. Data parallel, with 4-bit gradients and error feedback.
   lowbit::comm::DistributedDataParallel ddp(model.ptr(), pg);
-  lowbit::comm::HookSpec hook;
-  hook.name = "qsgd";
-  ddp.RegisterCommHook(lowbit::comm::MakeCommHook(pg, hook));
+  ddp.RegisterCommHook(lowbit::comm::MakeCommHook(pg, "qsgd"));
   // 5. Adam with 8-bit state (2 bytes per parameter instead of 8).
   lowbit::optim::Adam8bit opt(model->parameters(), lowbit::optim::Adam8bitOptions(1e-3));
   // 6. Checkpoints: model, optimizer, hook state, epoch and RNG, per rank.

@@ -42,6 +42,7 @@
 #include "lowbit/comm/compression_hook.h"
 #include "lowbit/comm/compressors.h"
 #include "lowbit/comm/powersgd_hook.h"
+#include "lowbit/comm/hook_defaults.h"
 
 namespace lowbit::comm {
 
@@ -85,23 +86,23 @@ struct AdaptiveOptions {
   AdaptiveFamily family = AdaptiveFamily::kTopK;
   // The uniform setting: the budget's reference and the value before the
   // first decision. Added to `candidates` if missing.
-  double default_value = 0.01;
+  double default_value = defaults::kDensity;
   // Must not be empty.
   std::vector<double> candidates;
   std::vector<std::shared_ptr<LayerRule>> rules;
   // Decide every `period` steps, on gradients summed over the last `window`
   // steps of the period (1 <= window <= period).
-  int64_t period = 100;
-  int64_t window = 10;
+  int64_t period = defaults::kAdaptPeriod;
+  int64_t window = defaults::kAdaptWindow;
   // Error budget = alpha * the uniform default's total error; > 0.
-  double alpha = 1.0;
+  double alpha = defaults::kAdaptAlpha;
   int64_t bins = 10000;
   // The inner hook's settings (compressor, error feedback, ...; their
   // compressor is the uniform default's). kTopK and kQsgd: compression;
   // kPowerSgd: powersgd.
   CompressionHookOptions compression;
   TopKOptions topk;           // kTopK: sample ratio and warm-up of each layer's top-k
-  int64_t qsgd_block = 256;   // kQsgd
+  int64_t qsgd_block = defaults::kBlock;   // kQsgd
   bool qsgd_stochastic = true;
   PowerSgdOptions powersgd;
   // Called on every rank when a decision changes some layer's value, with

@@ -27,6 +27,7 @@
 #include "lowbit/comm/comm_hook.h"
 #include "lowbit/comm/compressor.h"
 #include "lowbit/comm/error_feedback.h"
+#include "lowbit/comm/hook_defaults.h"
 
 namespace lowbit::comm {
 
@@ -38,7 +39,7 @@ struct CompressionHookOptions {
   std::optional<Exchange> exchange;
   // Tensors with fewer elements, and 1-D tensors unless `compress_1d`, are
   // sent uncompressed.
-  int64_t min_compress_numel = 1024;
+  int64_t min_compress_numel = defaults::kMinCompressNumel;
   bool compress_1d = false;
   // The first `start_iter` steps are a plain mean allreduce and leave the
   // error-feedback state alone (1-bit Adam's and PowerSGD's warm-up).

@@ -20,6 +20,7 @@
 #include <ATen/core/ScalarType.h>
 
 #include "lowbit/comm/compressor.h"
+#include "lowbit/comm/hook_defaults.h"
 
 namespace lowbit::comm {
 
@@ -43,7 +44,7 @@ std::shared_ptr<Compressor> MakeSignCompressor(int64_t block = 0, int scale_norm
 
 struct TopKOptions {
   // Fraction of elements sent, in (0, 1].
-  double density = 0.01;
+  double density = defaults::kDensity;
   // Deep Gradient Compression's sampled threshold (Lin et al. 2018, sec. 3.1):
   // the threshold is estimated on this fraction of |x| and refined with an
   // exact top-k when it selects more than 1.3k elements; 0 = exact top-k.

@@ -68,6 +68,7 @@ struct DistributedDataParallel::Impl : std::enable_shared_from_this<Impl> {
   std::shared_ptr<ProcessGroup> pg;
   DdpOptions options;
   std::shared_ptr<CommHook> hook;
+  std::string hook_owner;  // see RegisterOwnedCommHook
   std::vector<Slot> slots;
   std::vector<Bucket> buckets;
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
@@ -354,8 +355,22 @@ void DistributedDataParallel::RegisterCommHook(std::shared_ptr<CommHook> hook) {
   TORCH_CHECK(hook != nullptr, "RegisterCommHook: hook is null");
   std::lock_guard<std::mutex> lock(impl_->mu);
   TORCH_CHECK(!impl_->step_active, "RegisterCommHook: cannot replace the hook during a backward pass");
+  TORCH_CHECK(impl_->hook_owner.empty(), "RegisterCommHook: the comm hook belongs to the optimizer ",
+              impl_->hook_owner, ", which exchanges its own compressed momentum; registering '", hook->Name(),
+              "' would silently break it (use that optimizer with the default hook, or another optimizer)");
   CheckSameOnAllRanks(*impl_->pg, {hook->Config()}, "comm hook configuration", "DistributedDataParallel");
   impl_->hook = std::move(hook);
+}
+
+void DistributedDataParallel::RegisterOwnedCommHook(std::shared_ptr<CommHook> hook, const std::string& owner) {
+  RegisterCommHook(std::move(hook));
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->hook_owner = owner;
+}
+
+std::string DistributedDataParallel::comm_hook_owner() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->hook_owner;
 }
 
 void DistributedDataParallel::FinishGradientSync() { impl_->Finish(); }

@@ -27,6 +27,7 @@
 #include <string>
 
 #include <ATen/core/Tensor.h>
+#include "lowbit/comm/hook_defaults.h"
 
 namespace lowbit::comm {
 
@@ -47,6 +48,6 @@ class ErrorFeedback {
 // name: none, ef, ef21 or econtrol; `eta` is EControl's error weight in (0, 1].
 // EControl diverges when eta is much larger than the fraction of information
 // the compressor keeps (measured: top-k 10% converges at 0.1, diverges at 0.5).
-std::shared_ptr<ErrorFeedback> MakeErrorFeedback(const std::string& name, double eta = 0.1);
+std::shared_ptr<ErrorFeedback> MakeErrorFeedback(const std::string& name, double eta = defaults::kEfEta);
 
 }  // namespace lowbit::comm

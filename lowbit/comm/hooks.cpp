@@ -3,9 +3,14 @@
 #include <c10/util/Exception.h>
 
 #include <absl/strings/numbers.h>
+#include <absl/strings/str_cat.h>
+#include <absl/strings/str_join.h>
 #include <absl/strings/str_split.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
 
 #include "lowbit/comm/adaptive_hook.h"
 #include "lowbit/comm/compression_hook.h"
@@ -21,19 +26,6 @@ std::optional<Exchange> ParseExchange(const std::string& name) {
   if (name == "allgather") return Exchange::kAllGather;
   if (name == "twophase") return Exchange::kTwoPhase;
   TORCH_CHECK(false, "exchange must be auto, allreduce, allgather or twophase, got '", name, "'");
-}
-
-PowerSgdOptions PowerSgdFrom(const HookSpec& spec) {
-  TORCH_CHECK(spec.error_feedback.empty() || spec.error_feedback == "ef" || spec.error_feedback == "none",
-              "powersgd supports error feedback ef or none, got '", spec.error_feedback, "'");
-  PowerSgdOptions options;
-  options.rank = spec.rank;
-  options.start_iter = spec.start_iter >= 0 ? spec.start_iter : 10;
-  options.warm_start = spec.warm_start;
-  options.min_compression_rate = spec.min_compression_rate;
-  options.error_feedback = spec.error_feedback != "none";
-  options.seed = spec.seed;
-  return options;
 }
 
 // "pattern=value,pattern=plain" -> rules, in order.
@@ -58,81 +50,311 @@ std::vector<std::shared_ptr<LayerRule>> ParseOverrides(const std::string& text) 
   return rules;
 }
 
-std::shared_ptr<CommHook> MakeAdaptiveHook(std::shared_ptr<ProcessGroup> pg, const HookSpec& spec,
-                                           CompressionHookOptions compression) {
+using Kind = HookSetting::Kind;
+constexpr double kBig = 9.0e15;  // integers up to 2^53 stay exact in a double
+
+HookSetting Int(const char* key, int64_t value, double min, double max, const char* help) {
+  return {key, Kind::kInt, std::to_string(value), min, max, false, {}, help};
+}
+HookSetting Real(const char* key, double value, double min, double max, bool min_open, const char* help) {
+  std::string text = absl::StrCat(value);
+  return {key, Kind::kDouble, text, min, max, min_open, {}, help};
+}
+HookSetting Bool(const char* key, bool value, const char* help) {
+  return {key, Kind::kBool, value ? "true" : "false", 0, 0, false, {}, help};
+}
+HookSetting Choice(const char* key, const char* value, std::vector<std::string> choices, const char* help) {
+  return {key, Kind::kChoice, value, 0, 0, false, std::move(choices), help};
+}
+HookSetting Text(const char* key, const char* help) { return {key, Kind::kText, "", 0, 0, false, {}, help}; }
+
+// The settings every compressing hook shares; `ef` is its default error feedback.
+std::vector<HookSetting> Compression(const char* ef) {
+  return {
+      Choice("error_feedback", ef, {"none", "ef", "ef21", "econtrol"}, "error feedback policy"),
+      Real("ef_eta", defaults::kEfEta, 0, 1, true, "EControl's error weight (about the kept fraction or less)"),
+      Choice("exchange", "auto", {"auto", "allgather", "twophase", "allreduce"},
+             "collective (auto: the compressor's default)"),
+      Int("min_compress_numel", defaults::kMinCompressNumel, 0, kBig, "smaller tensors go uncompressed"),
+      Bool("compress_1d", false, "also compress 1-D tensors (biases, norms)"),
+      Int("start_iter", 0, 0, kBig, "uncompressed steps first"),
+      Int("seed", 0, 0, kBig, "seed of stochastic rounding and random selections"),
+  };
+}
+
+std::vector<HookSetting> Plus(std::vector<HookSetting> a, const std::vector<HookSetting>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+HookSetting Bits() { return Int("bits", defaults::kQsgdBits, 1, 8, "bits per element"); }
+HookSetting Block() { return Int("block", defaults::kBlock, 1, 1 << 24, "elements per scale"); }
+HookSetting Density() { return Real("density", defaults::kDensity, 0, 1, true, "fraction of elements sent"); }
+HookSetting Rounding(const char* value) {
+  return Choice("rounding", value, {"stochastic", "nearest"}, "stochastic (unbiased) or nearest rounding");
+}
+std::vector<HookSetting> TopK() {
+  return {Density(),
+          Real("momentum", 0, 0, 1, false, "DGC momentum correction (use with plain SGD); 0: off"),
+          Real("clip_norm", 0, 0, kBig, false, "DGC local gradient clipping norm; 0: off"),
+          Real("sample_ratio", 0, 0, 1, false, "DGC threshold from this fraction of |g|; 0: exact top-k"),
+          Int("warmup_steps", 0, 0, kBig, "DGC density warm-up steps")};
+}
+std::vector<HookSetting> PowerSgd() {
+  return {Int("rank", defaults::kPowerSgdRank, 1, 1 << 20, "rank of the P and Q factors"),
+          Int("start_iter", defaults::kPowerSgdStartIter, 0, kBig, "uncompressed steps first"),
+          Bool("warm_start", true, "reuse Q across steps"),
+          Real("min_compression_rate", defaults::kMinCompressionRate, 0, kBig, true,
+               "compress a matrix only if it shrinks this much"),
+          Choice("error_feedback", "ef", {"ef", "none"}, "error feedback"),
+          Int("seed", 0, 0, kBig, "seed of the initial Q")};
+}
+std::vector<HookSetting> Adapt() {
+  return {Int("adapt_period", defaults::kAdaptPeriod, 1, kBig, "steps between per-layer decisions"),
+          Int("adapt_window", defaults::kAdaptWindow, 1, kBig, "steps of gradients per decision (<= adapt_period)"),
+          Real("adapt_alpha", defaults::kAdaptAlpha, 0, kBig, true, "error budget, times the uniform setting's error"),
+          {"adapt_candidates", Kind::kText, "auto", 0, 0, false, {},
+           "comma-separated ranks, densities or bits to choose from (auto: around the default)"},
+          Text("adapt_overrides", "per-parameter settings, 'pattern=value,pattern=plain' (fnmatch patterns)")};
+}
+
+std::vector<HookInfo> BuildRegistry() {
+  const std::vector<HookSetting> layer_rules = {
+      Int("min_compress_numel", defaults::kMinCompressNumel, 0, kBig, "smaller tensors go uncompressed"),
+      Bool("compress_1d", false, "also compress 1-D tensors (biases, norms)")};
+  return {
+      {"allreduce", "uncompressed mean allreduce", {}},
+      {"none", "the same as allreduce", {}},
+      {"fp16", "cast to fp16, allreduce", Compression("none")},
+      {"bf16", "cast to bf16, allreduce", Compression("none")},
+      {"qsgd", "QSGD: bits-bit codes and a scale per block, allgather", Plus(Compression("ef"), {Bits(), Block(), Rounding("stochastic")})},
+      {"ternary", "TernGrad {-s, 0, s} per block, allgather", Plus(Compression("ef"), {Block(), Rounding("nearest")})},
+      {"onebit", "sign and a scale per block, allgather",
+       Plus(Compression("ef"), {Block(), Int("scale_norm", defaults::kOneBitScaleNorm, 1, 2, "2: RMS, 1: mean |g|")})},
+      {"topk", "top-k / Deep Gradient Compression, allgather", Plus(Compression("ef"), TopK())},
+      {"randomk", "random-k with shared indices, allreduce", Plus(Compression("ef"), {Density()})},
+      {"powersgd", "PowerSGD rank-r factors, two allreduces", PowerSgd()},
+      {"adaptive_powersgd", "L-GreCo: PowerSGD rank per layer", Plus(Plus(PowerSgd(), layer_rules), Adapt())},
+      {"adaptive_topk", "L-GreCo: top-k density per layer", Plus(Plus(Compression("ef"), TopK()), Adapt())},
+      {"adaptive_qsgd", "L-GreCo: QSGD bits per layer",
+       Plus(Plus(Compression("ef"), {Bits(), Block(), Rounding("stochastic")}), Adapt())},
+  };
+}
+
+// A hook's settings after defaults and validation.
+class Values {
+ public:
+  Values(const HookInfo& hook, const HookSettings& given) : hook_(hook) {
+    for (const HookSetting& s : hook.settings) text_[s.key] = s.default_value;
+    for (const auto& [key, value] : given) {
+      const HookSetting* s = hook.Find(key);
+      if (s == nullptr) {
+        std::vector<std::string> keys;
+        for (const HookSetting& k : hook.settings) keys.push_back(k.key);
+        TORCH_CHECK(false, "hook '", hook.name, "' has no setting '", key, "'",
+                    keys.empty() ? std::string(" (it takes none)") : "; its settings: " + absl::StrJoin(keys, ", "));
+      }
+      Check(*s, value);
+      text_[key] = value;
+    }
+  }
+  int64_t Int(const std::string& key) const {
+    double v = 0;
+    (void)absl::SimpleAtod(text_.at(key), &v);  // checked
+    return static_cast<int64_t>(v);
+  }
+  double Double(const std::string& key) const {
+    double v = 0;
+    (void)absl::SimpleAtod(text_.at(key), &v);
+    return v;
+  }
+  bool Bool(const std::string& key) const { return text_.at(key) == "true" || text_.at(key) == "1"; }
+  const std::string& Text(const std::string& key) const { return text_.at(key); }
+  bool Has(const std::string& key) const { return text_.count(key) > 0; }
+
+ private:
+  void Check(const HookSetting& s, const std::string& value) const {
+    const std::string where = absl::StrCat("hook '", hook_.name, "': setting '", s.key, "'");
+    switch (s.kind) {
+      case Kind::kInt:
+      case Kind::kDouble: {
+        double v = 0;
+        const bool number = absl::SimpleAtod(value, &v) && std::isfinite(v);
+        const bool integral = s.kind == Kind::kDouble || (number && std::floor(v) == v);
+        TORCH_CHECK(number && integral, where, " must be ", s.kind == Kind::kInt ? "an integer" : "a number",
+                    ", got '", value, "'");
+        const bool low_ok = s.min_open ? v > s.min : v >= s.min;
+        TORCH_CHECK(low_ok && v <= s.max, where, " must be in ", s.Range(), ", got ", value);
+        break;
+      }
+      case Kind::kBool:
+        TORCH_CHECK(value == "true" || value == "false" || value == "1" || value == "0", where,
+                    " must be true or false, got '", value, "'");
+        break;
+      case Kind::kChoice:
+        TORCH_CHECK(std::find(s.choices.begin(), s.choices.end(), value) != s.choices.end(), where, " must be ",
+                    s.Range(), ", got '", value, "'");
+        break;
+      case Kind::kText:
+        break;
+    }
+  }
+  const HookInfo& hook_;
+  std::map<std::string, std::string> text_;
+};
+
+PowerSgdOptions PowerSgdFrom(const Values& v) {
+  PowerSgdOptions options;
+  options.rank = static_cast<int>(v.Int("rank"));
+  options.start_iter = v.Int("start_iter");
+  options.warm_start = v.Bool("warm_start");
+  options.min_compression_rate = v.Double("min_compression_rate");
+  options.error_feedback = v.Text("error_feedback") != "none";
+  options.seed = static_cast<uint64_t>(v.Int("seed"));
+  return options;
+}
+
+TopKOptions TopKFrom(const Values& v) {
+  TopKOptions topk;
+  topk.density = v.Double("density");
+  topk.sample_ratio = v.Double("sample_ratio");
+  topk.warmup_steps = v.Int("warmup_steps");
+  return topk;
+}
+
+CompressionHookOptions CompressionFrom(const std::string& name, const Values& v) {
+  CompressionHookOptions options;
+  if (name == "fp16" || name == "bf16") {
+    options.compressor = MakeCastCompressor(name == "fp16" ? at::kHalf : at::kBFloat16);
+  } else if (name == "qsgd" || name == "adaptive_qsgd") {
+    options.compressor = MakeQsgdCompressor(static_cast<int>(v.Int("bits")), v.Int("block"), v.Text("rounding") != "nearest");
+  } else if (name == "ternary") {
+    options.compressor = MakeTernaryCompressor(v.Int("block"), v.Text("rounding") == "stochastic");
+  } else if (name == "onebit") {
+    options.compressor = MakeSignCompressor(v.Int("block"), static_cast<int>(v.Int("scale_norm")));
+  } else if (name == "topk" || name == "adaptive_topk") {
+    options.compressor = MakeTopKCompressor(TopKFrom(v));
+    options.momentum = v.Double("momentum");
+    options.clip_norm = v.Double("clip_norm");
+  } else {
+    options.compressor = MakeRandomKCompressor(v.Double("density"));
+  }
+  options.error_feedback = MakeErrorFeedback(v.Text("error_feedback"), v.Double("ef_eta"));
+  options.exchange = ParseExchange(v.Text("exchange"));
+  options.min_compress_numel = v.Int("min_compress_numel");
+  options.compress_1d = v.Bool("compress_1d");
+  options.start_iter = v.Int("start_iter");
+  options.seed = static_cast<uint64_t>(v.Int("seed"));
+  return options;
+}
+
+std::shared_ptr<CommHook> MakeAdaptiveHook(std::shared_ptr<ProcessGroup> pg, const std::string& name,
+                                           const Values& v, AdaptCallback on_adapt) {
   AdaptiveOptions o;
-  if (spec.name == "adaptive_powersgd") {
+  if (name == "adaptive_powersgd") {
     o.family = AdaptiveFamily::kPowerSgd;
-    o.default_value = spec.rank;
-    o.powersgd = PowerSgdFrom(spec);
-  } else if (spec.name == "adaptive_topk") {
+    o.default_value = static_cast<double>(v.Int("rank"));
+    o.powersgd = PowerSgdFrom(v);
+  } else if (name == "adaptive_topk") {
     o.family = AdaptiveFamily::kTopK;
-    o.default_value = spec.density;
-    o.topk.sample_ratio = spec.sample_ratio;
-    o.topk.warmup_steps = spec.warmup_steps;
+    o.default_value = v.Double("density");
+    o.topk = TopKFrom(v);
+    o.compression = CompressionFrom(name, v);
   } else {
     o.family = AdaptiveFamily::kQsgd;
-    o.default_value = spec.bits;
-    o.qsgd_block = spec.block > 0 ? spec.block : 256;
-    o.qsgd_stochastic = spec.rounding != "nearest";
+    o.default_value = static_cast<double>(v.Int("bits"));
+    o.qsgd_block = v.Int("block");
+    o.qsgd_stochastic = v.Text("rounding") != "nearest";
+    o.compression = CompressionFrom(name, v);
   }
-  o.compression = std::move(compression);
-  o.candidates = spec.adapt_candidates ? *spec.adapt_candidates : DefaultCandidates(o.family, o.default_value);
-  o.rules = ParseOverrides(spec.adapt_overrides);
-  for (auto& rule : DefaultLayerRules(o.family, spec.min_compress_numel, spec.compress_1d)) o.rules.push_back(rule);
-  o.period = spec.adapt_period;
-  o.window = spec.adapt_window;
-  o.alpha = spec.adapt_alpha;
-  o.on_change = spec.on_adapt;
+  const std::string& candidates = v.Text("adapt_candidates");
+  TORCH_CHECK(!candidates.empty(), "hook '", name, "': setting 'adapt_candidates' is empty (use auto, or a ",
+              "comma-separated list)");
+  if (candidates == "auto") {
+    o.candidates = DefaultCandidates(o.family, o.default_value);
+  } else {
+    for (absl::string_view item : absl::StrSplit(candidates, ',')) {
+      double c = 0;
+      TORCH_CHECK(absl::SimpleAtod(item, &c), "hook '", name, "': setting 'adapt_candidates' must be numbers, got '",
+                  candidates, "'");
+      o.candidates.push_back(c);
+    }
+  }
+  o.rules = ParseOverrides(v.Text("adapt_overrides"));
+  for (auto& rule : DefaultLayerRules(o.family, v.Int("min_compress_numel"), v.Bool("compress_1d"))) {
+    o.rules.push_back(rule);
+  }
+  o.period = v.Int("adapt_period");
+  o.window = v.Int("adapt_window");
+  o.alpha = v.Double("adapt_alpha");
+  o.on_change = std::move(on_adapt);
   return std::make_shared<AdaptiveHook>(std::move(pg), std::move(o));
 }
 
 }  // namespace
 
-std::shared_ptr<CommHook> MakeCommHook(std::shared_ptr<ProcessGroup> pg, const HookSpec& spec) {
-  if (spec.name == "allreduce" || spec.name == "none") return std::make_shared<AllReduceHook>(std::move(pg));
-  if (spec.name == "powersgd") return std::make_shared<PowerSgdHook>(std::move(pg), PowerSgdFrom(spec));
-  if (spec.name == "adaptive_powersgd") return MakeAdaptiveHook(std::move(pg), spec, {});
-  const bool adaptive = spec.name == "adaptive_topk" || spec.name == "adaptive_qsgd";
-  CompressionHookOptions options;
-  std::string default_ef = "ef";
-  TORCH_CHECK(spec.rounding.empty() || spec.rounding == "stochastic" || spec.rounding == "nearest",
-              "rounding must be stochastic or nearest, got '", spec.rounding, "'");
-  const int64_t block = spec.block > 0 ? spec.block : 256;
-  if (spec.name == "fp16" || spec.name == "bf16") {
-    options.compressor = MakeCastCompressor(spec.name == "fp16" ? at::kHalf : at::kBFloat16);
-    default_ef = "none";
-  } else if (spec.name == "qsgd" || spec.name == "adaptive_qsgd") {
-    options.compressor = MakeQsgdCompressor(spec.bits, block, spec.rounding != "nearest");
-  } else if (spec.name == "ternary") {
-    options.compressor = MakeTernaryCompressor(block, spec.rounding == "stochastic");
-  } else if (spec.name == "onebit") {
-    options.compressor = MakeSignCompressor(block, spec.scale_norm);
-  } else if (spec.name == "topk" || spec.name == "adaptive_topk") {
-    TopKOptions topk;
-    topk.density = spec.density;
-    topk.sample_ratio = spec.sample_ratio;
-    topk.warmup_steps = spec.warmup_steps;
-    options.compressor = MakeTopKCompressor(topk);
-  } else if (spec.name == "randomk") {
-    options.compressor = MakeRandomKCompressor(spec.density);
-  } else {
-    TORCH_CHECK(false, "hook must be one of none, allreduce, fp16, bf16, qsgd, onebit, topk, randomk, powersgd, ",
-                "ternary, adaptive_powersgd, adaptive_topk, adaptive_qsgd; got '", spec.name, "'");
+// Integral values print as integers (1048576, not 1.04858e+06).
+std::string Number(double v) {
+  if (v >= kBig) return "inf";
+  if (std::floor(v) == v && std::fabs(v) < kBig) return std::to_string(static_cast<int64_t>(v));
+  return absl::StrCat(v);
+}
+
+std::string HookSetting::Range() const {
+  switch (kind) {
+    case Kind::kInt:
+    case Kind::kDouble:
+      return absl::StrCat(min_open ? "(" : "[", Number(min), ", ", Number(max), "]");
+    case Kind::kBool: return "true or false";
+    case Kind::kChoice: return "one of " + absl::StrJoin(choices, ", ");
+    case Kind::kText: return "text";
   }
-  options.error_feedback =
-      MakeErrorFeedback(spec.error_feedback.empty() ? default_ef : spec.error_feedback, spec.ef_eta);
-  options.exchange = ParseExchange(spec.exchange);
-  options.min_compress_numel = spec.min_compress_numel;
-  options.compress_1d = spec.compress_1d;
-  options.seed = spec.seed;
-  TORCH_CHECK(spec.name == "topk" || spec.name == "adaptive_topk" || (spec.momentum == 0.0 && spec.clip_norm == 0.0),
-              "momentum correction and clip_norm are top-k (DGC) options; hook is '", spec.name, "'");
-  options.start_iter = std::max<int64_t>(spec.start_iter, 0);
-  options.momentum = spec.momentum;
-  options.clip_norm = spec.clip_norm;
-  if (adaptive) return MakeAdaptiveHook(std::move(pg), spec, std::move(options));
-  return std::make_shared<CompressionHook>(std::move(pg), options);
+  return "";
+}
+
+const HookSetting* HookInfo::Find(const std::string& key) const {
+  for (const HookSetting& s : settings) {
+    if (s.key == key) return &s;
+  }
+  return nullptr;
+}
+
+const std::vector<HookInfo>& HookRegistry() {
+  static const std::vector<HookInfo> registry = BuildRegistry();
+  return registry;
+}
+
+const HookInfo& FindHook(const std::string& name) {
+  std::vector<std::string> names;
+  for (const HookInfo& h : HookRegistry()) {
+    if (h.name == name) return h;
+    names.push_back(h.name);
+  }
+  TORCH_CHECK(false, "unknown comm hook '", name, "'; known: ", absl::StrJoin(names, ", "));
+}
+
+std::shared_ptr<CommHook> MakeCommHook(std::shared_ptr<ProcessGroup> pg, const std::string& name,
+                                       const HookSettings& settings, AdaptCallback on_adapt) {
+  const HookInfo& hook = FindHook(name);
+  const Values v(hook, settings);
+  if (name == "allreduce" || name == "none") return std::make_shared<AllReduceHook>(std::move(pg));
+  if (name == "powersgd") return std::make_shared<PowerSgdHook>(std::move(pg), PowerSgdFrom(v));
+  if (name.rfind("adaptive_", 0) == 0) return MakeAdaptiveHook(std::move(pg), name, v, std::move(on_adapt));
+  return std::make_shared<CompressionHook>(std::move(pg), CompressionFrom(name, v));
+}
+
+std::shared_ptr<CommHook> MakeCommHook(std::shared_ptr<ProcessGroup> pg, const std::string& spec) {
+  const size_t colon = spec.find(':');
+  HookSettings settings;
+  if (colon != std::string::npos) {
+    for (absl::string_view item : absl::StrSplit(spec.substr(colon + 1), ',', absl::SkipEmpty())) {
+      const size_t eq = item.find('=');
+      TORCH_CHECK(eq != absl::string_view::npos && eq > 0, "comm hook '", spec,
+                  "': settings must be key=value, got '", std::string(item), "'");
+      settings.emplace_back(std::string(item.substr(0, eq)), std::string(item.substr(eq + 1)));
+    }
+  }
+  return MakeCommHook(std::move(pg), spec.substr(0, colon), settings);
 }
 
 }  // namespace lowbit::comm

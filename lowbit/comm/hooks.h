@@ -1,8 +1,11 @@
-// MakeCommHook: the DDP comm hooks by name, with defaults that train well.
+// MakeCommHook: the DDP comm hooks by name, with settings by key. The
+// registry (HookRegistry) is the one table of which hooks exist, which
+// settings each takes, their defaults (comm/hook_defaults.h) and ranges;
+// an unknown hook or key, or a value out of range, is an error naming the
+// hook, the key and the value.
 //
-//   HookSpec spec;
-//   spec.name = "onebit";                 // 1-bit, two-phase, error feedback
-//   ddp.RegisterCommHook(MakeCommHook(pg, spec));
+//   ddp.RegisterCommHook(MakeCommHook(pg, "qsgd", {{"bits", "4"}}));
+//   ddp.RegisterCommHook(MakeCommHook(pg, "powersgd:rank=8,start_iter=20"));
 //
 // | name      | what                                        | default ef |
 // |-----------|---------------------------------------------|------------|
@@ -11,77 +14,65 @@
 // | qsgd      | `bits`-bit QSGD, allgather                  | ef         |
 // | ternary   | TernGrad {-s, 0, s}, allgather              | ef         |
 // | onebit    | sign + per-block scale, allgather           | ef         |
-//
-// qsgd, ternary and onebit also run DeepSpeed's two-phase compressed
-// allreduce (exchange = "twophase"), which sends less on large worlds but
-// compresses twice; on Fashion-MNIST it cost accuracy (see the README).
 // | topk      | top-k / DGC, allgather                      | ef         |
 // | randomk   | random-k with shared indices, allreduce     | ef         |
 // | powersgd  | PowerSGD rank `rank`                        | (built in) |
 //
-// adaptive_powersgd, adaptive_topk and adaptive_qsgd choose the rank, the
-// density or the bits per layer with L-GreCo (comm/adaptive_hook.h), around
-// `rank`, `density` or `bits`.
+// qsgd, ternary and onebit also run DeepSpeed's two-phase compressed
+// allreduce (exchange=twophase), which sends less on large worlds but
+// compresses twice. adaptive_powersgd, adaptive_topk and adaptive_qsgd
+// choose the rank, the density or the bits per layer with L-GreCo
+// (comm/adaptive_hook.h), around `rank`, `density` or `bits`.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lowbit/comm/comm_hook.h"
+#include "lowbit/comm/hook_defaults.h"
 
 namespace lowbit::comm {
 
-struct HookSpec {
-  std::string name = "allreduce";
-  // none, ef, ef21, econtrol; empty: the hook's default.
-  std::string error_feedback;
-  double ef_eta = 0.1;
-  // auto (the compressor's default), allreduce, allgather, twophase.
-  std::string exchange = "auto";
-  int bits = 4;             // qsgd
-  // qsgd, ternary: "stochastic" (unbiased) or "nearest" rounding; empty:
-  // qsgd stochastic, ternary nearest (with error feedback, nearest trained
-  // better: see the README).
-  std::string rounding;
-  // onebit: 2 (RMS, DeepSpeed's) or 1 (mean |x|) per-block scale.
-  int scale_norm = 2;
-  // Elements per scale; 0: the hook's default (256).
-  int64_t block = 0;
-  double density = 0.01;    // topk, randomk
-  int rank = 4;             // powersgd
-  int64_t min_compress_numel = 1024;
-  bool compress_1d = false;
-  uint64_t seed = 0;
-  // topk (Deep Gradient Compression)
-  double momentum = 0.0;
-  double clip_norm = 0.0;
-  double sample_ratio = 0.0;
-  int64_t warmup_steps = 0;
-  // Uncompressed allreduce for the first `start_iter` steps (as PowerSGD and
-  // 1-bit Adam's warm-up); -1: the hook's default (powersgd 10, others 0).
-  int64_t start_iter = -1;
-  // powersgd
-  bool warm_start = true;
-  double min_compression_rate = 2.0;
-  // adaptive_*: decide every `adapt_period` steps on gradients summed over
-  // `adapt_window` steps, within alpha x the uniform default's error.
-  int64_t adapt_period = 100;
-  int64_t adapt_window = 10;
-  double adapt_alpha = 1.0;
-  // Empty: DefaultCandidates around rank / density / bits. An empty list is
-  // an error.
-  std::optional<std::vector<double>> adapt_candidates;
-  // "pattern=value,pattern=plain,...": per-parameter overrides (fnmatch
-  // patterns), tried before the small-tensor rule.
-  std::string adapt_overrides;
-  // Called when a decision changes a layer (see AdaptiveOptions::on_change).
-  std::function<void(int64_t step, const std::string& summary)> on_adapt;
+// One setting a hook takes.
+struct HookSetting {
+  enum class Kind { kInt, kDouble, kBool, kChoice, kText };
+  std::string key;
+  Kind kind = Kind::kInt;
+  std::string default_value;  // as text; "" for text settings means unset
+  // Numbers: the accepted range [min, max], or (min, max] when min_open.
+  double min = 0, max = 0;
+  bool min_open = false;
+  std::vector<std::string> choices;  // kChoice
+  std::string help;
+  // "[1, 8]", "(0, 1]", "one of ef, none", "true or false", "text".
+  std::string Range() const;
 };
 
-std::shared_ptr<CommHook> MakeCommHook(std::shared_ptr<ProcessGroup> pg, const HookSpec& spec);
+struct HookInfo {
+  std::string name;
+  std::string summary;
+  std::vector<HookSetting> settings;
+  const HookSetting* Find(const std::string& key) const;
+};
+
+// Every hook MakeCommHook builds, in a fixed order.
+const std::vector<HookInfo>& HookRegistry();
+// The hook called `name`; an unknown name is an error listing the known ones.
+const HookInfo& FindHook(const std::string& name);
+
+// key=value pairs; keys the hook does not take are errors.
+using HookSettings = std::vector<std::pair<std::string, std::string>>;
+// Called when L-GreCo changes a layer's setting (adaptive_* hooks only).
+using AdaptCallback = std::function<void(int64_t step, const std::string& summary)>;
+
+std::shared_ptr<CommHook> MakeCommHook(std::shared_ptr<ProcessGroup> pg, const std::string& name,
+                                       const HookSettings& settings, AdaptCallback on_adapt = {});
+// "name" or "name:key=value,key=value". adapt_overrides, whose value has
+// commas, is set through the other overload.
+std::shared_ptr<CommHook> MakeCommHook(std::shared_ptr<ProcessGroup> pg, const std::string& spec);
 
 }  // namespace lowbit::comm

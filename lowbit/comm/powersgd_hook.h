@@ -22,14 +22,15 @@
 
 #include "lowbit/comm/comm_hook.h"
 #include "lowbit/comm/error_feedback.h"
+#include "lowbit/comm/hook_defaults.h"
 
 namespace lowbit::comm {
 
 struct PowerSgdOptions {
-  int rank = 4;
-  int64_t start_iter = 10;
+  int rank = defaults::kPowerSgdRank;
+  int64_t start_iter = defaults::kPowerSgdStartIter;
   bool warm_start = true;
-  double min_compression_rate = 2.0;
+  double min_compression_rate = defaults::kMinCompressionRate;
   bool error_feedback = true;
   uint64_t seed = 0;
 };

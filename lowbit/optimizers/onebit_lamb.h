@@ -21,7 +21,7 @@
 // none (bias_correction(false)).
 //
 //   lowbit::optim::OneBitLamb opt(model->parameters(), ddp,
-//                                 lowbit::optim::OneBitLambOptions(1e-3).freeze_step(100));
+//                                 lowbit::optim::OneBitLambOptions().freeze_step(100));  // lr 1e-2
 #pragma once
 
 #include <cstdint>
@@ -36,9 +36,12 @@
 namespace lowbit::optim {
 
 struct OneBitLambOptions : public torch::optim::OptimizerCloneableOptions<OneBitLambOptions> {
-  OneBitLambOptions(double lr = 1e-3) : lr_(lr) {}  // NOLINT: implicit, as torch::optim::AdamOptions
+  OneBitLambOptions(double lr = 1e-2) : lr_(lr) {}  // NOLINT: implicit, as torch::optim::AdamOptions
   // Per parameter group.
-  TORCH_ARG(double, lr) = 1e-3;
+  // LAMB's own learning rate: at 1e-3 its trust-ratio warm-up is too slow
+  // for short runs (0.784 after 2 epochs on Fashion-MNIST where 1e-2 gives
+  // 0.8975 after 3; docs/optimizers.md).
+  TORCH_ARG(double, lr) = 1e-2;
   TORCH_ARG(Betas, betas) = std::make_tuple(0.9, 0.999);
   TORCH_ARG(double, eps) = 1e-8;
   TORCH_ARG(double, weight_decay) = 0.0;

@@ -80,7 +80,7 @@ void OneBitOptimizer::Initialize(const std::string& name, const std::string& set
   comm::CheckSameOnAllRanks(*pg_, lines, "settings or parameter shapes", name);
   Reset();
   average_next_->store(AveragesGradientsAt(1));
-  if (ddp_ != nullptr) ddp_->RegisterCommHook(std::make_shared<PhaseHook>(pg_, average_next_, name));
+  if (ddp_ != nullptr) ddp_->RegisterOwnedCommHook(std::make_shared<PhaseHook>(pg_, average_next_, name), name);
 }
 
 std::string OneBitOptimizer::CheckGroup(const std::string& name, size_t group, double lr,

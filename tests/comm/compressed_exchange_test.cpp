@@ -230,10 +230,7 @@ TEST(CompressedExchange, TwoPhaseSendsAboutTwoNOverP) {
 TEST(CompressedExchange, NonFiniteOnOneRankFlagsEveryRank) {
   auto pg = testing::Pg();
   for (std::string name : {"onebit", "topk", "powersgd"}) {
-    HookSpec spec;
-    spec.name = name;
-    spec.start_iter = 0;
-    auto hook = MakeCommHook(pg, spec);
+    auto hook = MakeCommHook(pg, name, {{"start_iter", "0"}});
     GradBucket bucket = MakeBucket();
     bucket.buffer.copy_(Gradient(pg->Rank(), 1));
     hook->RunHook(bucket)->Wait();
@@ -259,10 +256,7 @@ TEST(CompressedExchange, DdpFlagsANonFiniteStepOnEveryRank) {
   torch::manual_seed(0);
   auto model = std::make_shared<torch::nn::LinearImpl>(64, 32);
   DistributedDataParallel ddp(model, pg);
-  HookSpec spec;
-  spec.name = "onebit";
-  spec.min_compress_numel = 16;
-  ddp.RegisterCommHook(MakeCommHook(pg, spec));
+  ddp.RegisterCommHook(MakeCommHook(pg, "onebit:min_compress_numel=16"));
   for (int step = 0; step < 3; ++step) {
     model->zero_grad();
     at::Tensor x = torch::randn({8, 64});
@@ -279,11 +273,9 @@ TEST(CompressedExchange, MismatchedHookIsCaughtAtRegistration) {
   if (pg->Size() < 2) GTEST_SKIP() << "needs ranks";
   auto model = std::make_shared<torch::nn::LinearImpl>(8, 4);
   DistributedDataParallel ddp(model, pg);
-  HookSpec spec;
-  spec.name = "topk";
-  spec.density = pg->Rank() == 1 ? 0.02 : 0.01;
+  const std::string density = pg->Rank() == 1 ? "0.02" : "0.01";
   try {
-    ddp.RegisterCommHook(MakeCommHook(pg, spec));
+    ddp.RegisterCommHook(MakeCommHook(pg, "topk", {{"density", density}}));
     FAIL() << "expected a mismatch error";
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find("density=0.02"), std::string::npos) << e.what();

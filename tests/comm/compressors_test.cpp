@@ -159,13 +159,13 @@ at::Tensor StateEntry(const HookState& state, const std::string& name) {
 TEST(ErrorFeedback, SentPlusResidualIsTheSumOfGradients) {
   for (std::string name : {"onebit", "qsgd", "ternary", "onebit_twophase", "qsgd_twophase", "ternary_twophase",
                            "topk", "randomk", "fp16"}) {
-    HookSpec spec;
-    spec.name = name.substr(0, name.find('_'));
-    spec.exchange = name.find("_twophase") != std::string::npos ? "twophase" : "auto";
-    spec.error_feedback = "ef";
-    spec.bits = 2;
-    spec.density = 0.05;
-    auto hook = MakeCommHook(std::make_shared<LocalProcessGroup>(), spec);
+    const std::string hook_name = name.substr(0, name.find('_'));
+    const bool twophase = name.find("_twophase") != std::string::npos;
+    HookSettings settings = {{"error_feedback", "ef"}};
+    if (twophase) settings.emplace_back("exchange", "twophase");
+    if (hook_name == "qsgd") settings.emplace_back("bits", "2");
+    if (hook_name == "topk" || hook_name == "randomk") settings.emplace_back("density", "0.05");
+    auto hook = MakeCommHook(std::make_shared<LocalProcessGroup>(), hook_name, settings);
     Bucket bucket;
     at::Tensor sum_grad = torch::zeros_like(bucket.b.buffer, torch::kDouble);
     at::Tensor sum_out = torch::zeros_like(sum_grad);
@@ -182,7 +182,7 @@ TEST(ErrorFeedback, SentPlusResidualIsTheSumOfGradients) {
       residual.narrow(0, offset, numel) += e.to(torch::kDouble);
     }
     at::Tensor server = StateEntry(state, "bucket:w1/server_error");
-    EXPECT_EQ(server.defined(), spec.exchange == "twophase") << name;
+    EXPECT_EQ(server.defined(), twophase) << name;
     if (server.defined()) {
       // The server error covers w1 then w2, concatenated and padded.
       residual.narrow(0, 0, 1920) += server.narrow(0, 0, 1920).to(torch::kDouble);
@@ -197,11 +197,7 @@ TEST(ErrorFeedback, SentPlusResidualIsTheSumOfGradients) {
 
 TEST(ErrorFeedback, Ef21AndEControlTrackTheGlobalEstimate) {
   for (std::string ef : {"ef21", "econtrol"}) {
-    HookSpec spec;
-    spec.name = "topk";
-    spec.error_feedback = ef;
-    spec.density = 0.1;
-    auto hook = MakeCommHook(std::make_shared<LocalProcessGroup>(), spec);
+    auto hook = MakeCommHook(std::make_shared<LocalProcessGroup>(), "topk", {{"error_feedback", ef}, {"density", "0.1"}});
     Bucket bucket;
     at::Tensor g = torch::randn_like(bucket.b.buffer);
     at::Tensor out;
@@ -251,10 +247,7 @@ TEST(PowerSgd, PlainAllreduceBeforeStartIter) {
 }
 
 TEST(CompressionHook, UncompressedWarmUpLeavesNoState) {
-  HookSpec spec;
-  spec.name = "onebit";
-  spec.start_iter = 2;
-  auto hook = MakeCommHook(std::make_shared<LocalProcessGroup>(), spec);
+  auto hook = MakeCommHook(std::make_shared<LocalProcessGroup>(), "onebit:start_iter=2");
   Bucket bucket;
   for (int t = 0; t < 2; ++t) {
     at::Tensor g = torch::randn_like(bucket.b.buffer);
@@ -270,12 +263,9 @@ TEST(CompressionHook, UncompressedWarmUpLeavesNoState) {
 // bit like the original.
 TEST(HookState, RestoreContinuesExactly) {
   for (std::string name : {"onebit", "qsgd", "topk", "powersgd"}) {
-    HookSpec spec;
-    spec.name = name;
-    spec.start_iter = 1;
     auto pg = std::make_shared<LocalProcessGroup>();
-    auto a = MakeCommHook(pg, spec);
-    auto b = MakeCommHook(pg, spec);
+    auto a = MakeCommHook(pg, name, {{"start_iter", "1"}});
+    auto b = MakeCommHook(pg, name, {{"start_iter", "1"}});
     Bucket bucket;
     for (int t = 0; t < 3; ++t) bucket.Run(*a, torch::randn_like(bucket.b.buffer));
     b->LoadStateDict(a->StateDict());
@@ -287,9 +277,7 @@ TEST(HookState, RestoreContinuesExactly) {
 }
 
 TEST(HookState, OtherWorldSizeStartsAfresh) {
-  HookSpec spec;
-  spec.name = "onebit";
-  auto hook = MakeCommHook(std::make_shared<LocalProcessGroup>(), spec);
+  auto hook = MakeCommHook(std::make_shared<LocalProcessGroup>(), "onebit");
   Bucket bucket;
   bucket.Run(*hook, torch::randn_like(bucket.b.buffer));
   HookState state = hook->StateDict();
@@ -304,11 +292,9 @@ TEST(HookState, OtherWorldSizeStartsAfresh) {
 // Non-finite gradients flag the step and leave the state untouched.
 TEST(NonFinite, FlaggedAndStateUnchanged) {
   for (std::string name : {"onebit", "topk", "powersgd", "fp16"}) {
-    HookSpec spec;
-    spec.name = name;
-    spec.start_iter = 0;
-    spec.error_feedback = name == "fp16" ? "ef" : "";
-    auto hook = MakeCommHook(std::make_shared<LocalProcessGroup>(), spec);
+    HookSettings settings = {{"start_iter", "0"}};
+    if (name == "fp16") settings.emplace_back("error_feedback", "ef");
+    auto hook = MakeCommHook(std::make_shared<LocalProcessGroup>(), name, settings);
     Bucket bucket;
     bucket.Run(*hook, torch::randn_like(bucket.b.buffer));
     const HookState before = hook->StateDict();
@@ -330,45 +316,50 @@ TEST(NonFinite, FlaggedAndStateUnchanged) {
   }
 }
 
-void ExpectError(const HookSpec& spec, const std::string& needle) {
+void ExpectError(const std::string& hook, const HookSettings& settings, const std::string& needle) {
   try {
-    MakeCommHook(std::make_shared<LocalProcessGroup>(), spec);
+    MakeCommHook(std::make_shared<LocalProcessGroup>(), hook, settings);
     ADD_FAILURE() << "expected an error containing: " << needle;
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
   }
 }
 
+// Every bad setting names the hook, the key and the value.
 TEST(BadInput, ClearErrors) {
-  HookSpec s;
-  s.name = "topk";
-  s.density = 0.0;
-  ExpectError(s, "density must be in (0, 1], got 0");
-  s.density = 1.5;
-  ExpectError(s, "density must be in (0, 1], got 1.5");
-  s.name = "randomk";
-  ExpectError(s, "density must be in (0, 1], got 1.5");
-  s = HookSpec();
-  s.name = "powersgd";
-  s.rank = 0;
-  ExpectError(s, "powersgd rank must be >= 1, got 0");
-  s = HookSpec();
-  s.name = "qsgd";
-  s.bits = 9;
-  ExpectError(s, "qsgd bits must be in [1, 8], got 9");
-  s.bits = 0;
-  ExpectError(s, "qsgd bits must be in [1, 8], got 0");
-  s = HookSpec();
-  s.name = "onebit";
-  s.error_feedback = "ef3";
-  ExpectError(s, "error feedback must be none, ef, ef21 or econtrol, got 'ef3'");
-  s = HookSpec();
-  s.name = "topk";
-  s.exchange = "twophase";
-  ExpectError(s, "compressor topk cannot use the twophase exchange");
-  s = HookSpec();
-  s.name = "zip";
-  ExpectError(s, "got 'zip'");
+  ExpectError("topk", {{"density", "0"}}, "hook 'topk': setting 'density' must be in (0, 1], got 0");
+  ExpectError("topk", {{"density", "1.5"}}, "hook 'topk': setting 'density' must be in (0, 1], got 1.5");
+  ExpectError("randomk", {{"density", "1.5"}}, "hook 'randomk': setting 'density' must be in (0, 1], got 1.5");
+  ExpectError("powersgd", {{"rank", "0"}}, "hook 'powersgd': setting 'rank' must be in [1, 1048576], got 0");
+  ExpectError("qsgd", {{"bits", "9"}}, "hook 'qsgd': setting 'bits' must be in [1, 8], got 9");
+  ExpectError("qsgd", {{"bits", "0"}}, "hook 'qsgd': setting 'bits' must be in [1, 8], got 0");
+  ExpectError("qsgd", {{"bits", "2.5"}}, "hook 'qsgd': setting 'bits' must be an integer, got '2.5'");
+  ExpectError("qsgd", {{"bits", "four"}}, "hook 'qsgd': setting 'bits' must be an integer, got 'four'");
+  ExpectError("onebit", {{"error_feedback", "ef3"}},
+              "hook 'onebit': setting 'error_feedback' must be one of none, ef, ef21, econtrol, got 'ef3'");
+  ExpectError("onebit", {{"compress_1d", "maybe"}}, "hook 'onebit': setting 'compress_1d' must be true or false");
+  ExpectError("topk", {{"exchange", "twophase"}}, "compressor topk cannot use the twophase exchange");
+  ExpectError("qsgd", {{"rank", "8"}}, "hook 'qsgd' has no setting 'rank'; its settings: error_feedback, ef_eta");
+  ExpectError("allreduce", {{"bits", "8"}}, "hook 'allreduce' has no setting 'bits' (it takes none)");
+  ExpectError("zip", {}, "unknown comm hook 'zip'; known: allreduce, none, fp16");
+  ExpectError("powersgd", {{"error_feedback", "ef21"}},
+              "hook 'powersgd': setting 'error_feedback' must be one of ef, none, got 'ef21'");
+}
+
+// The registry is the one table: every hook's defaults parse and build.
+TEST(Registry, DefaultsBuildEveryHookAndTextFormMatches) {
+  auto pg = std::make_shared<LocalProcessGroup>();
+  for (const HookInfo& hook : HookRegistry()) {
+    std::shared_ptr<CommHook> built = MakeCommHook(pg, hook.name, {});
+    ASSERT_NE(built, nullptr) << hook.name;
+    for (const HookSetting& s : hook.settings) EXPECT_FALSE(s.help.empty()) << hook.name << " " << s.key;
+  }
+  EXPECT_EQ(MakeCommHook(pg, "qsgd:bits=2,block=128")->Config(),
+            MakeCommHook(pg, "qsgd", {{"bits", "2"}, {"block", "128"}})->Config());
+  EXPECT_NE(MakeCommHook(pg, "qsgd:bits=2")->Config(), MakeCommHook(pg, "qsgd")->Config());
+  EXPECT_EQ(FindHook("qsgd").Find("bits")->default_value, std::to_string(defaults::kQsgdBits));
+  EXPECT_EQ(FindHook("powersgd").Find("start_iter")->default_value, std::to_string(defaults::kPowerSgdStartIter));
+  ExpectError("qsgd", {{"bits", ""}}, "must be an integer, got ''");
 }
 
 }  // namespace

@@ -154,25 +154,21 @@ TEST(LGreCoBadInput, ClearErrors) {
   o.candidates = {0, 4};
   ExpectError([&] { AdaptiveHook(pg, o); }, "rank must be an integer >= 1, got 0");
 
-  HookSpec spec;
-  spec.name = "adaptive_powersgd";
-  spec.adapt_candidates = std::vector<double>{};
-  ExpectError([&] { MakeCommHook(pg, spec); }, "the candidate set is empty");
-  spec.adapt_candidates.reset();
-  spec.adapt_alpha = 0;
-  ExpectError([&] { MakeCommHook(pg, spec); }, "adapt alpha must be > 0, got 0");
-  spec.adapt_alpha = 1;
-  spec.adapt_period = 0;
-  ExpectError([&] { MakeCommHook(pg, spec); }, "adapt period must be >= 1 step, got 0");
-  spec.adapt_period = 10;
-  spec.adapt_overrides = "fc1.weight";
-  ExpectError([&] { MakeCommHook(pg, spec); }, "must be pattern=value or pattern=plain, got 'fc1.weight'");
-  spec.adapt_overrides = "fc1.weight=lots";
-  ExpectError([&] { MakeCommHook(pg, spec); }, "must be a number or plain, got 'lots'");
-  spec.name = "adaptive_topk";
-  spec.adapt_overrides = "";
-  spec.exchange = "twophase";
-  ExpectError([&] { MakeCommHook(pg, spec); }, "cannot use the twophase exchange");
+  // Through the registry: errors name the hook and the setting.
+  ExpectError([&] { MakeCommHook(pg, "adaptive_powersgd", {{"adapt_candidates", ""}}); },
+              "hook 'adaptive_powersgd': setting 'adapt_candidates' is empty");
+  ExpectError([&] { MakeCommHook(pg, "adaptive_powersgd", {{"adapt_alpha", "0"}}); },
+              "hook 'adaptive_powersgd': setting 'adapt_alpha' must be in (0, inf], got 0");
+  ExpectError([&] { MakeCommHook(pg, "adaptive_powersgd", {{"adapt_period", "0"}}); },
+              "hook 'adaptive_powersgd': setting 'adapt_period' must be in [1, inf], got 0");
+  ExpectError([&] { MakeCommHook(pg, "adaptive_powersgd", {{"adapt_period", "10"}, {"adapt_window", "20"}}); },
+              "window");
+  ExpectError([&] { MakeCommHook(pg, "adaptive_powersgd", {{"adapt_overrides", "fc1.weight"}}); },
+              "must be pattern=value or pattern=plain, got 'fc1.weight'");
+  ExpectError([&] { MakeCommHook(pg, "adaptive_powersgd", {{"adapt_overrides", "fc1.weight=lots"}}); },
+              "must be a number or plain, got 'lots'");
+  ExpectError([&] { MakeCommHook(pg, "adaptive_topk", {{"exchange", "twophase"}}); },
+              "cannot use the twophase exchange");
 }
 
 TEST(LGreCoCandidates, AroundTheDefault) {

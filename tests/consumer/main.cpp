@@ -40,10 +40,7 @@ struct Training {
     lowbit::qat::Calibrate(*net, [&] { net->forward(torch::ones({8, 16})); });
     sparsifier = std::make_unique<lowbit::sparsity::Sparsifier>(*net, lowbit::sparsity::SparseConfig{});
     ddp = std::make_unique<lowbit::comm::DistributedDataParallel>(net.ptr(), pg);
-    lowbit::comm::HookSpec spec;
-    spec.name = "qsgd";
-    spec.min_compress_numel = 64;
-    ddp->RegisterCommHook(lowbit::comm::MakeCommHook(pg, spec));
+    ddp->RegisterCommHook(lowbit::comm::MakeCommHook(pg, "qsgd", {{"min_compress_numel", "64"}}));
     opt = std::make_unique<lowbit::optim::Adam8bit>(net->parameters(),
                                                     lowbit::optim::Adam8bitOptions(1e-2).min_8bit_size(256));
     rank = pg->Rank();

@@ -14,6 +14,7 @@
 
 #include "lowbit/comm/compressors.h"
 #include "lowbit/comm/distributed_data_parallel.h"
+#include "lowbit/comm/hooks.h"
 #include "lowbit/optimizers/onebit_adam.h"
 #include "lowbit/optimizers/onebit_lamb.h"
 #include "lowbit/optimizers/zero_one_adam.h"
@@ -699,6 +700,21 @@ TEST(OneBitOptimizers, OwnsCommunicationUnderDdpWithNoSync) {
       if (world > 1) EXPECT_GT(opt.LastStepStats().bytes_sent, 0);
     }
   }
+}
+
+// The 1-bit optimizers own DDP's hook: registering another one afterwards
+// would silently break them, so it is refused, naming the optimizer.
+TEST(OneBitOptimizers, AnotherHookUnderTheOptimizerIsRefused) {
+  torch::manual_seed(3);
+  Tiny model;
+  comm::DistributedDataParallel ddp(model.ptr(), Pg());
+  EXPECT_EQ(ddp.comm_hook_owner(), "");
+  OneBitLamb opt(model->parameters(), ddp, OneBitLambOptions(kLr));
+  EXPECT_EQ(ddp.comm_hook_owner(), "OneBitLamb");
+  lowbit::testing::ExpectError([&] { ddp.RegisterCommHook(comm::MakeCommHook(Pg(), "qsgd")); },
+                               "RegisterCommHook: the comm hook belongs to the optimizer OneBitLamb, which exchanges "
+                               "its own compressed momentum; registering 'qsgd' would silently break it");
+  EXPECT_EQ(ddp.comm_hook().Name(), "optimizer");
 }
 
 }  // namespace

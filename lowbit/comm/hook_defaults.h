@@ -1,0 +1,34 @@
+// The defaults of the comm hooks' settings, each written once. The typed
+// options (CompressionHookOptions, PowerSgdOptions, TopKOptions,
+// AdaptiveOptions), MakeCommHook's registry (comm/hooks.h) and the examples'
+// flags all take them from here. They are the settings the docs measured
+// to train well (docs/comm.md).
+//
+//   ABSL_FLAG(int, bits, lowbit::comm::defaults::kQsgdBits, "qsgd bits");
+#pragma once
+
+#include <cstdint>
+
+namespace lowbit::comm::defaults {
+
+// Tensors with fewer elements (and 1-D tensors) go uncompressed.
+inline constexpr int64_t kMinCompressNumel = 1024;
+// Elements per scale of qsgd, ternary and onebit.
+inline constexpr int64_t kBlock = 256;
+inline constexpr int kQsgdBits = 4;
+// onebit's per-block scale: 2 = RMS (DeepSpeed's), 1 = mean |x|.
+inline constexpr int kOneBitScaleNorm = 2;
+// Fraction of elements top-k and random-k send.
+inline constexpr double kDensity = 0.01;
+inline constexpr int kPowerSgdRank = 4;
+// PowerSGD's uncompressed warm-up steps (PyTorch's hook uses 10 too).
+inline constexpr int64_t kPowerSgdStartIter = 10;
+inline constexpr double kMinCompressionRate = 2.0;
+// EControl's error weight.
+inline constexpr double kEfEta = 0.1;
+// L-GreCo: steps between decisions, steps of gradients per decision, error budget.
+inline constexpr int64_t kAdaptPeriod = 100;
+inline constexpr int64_t kAdaptWindow = 10;
+inline constexpr double kAdaptAlpha = 1.0;
+
+}  // namespace lowbit::comm::defaults
