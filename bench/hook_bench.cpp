@@ -16,7 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "bench_util.h"
 #include "lowbit/comm/backends.h"
-#include "lowbit/comm/hooks.h"
+#include "lowbit/compress/registry.h"
 #include "lowbit/launch/init.h"
 
 ABSL_FLAG(int64_t, floats, 25'000'000, "gradient floats per exchange");
@@ -54,7 +54,7 @@ lowbit::comm::GradBucket MakeBucket(int64_t floats) {
 // "qsgd4_twophase" -> qsgd with bits=4 and exchange=twophase; every hook
 // starts compressing at step 0 (density and rank stay at their defaults).
 std::shared_ptr<lowbit::comm::CommHook> HookFor(std::shared_ptr<lowbit::comm::ProcessGroup> pg, std::string name) {
-  lowbit::comm::HookSettings settings = {{"start_iter", "0"}};
+  lowbit::compress::HookSettings settings = {{"start_iter", "0"}};
   const std::string suffix = "_twophase";
   if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
     name = name.substr(0, name.size() - suffix.size());
@@ -64,7 +64,7 @@ std::shared_ptr<lowbit::comm::CommHook> HookFor(std::shared_ptr<lowbit::comm::Pr
     settings.emplace_back("bits", name.substr(4));
     name = "qsgd";
   }
-  return lowbit::comm::MakeCommHook(std::move(pg), name, settings);
+  return lowbit::compress::MakeCommHook(std::move(pg), name, settings);
 }
 
 }  // namespace

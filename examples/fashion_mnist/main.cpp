@@ -26,10 +26,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "examples/common/idx_reader.h"
-#include "lowbit/comm/adaptive_hook.h"
+#include "lowbit/compress/adaptive_hook.h"
 #include "lowbit/comm/consistency.h"
 #include "lowbit/comm/distributed_data_parallel.h"
-#include "lowbit/comm/hooks.h"
+#include "lowbit/compress/registry.h"
 #include "lowbit/comm/local_process_group.h"
 #include "lowbit/launch/init.h"
 #include "lowbit/optimizers/onebit_adam.h"
@@ -63,26 +63,26 @@ ABSL_FLAG(std::string, hook, "allreduce",
           "gradient exchange: none or allreduce (uncompressed), fp16, bf16, qsgd, onebit, topk, randomk, powersgd, "
           "ternary, adaptive_powersgd, adaptive_topk, adaptive_qsgd (L-GreCo: per-layer rank, density or bits)");
 ABSL_FLAG(std::string, ef, "", "error feedback: none, ef, ef21, econtrol (empty: the hook's default)");
-ABSL_FLAG(double, ef_eta, lowbit::comm::defaults::kEfEta, "EControl error weight; must be about the kept fraction or less");
+ABSL_FLAG(double, ef_eta, lowbit::compress::defaults::kEfEta, "EControl error weight; must be about the kept fraction or less");
 ABSL_FLAG(std::string, exchange, "auto", "collective of qsgd/ternary/onebit: auto, twophase or allgather");
-ABSL_FLAG(int, bits, lowbit::comm::defaults::kQsgdBits, "qsgd bits per element, 1-8");
-ABSL_FLAG(int, scale_norm, lowbit::comm::defaults::kOneBitScaleNorm, "onebit scale per block: 2 = RMS (DeepSpeed), 1 = mean |g|");
+ABSL_FLAG(int, bits, lowbit::compress::defaults::kQsgdBits, "qsgd bits per element, 1-8");
+ABSL_FLAG(int, scale_norm, lowbit::compress::defaults::kOneBitScaleNorm, "onebit scale per block: 2 = RMS (DeepSpeed), 1 = mean |g|");
 ABSL_FLAG(std::string, rounding, "", "qsgd/ternary: stochastic or nearest (empty: qsgd stochastic, ternary nearest)");
-ABSL_FLAG(int64_t, block, lowbit::comm::defaults::kBlock, "qsgd/ternary/onebit elements per scale");
-ABSL_FLAG(double, density, lowbit::comm::defaults::kDensity, "topk/randomk fraction of elements sent, in (0, 1]");
-ABSL_FLAG(int, rank, lowbit::comm::defaults::kPowerSgdRank, "powersgd rank");
+ABSL_FLAG(int64_t, block, lowbit::compress::defaults::kBlock, "qsgd/ternary/onebit elements per scale");
+ABSL_FLAG(double, density, lowbit::compress::defaults::kDensity, "topk/randomk fraction of elements sent, in (0, 1]");
+ABSL_FLAG(int, rank, lowbit::compress::defaults::kPowerSgdRank, "powersgd rank");
 ABSL_FLAG(int64_t, start_iter, -1, "uncompressed steps first (-1: powersgd 10, others 0)");
 ABSL_FLAG(bool, warm_start, true, "powersgd: reuse Q across steps");
-ABSL_FLAG(double, min_compression_rate, lowbit::comm::defaults::kMinCompressionRate, "powersgd: compress a matrix only if it shrinks this much");
+ABSL_FLAG(double, min_compression_rate, lowbit::compress::defaults::kMinCompressionRate, "powersgd: compress a matrix only if it shrinks this much");
 ABSL_FLAG(double, momentum_correction, 0.0, "topk (DGC): momentum correction factor; use with --optimizer sgd0");
 ABSL_FLAG(double, clip_norm, 0.0, "topk (DGC): local gradient clipping norm (0: off)");
 ABSL_FLAG(double, sample_ratio, 0.0, "topk (DGC): threshold from this fraction of |g| (0: exact top-k)");
 ABSL_FLAG(int64_t, warmup_steps, 0, "topk (DGC): density warm-up steps");
-ABSL_FLAG(int64_t, min_compress_numel, lowbit::comm::defaults::kMinCompressNumel, "smaller tensors are sent uncompressed");
+ABSL_FLAG(int64_t, min_compress_numel, lowbit::compress::defaults::kMinCompressNumel, "smaller tensors are sent uncompressed");
 ABSL_FLAG(bool, compress_1d, false, "also compress 1-D tensors (biases)");
-ABSL_FLAG(int64_t, adapt_period, lowbit::comm::defaults::kAdaptPeriod, "adaptive_*: steps between per-layer decisions");
-ABSL_FLAG(int64_t, adapt_window, lowbit::comm::defaults::kAdaptWindow, "adaptive_*: steps of gradients summed for each decision (<= period)");
-ABSL_FLAG(double, adapt_alpha, lowbit::comm::defaults::kAdaptAlpha, "adaptive_*: error budget as a multiple of the uniform setting's error");
+ABSL_FLAG(int64_t, adapt_period, lowbit::compress::defaults::kAdaptPeriod, "adaptive_*: steps between per-layer decisions");
+ABSL_FLAG(int64_t, adapt_window, lowbit::compress::defaults::kAdaptWindow, "adaptive_*: steps of gradients summed for each decision (<= period)");
+ABSL_FLAG(double, adapt_alpha, lowbit::compress::defaults::kAdaptAlpha, "adaptive_*: error budget as a multiple of the uniform setting's error");
 ABSL_FLAG(std::string, adapt_candidates, "auto",
           "adaptive_*: comma-separated ranks, densities or bits to choose from (auto: around --rank/--density/--bits)");
 ABSL_FLAG(std::string, adapt_overrides, "",
@@ -133,7 +133,7 @@ struct Config {
   double lr, bucket_cap_mb;
   uint64_t seed;
   std::string optimizer, hook, backend, data_dir, metrics_csv, checkpoint, resume;
-  lowbit::comm::HookSettings hook_settings;
+  lowbit::compress::HookSettings hook_settings;
   int64_t freeze_step, onebit_block, var_update_scaler, local_step_scaler, local_step_clipper;
   int64_t percentile_clipping = 100;  // set after the positional initialisation
   std::string qat;
@@ -207,11 +207,11 @@ std::string ValidateFlags(const Config& c) {
 // itself, or --ef and --momentum_correction) was set to something other
 // than its default. MakeCommHook refuses keys the hook does not take and
 // values out of range, naming both. The training seed also seeds the hook.
-lowbit::comm::HookSettings HookSettingsFromFlags(const std::string& hook, uint64_t seed) {
-  lowbit::comm::HookSettings settings;
+lowbit::compress::HookSettings HookSettingsFromFlags(const std::string& hook, uint64_t seed) {
+  lowbit::compress::HookSettings settings;
   std::set<std::string> keys;
-  for (const lowbit::comm::HookInfo& info : lowbit::comm::HookRegistry()) {
-    for (const lowbit::comm::HookSetting& s : info.settings) keys.insert(s.key);
+  for (const lowbit::compress::HookInfo& info : lowbit::compress::HookRegistry()) {
+    for (const lowbit::compress::HookSetting& s : info.settings) keys.insert(s.key);
   }
   for (const std::string& key : keys) {
     const std::string flag = key == "error_feedback" ? "ef" : key == "momentum" ? "momentum_correction" : key;
@@ -219,9 +219,9 @@ lowbit::comm::HookSettings HookSettingsFromFlags(const std::string& hook, uint64
     if (f == nullptr || key == "seed") continue;
     if (FlagSet(flag.c_str())) settings.emplace_back(key, f->CurrentValue());
   }
-  const std::vector<lowbit::comm::HookInfo>& all = lowbit::comm::HookRegistry();
+  const std::vector<lowbit::compress::HookInfo>& all = lowbit::compress::HookRegistry();
   const bool known = std::any_of(all.begin(), all.end(), [&](const auto& h) { return h.name == hook; });
-  if (known && lowbit::comm::FindHook(hook).Find("seed") != nullptr) settings.emplace_back("seed", std::to_string(seed));
+  if (known && lowbit::compress::FindHook(hook).Find("seed") != nullptr) settings.emplace_back("seed", std::to_string(seed));
   return settings;
 }
 
@@ -354,7 +354,7 @@ std::vector<std::string> TrainingSettings(const Config& c, const lowbit::sparsit
 
 // The adaptive hooks' per-layer settings ("name=value;..."), else empty.
 std::string LayerChoices(lowbit::comm::DistributedDataParallel& ddp) {
-  const auto* adaptive = dynamic_cast<const lowbit::comm::AdaptiveHook*>(&ddp.comm_hook());
+  const auto* adaptive = dynamic_cast<const lowbit::compress::AdaptiveHook*>(&ddp.comm_hook());
   return adaptive ? adaptive->ChoicesString() : "";
 }
 
@@ -421,13 +421,13 @@ int Run(const Config& c) {
   }
   lowbit::comm::CheckSameOnAllRanks(*pg, TrainingSettings(c, sparsifier.get()), "training settings", "fashion_mnist");
   lowbit::comm::DistributedDataParallel ddp(model.ptr(), pg, {.bucket_cap_mb = c.bucket_cap_mb});
-  lowbit::comm::AdaptCallback on_adapt;
+  lowbit::compress::AdaptCallback on_adapt;
   if (lead) {
     on_adapt = [](int64_t step, const std::string& changes) {
       std::cout << "L-GreCo step " << step << ": " << changes << std::endl;
     };
   }
-  ddp.RegisterCommHook(lowbit::comm::MakeCommHook(pg, c.hook, c.hook_settings, on_adapt));
+  ddp.RegisterCommHook(lowbit::compress::MakeCommHook(pg, c.hook, c.hook_settings, on_adapt));
   std::unique_ptr<torch::optim::Optimizer> opt = MakeOptimizer(c, model, ddp);
   auto* onebit = dynamic_cast<lowbit::optim::OneBitOptimizer*>(opt.get());
   // Model, optimizer, hook state, masks, the epoch and the RNG, per rank.
@@ -594,7 +594,7 @@ int main(int argc, char** argv) {
   try {
     // The hook and its settings are checked before any rank starts: a key
     // the hook does not take, or a value out of range, names both.
-    lowbit::comm::MakeCommHook(std::make_shared<lowbit::comm::LocalProcessGroup>(), c.hook, c.hook_settings);
+    lowbit::compress::MakeCommHook(std::make_shared<lowbit::comm::LocalProcessGroup>(), c.hook, c.hook_settings);
   } catch (const c10::Error& e) {
     std::cerr << "error: " << e.what_without_backtrace() << "\n";
     return 2;

@@ -15,7 +15,7 @@
 #include "absl/flags/parse.h"
 #include "examples/common/idx_reader.h"  // your data instead
 #include "lowbit/comm/distributed_data_parallel.h"
-#include "lowbit/comm/hooks.h"
+#include "lowbit/compress/registry.h"
 #include "lowbit/launch/init.h"
 #include "lowbit/optimizers/optim_8bit.h"
 #include "lowbit/qat/prepare.h"
@@ -75,7 +75,7 @@ int Train() {
   }
   // 4. Data parallel, with 4-bit gradients and error feedback.
   lowbit::comm::DistributedDataParallel ddp(model.ptr(), pg);
-  ddp.RegisterCommHook(lowbit::comm::MakeCommHook(pg, "qsgd"));
+  ddp.RegisterCommHook(lowbit::compress::MakeCommHook(pg, "qsgd"));
   // 5. Adam with 8-bit state (2 bytes per parameter instead of 8).
   lowbit::optim::Adam8bit opt(model->parameters(), lowbit::optim::Adam8bitOptions(1e-3));
   // 6. Checkpoints: model, optimizer, hook state, epoch and RNG, per rank.

@@ -9,7 +9,6 @@
 #include <map>
 #include <mutex>
 
-#include "lowbit/comm/comm_hook.h"
 #include "lowbit/kernels/optim8bit.h"
 
 namespace lowbit::optim {
@@ -18,8 +17,9 @@ namespace {
 // Squared gradient norms kept for percentile clipping (bitsandbytes keeps 100).
 constexpr int64_t kClipHistory = 100;
 // Archive prefix and layout version of the saved state.
-constexpr const char* kArchivePrefix = "lowbit8bit_";
-constexpr int64_t kFormat = 1;
+constexpr const char* kArchiveKey = "lowbit8bit_state";
+// 2: one Dict[str, Tensor] under kArchiveKey (1 was a list of tensors and names).
+constexpr int64_t kFormat = 2;
 
 using WeakImpl = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
 
@@ -199,13 +199,12 @@ at::Tensor Blockwise8bitOptimizer::step(LossClosure closure) {
   return loss;
 }
 
-// Archive layout: one named-tensor list (comm::WriteHookState) under
-// "lowbit8bit_": "format", "groups", "parameters", "group<g>/lr" and, for
+// Archive layout: one Dict[str, Tensor] under "lowbit8bit_state": "format", "groups", "parameters", "group<g>/lr" and, for
 // parameter i (in group order) that has state, "p<i>/step", "p<i>/block",
 // "p<i>/{m,v}/{values|codes,absmax}" and "p<i>/gnorms".
 void Blockwise8bitOptimizer::save(torch::serialize::OutputArchive& archive) const {
-  comm::HookState out{{"format", at::tensor(kFormat)},
-                      {"groups", at::tensor(static_cast<int64_t>(param_groups_.size()))}};
+  std::vector<std::pair<std::string, at::Tensor>> out{
+      {"format", at::tensor(kFormat)}, {"groups", at::tensor(static_cast<int64_t>(param_groups_.size()))}};
   size_t i = 0;
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     out.emplace_back("group" + std::to_string(g) + "/lr", at::tensor(param_groups_[g].options().get_lr(), at::kDouble));
@@ -230,12 +229,20 @@ void Blockwise8bitOptimizer::save(torch::serialize::OutputArchive& archive) cons
     }
   }
   out.emplace_back("parameters", at::tensor(static_cast<int64_t>(i)));
-  comm::WriteHookState(archive, out, kArchivePrefix);
+  c10::Dict<std::string, at::Tensor> dict;
+  for (const auto& [name, tensor] : out) dict.insert(name, tensor);
+  archive.write(kArchiveKey, c10::IValue(dict));
 }
 
 void Blockwise8bitOptimizer::load(torch::serialize::InputArchive& archive) {
   std::map<std::string, at::Tensor> saved;
-  for (auto& [name, tensor] : comm::ReadHookState(archive, kArchivePrefix)) saved[name] = tensor;
+  c10::IValue dict;
+  TORCH_CHECK(archive.try_read(kArchiveKey, dict) && dict.isGenericDict(), Name(),
+              ": the archive holds no 8-bit optimizer state (format ", kFormat, ")");
+  for (const auto& item : dict.toGenericDict()) {
+    TORCH_CHECK(item.key().isString() && item.value().isTensor(), Name(), ": malformed 8-bit optimizer state");
+    saved[item.key().toStringRef()] = item.value().toTensor();
+  }
   TORCH_CHECK(saved.count("format") && saved.count("groups") && saved.count("parameters"), Name(),
               ": the archive holds no 8-bit optimizer state");
   TORCH_CHECK(saved["format"].item<int64_t>() == kFormat, Name(), ": archive format ", saved["format"].item<int64_t>(),

@@ -7,8 +7,8 @@
 #include <cmath>
 #include <sstream>
 
-#include "lowbit/comm/compression_hook.h"
-#include "lowbit/comm/compressors.h"
+#include "lowbit/compress/compression_hook.h"
+#include "lowbit/compress/builtin_compressors.h"
 #include "lowbit/comm/consistency.h"
 #include "lowbit/comm/distributed_data_parallel.h"
 
@@ -106,13 +106,13 @@ int OneBitOptimizer::world() const { return pg_->Size(); }
 void OneBitOptimizer::Reset() {
   exchange_.reset();
   if (world() == 1) return;
-  comm::CompressionHookOptions o;
-  o.compressor = comm::MakeSignCompressor(block_, /*scale_norm=*/1);
-  o.error_feedback = comm::MakeErrorFeedback("ef");
-  o.exchange = comm::Exchange::kTwoPhase;
+  compress::CompressionHookOptions o;
+  o.compressor = compress::MakeSignCompressor(block_, /*scale_norm=*/1);
+  o.error_feedback = compress::MakeErrorFeedback("ef");
+  o.exchange = compress::Exchange::kTwoPhase;
   o.min_compress_numel = 0;
   o.compress_1d = true;
-  exchange_ = std::make_shared<comm::CompressionHook>(pg_, o);
+  exchange_ = std::make_shared<compress::CompressionHook>(pg_, o);
 }
 
 void OneBitOptimizer::ResetCompressedMean() { Reset(); }

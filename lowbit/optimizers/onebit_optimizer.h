@@ -36,9 +36,11 @@
 #include "lowbit/comm/process_group.h"
 
 namespace lowbit::comm {
-class CompressionHook;
 class DistributedDataParallel;
 }  // namespace lowbit::comm
+namespace lowbit::compress {
+class CompressionHook;
+}  // namespace lowbit::compress
 
 namespace lowbit::optim {
 
@@ -157,7 +159,7 @@ class OneBitOptimizer : public torch::optim::Optimizer {
   std::vector<size_t> group_of_;
   std::vector<std::map<std::string, at::Tensor>> slots_;
   std::vector<at::Tensor> masks_;
-  std::shared_ptr<comm::CompressionHook> exchange_;
+  std::shared_ptr<compress::CompressionHook> exchange_;
   // With DDP: whether the next backward averages gradients (read by the hook).
   std::shared_ptr<std::atomic<bool>> average_next_;
   std::string name_;

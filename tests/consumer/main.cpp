@@ -11,7 +11,7 @@
 #include <torch/torch.h>
 
 #include <lowbit/comm/distributed_data_parallel.h>
-#include <lowbit/comm/hooks.h>
+#include <lowbit/compress/registry.h>
 #include <lowbit/config.h>
 #include <lowbit/launch/init.h>
 #include <lowbit/optimizers/optim_8bit.h>
@@ -40,7 +40,7 @@ struct Training {
     lowbit::qat::Calibrate(*net, [&] { net->forward(torch::ones({8, 16})); });
     sparsifier = std::make_unique<lowbit::sparsity::Sparsifier>(*net, lowbit::sparsity::SparseConfig{});
     ddp = std::make_unique<lowbit::comm::DistributedDataParallel>(net.ptr(), pg);
-    ddp->RegisterCommHook(lowbit::comm::MakeCommHook(pg, "qsgd", {{"min_compress_numel", "64"}}));
+    ddp->RegisterCommHook(lowbit::compress::MakeCommHook(pg, "qsgd", {{"min_compress_numel", "64"}}));
     opt = std::make_unique<lowbit::optim::Adam8bit>(net->parameters(),
                                                     lowbit::optim::Adam8bitOptions(1e-2).min_8bit_size(256));
     rank = pg->Rank();

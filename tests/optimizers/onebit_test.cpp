@@ -12,9 +12,9 @@
 
 #include <sstream>
 
-#include "lowbit/comm/compressors.h"
+#include "lowbit/compress/builtin_compressors.h"
 #include "lowbit/comm/distributed_data_parallel.h"
-#include "lowbit/comm/hooks.h"
+#include "lowbit/compress/registry.h"
 #include "lowbit/optimizers/onebit_adam.h"
 #include "lowbit/optimizers/onebit_lamb.h"
 #include "lowbit/optimizers/zero_one_adam.h"
@@ -87,7 +87,7 @@ void ExpectBitEqual(const Tensors& a, const Tensors& b, const std::string& what)
 // Rank j averages chunk j, adds its server error and recompresses.
 struct TwoPhase {
   int world;
-  std::shared_ptr<comm::Compressor> sign = comm::MakeSignCompressor(0, 1);
+  std::shared_ptr<compress::Compressor> sign = compress::MakeSignCompressor(0, 1);
   int64_t clamped = 0;  // elements the bound changed, over all exchanges
   Tensors worker;  // per rank, flat; undefined before the first exchange
   at::Tensor server;
@@ -711,7 +711,7 @@ TEST(OneBitOptimizers, AnotherHookUnderTheOptimizerIsRefused) {
   EXPECT_EQ(ddp.comm_hook_owner(), "");
   OneBitLamb opt(model->parameters(), ddp, OneBitLambOptions(kLr));
   EXPECT_EQ(ddp.comm_hook_owner(), "OneBitLamb");
-  lowbit::testing::ExpectError([&] { ddp.RegisterCommHook(comm::MakeCommHook(Pg(), "qsgd")); },
+  lowbit::testing::ExpectError([&] { ddp.RegisterCommHook(compress::MakeCommHook(Pg(), "qsgd")); },
                                "RegisterCommHook: the comm hook belongs to the optimizer OneBitLamb, which exchanges "
                                "its own compressed momentum; registering 'qsgd' would silently break it");
   EXPECT_EQ(ddp.comm_hook().Name(), "optimizer");

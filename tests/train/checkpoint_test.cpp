@@ -14,7 +14,7 @@
 #include <string>
 
 #include "lowbit/comm/distributed_data_parallel.h"
-#include "lowbit/comm/hooks.h"
+#include "lowbit/compress/registry.h"
 #include "lowbit/comm/local_process_group.h"
 #include "lowbit/optimizers/onebit_adam.h"
 #include "lowbit/optimizers/optim_8bit.h"
@@ -76,7 +76,7 @@ struct TrainingRun {
     }
     ddp = std::make_unique<comm::DistributedDataParallel>(net.ptr(), Pg());
     if (kind == kEightBit) {
-      ddp->RegisterCommHook(comm::MakeCommHook(Pg(), "qsgd"));  // error feedback: per-rank residuals
+      ddp->RegisterCommHook(compress::MakeCommHook(Pg(), "qsgd"));  // error feedback: per-rank residuals
       // min_8bit_size 256: fc2's weight (4096) and fc1's (2048) get 8-bit state.
       opt = std::make_unique<optim::AdamW8bit>(net->parameters(), optim::AdamW8bitOptions(1e-2).min_8bit_size(256));
     } else {
@@ -274,7 +274,7 @@ TEST(CheckpointTest, OtherWorldSizeDropsHookState) {
     Net net;
     qat::Prepare(*net, qat::PresetConfig("w4a8"));
     comm::DistributedDataParallel ddp(net.ptr(), pg);
-    ddp.RegisterCommHook(comm::MakeCommHook(pg, "qsgd"));
+    ddp.RegisterCommHook(compress::MakeCommHook(pg, "qsgd"));
     Checkpoint ckpt(dir, pg);
     int64_t step = 0;
     ckpt.Model(*net).Ddp(ddp).Counter("step", &step);

@@ -1,4 +1,4 @@
-#include "lowbit/comm/adaptive_hook.h"
+#include "lowbit/compress/adaptive_hook.h"
 
 #include <ATen/ATen.h>
 #include <absl/strings/str_cat.h>
@@ -10,10 +10,10 @@
 #include <cmath>
 #include <limits>
 
-#include "lowbit/comm/lgreco.h"
+#include "lowbit/compress/lgreco.h"
 #include "lowbit/kernels/internal/counter_rng.h"
 
-namespace lowbit::comm {
+namespace lowbit::compress {
 
 std::string ToString(AdaptiveFamily family) {
   switch (family) {
@@ -137,8 +137,8 @@ std::vector<double> DefaultCandidates(AdaptiveFamily family, double d) {
 class AdaptiveHook::Family {
  public:
   virtual ~Family() = default;
-  virtual CommHook& Hook() = 0;
-  virtual const CommHook& Hook() const = 0;
+  virtual comm::CommHook& Hook() = 0;
+  virtual const comm::CommHook& Hook() const = 0;
   // Bytes this rank sends for a tensor of `shape` at `value`, as the hook
   // sends it.
   virtual int64_t Bytes(const std::vector<int64_t>& shape, double value) const = 0;
@@ -154,13 +154,13 @@ namespace {
 // Top-k and QSGD: a CompressionHook with one compressor per layer.
 class CompressorFamily : public AdaptiveHook::Family {
  public:
-  CompressorFamily(std::shared_ptr<ProcessGroup> pg, CompressionHookOptions options)
+  CompressorFamily(std::shared_ptr<comm::ProcessGroup> pg, CompressionHookOptions options)
       : hook_(std::move(pg), std::move(options)) {
     TORCH_CHECK(hook_.exchange() != Exchange::kTwoPhase,
                 "adaptive hooks need the allgather exchange (per-layer messages), got twophase");
   }
-  CommHook& Hook() override { return hook_; }
-  const CommHook& Hook() const override { return hook_; }
+  comm::CommHook& Hook() override { return hook_; }
+  const comm::CommHook& Hook() const override { return hook_; }
   void Assign(const std::string& name, std::optional<double> value) override {
     hook_.SetLayerCompressor(name, value ? Make(*value) : nullptr);
   }
@@ -174,7 +174,7 @@ class CompressorFamily : public AdaptiveHook::Family {
 
 class TopKFamily final : public CompressorFamily {
  public:
-  TopKFamily(std::shared_ptr<ProcessGroup> pg, CompressionHookOptions options, TopKOptions topk)
+  TopKFamily(std::shared_ptr<comm::ProcessGroup> pg, CompressionHookOptions options, TopKOptions topk)
       : CompressorFamily(std::move(pg), std::move(options)), topk_(topk) {}
   int64_t Bytes(const std::vector<int64_t>& shape, double d) const override {
     return 8 * Keep(Numel(shape), d) + 8;  // int32 index + float value each, and the length header
@@ -208,7 +208,7 @@ class TopKFamily final : public CompressorFamily {
 
 class QsgdFamily final : public CompressorFamily {
  public:
-  QsgdFamily(std::shared_ptr<ProcessGroup> pg, CompressionHookOptions options, int64_t block, bool stochastic)
+  QsgdFamily(std::shared_ptr<comm::ProcessGroup> pg, CompressionHookOptions options, int64_t block, bool stochastic)
       : CompressorFamily(std::move(pg), std::move(options)), block_(block), stochastic_(stochastic) {}
   int64_t Bytes(const std::vector<int64_t>& shape, double bits) const override {
     return Make(bits)->FixedMessageBytes(Numel(shape)) + 8;
@@ -239,11 +239,11 @@ class QsgdFamily final : public CompressorFamily {
 
 class PowerSgdFamily final : public AdaptiveHook::Family {
  public:
-  PowerSgdFamily(std::shared_ptr<ProcessGroup> pg, PowerSgdOptions options)
+  PowerSgdFamily(std::shared_ptr<comm::ProcessGroup> pg, PowerSgdOptions options)
       : rate_(options.min_compression_rate), hook_(std::move(pg), options) {}
   // Sizes and errors follow the hook's own rule for which rank a shape gets.
-  CommHook& Hook() override { return hook_; }
-  const CommHook& Hook() const override { return hook_; }
+  comm::CommHook& Hook() override { return hook_; }
+  const comm::CommHook& Hook() const override { return hook_; }
   int64_t Bytes(const std::vector<int64_t>& shape, double r) const override {
     const int64_t numel = Numel(shape);
     const int64_t rank = Rank(shape, r);
@@ -276,7 +276,7 @@ class PowerSgdFamily final : public AdaptiveHook::Family {
 
 }  // namespace
 
-AdaptiveHook::AdaptiveHook(std::shared_ptr<ProcessGroup> pg, AdaptiveOptions options)
+AdaptiveHook::AdaptiveHook(std::shared_ptr<comm::ProcessGroup> pg, AdaptiveOptions options)
     : pg_(std::move(pg)), options_(std::move(options)) {
   TORCH_CHECK(pg_ != nullptr, "AdaptiveHook: process group is null");
   const std::string who = "adaptive_" + ToString(options_.family);
@@ -341,7 +341,7 @@ void AdaptiveHook::Apply(const std::string& name, Layer& layer, std::optional<do
   family_->Assign(name, value);
 }
 
-void AdaptiveHook::Learn(const GradBucket& bucket) {
+void AdaptiveHook::Learn(const comm::GradBucket& bucket) {
   for (size_t i = 0; i < bucket.gradients.size(); ++i) {
     const std::string& name = bucket.parameter_names[i];
     if (layers_.count(name) != 0) continue;
@@ -371,7 +371,7 @@ bool AdaptiveHook::InWindow(int64_t step) const {
   return phase == 0 || phase > options_.period - options_.window;
 }
 
-void AdaptiveHook::Accumulate(const GradBucket& bucket) {
+void AdaptiveHook::Accumulate(const comm::GradBucket& bucket) {
   if (!at::isfinite(bucket.buffer).all().item<bool>()) return;  // that step is skipped; so is its measurement
   for (size_t i = 0; i < bucket.gradients.size(); ++i) {
     const std::string& name = bucket.parameter_names[i];
@@ -468,7 +468,7 @@ void AdaptiveHook::CheckSameChoices() {
   }
 }
 
-std::shared_ptr<Work> AdaptiveHook::RunHook(GradBucket& bucket) {
+std::shared_ptr<comm::Work> AdaptiveHook::RunHook(comm::GradBucket& bucket) {
   if (bucket.index == 0) {
     ++step_;
     if (check_after_load_) {
@@ -482,8 +482,8 @@ std::shared_ptr<Work> AdaptiveHook::RunHook(GradBucket& bucket) {
   return family_->Hook().RunHook(bucket);
 }
 
-HookState AdaptiveHook::StateDict() const {
-  HookState out = family_->Hook().StateDict();
+comm::HookState AdaptiveHook::StateDict() const {
+  comm::HookState out = family_->Hook().StateDict();
   out.emplace_back("lgreco/step", at::tensor(step_));
   out.emplace_back("lgreco/decisions", at::tensor(decisions_));
   for (const auto& [name, layer] : layers_) {
@@ -500,8 +500,8 @@ HookState AdaptiveHook::StateDict() const {
   return out;
 }
 
-void AdaptiveHook::LoadStateDict(const HookState& state) {
-  HookState inner;
+void AdaptiveHook::LoadStateDict(const comm::HookState& state) {
+  comm::HookState inner;
   std::optional<int64_t> saved_world;
   for (const auto& entry : state) {
     if (entry.first.rfind("lgreco/", 0) != 0) inner.push_back(entry);
@@ -541,4 +541,4 @@ void AdaptiveHook::LoadStateDict(const HookState& state) {
   check_after_load_ = true;
 }
 
-}  // namespace lowbit::comm
+}  // namespace lowbit::compress

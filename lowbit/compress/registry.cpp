@@ -1,4 +1,4 @@
-#include "lowbit/comm/hooks.h"
+#include "lowbit/compress/registry.h"
 
 #include <c10/util/Exception.h>
 
@@ -12,12 +12,12 @@
 #include <limits>
 #include <map>
 
-#include "lowbit/comm/adaptive_hook.h"
-#include "lowbit/comm/compression_hook.h"
-#include "lowbit/comm/compressors.h"
-#include "lowbit/comm/powersgd_hook.h"
+#include "lowbit/compress/adaptive_hook.h"
+#include "lowbit/compress/compression_hook.h"
+#include "lowbit/compress/builtin_compressors.h"
+#include "lowbit/compress/powersgd_hook.h"
 
-namespace lowbit::comm {
+namespace lowbit::compress {
 namespace {
 
 std::optional<Exchange> ParseExchange(const std::string& name) {
@@ -248,7 +248,7 @@ CompressionHookOptions CompressionFrom(const std::string& name, const Values& v)
   return options;
 }
 
-std::shared_ptr<CommHook> MakeAdaptiveHook(std::shared_ptr<ProcessGroup> pg, const std::string& name,
+std::shared_ptr<comm::CommHook> MakeAdaptiveHook(std::shared_ptr<comm::ProcessGroup> pg, const std::string& name,
                                            const Values& v, AdaptCallback on_adapt) {
   AdaptiveOptions o;
   if (name == "adaptive_powersgd") {
@@ -333,17 +333,17 @@ const HookInfo& FindHook(const std::string& name) {
   TORCH_CHECK(false, "unknown comm hook '", name, "'; known: ", absl::StrJoin(names, ", "));
 }
 
-std::shared_ptr<CommHook> MakeCommHook(std::shared_ptr<ProcessGroup> pg, const std::string& name,
+std::shared_ptr<comm::CommHook> MakeCommHook(std::shared_ptr<comm::ProcessGroup> pg, const std::string& name,
                                        const HookSettings& settings, AdaptCallback on_adapt) {
   const HookInfo& hook = FindHook(name);
   const Values v(hook, settings);
-  if (name == "allreduce" || name == "none") return std::make_shared<AllReduceHook>(std::move(pg));
+  if (name == "allreduce" || name == "none") return std::make_shared<comm::AllReduceHook>(std::move(pg));
   if (name == "powersgd") return std::make_shared<PowerSgdHook>(std::move(pg), PowerSgdFrom(v));
   if (name.rfind("adaptive_", 0) == 0) return MakeAdaptiveHook(std::move(pg), name, v, std::move(on_adapt));
   return std::make_shared<CompressionHook>(std::move(pg), CompressionFrom(name, v));
 }
 
-std::shared_ptr<CommHook> MakeCommHook(std::shared_ptr<ProcessGroup> pg, const std::string& spec) {
+std::shared_ptr<comm::CommHook> MakeCommHook(std::shared_ptr<comm::ProcessGroup> pg, const std::string& spec) {
   const size_t colon = spec.find(':');
   HookSettings settings;
   if (colon != std::string::npos) {
@@ -357,4 +357,4 @@ std::shared_ptr<CommHook> MakeCommHook(std::shared_ptr<ProcessGroup> pg, const s
   return MakeCommHook(std::move(pg), spec.substr(0, colon), settings);
 }
 
-}  // namespace lowbit::comm
+}  // namespace lowbit::compress

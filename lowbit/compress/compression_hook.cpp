@@ -1,4 +1,4 @@
-#include "lowbit/comm/compression_hook.h"
+#include "lowbit/compress/compression_hook.h"
 
 #include <ATen/ATen.h>
 #include <absl/strings/str_cat.h>
@@ -6,10 +6,10 @@
 #include <cmath>
 #include <limits>
 
-#include "lowbit/comm/internal/hook_state.h"
+#include "lowbit/compress/internal/hook_state.h"
 #include "lowbit/kernels/internal/counter_rng.h"
 
-namespace lowbit::comm {
+namespace lowbit::compress {
 
 // Note [Compressed exchange]
 // RunHook runs while backward goes on: it flattens the uncompressed tensors
@@ -42,20 +42,20 @@ uint64_t NameKey(const std::string& name) {
 }
 
 struct CompressionHook::Pending {
-  GradBucket bucket;
+  comm::GradBucket bucket;
   int64_t step = 0;
   std::vector<size_t> compressed;
   std::vector<std::shared_ptr<Compressor>> compressors;  // per compressed tensor
   std::vector<size_t> plain;
   at::Tensor plain_buffer;
-  std::shared_ptr<Work> plain_work;
+  std::shared_ptr<comm::Work> plain_work;
   bool local_bad = false;
   std::vector<at::Tensor> grads;
   std::vector<at::Tensor> inputs;
   std::vector<at::Tensor> sent;
   std::vector<at::Tensor> mean;
   std::vector<FeedbackState> next;
-  std::shared_ptr<Work> work;
+  std::shared_ptr<comm::Work> work;
   // kAllReduce: the summed messages and each one's length.
   at::Tensor message;
   std::vector<int64_t> message_numel;
@@ -67,7 +67,7 @@ struct CompressionHook::Pending {
   FeedbackState server_next;
 };
 
-CompressionHook::CompressionHook(std::shared_ptr<ProcessGroup> pg, CompressionHookOptions options)
+CompressionHook::CompressionHook(std::shared_ptr<comm::ProcessGroup> pg, CompressionHookOptions options)
     : pg_(std::move(pg)), options_(std::move(options)) {
   TORCH_CHECK(pg_ != nullptr, "CompressionHook: process group is null");
   TORCH_CHECK(options_.compressor != nullptr, "CompressionHook: compressor is null");
@@ -121,7 +121,7 @@ EncodeContext CompressionHook::Context(int rank, uint64_t tensor_key, uint64_t p
   return ctx;
 }
 
-std::shared_ptr<Work> CompressionHook::RunHook(GradBucket& bucket) {
+std::shared_ptr<comm::Work> CompressionHook::RunHook(comm::GradBucket& bucket) {
   if (bucket.index == 0) ++step_;
   auto job = std::make_shared<Pending>();
   job->bucket = bucket;
@@ -150,7 +150,7 @@ std::shared_ptr<Work> CompressionHook::RunHook(GradBucket& bucket) {
     offset += n;
   }
   job->plain_buffer[plain_numel].fill_(job->local_bad ? 1.0 : 0.0);
-  job->plain_work = pg_->AllReduce(job->plain_buffer, ReduceOp::kSum);
+  job->plain_work = pg_->AllReduce(job->plain_buffer, comm::ReduceOp::kSum);
 
   // Inputs to compress: clipped, momentum-corrected, through error feedback.
   for (size_t i : job->compressed) {
@@ -192,7 +192,7 @@ std::shared_ptr<Work> CompressionHook::RunHook(GradBucket& bucket) {
       if (u != job->next[j].end()) u->second.masked_fill_(job->sent[j] != 0, 0.0);  // DGC momentum masking
     }
   }
-  return std::make_shared<ContinuationWork>([this, job] { return Finish(*job); });
+  return std::make_shared<comm::ContinuationWork>([this, job] { return Finish(*job); });
 }
 
 void CompressionHook::EncodeAllReduce(Pending& job) {
@@ -212,7 +212,7 @@ void CompressionHook::EncodeAllReduce(Pending& job) {
     messages.push_back(msg.reshape({-1}));
   }
   job.message = at::cat(messages);
-  job.work = pg_->AllReduce(job.message, ReduceOp::kSum);
+  job.work = pg_->AllReduce(job.message, comm::ReduceOp::kSum);
 }
 
 void CompressionHook::DecodeAllReduce(Pending& job) {
@@ -379,10 +379,10 @@ std::vector<at::Tensor> CompressionHook::Finish(Pending& job) {
   return {buffer, at::zeros({1}, at::kByte)};
 }
 
-HookState CompressionHook::StateDict() const { return internal::SaveHookState(pg_->Size(), step_, state_); }
+comm::HookState CompressionHook::StateDict() const { return internal::SaveHookState(pg_->Size(), step_, state_); }
 
-void CompressionHook::LoadStateDict(const HookState& state) {
+void CompressionHook::LoadStateDict(const comm::HookState& state) {
   internal::LoadHookState(state, pg_->Size(), Name(), &state_, &step_);
 }
 
-}  // namespace lowbit::comm
+}  // namespace lowbit::compress

@@ -19,10 +19,10 @@
 
 #include <ATen/core/ScalarType.h>
 
-#include "lowbit/comm/compressor.h"
-#include "lowbit/comm/hook_defaults.h"
+#include "lowbit/compress/compressor.h"
+#include "lowbit/compress/defaults.h"
 
-namespace lowbit::comm {
+namespace lowbit::compress {
 
 // fp16 / bf16 cast (PyTorch's fp16_compress_hook / bf16_compress_hook).
 std::shared_ptr<Compressor> MakeCastCompressor(at::ScalarType dtype);
@@ -61,4 +61,4 @@ double TopKDensityAt(const TopKOptions& options, int64_t step);
 // shared key so every rank keeps the same ones and the values allreduce.
 std::shared_ptr<Compressor> MakeRandomKCompressor(double density);
 
-}  // namespace lowbit::comm
+}  // namespace lowbit::compress

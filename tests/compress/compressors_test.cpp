@@ -4,14 +4,16 @@
 
 #include <cmath>
 
-#include "lowbit/comm/compression_hook.h"
-#include "lowbit/comm/compressors.h"
-#include "lowbit/comm/hooks.h"
+#include "lowbit/compress/compression_hook.h"
+#include "lowbit/compress/builtin_compressors.h"
+#include "lowbit/compress/registry.h"
 #include "lowbit/comm/local_process_group.h"
-#include "lowbit/comm/powersgd_hook.h"
+#include "lowbit/compress/powersgd_hook.h"
 #include "lowbit/kernels/internal/counter_rng.h"
 
-namespace lowbit::comm {
+namespace lowbit::compress {
+using namespace ::lowbit::comm;  // process groups, DDP and the hook interface
+
 namespace {
 
 EncodeContext Ctx(uint64_t key) {
@@ -363,4 +365,4 @@ TEST(Registry, DefaultsBuildEveryHookAndTextFormMatches) {
 }
 
 }  // namespace
-}  // namespace lowbit::comm
+}  // namespace lowbit::compress

@@ -21,10 +21,10 @@
 #include <string>
 
 #include "lowbit/comm/comm_hook.h"
-#include "lowbit/comm/error_feedback.h"
-#include "lowbit/comm/hook_defaults.h"
+#include "lowbit/compress/error_feedback.h"
+#include "lowbit/compress/defaults.h"
 
-namespace lowbit::comm {
+namespace lowbit::compress {
 
 struct PowerSgdOptions {
   int rank = defaults::kPowerSgdRank;
@@ -41,16 +41,16 @@ struct PowerSgdOptions {
 // 1-D, empty and rank 0).
 int64_t PowerSgdRank(at::IntArrayRef shape, int64_t rank, double min_compression_rate);
 
-class PowerSgdHook final : public CommHook {
+class PowerSgdHook final : public comm::CommHook {
  public:
-  PowerSgdHook(std::shared_ptr<ProcessGroup> pg, PowerSgdOptions options);
+  PowerSgdHook(std::shared_ptr<comm::ProcessGroup> pg, PowerSgdOptions options);
 
   std::string Name() const override { return "powersgd"; }
   std::string Config() const override;
-  std::shared_ptr<Work> RunHook(GradBucket& bucket) override;
+  std::shared_ptr<comm::Work> RunHook(comm::GradBucket& bucket) override;
   // "meta/*" and per compressed parameter "<name>/error", "<name>/Q".
-  HookState StateDict() const override;
-  void LoadStateDict(const HookState& state) override;
+  comm::HookState StateDict() const override;
+  void LoadStateDict(const comm::HookState& state) override;
 
   // From the next step on, parameter `name` uses rank `rank` (still capped
   // at min(n, m) and subject to min_compression_rate), or goes uncompressed
@@ -65,11 +65,11 @@ class PowerSgdHook final : public CommHook {
   struct Pending;
   std::vector<at::Tensor> Finish(Pending& job);
 
-  std::shared_ptr<ProcessGroup> pg_;
+  std::shared_ptr<comm::ProcessGroup> pg_;
   PowerSgdOptions options_;
   int64_t step_ = 0;
   std::map<std::string, FeedbackState> state_;
   std::map<std::string, int> layer_rank_;
 };
 
-}  // namespace lowbit::comm
+}  // namespace lowbit::compress

@@ -6,14 +6,16 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "lowbit/comm/compression_hook.h"
-#include "lowbit/comm/compressors.h"
+#include "lowbit/compress/compression_hook.h"
+#include "lowbit/compress/builtin_compressors.h"
 #include "lowbit/comm/distributed_data_parallel.h"
-#include "lowbit/comm/hooks.h"
+#include "lowbit/compress/registry.h"
 #include "lowbit/kernels/internal/counter_rng.h"
 #include "tests/common/test_env.h"
 
-namespace lowbit::comm {
+namespace lowbit::compress {
+using namespace ::lowbit::comm;  // process groups, DDP and the hook interface
+
 namespace {
 
 using kernels::MixKey;
@@ -283,4 +285,4 @@ TEST(CompressedExchange, MismatchedHookIsCaughtAtRegistration) {
 }
 
 }  // namespace
-}  // namespace lowbit::comm
+}  // namespace lowbit::compress

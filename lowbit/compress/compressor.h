@@ -2,7 +2,7 @@
 //
 // Compression hooks (comm/compression_hook.h) combine a Compressor with an
 // ErrorFeedback policy and a collective. The compressors are in
-// comm/compressors.h: fp16, bf16, QSGD b-bit, ternary, sign (1-bit), top-k and
+// compress/builtin_compressors.h: fp16, bf16, QSGD b-bit, ternary, sign (1-bit), top-k and
 // random-k.
 //
 //   auto c = MakeQsgdCompressor(/*bits=*/4, /*block=*/256);
@@ -17,7 +17,7 @@
 
 #include <ATen/core/Tensor.h>
 
-namespace lowbit::comm {
+namespace lowbit::compress {
 
 // Which collective carries a compressor's messages.
 enum class Exchange {
@@ -63,4 +63,4 @@ class Compressor {
   virtual int64_t FixedMessageBytes(int64_t n) const = 0;
 };
 
-}  // namespace lowbit::comm
+}  // namespace lowbit::compress

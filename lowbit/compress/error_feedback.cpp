@@ -1,9 +1,9 @@
-#include "lowbit/comm/error_feedback.h"
+#include "lowbit/compress/error_feedback.h"
 
 #include <ATen/ATen.h>
 #include <absl/strings/str_cat.h>
 
-namespace lowbit::comm {
+namespace lowbit::compress {
 namespace {
 
 // The state tensor `name`, or undefined when it does not exist yet (zero).
@@ -102,4 +102,4 @@ std::shared_ptr<ErrorFeedback> MakeErrorFeedback(const std::string& name, double
   TORCH_CHECK(false, "error feedback must be none, ef, ef21 or econtrol, got '", name, "'");
 }
 
-}  // namespace lowbit::comm
+}  // namespace lowbit::compress

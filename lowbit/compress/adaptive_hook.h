@@ -39,12 +39,12 @@
 #include <vector>
 
 #include "lowbit/comm/comm_hook.h"
-#include "lowbit/comm/compression_hook.h"
-#include "lowbit/comm/compressors.h"
-#include "lowbit/comm/powersgd_hook.h"
-#include "lowbit/comm/hook_defaults.h"
+#include "lowbit/compress/compression_hook.h"
+#include "lowbit/compress/builtin_compressors.h"
+#include "lowbit/compress/powersgd_hook.h"
+#include "lowbit/compress/defaults.h"
 
-namespace lowbit::comm {
+namespace lowbit::compress {
 
 enum class AdaptiveFamily { kPowerSgd, kTopK, kQsgd };
 std::string ToString(AdaptiveFamily family);
@@ -110,21 +110,21 @@ struct AdaptiveOptions {
   std::function<void(int64_t step, const std::string& summary)> on_change;
 };
 
-class AdaptiveHook final : public CommHook {
+class AdaptiveHook final : public comm::CommHook {
  public:
-  AdaptiveHook(std::shared_ptr<ProcessGroup> pg, AdaptiveOptions options);
+  AdaptiveHook(std::shared_ptr<comm::ProcessGroup> pg, AdaptiveOptions options);
   ~AdaptiveHook() override;
 
   std::string Name() const override;
   std::string Config() const override;
-  std::shared_ptr<Work> RunHook(GradBucket& bucket) override;
+  std::shared_ptr<comm::Work> RunHook(comm::GradBucket& bucket) override;
   // The inner hook's state, plus "lgreco/step", "lgreco/value/<parameter>"
   // (NaN: uncompressed) and, mid-window, "lgreco/sum/<parameter>".
-  HookState StateDict() const override;
+  comm::HookState StateDict() const override;
   // Restores the choices and hands the rest to the inner hook. A state from
   // another world size is dropped with a warning. The first step after a
   // load checks that every rank holds the same choices.
-  void LoadStateDict(const HookState& state) override;
+  void LoadStateDict(const comm::HookState& state) override;
 
   struct Layer {
     std::vector<int64_t> shape;
@@ -144,13 +144,13 @@ class AdaptiveHook final : public CommHook {
 
  private:
   bool InWindow(int64_t step) const;
-  void Learn(const GradBucket& bucket);
-  void Accumulate(const GradBucket& bucket);
+  void Learn(const comm::GradBucket& bucket);
+  void Accumulate(const comm::GradBucket& bucket);
   void Decide();
   void CheckSameChoices();
   void Apply(const std::string& name, Layer& layer, std::optional<double> value);
 
-  std::shared_ptr<ProcessGroup> pg_;
+  std::shared_ptr<comm::ProcessGroup> pg_;
   AdaptiveOptions options_;
   std::unique_ptr<Family> family_;
   int64_t step_ = 0;
@@ -162,4 +162,4 @@ class AdaptiveHook final : public CommHook {
   std::map<std::string, std::optional<double>> restored_;
 };
 
-}  // namespace lowbit::comm
+}  // namespace lowbit::compress

@@ -8,15 +8,15 @@
 #include <string>
 
 #include "lowbit/comm/comm_hook.h"
-#include "lowbit/comm/error_feedback.h"
+#include "lowbit/compress/error_feedback.h"
 
-namespace lowbit::comm::internal {
+namespace lowbit::compress::internal {
 
 // A hook's state dict: meta entries, then every tensor of `state` (cloned).
-HookState SaveHookState(int world_size, int64_t step, const std::map<std::string, FeedbackState>& state);
+comm::HookState SaveHookState(int world_size, int64_t step, const std::map<std::string, FeedbackState>& state);
 // Restores what SaveHookState wrote into `state` and `step`. When it was saved
 // by another world size, warns, clears `state` and leaves `step` alone.
-void LoadHookState(const HookState& saved, int world_size, const std::string& hook,
+void LoadHookState(const comm::HookState& saved, int world_size, const std::string& hook,
                    std::map<std::string, FeedbackState>* state, int64_t* step);
 
-}  // namespace lowbit::comm::internal
+}  // namespace lowbit::compress::internal

@@ -7,12 +7,14 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "lowbit/comm/adaptive_hook.h"
-#include "lowbit/comm/compressors.h"
-#include "lowbit/comm/lgreco.h"
+#include "lowbit/compress/adaptive_hook.h"
+#include "lowbit/compress/builtin_compressors.h"
+#include "lowbit/compress/lgreco.h"
 #include "tests/common/test_env.h"
 
-namespace lowbit::comm {
+namespace lowbit::compress {
+using namespace ::lowbit::comm;  // process groups, DDP and the hook interface
+
 namespace {
 
 struct LayerSpec {
@@ -334,4 +336,4 @@ INSTANTIATE_TEST_SUITE_P(Families, AdaptiveHookTest,
                          [](const auto& info) { return ToString(info.param); });
 
 }  // namespace
-}  // namespace lowbit::comm
+}  // namespace lowbit::compress

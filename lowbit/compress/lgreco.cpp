@@ -1,11 +1,11 @@
-#include "lowbit/comm/lgreco.h"
+#include "lowbit/compress/lgreco.h"
 
 #include <c10/util/Exception.h>
 
 #include <cmath>
 #include <limits>
 
-namespace lowbit::comm {
+namespace lowbit::compress {
 
 int64_t ErrorBins(double error, double budget, int64_t bins) {
   const double scaled = std::ceil(error / budget * static_cast<double>(bins));
@@ -71,4 +71,4 @@ std::optional<LayerChoice> SolveLayerChoices(const LayerChoiceProblem& p) {
   return out;
 }
 
-}  // namespace lowbit::comm
+}  // namespace lowbit::compress

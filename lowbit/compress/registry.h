@@ -1,6 +1,6 @@
 // MakeCommHook: the DDP comm hooks by name, with settings by key. The
 // registry (HookRegistry) is the one table of which hooks exist, which
-// settings each takes, their defaults (comm/hook_defaults.h) and ranges;
+// settings each takes, their defaults (compress/defaults.h) and ranges;
 // an unknown hook or key, or a value out of range, is an error naming the
 // hook, the key and the value.
 //
@@ -22,7 +22,7 @@
 // allreduce (exchange=twophase), which sends less on large worlds but
 // compresses twice. adaptive_powersgd, adaptive_topk and adaptive_qsgd
 // choose the rank, the density or the bits per layer with L-GreCo
-// (comm/adaptive_hook.h), around `rank`, `density` or `bits`.
+// (compress/adaptive_hook.h), around `rank`, `density` or `bits`.
 #pragma once
 
 #include <cstdint>
@@ -33,9 +33,9 @@
 #include <vector>
 
 #include "lowbit/comm/comm_hook.h"
-#include "lowbit/comm/hook_defaults.h"
+#include "lowbit/compress/defaults.h"
 
-namespace lowbit::comm {
+namespace lowbit::compress {
 
 // One setting a hook takes.
 struct HookSetting {
@@ -69,10 +69,10 @@ using HookSettings = std::vector<std::pair<std::string, std::string>>;
 // Called when L-GreCo changes a layer's setting (adaptive_* hooks only).
 using AdaptCallback = std::function<void(int64_t step, const std::string& summary)>;
 
-std::shared_ptr<CommHook> MakeCommHook(std::shared_ptr<ProcessGroup> pg, const std::string& name,
+std::shared_ptr<comm::CommHook> MakeCommHook(std::shared_ptr<comm::ProcessGroup> pg, const std::string& name,
                                        const HookSettings& settings, AdaptCallback on_adapt = {});
 // "name" or "name:key=value,key=value". adapt_overrides, whose value has
 // commas, is set through the other overload.
-std::shared_ptr<CommHook> MakeCommHook(std::shared_ptr<ProcessGroup> pg, const std::string& spec);
+std::shared_ptr<comm::CommHook> MakeCommHook(std::shared_ptr<comm::ProcessGroup> pg, const std::string& spec);
 
-}  // namespace lowbit::comm
+}  // namespace lowbit::compress

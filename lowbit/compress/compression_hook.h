@@ -1,5 +1,5 @@
 // CompressionHook: a DDP comm hook built from a Compressor, an ErrorFeedback
-// policy and an Exchange (see comm/compressor.h, comm/error_feedback.h).
+// policy and an Exchange (see comm/compressor.h, compress/error_feedback.h).
 //
 //   CompressionHookOptions o;
 //   o.compressor = MakeSignCompressor();
@@ -25,11 +25,11 @@
 #include <string>
 
 #include "lowbit/comm/comm_hook.h"
-#include "lowbit/comm/compressor.h"
-#include "lowbit/comm/error_feedback.h"
-#include "lowbit/comm/hook_defaults.h"
+#include "lowbit/compress/compressor.h"
+#include "lowbit/compress/error_feedback.h"
+#include "lowbit/compress/defaults.h"
 
-namespace lowbit::comm {
+namespace lowbit::compress {
 
 struct CompressionHookOptions {
   std::shared_ptr<Compressor> compressor;
@@ -55,17 +55,17 @@ struct CompressionHookOptions {
   double clip_norm = 0.0;
 };
 
-class CompressionHook final : public CommHook {
+class CompressionHook final : public comm::CommHook {
  public:
-  CompressionHook(std::shared_ptr<ProcessGroup> pg, CompressionHookOptions options);
+  CompressionHook(std::shared_ptr<comm::ProcessGroup> pg, CompressionHookOptions options);
 
   std::string Name() const override;
   std::string Config() const override;
-  std::shared_ptr<Work> RunHook(GradBucket& bucket) override;
+  std::shared_ptr<comm::Work> RunHook(comm::GradBucket& bucket) override;
   // "meta/world_size", "meta/step" and "<parameter>/<tensor>" per parameter.
-  HookState StateDict() const override;
+  comm::HookState StateDict() const override;
   // A state from another world size is dropped with a warning.
-  void LoadStateDict(const HookState& state) override;
+  void LoadStateDict(const comm::HookState& state) override;
 
   // From the next bucket on, parameter `name` is compressed with
   // `compressor` instead of options.compressor, or sent uncompressed when it
@@ -90,7 +90,7 @@ class CompressionHook final : public CommHook {
   // The compressor for parameter `name`, or null: send it uncompressed.
   std::shared_ptr<Compressor> CompressorFor(const std::string& name, const at::Tensor& grad) const;
 
-  std::shared_ptr<ProcessGroup> pg_;
+  std::shared_ptr<comm::ProcessGroup> pg_;
   CompressionHookOptions options_;
   Exchange exchange_;
   int64_t step_ = 0;
@@ -103,4 +103,4 @@ class CompressionHook final : public CommHook {
 // A stable 64-bit key of a name (FNV-1a), for the random streams.
 uint64_t NameKey(const std::string& name);
 
-}  // namespace lowbit::comm
+}  // namespace lowbit::compress

@@ -23,7 +23,7 @@
 #include <optional>
 #include <vector>
 
-namespace lowbit::comm {
+namespace lowbit::compress {
 
 struct LayerChoiceProblem {
   // [layer][candidate]; every layer needs at least one candidate.
@@ -48,4 +48,4 @@ int64_t ErrorBins(double error, double budget, int64_t bins);
 // The cheapest choice whose binned error fits, or nullopt when none does.
 std::optional<LayerChoice> SolveLayerChoices(const LayerChoiceProblem& problem);
 
-}  // namespace lowbit::comm
+}  // namespace lowbit::compress

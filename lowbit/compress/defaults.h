@@ -1,15 +1,15 @@
 // The defaults of the comm hooks' settings, each written once. The typed
 // options (CompressionHookOptions, PowerSgdOptions, TopKOptions,
-// AdaptiveOptions), MakeCommHook's registry (comm/hooks.h) and the examples'
+// AdaptiveOptions), MakeCommHook's registry (compress/registry.h) and the examples'
 // flags all take them from here. They are the settings the docs measured
 // to train well (docs/comm.md).
 //
-//   ABSL_FLAG(int, bits, lowbit::comm::defaults::kQsgdBits, "qsgd bits");
+//   ABSL_FLAG(int, bits, lowbit::compress::defaults::kQsgdBits, "qsgd bits");
 #pragma once
 
 #include <cstdint>
 
-namespace lowbit::comm::defaults {
+namespace lowbit::compress::defaults {
 
 // Tensors with fewer elements (and 1-D tensors) go uncompressed.
 inline constexpr int64_t kMinCompressNumel = 1024;
@@ -31,4 +31,4 @@ inline constexpr int64_t kAdaptPeriod = 100;
 inline constexpr int64_t kAdaptWindow = 10;
 inline constexpr double kAdaptAlpha = 1.0;
 
-}  // namespace lowbit::comm::defaults
+}  // namespace lowbit::compress::defaults

@@ -27,9 +27,9 @@
 #include <string>
 
 #include <ATen/core/Tensor.h>
-#include "lowbit/comm/hook_defaults.h"
+#include "lowbit/compress/defaults.h"
 
-namespace lowbit::comm {
+namespace lowbit::compress {
 
 // One parameter's state, by name ("e", "h", "G"); missing tensors are zeros.
 using FeedbackState = std::map<std::string, at::Tensor>;
@@ -50,4 +50,4 @@ class ErrorFeedback {
 // the compressor keeps (measured: top-k 10% converges at 0.1, diverges at 0.5).
 std::shared_ptr<ErrorFeedback> MakeErrorFeedback(const std::string& name, double eta = defaults::kEfEta);
 
-}  // namespace lowbit::comm
+}  // namespace lowbit::compress

@@ -5,13 +5,15 @@
 
 #include <random>
 
-#include "lowbit/comm/adaptive_hook.h"
-#include "lowbit/comm/hooks.h"
-#include "lowbit/comm/lgreco.h"
+#include "lowbit/compress/adaptive_hook.h"
+#include "lowbit/compress/registry.h"
+#include "lowbit/compress/lgreco.h"
 #include "lowbit/comm/local_process_group.h"
 #include "tests/common/expect_error.h"
 
-namespace lowbit::comm {
+namespace lowbit::compress {
+using namespace ::lowbit::comm;  // process groups, DDP and the hook interface
+
 namespace {
 
 using lowbit::testing::ExpectError;
@@ -206,4 +208,4 @@ TEST(LGreCoRules, FirstMatchingRuleDecides) {
 }
 
 }  // namespace
-}  // namespace lowbit::comm
+}  // namespace lowbit::compress

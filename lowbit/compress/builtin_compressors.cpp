@@ -1,4 +1,4 @@
-#include "lowbit/comm/compressors.h"
+#include "lowbit/compress/builtin_compressors.h"
 
 #include <ATen/ATen.h>
 #include <absl/strings/str_cat.h>
@@ -11,7 +11,7 @@
 #include "lowbit/kernels/sign.h"
 #include "lowbit/kernels/topk.h"
 
-namespace lowbit::comm {
+namespace lowbit::compress {
 
 std::string ToString(Exchange exchange) {
   switch (exchange) {
@@ -301,4 +301,4 @@ std::shared_ptr<Compressor> MakeRandomKCompressor(double density) {
   return std::make_shared<RandomKCompressor>(density);
 }
 
-}  // namespace lowbit::comm
+}  // namespace lowbit::compress

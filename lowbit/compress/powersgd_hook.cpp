@@ -1,4 +1,4 @@
-#include "lowbit/comm/powersgd_hook.h"
+#include "lowbit/compress/powersgd_hook.h"
 
 #include <ATen/ATen.h>
 #include <absl/strings/str_cat.h>
@@ -7,11 +7,11 @@
 #include <limits>
 #include <tuple>
 
-#include "lowbit/comm/compression_hook.h"
-#include "lowbit/comm/internal/hook_state.h"
+#include "lowbit/compress/compression_hook.h"
+#include "lowbit/compress/internal/hook_state.h"
 #include "lowbit/kernels/internal/counter_rng.h"
 
-namespace lowbit::comm {
+namespace lowbit::compress {
 namespace {
 
 // Q0 in [-0.5, 0.5), a pure function of the key, the same on every rank
@@ -49,13 +49,13 @@ int64_t PowerSgdRank(at::IntArrayRef shape, int64_t rank, double min_compression
 }
 
 struct PowerSgdHook::Pending {
-  GradBucket bucket;
+  comm::GradBucket bucket;
   int64_t step = 0;
   bool compressing = false;
   std::vector<size_t> plain;
   at::Tensor first;  // P factors, then plain values, then the non-finite flag
   int64_t p_numel = 0;
-  std::shared_ptr<Work> first_work;
+  std::shared_ptr<comm::Work> first_work;
   // Matrices grouped by (n, m, r); members are parameter indices.
   struct Group {
     int64_t n, m, r;
@@ -65,7 +65,7 @@ struct PowerSgdHook::Pending {
   std::vector<Group> groups;
 };
 
-PowerSgdHook::PowerSgdHook(std::shared_ptr<ProcessGroup> pg, PowerSgdOptions options)
+PowerSgdHook::PowerSgdHook(std::shared_ptr<comm::ProcessGroup> pg, PowerSgdOptions options)
     : pg_(std::move(pg)), options_(options) {
   TORCH_CHECK(pg_ != nullptr, "PowerSgdHook: process group is null");
   TORCH_CHECK(options_.rank >= 1, "powersgd rank must be >= 1, got ", options_.rank);
@@ -85,7 +85,7 @@ void PowerSgdHook::SetLayerRank(const std::string& name, int rank) {
   layer_rank_[name] = rank;
 }
 
-std::shared_ptr<Work> PowerSgdHook::RunHook(GradBucket& bucket) {
+std::shared_ptr<comm::Work> PowerSgdHook::RunHook(comm::GradBucket& bucket) {
   if (bucket.index == 0) ++step_;
   auto job = std::make_shared<Pending>();
   job->bucket = bucket;
@@ -144,8 +144,8 @@ std::shared_ptr<Work> PowerSgdHook::RunHook(GradBucket& bucket) {
   for (size_t i : job->plain) parts.push_back(bucket.gradients[i].reshape({-1}).to(at::kFloat));
   parts.push_back(at::full({1}, local_bad ? 1.0f : 0.0f, at::kFloat));
   job->first = at::cat(parts);
-  job->first_work = pg_->AllReduce(job->first, ReduceOp::kSum);
-  return std::make_shared<ContinuationWork>([this, job] { return Finish(*job); });
+  job->first_work = pg_->AllReduce(job->first, comm::ReduceOp::kSum);
+  return std::make_shared<comm::ContinuationWork>([this, job] { return Finish(*job); });
 }
 
 std::vector<at::Tensor> PowerSgdHook::Finish(Pending& job) {
@@ -163,7 +163,7 @@ std::vector<at::Tensor> PowerSgdHook::Finish(Pending& job) {
   }
   if (!qs.empty()) {
     at::Tensor second = at::cat(qs);
-    pg_->AllReduce(second, ReduceOp::kSum)->Wait();
+    pg_->AllReduce(second, comm::ReduceOp::kSum)->Wait();
     int64_t q_offset = 0;
     for (auto& group : job.groups) {
       group.Q = second.narrow(0, q_offset, group.Q.numel()).view(group.Q.sizes()).div(world);
@@ -194,10 +194,10 @@ std::vector<at::Tensor> PowerSgdHook::Finish(Pending& job) {
   return {buffer, at::zeros({1}, at::kByte)};
 }
 
-HookState PowerSgdHook::StateDict() const { return internal::SaveHookState(pg_->Size(), step_, state_); }
+comm::HookState PowerSgdHook::StateDict() const { return internal::SaveHookState(pg_->Size(), step_, state_); }
 
-void PowerSgdHook::LoadStateDict(const HookState& state) {
+void PowerSgdHook::LoadStateDict(const comm::HookState& state) {
   internal::LoadHookState(state, pg_->Size(), Name(), &state_, &step_);
 }
 
-}  // namespace lowbit::comm
+}  // namespace lowbit::compress
