@@ -52,7 +52,8 @@ lowbit::comm::GradBucket MakeBucket(int64_t floats) {
 }
 
 // "qsgd4_twophase" -> qsgd with bits=4 and exchange=twophase; every hook
-// starts compressing at step 0 (density and rank stay at their defaults).
+// starts compressing at step 0 (density and rank stay at their defaults;
+// top-k without its warm-up).
 std::shared_ptr<lowbit::comm::CommHook> HookFor(std::shared_ptr<lowbit::comm::ProcessGroup> pg, std::string name) {
   lowbit::compress::HookSettings settings = {{"start_iter", "0"}};
   const std::string suffix = "_twophase";
@@ -63,6 +64,11 @@ std::shared_ptr<lowbit::comm::CommHook> HookFor(std::shared_ptr<lowbit::comm::Pr
   if (name.rfind("qsgd", 0) == 0) {
     settings.emplace_back("bits", name.substr(4));
     name = "qsgd";
+  }
+  if (name == "randomk") settings.emplace_back("density", "0.01");  // as top-k
+  if (name == "topk") {  // the steady state: no density warm-up, every tensor this size compressed
+    settings.emplace_back("warmup_steps", "0");
+    settings.emplace_back("min_compress_numel", "1024");
   }
   return lowbit::compress::MakeCommHook(std::move(pg), name, settings);
 }

@@ -42,7 +42,7 @@
 
 ABSL_FLAG(int, epochs, 3, "training epochs");
 ABSL_FLAG(int, batch_size, 64, "examples per rank per step");
-ABSL_FLAG(double, lr, 1e-3, "learning rate (the 1-bit optimizers: their own default unless set)");
+ABSL_FLAG(double, lr, -1, "learning rate (-1: 1e-3, or the 1-bit optimizer's own default: 1-bit LAMB 1e-2)");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the initialisation and the per-epoch shuffle");
 ABSL_FLAG(std::string, optimizer, "adam",
           "sgd (momentum 0.9), sgd0 (no momentum), adam, adamw (weight decay 1e-4), lion (fp32 state), rmsprop, "
@@ -69,7 +69,7 @@ ABSL_FLAG(int, bits, lowbit::compress::defaults::kQsgdBits, "qsgd bits per eleme
 ABSL_FLAG(int, scale_norm, lowbit::compress::defaults::kOneBitScaleNorm, "onebit scale per block: 2 = RMS (DeepSpeed), 1 = mean |g|");
 ABSL_FLAG(std::string, rounding, "", "qsgd/ternary: stochastic or nearest (empty: qsgd stochastic, ternary nearest)");
 ABSL_FLAG(int64_t, block, lowbit::compress::defaults::kBlock, "qsgd/ternary/onebit elements per scale");
-ABSL_FLAG(double, density, lowbit::compress::defaults::kDensity, "topk/randomk fraction of elements sent, in (0, 1]");
+ABSL_FLAG(double, density, -1, "topk/randomk fraction of elements sent, in (0, 1] (-1: the hook's default, topk 0.01, randomk 0.1)");
 ABSL_FLAG(int, rank, lowbit::compress::defaults::kPowerSgdRank, "powersgd rank");
 ABSL_FLAG(int64_t, start_iter, -1, "uncompressed steps first (-1: powersgd 10, others 0)");
 ABSL_FLAG(bool, warm_start, true, "powersgd: reuse Q across steps");
@@ -77,8 +77,9 @@ ABSL_FLAG(double, min_compression_rate, lowbit::compress::defaults::kMinCompress
 ABSL_FLAG(double, momentum_correction, 0.0, "topk (DGC): momentum correction factor; use with --optimizer sgd0");
 ABSL_FLAG(double, clip_norm, 0.0, "topk (DGC): local gradient clipping norm (0: off)");
 ABSL_FLAG(double, sample_ratio, 0.0, "topk (DGC): threshold from this fraction of |g| (0: exact top-k)");
-ABSL_FLAG(int64_t, warmup_steps, 0, "topk (DGC): density warm-up steps");
-ABSL_FLAG(int64_t, min_compress_numel, lowbit::compress::defaults::kMinCompressNumel, "smaller tensors are sent uncompressed");
+ABSL_FLAG(int64_t, warmup_steps, -1, "topk (DGC): density warm-up steps (-1: the hook's default, topk 200)");
+ABSL_FLAG(int64_t, min_compress_numel, -1,
+          "smaller tensors are sent uncompressed (-1: the hook's default, 1024; topk 8192)");
 ABSL_FLAG(bool, compress_1d, false, "also compress 1-D tensors (biases)");
 ABSL_FLAG(int64_t, adapt_period, lowbit::compress::defaults::kAdaptPeriod, "adaptive_*: steps between per-layer decisions");
 ABSL_FLAG(int64_t, adapt_window, lowbit::compress::defaults::kAdaptWindow, "adaptive_*: steps of gradients summed for each decision (<= period)");
@@ -139,6 +140,7 @@ struct Config {
   std::string qat;
   std::string sparsity;
   int64_t sparsity_steps = 0;
+  bool lr_given = false;  // --lr was set; else 1e-3, or a 1-bit optimizer's own default
 };
 
 bool IsKnownOptimizer(const std::string& o) {
@@ -232,14 +234,14 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Config& c, Cnn& mod
   // settings docs/optimizers.md measured best), not the example's.
   if (c.optimizer == "onebit_adam") {
     lowbit::optim::OneBitAdamOptions o;
-    if (FlagSet("lr")) o.lr(c.lr);
+    if (c.lr_given) o.lr(c.lr);
     if (FlagSet("freeze_step")) o.freeze_step(c.freeze_step);
     if (FlagSet("onebit_block")) o.block(c.onebit_block);
     return std::make_unique<lowbit::optim::OneBitAdam>(model->parameters(), ddp, o);
   }
   if (c.optimizer == "zeroone_adam") {
     lowbit::optim::ZeroOneAdamOptions o;
-    if (FlagSet("lr")) o.lr(c.lr);
+    if (c.lr_given) o.lr(c.lr);
     if (FlagSet("freeze_step")) o.var_freeze_step(c.freeze_step);
     if (FlagSet("var_update_scaler")) o.var_update_scaler(c.var_update_scaler);
     if (FlagSet("local_step_scaler")) o.local_step_scaler(c.local_step_scaler);
@@ -249,7 +251,7 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Config& c, Cnn& mod
   }
   if (c.optimizer == "onebit_lamb") {
     lowbit::optim::OneBitLambOptions o;
-    if (FlagSet("lr")) o.lr(c.lr);
+    if (c.lr_given) o.lr(c.lr);
     if (FlagSet("freeze_step")) o.freeze_step(c.freeze_step);
     if (FlagSet("onebit_block")) o.block(c.onebit_block);
     return std::make_unique<lowbit::optim::OneBitLamb>(model->parameters(), ddp, o);
@@ -576,6 +578,8 @@ int main(int argc, char** argv) {
            absl::GetFlag(FLAGS_seed),          absl::GetFlag(FLAGS_optimizer), absl::GetFlag(FLAGS_hook),
            absl::GetFlag(FLAGS_backend),       absl::GetFlag(FLAGS_data_dir), absl::GetFlag(FLAGS_metrics_csv),
            absl::GetFlag(FLAGS_checkpoint),    absl::GetFlag(FLAGS_resume)};
+  c.lr_given = c.lr != -1;
+  if (!c.lr_given) c.lr = 1e-3;
   c.freeze_step = absl::GetFlag(FLAGS_freeze_step);
   c.percentile_clipping = absl::GetFlag(FLAGS_percentile_clipping);
   c.qat = absl::GetFlag(FLAGS_qat);

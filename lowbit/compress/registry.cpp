@@ -69,13 +69,13 @@ HookSetting Choice(const char* key, const char* value, std::vector<std::string> 
 HookSetting Text(const char* key, const char* help) { return {key, Kind::kText, "", 0, 0, false, {}, help}; }
 
 // The settings every compressing hook shares; `ef` is its default error feedback.
-std::vector<HookSetting> Compression(const char* ef) {
+std::vector<HookSetting> Compression(const char* ef, int64_t min_compress_numel = defaults::kMinCompressNumel) {
   return {
       Choice("error_feedback", ef, {"none", "ef", "ef21", "econtrol"}, "error feedback policy"),
       Real("ef_eta", defaults::kEfEta, 0, 1, true, "EControl's error weight (about the kept fraction or less)"),
       Choice("exchange", "auto", {"auto", "allgather", "twophase", "allreduce"},
              "collective (auto: the compressor's default)"),
-      Int("min_compress_numel", defaults::kMinCompressNumel, 0, kBig, "smaller tensors go uncompressed"),
+      Int("min_compress_numel", min_compress_numel, 0, kBig, "smaller tensors go uncompressed"),
       Bool("compress_1d", false, "also compress 1-D tensors (biases, norms)"),
       Int("start_iter", 0, 0, kBig, "uncompressed steps first"),
       Int("seed", 0, 0, kBig, "seed of stochastic rounding and random selections"),
@@ -89,16 +89,16 @@ std::vector<HookSetting> Plus(std::vector<HookSetting> a, const std::vector<Hook
 
 HookSetting Bits() { return Int("bits", defaults::kQsgdBits, 1, 8, "bits per element"); }
 HookSetting Block() { return Int("block", defaults::kBlock, 1, 1 << 24, "elements per scale"); }
-HookSetting Density() { return Real("density", defaults::kDensity, 0, 1, true, "fraction of elements sent"); }
+HookSetting Density(double value) { return Real("density", value, 0, 1, true, "fraction of elements sent"); }
 HookSetting Rounding(const char* value) {
   return Choice("rounding", value, {"stochastic", "nearest"}, "stochastic (unbiased) or nearest rounding");
 }
-std::vector<HookSetting> TopK() {
-  return {Density(),
+std::vector<HookSetting> TopK(int64_t warmup_steps) {
+  return {Density(defaults::kDensity),
           Real("momentum", 0, 0, 1, false, "DGC momentum correction (use with plain SGD); 0: off"),
           Real("clip_norm", 0, 0, kBig, false, "DGC local gradient clipping norm; 0: off"),
           Real("sample_ratio", 0, 0, 1, false, "DGC threshold from this fraction of |g|; 0: exact top-k"),
-          Int("warmup_steps", 0, 0, kBig, "DGC density warm-up steps")};
+          Int("warmup_steps", warmup_steps, 0, kBig, "DGC density warm-up steps")};
 }
 std::vector<HookSetting> PowerSgd() {
   return {Int("rank", defaults::kPowerSgdRank, 1, 1 << 20, "rank of the P and Q factors"),
@@ -131,11 +131,12 @@ std::vector<HookInfo> BuildRegistry() {
       {"ternary", "TernGrad {-s, 0, s} per block, allgather", Plus(Compression("ef"), {Block(), Rounding("nearest")})},
       {"onebit", "sign and a scale per block, allgather",
        Plus(Compression("ef"), {Block(), Int("scale_norm", defaults::kOneBitScaleNorm, 1, 2, "2: RMS, 1: mean |g|")})},
-      {"topk", "top-k / Deep Gradient Compression, allgather", Plus(Compression("ef"), TopK())},
-      {"randomk", "random-k with shared indices, allreduce", Plus(Compression("ef"), {Density()})},
+      {"topk", "top-k / Deep Gradient Compression, allgather",
+       Plus(Compression("ef", defaults::kTopKMinCompressNumel), TopK(defaults::kTopKWarmupSteps))},
+      {"randomk", "random-k with shared indices, allreduce", Plus(Compression("ef"), {Density(defaults::kRandomKDensity)})},
       {"powersgd", "PowerSGD rank-r factors, two allreduces", PowerSgd()},
       {"adaptive_powersgd", "L-GreCo: PowerSGD rank per layer", Plus(Plus(PowerSgd(), layer_rules), Adapt())},
-      {"adaptive_topk", "L-GreCo: top-k density per layer", Plus(Plus(Compression("ef"), TopK()), Adapt())},
+      {"adaptive_topk", "L-GreCo: top-k density per layer", Plus(Plus(Compression("ef"), TopK(0)), Adapt())},
       {"adaptive_qsgd", "L-GreCo: QSGD bits per layer",
        Plus(Plus(Compression("ef"), {Bits(), Block(), Rounding("stochastic")}), Adapt())},
   };

@@ -155,6 +155,13 @@ at::Tensor StateEntry(const HookState& state, const std::string& name) {
   return at::Tensor();
 }
 
+// The test buckets hold tensors of 1,600-1,920 elements; top-k sends tensors
+// under 8192 elements dense by default.
+HookSettings ForSmallTensors(const std::string& hook, HookSettings settings) {
+  if (hook == "topk") settings.emplace_back("min_compress_numel", "1024");
+  return settings;
+}
+
 // Error feedback loses nothing: everything the hook returned plus what it
 // still holds (worker residuals, and the server error of the two-phase
 // exchange) equals the sum of the gradients.
@@ -167,6 +174,10 @@ TEST(ErrorFeedback, SentPlusResidualIsTheSumOfGradients) {
     if (twophase) settings.emplace_back("exchange", "twophase");
     if (hook_name == "qsgd") settings.emplace_back("bits", "2");
     if (hook_name == "topk" || hook_name == "randomk") settings.emplace_back("density", "0.05");
+    if (hook_name == "topk") {  // these tensors are small: compress them, from the first step
+      settings.emplace_back("min_compress_numel", "1024");
+      settings.emplace_back("warmup_steps", "0");
+    }
     auto hook = MakeCommHook(std::make_shared<LocalProcessGroup>(), hook_name, settings);
     Bucket bucket;
     at::Tensor sum_grad = torch::zeros_like(bucket.b.buffer, torch::kDouble);
@@ -199,7 +210,8 @@ TEST(ErrorFeedback, SentPlusResidualIsTheSumOfGradients) {
 
 TEST(ErrorFeedback, Ef21AndEControlTrackTheGlobalEstimate) {
   for (std::string ef : {"ef21", "econtrol"}) {
-    auto hook = MakeCommHook(std::make_shared<LocalProcessGroup>(), "topk", {{"error_feedback", ef}, {"density", "0.1"}});
+    auto hook = MakeCommHook(std::make_shared<LocalProcessGroup>(), "topk",
+                             {{"error_feedback", ef}, {"density", "0.1"}, {"min_compress_numel", "1024"}});
     Bucket bucket;
     at::Tensor g = torch::randn_like(bucket.b.buffer);
     at::Tensor out;
@@ -266,8 +278,8 @@ TEST(CompressionHook, UncompressedWarmUpLeavesNoState) {
 TEST(HookState, RestoreContinuesExactly) {
   for (std::string name : {"onebit", "qsgd", "topk", "powersgd"}) {
     auto pg = std::make_shared<LocalProcessGroup>();
-    auto a = MakeCommHook(pg, name, {{"start_iter", "1"}});
-    auto b = MakeCommHook(pg, name, {{"start_iter", "1"}});
+    auto a = MakeCommHook(pg, name, ForSmallTensors(name, {{"start_iter", "1"}}));
+    auto b = MakeCommHook(pg, name, ForSmallTensors(name, {{"start_iter", "1"}}));
     Bucket bucket;
     for (int t = 0; t < 3; ++t) bucket.Run(*a, torch::randn_like(bucket.b.buffer));
     b->LoadStateDict(a->StateDict());
@@ -296,7 +308,7 @@ TEST(NonFinite, FlaggedAndStateUnchanged) {
   for (std::string name : {"onebit", "topk", "powersgd", "fp16"}) {
     HookSettings settings = {{"start_iter", "0"}};
     if (name == "fp16") settings.emplace_back("error_feedback", "ef");
-    auto hook = MakeCommHook(std::make_shared<LocalProcessGroup>(), name, settings);
+    auto hook = MakeCommHook(std::make_shared<LocalProcessGroup>(), name, ForSmallTensors(name, settings));
     Bucket bucket;
     bucket.Run(*hook, torch::randn_like(bucket.b.buffer));
     const HookState before = hook->StateDict();
