@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "lowbit/kernels/fake_quant.h"
+#include "lowbit/qat/internal/layer_walk.h"
 
 namespace lowbit::qat {
 
@@ -99,35 +100,36 @@ at::Tensor QuantizedConv2dImpl::forward(const at::Tensor& x) {
 
 namespace {
 
-void ConvertChildren(torch::nn::Module& parent, const std::string& prefix, std::vector<std::string>& converted) {
-  for (const auto& item : parent.named_children()) {
-    const std::string dotted = prefix.empty() ? item.key() : absl::StrCat(prefix, ".", item.key());
-    auto* layer = dynamic_cast<QuantLayer*>(item.value().get());
-    if (layer == nullptr) {
-      ConvertChildren(*item.value(), dotted, converted);
-      continue;
-    }
-    if (!layer->weight_quantizer || dynamic_cast<QuantizedLayerBase*>(layer) != nullptr) continue;
+// Replaces each convertible layer below `root`; returns their dotted names.
+std::vector<std::string> ConvertLayers(torch::nn::Module& root) {
+  std::vector<std::string> converted;
+  internal::WalkChildren(root, "", [&](torch::nn::Module& parent, const std::string& key, const std::string& dotted,
+                                       torch::nn::Module& child) {
+    auto* layer = dynamic_cast<QuantLayer*>(&child);
+    if (layer == nullptr) return true;
+    if (!layer->weight_quantizer || dynamic_cast<QuantizedLayerBase*>(layer) != nullptr) return false;
     const QuantizerConfig& c = layer->weight_quantizer->config();
     TORCH_CHECK(!IsMiniFloat(c.format), "Convert: layer '", dotted, "' has ", ToString(c),
                 " weights; Convert stores integer levels (int, ternary, binary or QuEST weights)");
+    const std::shared_ptr<torch::nn::Module> old = parent.named_children()[key];
     if (auto* lin = dynamic_cast<QuantLinearImpl*>(layer)) {
-      parent.replace_module(item.key(), QuantizedLinear(*lin));
+      internal::ReplaceChild(parent, key, old, QuantizedLinear(*lin));
     } else if (auto* conv = dynamic_cast<QuantConv2dImpl*>(layer)) {
-      parent.replace_module(item.key(), QuantizedConv2d(*conv));
+      internal::ReplaceChild(parent, key, old, QuantizedConv2d(*conv));
     } else {
-      continue;
+      return false;
     }
     converted.push_back(dotted);
-  }
+    return false;
+  });
+  return converted;
 }
 
 }  // namespace
 
 std::vector<std::string> Convert(torch::nn::Module& module) {
   module.eval();
-  std::vector<std::string> converted;
-  ConvertChildren(module, "", converted);
+  const std::vector<std::string> converted = ConvertLayers(module);
   module.eval();
   return converted;
 }

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "lowbit/qat/internal/layer_walk.h"
 #include "lowbit/qat/internal/prepared_set.h"
 
 namespace lowbit::qat {
@@ -70,39 +71,18 @@ struct Found {
 
 // Every Linear/Conv2d (torch's or lowbit::qat's), depth first in registration
 // order; refuses layers that are already quantized.
-void Collect(torch::nn::Module& parent, const std::string& prefix, std::vector<Found>& out) {
-  for (const auto& item : parent.named_children()) {
-    const std::string dotted = prefix.empty() ? item.key() : absl::StrCat(prefix, ".", item.key());
-    auto* q = dynamic_cast<QuantLayer*>(item.value().get());
+std::vector<Found> Collect(torch::nn::Module& root) {
+  std::vector<Found> out;
+  internal::WalkChildren(root, "", [&](torch::nn::Module& parent, const std::string& key, const std::string& dotted,
+                                       torch::nn::Module& child) {
+    auto* q = dynamic_cast<QuantLayer*>(&child);
     TORCH_CHECK(q == nullptr || !q->configured(), "Prepare: layer '", dotted,
                 "' is already quantized (Prepare runs once per model)");
-    if (q != nullptr || IsPlainLayer(*item.value())) {
-      out.push_back({&parent, item.key(), dotted});
-    } else {
-      Collect(*item.value(), dotted, out);
-    }
-  }
-}
-
-// Replaces parent's child `key` by `replacement` in the module tree and, for
-// the containers whose forward (or whose users) walk a list of their own, in
-// that list too.
-template <typename Holder>
-void Replace(torch::nn::Module& parent, const std::string& key, const std::shared_ptr<torch::nn::Module>& old,
-             const Holder& replacement) {
-  if (auto* seq = dynamic_cast<torch::nn::SequentialImpl*>(&parent)) {
-    for (auto& any : *seq) {
-      if (any.ptr() == old) any = torch::nn::AnyModule(replacement);
-    }
-  } else if (auto* list = dynamic_cast<torch::nn::ModuleListImpl*>(&parent)) {
-    for (auto& m : *list) {
-      if (m == old) m = replacement.ptr();
-    }
-  } else if (auto* dict = dynamic_cast<torch::nn::ModuleDictImpl*>(&parent)) {
-    dict->update(std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>>{{key, replacement.ptr()}});
-    return;  // update() replaced the registered child too
-  }
-  parent.replace_module(key, replacement);
+    if (q == nullptr && !IsPlainLayer(child)) return true;
+    out.push_back({&parent, key, dotted});
+    return false;
+  });
+  return out;
 }
 
 }  // namespace
@@ -137,8 +117,7 @@ QatConfig PresetConfig(const std::string& name) {
 }
 
 std::vector<std::string> Prepare(torch::nn::Module& module, const QatConfig& config) {
-  std::vector<Found> layers;
-  Collect(module, "", layers);
+  const std::vector<Found> layers = Collect(module);
   auto set = std::make_shared<internal::PreparedSet>();
   std::vector<std::string> replaced;
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -160,11 +139,11 @@ std::vector<std::string> Prepare(torch::nn::Module& module, const QatConfig& con
         layer = q;
       } else if (auto linear = std::dynamic_pointer_cast<torch::nn::LinearImpl>(child)) {
         Linear q(torch::nn::Linear(linear), *lc);
-        Replace(*f.parent, f.key, child, q);
+        internal::ReplaceChild(*f.parent, f.key, child, q);
         layer = q.get();
       } else {
         Conv2d q(torch::nn::Conv2d(std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(child)), *lc);
-        Replace(*f.parent, f.key, child, q);
+        internal::ReplaceChild(*f.parent, f.key, child, q);
         layer = q.get();
       }
     } catch (const c10::Error& e) {

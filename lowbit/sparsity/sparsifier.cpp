@@ -25,17 +25,15 @@ at::Tensor WeightOf(torch::nn::Module& m) {
   return {};
 }
 
-void Collect(torch::nn::Module& parent, const std::string& prefix,
-             std::vector<std::pair<std::string, at::Tensor>>& out) {
-  for (const auto& item : parent.named_children()) {
-    const std::string dotted = prefix.empty() ? item.key() : absl::StrCat(prefix, ".", item.key());
+// (dotted name, weight) of every Linear and Conv2d below `root`, depth first in
+// registration order (torch's own walk; nothing inside a layer is a layer).
+std::vector<std::pair<std::string, at::Tensor>> Collect(torch::nn::Module& root) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& item : root.named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
     at::Tensor w = WeightOf(*item.value());
-    if (w.defined()) {
-      out.emplace_back(dotted, w);
-    } else {
-      Collect(*item.value(), dotted, out);
-    }
+    if (w.defined()) out.emplace_back(item.key(), w);
   }
+  return out;
 }
 
 }  // namespace
@@ -55,8 +53,7 @@ at::Tensor FromInputMajor(const at::Tensor& rows, at::IntArrayRef weight_shape) 
 
 Sparsifier::Sparsifier(torch::nn::Module& module, SparseConfig config,
                        std::vector<std::pair<std::string, std::optional<SparseConfig>>> overrides) {
-  std::vector<std::pair<std::string, at::Tensor>> found;
-  Collect(module, "", found);
+  const std::vector<std::pair<std::string, at::Tensor>> found = Collect(module);
   torch::NoGradGuard no_grad;
   for (auto& [name, weight] : found) {
     std::optional<SparseConfig> c = config;

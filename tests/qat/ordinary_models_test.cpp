@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "lowbit/qat/convert.h"
 #include "lowbit/qat/prepare.h"
 #include "tests/common/expect_error.h"
 
@@ -186,6 +187,23 @@ TEST(OrdinaryModelsTest, ModuleDictIsQuantized) {
   for (const char* preset : {"w4a4_lsq", "w2a2_quest"}) {
     CheckAgainstReference<Dict>(preset, [] { return Dict(); });
   }
+}
+
+// Convert reaches a Sequential's layers the same way: the integer model's
+// output equals the fake-quant model's, bit for bit.
+TEST(OrdinaryModelsTest, ConvertReachesSequentialLayers) {
+  torch::manual_seed(8);
+  nn::Sequential model = MakeSequential();
+  Prepare(*model, PresetConfig("w4a4_lsq"));
+  Calibrate(*model, [&] { model->forward(torch::randn({64, kIn})); });
+  model->eval();
+  const at::Tensor x = torch::randn({16, kIn});
+  const at::Tensor fake = model->forward(x);
+  EXPECT_EQ(Convert(*model), (std::vector<std::string>{"0", "2", "4"}));
+  for (size_t i : {0, 2, 4}) {
+    EXPECT_NE(model->ptr(i)->as<QuantizedLinearImpl>(), nullptr) << "Sequential entry " << i << " not converted";
+  }
+  ExpectBitEqual(model->forward(x), fake, "converted output");
 }
 
 TEST(OrdinaryModelsTest, UnpreparedQatLinearIsTorchLinear) {
