@@ -164,18 +164,23 @@ struct DistributedDataParallel::Impl : std::enable_shared_from_this<Impl> {
     slot.param.mutable_grad() = slot.grad_alias;
   }
 
+  // Starts a synchronised step if none is active: Finish() runs when this
+  // backward pass ends. Called with mu held.
+  void BeginStep() {
+    if (step_active) return;
+    step_active = true;
+    traffic_at_start = pg->Traffic();
+    std::weak_ptr<Impl> weak = weak_from_this();
+    auto token = std::make_shared<StepToken>(weak, ++step_id);
+    torch::autograd::Engine::get_default_engine().queue_callback([weak, token] {
+      if (auto self = weak.lock()) self->Finish();
+    });
+  }
+
   void OnGradReady(size_t s) {
     std::lock_guard<std::mutex> lock(mu);
     if (no_sync_depth > 0) return;
-    if (!step_active) {
-      step_active = true;
-      traffic_at_start = pg->Traffic();
-      std::weak_ptr<Impl> weak = weak_from_this();
-      auto token = std::make_shared<StepToken>(weak, ++step_id);
-      torch::autograd::Engine::get_default_engine().queue_callback([weak, token] {
-        if (auto self = weak.lock()) self->Finish();
-      });
-    }
+    BeginStep();
     Slot& slot = slots[s];
     TORCH_CHECK(!slot.ready, "DistributedDataParallel: parameter '", slot.name,
                 "' got its gradient twice in one synchronised step; run extra backward passes under NoSync()");
@@ -302,6 +307,29 @@ class GradReadyHook final : public torch::autograd::FunctionPostHook {
   size_t slot_;
 };
 
+// Note [Parameters replaced in place]
+// Module::load and torch::load set_() each parameter to the loaded tensor,
+// and set_() gives a leaf a new gradient accumulator, without the post-hook
+// that tells us its gradient is ready: DDP would silently stop averaging
+// (every rank stepping on its own gradient). A tensor hook survives set_()
+// and runs before the accumulator, so it re-attaches the post-hook to
+// whichever accumulator the parameter has now. In that first pass the engine
+// has already decided not to run the new accumulator's post-hooks, so the
+// step is started here and Finish() takes the parameter's gradient when the
+// pass ends (reported as an unused parameter, that once).
+void ReattachIfReplaced(const std::weak_ptr<DistributedDataParallel::Impl>& weak, size_t s) {
+  auto impl = weak.lock();
+  if (impl == nullptr) return;
+  std::lock_guard<std::mutex> lock(impl->mu);
+  std::shared_ptr<torch::autograd::Node> now = torch::autograd::impl::grad_accumulator(impl->slots[s].param);
+  if (now == nullptr || now == impl->accumulators[s]) return;
+  now->add_post_hook(std::make_unique<GradReadyHook>(weak, s));
+  impl->accumulators[s] = std::move(now);
+  // The engine decided before this hook ran that the new accumulator has no
+  // post-hooks, so this once the gradient is taken when the pass ends.
+  if (impl->no_sync_depth == 0) impl->BeginStep();
+}
+
 }  // namespace
 
 DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Module> module,
@@ -341,6 +369,8 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
     auto accumulator = torch::autograd::impl::grad_accumulator(impl_->slots[s].param);
     accumulator->add_post_hook(std::make_unique<GradReadyHook>(impl_, s));
     impl_->accumulators.push_back(std::move(accumulator));
+    std::weak_ptr<Impl> weak = impl_;  // See Note [Parameters replaced in place]
+    impl_->slots[s].param.register_hook([weak, s](const at::Tensor&) { ReattachIfReplaced(weak, s); });
   }
 }
 

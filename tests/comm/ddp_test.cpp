@@ -239,6 +239,33 @@ TEST_F(DdpTest, GradientsReplacedByZeroGradSetToNoneStillSync) {
   }
 }
 
+// torch::load and Module::load set_() every parameter after DDP exists,
+// which gives each a new gradient accumulator: DDP must still average (it
+// silently stopped before; see Note [Parameters replaced in place]).
+TEST_F(DdpTest, ParametersReplacedInPlaceByLoadStillSync) {
+  Net model = MakeNet(12);
+  DistributedDataParallel ddp(model.ptr(), pg);
+  Net reference = MakeNet(12);
+  const std::string path = ::testing::TempDir() + "/ddp_test_load_" + std::to_string(rank) + ".pt";
+  torch::save(reference, path);
+  torch::load(model, path);  // set_() on every parameter
+  auto [x, y] = GlobalBatch(6, size);
+  for (int step = 0; step < 2; ++step) {
+    model->zero_grad();
+    reference->zero_grad();
+    torch::nn::functional::cross_entropy(model->forward(x.narrow(0, rank * kBatch, kBatch)),
+                                         y.narrow(0, rank * kBatch, kBatch))
+        .backward();
+    torch::nn::functional::cross_entropy(reference->forward(x), y).backward();
+    auto ours = model->named_parameters();
+    for (const auto& item : reference->named_parameters()) {
+      if (item.key().rfind("side", 0) == 0) continue;
+      EXPECT_LE(MaxRelError(ours[item.key()].grad(), item.value().grad()), 1e-5) << item.key() << " step " << step;
+    }
+  }
+  std::remove(path.c_str());
+}
+
 // A hook that averages out of place, to check DDP copies results back.
 class OutOfPlaceHook final : public CommHook {
  public:
