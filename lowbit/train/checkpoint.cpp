@@ -1,5 +1,8 @@
 #include "lowbit/train/checkpoint.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -60,7 +63,9 @@ uint64_t Checksum(const std::string& header40, const std::string& payload) {
       std::memcpy(&w, bytes.data() + i, 8);
       h = (h ^ w) * 1099511628211ULL;
     }
-    uint64_t tail = bytes.size() - i;  // the length of the tail, so that trailing zeros count
+    // The last 0-7 bytes, with their count in the top byte so that trailing
+    // zeros (a file cut to a multiple of 8 bytes and padded) still count.
+    uint64_t tail = 0;
     std::memcpy(&tail, bytes.data() + i, bytes.size() - i);
     h = (h ^ tail ^ (static_cast<uint64_t>(bytes.size() - i) << 56)) * 1099511628211ULL;
   };
@@ -81,18 +86,35 @@ T Get(const std::string& in, size_t offset) {
   return v;
 }
 
-// Writes `bytes` to path + ".tmp", flushes it and renames it to `path`.
+// Writes `bytes` to path + ".tmp", syncs it to the disk and renames it to
+// `path`, then syncs the directory, so that neither a crashed process nor a
+// crashed machine leaves a renamed file without its contents.
 void WriteFileAtomically(const std::string& path, const std::string& bytes) {
   const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    TORCH_CHECK(out.good(), "Checkpoint: cannot write ", tmp, ": ", std::strerror(errno));
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    TORCH_CHECK(out.good(), "Checkpoint: writing ", tmp, " failed: ", std::strerror(errno));
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  TORCH_CHECK(fd >= 0, "Checkpoint: cannot write ", tmp, ": ", std::strerror(errno));
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = errno;
+      ::close(fd);
+      TORCH_CHECK(false, "Checkpoint: writing ", tmp, " failed: ", std::strerror(err));
+    }
+    done += static_cast<size_t>(n);
   }
+  const bool synced = ::fsync(fd) == 0;
+  const int sync_errno = errno;
+  TORCH_CHECK(::close(fd) == 0 && synced, "Checkpoint: writing ", tmp, " failed: ", std::strerror(sync_errno));
   TORCH_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "Checkpoint: cannot rename ", tmp, " to ", path, ": ",
               std::strerror(errno));
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  const int dir_fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd >= 0) {  // best effort: some file systems cannot sync a directory
+    ::fsync(dir_fd);
+    ::close(dir_fd);
+  }
 }
 
 bool ReadFile(const std::string& path, std::string* bytes) {
