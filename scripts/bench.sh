@@ -19,12 +19,17 @@
 #             fake_quantize ops; a QAT layer's step against the fp32 layer
 #   sparsity  N:M and magnitude mask kernels against a memory copy and ATen;
 #             the compressed N:M bytes; Sparsifier::Step against Adam's step
+#   blas      the examples' speed with each BLAS Debian offers LibTorch, same
+#             run: the reference BLAS (before), OpenBLAS serial, pthread (its
+#             own thread pool, default size) and OpenMP (follows --threads;
+#             what the set-up selects): GPT tiny and small (tokens/s) and
+#             Fashion-MNIST (images/s), 4 ranks x 1 thread
 # With no argument all of them run; otherwise the named ones.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 lowbit_setup
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(kernels hooks comm adaptive optimizers optim8bit qat sparsity)
+[ ${#parts[@]} -eq 0 ] && parts=(kernels hooks comm adaptive optimizers optim8bit qat sparsity blas)
 for part in "${parts[@]}"; do
   case "$part" in
     kernels)
@@ -73,6 +78,22 @@ for part in "${parts[@]}"; do
           grep -o '{"example".*}')
         echo "{\"label\":\"${run%%|*}\",\"network\":\"1gbit\",${line#\{}"
       done ;;
-    *) echo "bench.sh: unknown part '$part' (kernels, hooks, comm, adaptive, optimizers)" >&2; exit 2 ;;
+    blas)
+      libdir=/usr/lib/x86_64-linux-gnu
+      workloads=("gpt_tiny|tokens_per_second|$LOWBIT_BUILD/examples/gpt/gpt --steps 20 --eval_interval 20 --val_windows 64 --sample_chars 0"
+        "gpt_small|tokens_per_second|$LOWBIT_BUILD/examples/gpt/gpt --preset small --batch_size 4 --steps 5 --eval_interval 5 --val_windows 16 --sample_chars 0"
+        "fashion_mnist|images_per_second|$LOWBIT_BUILD/examples/fashion_mnist/fashion_mnist --epochs 1 --max_train_examples 8192")
+      for blas in blas openblas-serial openblas-pthread openblas-openmp; do
+        [ -f "$libdir/$blas/libblas.so.3" ] || { echo "bench.sh: $libdir/$blas missing, skipped" >&2; continue; }
+        for w in "${workloads[@]}"; do
+          IFS='|' read -r name key cmd <<<"$w"
+          read -r -a argv <<<"$cmd"
+          line=$(LD_LIBRARY_PATH="$libdir/$blas" timeout 900 "${LOWBIT_MPIRUN[@]}" -x LD_LIBRARY_PATH -np 4 "${argv[@]}" |
+            grep -o '{"example".*}')
+          value=$(grep -o "\"$key\":[0-9.e+]*" <<<"$line" | cut -d: -f2)
+          echo "{\"bench\":\"blas\",\"blas\":\"${blas/#blas/reference}\",\"workload\":\"$name\",\"ranks\":4,\"threads\":1,\"$key\":$value}"
+        done
+      done ;;
+    *) echo "bench.sh: unknown part '$part' (kernels, hooks, comm, adaptive, optimizers, optim8bit, qat, sparsity, blas)" >&2; exit 2 ;;
   esac
 done

@@ -1,0 +1,350 @@
+#include "examples/common/methods.h"
+
+#include <algorithm>
+#include <iomanip>
+#include <limits>
+#include <set>
+#include <sstream>
+
+#include <torch/torch.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
+#include "absl/strings/str_cat.h"
+#include "lowbit/comm/distributed_data_parallel.h"
+#include "lowbit/comm/local_process_group.h"
+#include "lowbit/compress/adaptive_hook.h"
+#include "lowbit/compress/defaults.h"
+#include "lowbit/launch/init.h"
+#include "lowbit/optimizers/onebit_adam.h"
+#include "lowbit/optimizers/onebit_lamb.h"
+#include "lowbit/optimizers/optim_8bit.h"
+#include "lowbit/optimizers/zero_one_adam.h"
+#include "lowbit/qat/prepare.h"
+#include "lowbit/sparsity/sparse_config.h"
+
+namespace defaults = lowbit::compress::defaults;
+
+ABSL_FLAG(double, lr, -1, "peak learning rate (-1: the example's default, or the 1-bit optimizer's own: 1-bit LAMB 1e-2)");
+ABSL_FLAG(uint64_t, seed, 1, "seed of the initialisation, the data order and the hooks' randomness");
+ABSL_FLAG(int64_t, percentile_clipping, 100, "8-bit optimizers and lion: clip gradients at this percentile of the last 100 norms (100: off)");
+ABSL_FLAG(int64_t, freeze_step, -1,
+          "onebit_adam/onebit_lamb: uncompressed warm-up steps; zeroone_adam: the last variance refresh "
+          "(var_freeze_step); -1: the optimizer's default");
+ABSL_FLAG(int64_t, onebit_block, -1,
+          "1-bit optimizers: elements per 1-bit scale (0: one per exchange chunk; -1: the optimizer's default)");
+ABSL_FLAG(int64_t, var_update_scaler, -1, "zeroone_adam: variance refreshes per interval doubling (kappa; -1: default)");
+ABSL_FLAG(int64_t, local_step_scaler, -1,
+          "zeroone_adam: local-phase steps per doubling of the sync interval (-1: default)");
+ABSL_FLAG(int64_t, local_step_clipper, -1, "zeroone_adam: the longest sync interval (H; -1: default)");
+ABSL_FLAG(std::string, hook, "allreduce",
+          "gradient exchange: none or allreduce (uncompressed), fp16, bf16, qsgd, onebit, topk, randomk, powersgd, "
+          "ternary, adaptive_powersgd, adaptive_topk, adaptive_qsgd (L-GreCo: per-layer rank, density or bits)");
+ABSL_FLAG(std::string, ef, "", "error feedback: none, ef, ef21, econtrol (empty: the hook's default)");
+ABSL_FLAG(double, ef_eta, defaults::kEfEta, "EControl error weight; must be about the kept fraction or less");
+ABSL_FLAG(std::string, exchange, "auto", "collective of qsgd/ternary/onebit: auto, twophase or allgather");
+ABSL_FLAG(int, bits, defaults::kQsgdBits, "qsgd bits per element, 1-8");
+ABSL_FLAG(int, scale_norm, defaults::kOneBitScaleNorm, "onebit scale per block: 2 = RMS (DeepSpeed), 1 = mean |g|");
+ABSL_FLAG(std::string, rounding, "", "qsgd/ternary: stochastic or nearest (empty: qsgd stochastic, ternary nearest)");
+ABSL_FLAG(int64_t, block, defaults::kBlock, "qsgd/ternary/onebit elements per scale");
+ABSL_FLAG(double, density, -1, "topk/randomk fraction of elements sent, in (0, 1] (-1: the hook's default, topk 0.01, randomk 0.1)");
+ABSL_FLAG(int, rank, defaults::kPowerSgdRank, "powersgd rank");
+ABSL_FLAG(int64_t, start_iter, -1, "uncompressed steps first (-1: powersgd 10, others 0)");
+ABSL_FLAG(bool, warm_start, true, "powersgd: reuse Q across steps");
+ABSL_FLAG(double, min_compression_rate, defaults::kMinCompressionRate, "powersgd: compress a matrix only if it shrinks this much");
+ABSL_FLAG(double, momentum_correction, 0.0, "topk (DGC): momentum correction factor; use with --optimizer sgd0");
+ABSL_FLAG(double, clip_norm, 0.0, "topk (DGC): local gradient clipping norm (0: off)");
+ABSL_FLAG(double, sample_ratio, 0.0, "topk (DGC): threshold from this fraction of |g| (0: exact top-k)");
+ABSL_FLAG(int64_t, warmup_steps, -1, "topk (DGC): density warm-up steps (-1: the hook's default, topk 200)");
+ABSL_FLAG(int64_t, min_compress_numel, -1,
+          "smaller tensors are sent uncompressed (-1: the hook's default, 1024; topk 8192)");
+ABSL_FLAG(bool, compress_1d, false, "also compress 1-D tensors (biases)");
+ABSL_FLAG(int64_t, adapt_period, defaults::kAdaptPeriod, "adaptive_*: steps between per-layer decisions");
+ABSL_FLAG(int64_t, adapt_window, defaults::kAdaptWindow, "adaptive_*: steps of gradients summed for each decision (<= period)");
+ABSL_FLAG(double, adapt_alpha, defaults::kAdaptAlpha, "adaptive_*: error budget as a multiple of the uniform setting's error");
+ABSL_FLAG(std::string, adapt_candidates, "auto",
+          "adaptive_*: comma-separated ranks, densities or bits to choose from (auto: around --rank/--density/--bits)");
+ABSL_FLAG(std::string, adapt_overrides, "",
+          "adaptive_*: per-parameter settings, e.g. 'fc2.*=plain,conv2.weight=0.05' (fnmatch patterns)");
+ABSL_FLAG(std::string, backend, "auto", "process group: auto, mpi, gloo, nccl or local");
+ABSL_FLAG(std::string, metrics_csv, "", "if set, rank 0 writes one CSV row per evaluation here");
+ABSL_FLAG(int, threads, 1, "intra-op threads per rank");
+ABSL_FLAG(std::string, checkpoint, "", "if set, a directory: save model, optimizer, hook state, masks, progress and RNG there");
+ABSL_FLAG(std::string, resume, "", "if set, continue from this checkpoint directory");
+ABSL_FLAG(double, bucket_cap_mb, 25.0, "DDP bucket size in MB");
+ABSL_FLAG(std::string, qat, "",
+          "quantization-aware or low-bit training: w8a8, w4a8, w4a4_lsq, w4a4_quest, w2a2_quest, w1a1_quest, "
+          "int8_train, fp8_train (empty: fp32)");
+ABSL_FLAG(int64_t, sparsity_steps, 0,
+          "optimizer steps the --sparsity schedules (PGF, GMP) span (0: this run's; a run stopped for --resume "
+          "sets the whole run's)");
+
+namespace lowbit::examples {
+namespace {
+
+// The hook's settings from the flags: every registry key whose flag (the key
+// itself, or --ef and --momentum_correction) was set to something other
+// than its default. The training seed also seeds the hook.
+compress::HookSettings HookSettingsFromFlags(const std::string& hook, uint64_t seed) {
+  compress::HookSettings settings;
+  std::set<std::string> keys;
+  for (const compress::HookInfo& info : compress::HookRegistry()) {
+    for (const compress::HookSetting& s : info.settings) keys.insert(s.key);
+  }
+  for (const std::string& key : keys) {
+    const std::string flag = key == "error_feedback" ? "ef" : key == "momentum" ? "momentum_correction" : key;
+    const absl::CommandLineFlag* f = absl::FindCommandLineFlag(flag);
+    if (f == nullptr || key == "seed") continue;
+    if (FlagSet(flag.c_str())) settings.emplace_back(key, f->CurrentValue());
+  }
+  const std::vector<compress::HookInfo>& all = compress::HookRegistry();
+  const bool known = std::any_of(all.begin(), all.end(), [&](const auto& h) { return h.name == hook; });
+  if (known && compress::FindHook(hook).Find("seed") != nullptr) settings.emplace_back("seed", std::to_string(seed));
+  return settings;
+}
+
+std::string Joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) {
+    out += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+  }
+  return out;
+}
+
+// Two parameter groups, `decay` with weight_decay and `no_decay` with none
+// (an empty group is left out).
+template <typename Options>
+std::vector<torch::optim::OptimizerParamGroup> Groups(const ParamSets& p, Options options) {
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  if (!p.decay.empty()) {
+    Options d = options;
+    d.weight_decay(p.weight_decay);
+    groups.emplace_back(p.decay, std::make_unique<Options>(d));
+  }
+  if (!p.no_decay.empty()) {
+    Options n = options;
+    n.weight_decay(0.0);
+    groups.emplace_back(p.no_decay, std::make_unique<Options>(n));
+  }
+  return groups;
+}
+
+}  // namespace
+
+bool FlagSet(const char* name) {
+  const absl::CommandLineFlag* f = absl::FindCommandLineFlag(name);
+  return f != nullptr && f->CurrentValue() != f->DefaultValue();
+}
+
+Methods MethodsFromFlags(const std::string& optimizer, const std::string& sparsity, double default_lr) {
+  Methods m;
+  m.lr = absl::GetFlag(FLAGS_lr);
+  m.lr_given = m.lr != -1;
+  if (!m.lr_given) m.lr = default_lr;
+  m.seed = absl::GetFlag(FLAGS_seed);
+  m.optimizer = optimizer;
+  m.sparsity = sparsity;
+  m.hook = absl::GetFlag(FLAGS_hook);
+  m.backend = absl::GetFlag(FLAGS_backend);
+  m.metrics_csv = absl::GetFlag(FLAGS_metrics_csv);
+  m.checkpoint = absl::GetFlag(FLAGS_checkpoint);
+  m.resume = absl::GetFlag(FLAGS_resume);
+  m.qat = absl::GetFlag(FLAGS_qat);
+  m.threads = absl::GetFlag(FLAGS_threads);
+  m.bucket_cap_mb = absl::GetFlag(FLAGS_bucket_cap_mb);
+  m.percentile_clipping = absl::GetFlag(FLAGS_percentile_clipping);
+  m.sparsity_steps = absl::GetFlag(FLAGS_sparsity_steps);
+  m.hook_settings = HookSettingsFromFlags(m.hook, m.seed);
+  return m;
+}
+
+bool IsOneBit(const std::string& optimizer) {
+  return optimizer == "onebit_adam" || optimizer == "zeroone_adam" || optimizer == "onebit_lamb";
+}
+
+const std::vector<std::string>& OptimizerNames() {
+  static const std::vector<std::string> names = {
+      "sgd",      "sgd0",        "adam",         "adamw",       "lion",        "rmsprop",
+      "adagrad",  "adam8bit",    "adamw8bit",    "sgd8bit",     "lion8bit",    "rmsprop8bit",
+      "adagrad8bit", "onebit_adam", "zeroone_adam", "onebit_lamb"};
+  return names;
+}
+
+bool IsKnownSparsity(const std::string& mode) {
+  return mode == "2:4_srste" || mode == "4:8_srste" || mode == "2:4_pgf" || mode == "gmp90";
+}
+
+std::string ValidateMethods(const Methods& m) {
+  if (!(m.lr > 0)) return absl::StrCat("--lr must be > 0, got ", m.lr);
+  if (m.threads < 1) return absl::StrCat("--threads must be >= 1, got ", m.threads);
+  if (!(m.bucket_cap_mb > 0)) return absl::StrCat("--bucket_cap_mb must be > 0, got ", m.bucket_cap_mb);
+  const std::vector<std::string>& optimizers = OptimizerNames();
+  if (std::find(optimizers.begin(), optimizers.end(), m.optimizer) == optimizers.end()) {
+    return absl::StrCat("--optimizer must be ", Joined(optimizers), ", got '", m.optimizer, "'");
+  }
+  if (!m.qat.empty()) {
+    const std::vector<std::string> presets = qat::PresetNames();
+    if (std::find(presets.begin(), presets.end(), m.qat) == presets.end()) {
+      std::string known;
+      for (const auto& p : presets) known += (known.empty() ? "" : ", ") + p;
+      return absl::StrCat("--qat must be empty (fp32) or one of ", known, ", got '", m.qat, "'");
+    }
+  }
+  if (!m.sparsity.empty() && !IsKnownSparsity(m.sparsity)) {
+    return absl::StrCat("--sparsity must be empty (dense) or one of 2:4_srste, 4:8_srste, 2:4_pgf, gmp90, got '",
+                        m.sparsity, "'");
+  }
+  if (m.sparsity_steps < 0) return absl::StrCat("--sparsity_steps must be >= 0, got ", m.sparsity_steps);
+  if (m.percentile_clipping < 1 || m.percentile_clipping > 100) {
+    return absl::StrCat("--percentile_clipping must be in [1, 100], got ", m.percentile_clipping);
+  }
+  if (IsOneBit(m.optimizer) && m.hook != "allreduce" && m.hook != "none") {
+    return absl::StrCat("--optimizer ", m.optimizer, " owns its communication; --hook must be allreduce, got '",
+                        m.hook, "'");
+  }
+  if (FlagSet("freeze_step") && absl::GetFlag(FLAGS_freeze_step) < 0) {
+    return absl::StrCat("--freeze_step must be >= 0, got ", absl::GetFlag(FLAGS_freeze_step));
+  }
+  if (!launch::ParseBackend(m.backend).ok()) {
+    return absl::StrCat("--backend must be auto, mpi, gloo, nccl or local, got '", m.backend, "'");
+  }
+  try {
+    compress::MakeCommHook(std::make_shared<comm::LocalProcessGroup>(), m.hook, m.hook_settings);
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  }
+  return "";
+}
+
+std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const ParamSets& p,
+                                                       comm::DistributedDataParallel& ddp) {
+  namespace lo = lowbit::optim;
+  std::vector<at::Tensor> all = p.decay;
+  all.insert(all.end(), p.no_decay.begin(), p.no_decay.end());
+  ParamSets onebit = p;
+  if (!p.decay_onebit) onebit.weight_decay = 0.0;
+  if (m.optimizer == "onebit_adam") {
+    lo::OneBitAdamOptions o;
+    if (m.lr_given) o.lr(m.lr);
+    if (FlagSet("freeze_step")) o.freeze_step(absl::GetFlag(FLAGS_freeze_step));
+    if (FlagSet("onebit_block")) o.block(absl::GetFlag(FLAGS_onebit_block));
+    if (onebit.weight_decay > 0) o.decoupled_weight_decay(true);
+    return std::make_unique<lo::OneBitAdam>(Groups(onebit, o), ddp, o);
+  }
+  if (m.optimizer == "zeroone_adam") {
+    lo::ZeroOneAdamOptions o;
+    if (m.lr_given) o.lr(m.lr);
+    if (FlagSet("freeze_step")) o.var_freeze_step(absl::GetFlag(FLAGS_freeze_step));
+    if (FlagSet("var_update_scaler")) o.var_update_scaler(absl::GetFlag(FLAGS_var_update_scaler));
+    if (FlagSet("local_step_scaler")) o.local_step_scaler(absl::GetFlag(FLAGS_local_step_scaler));
+    if (FlagSet("local_step_clipper")) o.local_step_clipper(absl::GetFlag(FLAGS_local_step_clipper));
+    if (FlagSet("onebit_block")) o.block(absl::GetFlag(FLAGS_onebit_block));
+    if (onebit.weight_decay > 0) o.decoupled_weight_decay(true);
+    return std::make_unique<lo::ZeroOneAdam>(Groups(onebit, o), ddp, o);
+  }
+  if (m.optimizer == "onebit_lamb") {
+    lo::OneBitLambOptions o;
+    if (m.lr_given) o.lr(m.lr);
+    if (FlagSet("freeze_step")) o.freeze_step(absl::GetFlag(FLAGS_freeze_step));
+    if (FlagSet("onebit_block")) o.block(absl::GetFlag(FLAGS_onebit_block));
+    return std::make_unique<lo::OneBitLamb>(Groups(onebit, o), ddp, o);
+  }
+  // 8-bit optimizers: the same hyper-parameters as their fp32 counterparts below.
+  const int64_t pc = m.percentile_clipping;
+  if (m.optimizer == "adam8bit") return std::make_unique<lo::Adam8bit>(all, lo::Adam8bitOptions(m.lr).percentile_clipping(pc));
+  if (m.optimizer == "adamw8bit") {
+    return std::make_unique<lo::AdamW8bit>(Groups(p, lo::AdamW8bitOptions(m.lr).percentile_clipping(pc)),
+                                           lo::AdamW8bitOptions(m.lr).percentile_clipping(pc));
+  }
+  if (m.optimizer == "sgd8bit") {
+    return std::make_unique<lo::SGD8bit>(all, lo::SGD8bitOptions(m.lr).momentum(0.9).percentile_clipping(pc));
+  }
+  if (m.optimizer == "lion8bit" || m.optimizer == "lion") {
+    // lion: the same optimizer with fp32 state for every parameter (LibTorch has no Lion).
+    const int64_t min_8bit = m.optimizer == "lion" ? std::numeric_limits<int64_t>::max() : 4096;
+    return std::make_unique<lo::Lion8bit>(all, lo::Lion8bitOptions(m.lr).min_8bit_size(min_8bit).percentile_clipping(pc));
+  }
+  if (m.optimizer == "rmsprop8bit") {
+    return std::make_unique<lo::RMSprop8bit>(all, lo::RMSprop8bitOptions(m.lr).percentile_clipping(pc));
+  }
+  if (m.optimizer == "rmsprop") return std::make_unique<torch::optim::RMSprop>(all, torch::optim::RMSpropOptions(m.lr));
+  if (m.optimizer == "adagrad8bit") {
+    return std::make_unique<lo::Adagrad8bit>(all, lo::Adagrad8bitOptions(m.lr).percentile_clipping(pc));
+  }
+  if (m.optimizer == "adagrad") return std::make_unique<torch::optim::Adagrad>(all, torch::optim::AdagradOptions(m.lr));
+  if (m.optimizer == "sgd" || m.optimizer == "sgd0") {
+    return std::make_unique<torch::optim::SGD>(all, torch::optim::SGDOptions(m.lr).momentum(m.optimizer == "sgd" ? 0.9 : 0.0));
+  }
+  if (m.optimizer == "adamw") {
+    torch::optim::AdamWOptions o(m.lr);
+    return std::make_unique<torch::optim::AdamW>(Groups(p, o), o);
+  }
+  return std::make_unique<torch::optim::Adam>(all, torch::optim::AdamOptions(m.lr));
+}
+
+void SetLearningRate(torch::optim::Optimizer& optimizer, double lr) {
+  for (torch::optim::OptimizerParamGroup& g : optimizer.param_groups()) g.options().set_lr(lr);
+}
+
+sparsity::SparseConfig SparsityConfig(const std::string& mode, int64_t total_steps) {
+  sparsity::SparseConfig c;
+  if (mode == "4:8_srste") {
+    c.n = 4;
+    c.m = 8;
+  } else if (mode == "2:4_pgf") {
+    c.method = sparsity::Method::kPgf;
+    c.end_step = total_steps / 2;
+  } else if (mode == "gmp90") {
+    const int64_t start = total_steps / 10, end = total_steps * 7 / 10;
+    c = sparsity::GmpConfig(0.9, start, end, std::max<int64_t>(1, (end - start) / 20), /*global=*/true);
+  }
+  return c;
+}
+
+double WeightSparsity(torch::nn::Module& model) {
+  int64_t zeros = 0, total = 0;
+  for (const auto& p : model.named_parameters()) {
+    if (p.value().dim() < 2) continue;
+    zeros += (p.value() == 0).sum().item<int64_t>();
+    total += p.value().numel();
+  }
+  return total > 0 ? static_cast<double>(zeros) / static_cast<double>(total) : 0.0;
+}
+
+std::string ParamChecksum(torch::nn::Module& model) {
+  uint64_t h = 1469598103934665603ULL;
+  for (const auto& p : model.parameters()) {
+    at::Tensor c = p.detach().contiguous();
+    const auto* bytes = static_cast<const uint8_t*>(c.data_ptr());
+    for (int64_t i = 0; i < c.numel() * static_cast<int64_t>(c.element_size()); ++i) {
+      h = (h ^ bytes[i]) * 1099511628211ULL;
+    }
+  }
+  std::ostringstream out;
+  out << std::hex << std::setw(16) << std::setfill('0') << h;
+  return out.str();
+}
+
+std::string LayerChoices(comm::DistributedDataParallel& ddp) {
+  const auto* adaptive = dynamic_cast<const compress::AdaptiveHook*>(&ddp.comm_hook());
+  return adaptive ? adaptive->ChoicesString() : "";
+}
+
+double StateBytesPerParam(torch::optim::Optimizer& optimizer) {
+  if (auto* eight = dynamic_cast<optim::Blockwise8bitOptimizer*>(&optimizer)) {
+    return static_cast<double>(eight->StateBytes()) / std::max<int64_t>(1, eight->StateElements());
+  }
+  return 0.0;
+}
+
+std::vector<std::string> MethodSettings(const Methods& m) {
+  return {absl::StrCat("--lr=", m.lr),
+          absl::StrCat("--seed=", m.seed),
+          absl::StrCat("--optimizer=", m.optimizer),
+          absl::StrCat("--percentile_clipping=", m.percentile_clipping),
+          absl::StrCat("--qat=", m.qat),
+          absl::StrCat("--sparsity=", m.sparsity),
+          absl::StrCat("--sparsity_steps=", m.sparsity_steps)};
+}
+
+}  // namespace lowbit::examples

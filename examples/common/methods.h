@@ -1,0 +1,120 @@
+// The lowbit methods every example trains with, from one set of flags: the
+// gradient exchange (--hook and its settings), the optimizer (fp32, 8-bit,
+// 1-bit), QAT presets, sparse-training modes, the launch and checkpoint
+// flags. The Fashion-MNIST and GPT examples share them, so a method is asked
+// for the same way on both workloads. Each example keeps the flags whose
+// default or meaning is its own (--optimizer, --sparsity, the data, the
+// schedule).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/flags/declare.h"
+#include "lowbit/compress/registry.h"
+
+namespace torch::nn {
+class Module;
+}  // namespace torch::nn
+namespace torch::optim {
+class Optimizer;
+}  // namespace torch::optim
+namespace lowbit::comm {
+class DistributedDataParallel;
+}  // namespace lowbit::comm
+namespace lowbit::sparsity {
+struct SparseConfig;
+}  // namespace lowbit::sparsity
+
+ABSL_DECLARE_FLAG(double, lr);
+ABSL_DECLARE_FLAG(uint64_t, seed);
+ABSL_DECLARE_FLAG(int64_t, percentile_clipping);
+ABSL_DECLARE_FLAG(int64_t, freeze_step);
+ABSL_DECLARE_FLAG(int64_t, onebit_block);
+ABSL_DECLARE_FLAG(int64_t, var_update_scaler);
+ABSL_DECLARE_FLAG(int64_t, local_step_scaler);
+ABSL_DECLARE_FLAG(int64_t, local_step_clipper);
+ABSL_DECLARE_FLAG(std::string, hook);
+ABSL_DECLARE_FLAG(std::string, backend);
+ABSL_DECLARE_FLAG(std::string, metrics_csv);
+ABSL_DECLARE_FLAG(int, threads);
+ABSL_DECLARE_FLAG(std::string, checkpoint);
+ABSL_DECLARE_FLAG(std::string, resume);
+ABSL_DECLARE_FLAG(double, bucket_cap_mb);
+ABSL_DECLARE_FLAG(std::string, qat);
+ABSL_DECLARE_FLAG(int64_t, sparsity_steps);
+
+namespace lowbit::examples {
+
+// The shared flags' values, plus the example's --optimizer and --sparsity.
+struct Methods {
+  double lr = 1e-3;
+  bool lr_given = false;  // --lr was set; else the example's default, or a 1-bit optimizer's own
+  uint64_t seed = 1;
+  std::string optimizer, hook, backend, metrics_csv, checkpoint, resume, qat, sparsity;
+  compress::HookSettings hook_settings;
+  int threads = 1;
+  double bucket_cap_mb = 25.0;
+  int64_t percentile_clipping = 100, sparsity_steps = 0;
+};
+
+// Reads the shared flags; `default_lr` stands in for --lr when it was not given.
+Methods MethodsFromFlags(const std::string& optimizer, const std::string& sparsity, double default_lr);
+
+// Whether --name was given a value other than its default.
+bool FlagSet(const char* name);
+
+bool IsOneBit(const std::string& optimizer);
+// "sgd, sgd0, adam, ..., onebit_lamb": the --optimizer values.
+const std::vector<std::string>& OptimizerNames();
+
+// The first flag value that parses but makes no sense, as "--flag must be
+// ..., got ...", else empty. Checks the hook and its settings too (a key the
+// hook does not take, or a value out of range, names both), before any rank
+// starts.
+std::string ValidateMethods(const Methods& m);
+
+// Parameters and weight decay. Optimizers with decoupled weight decay (adamw,
+// adamw8bit, the 1-bit ones when decay_onebit) apply `weight_decay` to
+// `decay` only; `no_decay` (biases, norms) never decays. The other
+// optimizers take both without weight decay.
+struct ParamSets {
+  std::vector<at::Tensor> decay, no_decay;
+  double weight_decay = 1e-4;
+  bool decay_onebit = false;
+};
+
+// The optimizer --optimizer names. The 1-bit optimizers take over DDP's
+// communication; flags left at their defaults give the optimizer's own
+// defaults (docs/optimizers.md), not the example's.
+std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const ParamSets& params,
+                                                       comm::DistributedDataParallel& ddp);
+
+// Sets every parameter group's learning rate (schedules).
+void SetLearningRate(torch::optim::Optimizer& optimizer, double lr);
+
+// --sparsity's settings for a run of total_steps optimizer steps: 2:4_srste,
+// 4:8_srste, 2:4_pgf or gmp90. SR-STE (Zhou et al. 2021) recomputes masks
+// every step with lambda 2e-4; PGF steps 4:4 -> 3:4 -> 2:4 and decays beta
+// over the first half; GMP (Zhu & Gupta 2017) prunes from 10% to 70% of the
+// run, about 20 mask updates.
+sparsity::SparseConfig SparsityConfig(const std::string& mode, int64_t total_steps);
+bool IsKnownSparsity(const std::string& mode);
+
+// Fraction of exact zeros in the parameters with two or more dimensions.
+double WeightSparsity(torch::nn::Module& model);
+// FNV-1a over every parameter's bytes, in registration order, as 16 hex digits.
+std::string ParamChecksum(torch::nn::Module& model);
+// The adaptive hooks' per-layer settings ("name=value;..."), else empty.
+std::string LayerChoices(comm::DistributedDataParallel& ddp);
+// 8-bit optimizers: state bytes per parameter element (fp32 Adam: 8), else 0.
+double StateBytesPerParam(torch::optim::Optimizer& optimizer);
+
+// The settings every rank must share that no library object compares.
+std::vector<std::string> MethodSettings(const Methods& m);
+
+}  // namespace lowbit::examples
