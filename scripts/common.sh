@@ -6,7 +6,7 @@ LOWBIT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LOWBIT_BUILD=${LOWBIT_BUILD:-$LOWBIT_ROOT/build}
 LOWBIT_PACKAGES=(cmake ninja-build g++ ccache pkg-config zlib1g-dev libtorch-dev libopenmpi-dev openmpi-bin
   libabsl-dev libgloo-dev libgtest-dev libgmock-dev googletest libbenchmark-dev python3-torch
-  dataset-fashion-mnist bible-kjv bible-kjv-text libopenblas0-pthread python3-matplotlib)
+  dataset-fashion-mnist bible-kjv bible-kjv-text libopenblas0-openmp python3-matplotlib)
 
 lowbit_install_packages() {
   local missing=()
@@ -21,8 +21,28 @@ lowbit_install_packages() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# Debian's LibTorch calls BLAS through the libblas.so.3 alternative, which
+# without OpenBLAS is the reference BLAS (about 15x slower on the examples;
+# docs/benchmarks.md). Point it, and liblapack.so.3, at OpenBLAS's OpenMP
+# build: it follows torch::set_num_threads (the examples' --threads), so
+# ranks x threads never oversubscribe the cores, and it was the fastest of
+# the three builds here (scripts/bench.sh blas).
+lowbit_select_blas() {
+  local arch dir sudo=""
+  arch=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+  dir=/usr/lib/$arch/openblas-openmp
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  for lib in libblas.so.3 liblapack.so.3; do
+    [ -f "$dir/$lib" ] || continue
+    [ "$(update-alternatives --query "$lib-$arch" 2>/dev/null | sed -n 's/^Value: //p')" = "$dir/$lib" ] && continue
+    echo "lowbit: pointing $lib at OpenBLAS (OpenMP build)"
+    $sudo update-alternatives --set "$lib-$arch" "$dir/$lib" >/dev/null
+  done
+}
+
 lowbit_setup() {
   lowbit_install_packages
+  lowbit_select_blas
   if [ ! -f "$LOWBIT_BUILD/build.ninja" ]; then
     echo "lowbit: configuring $LOWBIT_BUILD"
     mkdir -p "$LOWBIT_BUILD"

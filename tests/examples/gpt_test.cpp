@@ -9,6 +9,7 @@
 
 #include "examples/gpt/model.h"
 #include "examples/gpt/text_data.h"
+#include "lowbit/qat/prepare.h"
 #include "tests/common/expect_error.h"
 
 namespace lowbit::examples::gpt {
@@ -24,10 +25,19 @@ GptConfig Small(int64_t vocab = 11) {
   return c;
 }
 
-TEST(GptModel, ChangingTokenTPlusOneLeavesEarlierLogitsUnchanged) {
+class GptCausality : public ::testing::TestWithParam<std::string> {};
+
+// Also with every QAT preset (in eval mode, where the quantizers' ranges are
+// fixed): a quantizer that mixed positions would let the model see the future.
+TEST_P(GptCausality, ChangingTokenTPlusOneLeavesEarlierLogitsUnchanged) {
   torch::manual_seed(3);
   Gpt model(Small());
   const at::Tensor idx = torch::randint(0, 11, {2, 16}, torch::kLong);
+  if (!GetParam().empty()) {
+    lowbit::qat::Prepare(*model, lowbit::qat::PresetConfig(GetParam()));
+    lowbit::qat::Calibrate(*model, [&] { model->forward(idx); });
+    model->eval();
+  }
   const at::Tensor before = model->forward(idx);
   for (int64_t t : {0, 5, 14}) {
     at::Tensor changed = idx.clone();
@@ -38,6 +48,10 @@ TEST(GptModel, ChangingTokenTPlusOneLeavesEarlierLogitsUnchanged) {
     EXPECT_FALSE(torch::allclose(after.select(1, t + 1), before.select(1, t + 1))) << "t = " << t;
   }
 }
+INSTANTIATE_TEST_SUITE_P(QatPresets, GptCausality,
+                         ::testing::Values("", "w8a8", "w4a8", "w4a4_lsq", "w4a4_quest", "w2a2_quest", "int8_train",
+                                           "fp8_train"),
+                         [](const auto& info) { return info.param.empty() ? std::string("fp32") : info.param; });
 
 TEST(GptModel, AttentionEqualsTheMathWrittenOut) {
   torch::manual_seed(5);
