@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <iomanip>
+#include <iostream>
 #include <limits>
 #include <set>
 #include <sstream>
@@ -335,6 +336,22 @@ double StateBytesPerParam(torch::optim::Optimizer& optimizer) {
     return static_cast<double>(eight->StateBytes()) / std::max<int64_t>(1, eight->StateElements());
   }
   return 0.0;
+}
+
+int RunMain(const std::string& invalid, const std::function<int()>& run) {
+  if (!invalid.empty()) {
+    std::cerr << "error: " << invalid << "\n";
+    return 2;
+  }
+  try {
+    return run();
+  } catch (const c10::Error& e) {
+    std::cerr << "error: " << e.what_without_backtrace() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
 }
 
 std::vector<std::string> MethodSettings(const Methods& m) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -113,6 +114,11 @@ std::string ParamChecksum(torch::nn::Module& model);
 std::string LayerChoices(comm::DistributedDataParallel& ddp);
 // 8-bit optimizers: state bytes per parameter element (fp32 Adam: 8), else 0.
 double StateBytesPerParam(torch::optim::Optimizer& optimizer);
+
+// main's end: with `invalid` non-empty prints "error: <invalid>" and returns
+// 2; else returns run(), or 1 with "error: <message>" (without LibTorch's
+// C++ backtrace) when it throws.
+int RunMain(const std::string& invalid, const std::function<int()>& run);
 
 // The settings every rank must share that no library object compares.
 std::vector<std::string> MethodSettings(const Methods& m);

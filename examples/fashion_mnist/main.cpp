@@ -315,18 +315,5 @@ int main(int argc, char** argv) {
   Config c{absl::GetFlag(FLAGS_epochs), absl::GetFlag(FLAGS_batch_size), absl::GetFlag(FLAGS_max_train_examples),
            absl::GetFlag(FLAGS_data_dir),
            lowbit::examples::MethodsFromFlags(absl::GetFlag(FLAGS_optimizer), absl::GetFlag(FLAGS_sparsity), 1e-3)};
-  const std::string invalid = ValidateFlags(c);
-  if (!invalid.empty()) {
-    std::cerr << "error: " << invalid << "\n";
-    return 2;
-  }
-  try {
-    return Run(c);
-  } catch (const c10::Error& e) {  // the message, without LibTorch's C++ backtrace
-    std::cerr << "error: " << e.what_without_backtrace() << "\n";
-    return 1;
-  } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 1;
-  }
+  return lowbit::examples::RunMain(ValidateFlags(c), [&] { return Run(c); });
 }

@@ -372,18 +372,5 @@ int main(int argc, char** argv) {
   c.weight_decay = absl::GetFlag(FLAGS_weight_decay);
   c.temperature = absl::GetFlag(FLAGS_temperature);
   c.m = ex::MethodsFromFlags(absl::GetFlag(FLAGS_optimizer), absl::GetFlag(FLAGS_sparsity), 1e-3);
-  const std::string invalid = ValidateFlags(c);
-  if (!invalid.empty()) {
-    std::cerr << "error: " << invalid << "\n";
-    return 2;
-  }
-  try {
-    return Run(c);
-  } catch (const c10::Error& e) {  // the message, without LibTorch's C++ backtrace
-    std::cerr << "error: " << e.what_without_backtrace() << "\n";
-    return 1;
-  } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 1;
-  }
+  return lowbit::examples::RunMain(ValidateFlags(c), [&] { return Run(c); });
 }
