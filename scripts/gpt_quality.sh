@@ -10,6 +10,8 @@
 #
 #   LOWBIT_GPT_SEEDS="1 2 3"           seeds (default 1)
 #   LOWBIT_GPT_RUNS="label|flags;..."  rows (default: every method)
+#   LOWBIT_GPT_BIN=PATH                 a copy of the binary, so a rebuild mid-sweep
+#                                       does not change the runs
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 lowbit_setup
