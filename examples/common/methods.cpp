@@ -283,6 +283,17 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
   return std::make_unique<torch::optim::Adam>(all, torch::optim::AdamOptions(m.lr));
 }
 
+void RegisterHook(comm::DistributedDataParallel& ddp, std::shared_ptr<comm::ProcessGroup> pg, const Methods& m,
+                  bool print_decisions) {
+  compress::AdaptCallback on_adapt;
+  if (print_decisions) {
+    on_adapt = [](int64_t step, const std::string& changes) {
+      std::cout << "L-GreCo step " << step << ": " << changes << std::endl;
+    };
+  }
+  ddp.RegisterCommHook(compress::MakeCommHook(pg, m.hook, m.hook_settings, on_adapt));
+}
+
 void SetLearningRate(torch::optim::Optimizer& optimizer, double lr) {
   for (torch::optim::OptimizerParamGroup& g : optimizer.param_groups()) g.options().set_lr(lr);
 }

@@ -26,6 +26,7 @@ class Optimizer;
 }  // namespace torch::optim
 namespace lowbit::comm {
 class DistributedDataParallel;
+class ProcessGroup;
 }  // namespace lowbit::comm
 namespace lowbit::sparsity {
 struct SparseConfig;
@@ -94,6 +95,11 @@ struct ParamSets {
 // defaults (docs/optimizers.md), not the example's.
 std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const ParamSets& params,
                                                        comm::DistributedDataParallel& ddp);
+
+// Registers --hook with its settings on `ddp`; with print_decisions, the
+// adaptive hooks' per-layer decisions are printed as "L-GreCo step N: ...".
+void RegisterHook(comm::DistributedDataParallel& ddp, std::shared_ptr<comm::ProcessGroup> pg, const Methods& m,
+                  bool print_decisions);
 
 // Sets every parameter group's learning rate (schedules).
 void SetLearningRate(torch::optim::Optimizer& optimizer, double lr);

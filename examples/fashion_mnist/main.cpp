@@ -165,13 +165,7 @@ int Run(const Config& c) {
   }
   lowbit::comm::CheckSameOnAllRanks(*pg, TrainingSettings(c, sparsifier.get()), "training settings", "fashion_mnist");
   lowbit::comm::DistributedDataParallel ddp(model.ptr(), pg, {.bucket_cap_mb = c.m.bucket_cap_mb});
-  lowbit::compress::AdaptCallback on_adapt;
-  if (lead) {
-    on_adapt = [](int64_t step, const std::string& changes) {
-      std::cout << "L-GreCo step " << step << ": " << changes << std::endl;
-    };
-  }
-  ddp.RegisterCommHook(lowbit::compress::MakeCommHook(pg, c.m.hook, c.m.hook_settings, on_adapt));
+  lowbit::examples::RegisterHook(ddp, pg, c.m, /*print_decisions=*/lead);
   std::unique_ptr<torch::optim::Optimizer> opt = lowbit::examples::MakeOptimizer(c.m, AdamWDecayAll(*model), ddp);
   auto* onebit = dynamic_cast<lowbit::optim::OneBitOptimizer*>(opt.get());
   // Model, optimizer, hook state, masks, the epoch and the RNG, per rank.

@@ -85,15 +85,7 @@ struct Config {
 
 std::string ValidateFlags(const Config& c) {
   if (c.preset != "tiny" && c.preset != "small") return absl::StrCat("--preset must be tiny or small, got '", c.preset, "'");
-  for (const char* name : {"n_layer", "n_head", "n_embd", "block_size"}) {
-    if (ex::FlagSet(name)) {
-      const int64_t v = name == std::string("n_layer")  ? c.model.n_layer
-                        : name == std::string("n_head") ? c.model.n_head
-                        : name == std::string("n_embd") ? c.model.n_embd
-                                                        : c.model.block_size;
-      if (v < 1) return absl::StrCat("--", name, " must be >= 1, got ", v);
-    }
-  }
+  // ValidateGptConfig names --n_layer, --n_head, --n_embd, --block_size and --dropout.
   gpt::GptConfig shape = c.model;
   shape.vocab_size = 1;  // known once the corpus is read
   if (std::string invalid = gpt::ValidateGptConfig(shape); !invalid.empty()) return invalid;
@@ -199,13 +191,7 @@ int Run(Config c) {
   }
   lowbit::comm::CheckSameOnAllRanks(*pg, TrainingSettings(c, sparsifier.get()), "training settings", "gpt");
   lowbit::comm::DistributedDataParallel ddp(model.ptr(), pg, {.bucket_cap_mb = c.m.bucket_cap_mb});
-  lowbit::compress::AdaptCallback on_adapt;
-  if (lead) {
-    on_adapt = [](int64_t step, const std::string& changes) {
-      std::cout << "L-GreCo step " << step << ": " << changes << std::endl;
-    };
-  }
-  ddp.RegisterCommHook(lowbit::compress::MakeCommHook(pg, c.m.hook, c.m.hook_settings, on_adapt));
+  lowbit::examples::RegisterHook(ddp, pg, c.m, /*print_decisions=*/lead);
   // Weight decay on the matrices and embeddings, not on biases and LayerNorms
   // (nanoGPT's split); 8-bit optimizers keep 32-bit state for the embeddings.
   ex::ParamSets params;
