@@ -56,11 +56,11 @@ int main(int argc, char** argv) {
   at::Tensor bits = torch::empty({(n + 7) / 8}, torch::kByte);
   report("sign_pack", BestSeconds([&] { lowbit::kernels::PackSignsInto(x, bits); }));
   at::Tensor sign_scales = torch::empty({(n + 2047) / 2048});
-  report("sign_pack_with_block_scales", BestSeconds([&] {
-           lowbit::kernels::BlockScales(x, 2048, 1, sign_scales);
-           lowbit::kernels::PackSignsInto(x, bits);
-         }));
+  report("sign_pack_with_block_scales",
+         BestSeconds([&] { lowbit::kernels::PackSignsWithScales(x, 2048, 1, sign_scales, bits); }));
   report("sign_unpack", BestSeconds([&] { lowbit::kernels::UnpackSigns(bits, sign_scales, 2048, copy, false); }));
+  report("sign_unpack_accumulate",
+         BestSeconds([&] { lowbit::kernels::UnpackSigns(bits, sign_scales, 2048, copy, true); }));
   for (int b : {4, 8}) {
     lowbit::kernels::QuantSpec spec;
     spec.bits = b;
@@ -69,12 +69,11 @@ int main(int argc, char** argv) {
     at::Tensor scales = torch::empty({lowbit::kernels::NumBlocks(n, spec)});
     at::Tensor codes = torch::empty({lowbit::kernels::PackedCodeBytes(n, spec)}, torch::kByte);
     const std::string q = "quantize_" + std::to_string(b) + "bit_stochastic";
-    report(q.c_str(), BestSeconds([&] {
-             lowbit::kernels::BlockAbsMax(x, spec.block, scales);
-             lowbit::kernels::QuantizeBlockwise(x, scales, spec, 1, 0, codes);
-           }));
+    report(q.c_str(), BestSeconds([&] { lowbit::kernels::AbsMaxQuantizeBlockwise(x, spec, 1, 0, scales, codes); }));
     const std::string d = "dequantize_" + std::to_string(b) + "bit";
     report(d.c_str(), BestSeconds([&] { lowbit::kernels::DequantizeBlockwise(codes, scales, spec, copy, false); }));
+    report((d + "_accumulate").c_str(),
+           BestSeconds([&] { lowbit::kernels::DequantizeBlockwise(codes, scales, spec, copy, true); }));
   }
   report("topk_1pct", BestSeconds([&] { lowbit::kernels::TopKByMagnitude(x, n / 100); }));
   report("select_at_least", BestSeconds([&] { lowbit::kernels::SelectAtLeast(x, 2.5f); }));

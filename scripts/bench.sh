@@ -24,7 +24,13 @@
 #             own thread pool, default size) and OpenMP (follows --threads;
 #             what the set-up selects): GPT tiny and small (tokens/s) and
 #             Fashion-MNIST (images/s), 4 ranks x 1 thread
-# With no argument all of them run; otherwise the named ones.
+#   peers     lowbit against PyTorch DDP (Debian's python3-torch, Gloo) on the
+#             GPT example, 4 ranks, on shared memory and 10 Gbit/s, 1 Gbit/s
+#             and 100 Mbit/s through scripts/netsim (root only): step time,
+#             time to a target validation loss, ratios (scripts/peers_bench.py;
+#             LOWBIT_PEERS_ARGS adds its flags). Not in the default list: it
+#             takes about an hour.
+# With no argument all of them run (but peers); otherwise the named ones.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 lowbit_setup
@@ -34,6 +40,9 @@ for part in "${parts[@]}"; do
   case "$part" in
     kernels)
       "$LOWBIT_BUILD/bench/compress_kernel_bench" ;;
+    peers)
+      read -r -a peer_args <<<"${LOWBIT_PEERS_ARGS:-}"
+      /usr/bin/python3 "$LOWBIT_ROOT/scripts/peers_bench.py" --gpt "$LOWBIT_BUILD/examples/gpt/gpt" "${peer_args[@]}" ;;
     qat)
       "$LOWBIT_BUILD/bench/qat_bench" ;;
     sparsity)

@@ -223,7 +223,7 @@ int Run(Config c) {
   if (lead && !c.m.metrics_csv.empty()) {
     csv.open(c.m.metrics_csv, start_step > 0 ? std::ios::app : std::ios::trunc);
     TORCH_CHECK(csv.good(), "--metrics_csv: cannot write ", c.m.metrics_csv);
-    if (start_step == 0) csv << "step,train_loss,val_loss,val_bpc,tokens_per_second,bytes_sent,lr,layer_choices\n";
+    if (start_step == 0) csv << "step,train_loss,val_loss,val_bpc,tokens_per_second,bytes_sent,lr,train_seconds,layer_choices\n";
   }
   const int64_t tokens_per_step = c.batch_size * c.model.block_size * world;
   if (lead) {
@@ -290,7 +290,8 @@ int Run(Config c) {
                   << std::setprecision(2) << lr << std::defaultfloat << std::endl;
         if (csv.is_open()) {
           csv << step << "," << train_loss << "," << val_loss << "," << val_loss / std::log(2.0) << ","
-              << tokens_per_second << "," << bytes_sent << "," << lr << "," << ex::LayerChoices(ddp) << "\n";
+              << tokens_per_second << "," << bytes_sent << "," << lr << "," << train_seconds << ","
+              << ex::LayerChoices(ddp) << "\n";
           csv.flush();
         }
       }

@@ -94,8 +94,7 @@ class QuantizeCompressor final : public Compressor {
     at::Tensor message = at::empty({FixedMessageBytes(n)}, x.options().dtype(at::kByte));
     at::Tensor scales = FromBytes(message, 0, nblocks, at::kFloat);
     at::Tensor codes = message.narrow(0, nblocks * 4, kernels::PackedCodeBytes(n, spec_));
-    kernels::BlockAbsMax(x, spec_.block, scales);
-    kernels::QuantizeBlockwise(x, scales, spec_, ctx.key, 0, codes);
+    kernels::AbsMaxQuantizeBlockwise(x, spec_, ctx.key, 0, scales, codes);
     return message;
   }
   void Decode(const at::Tensor& message, const EncodeContext&, at::Tensor& out, bool accumulate) const override {
@@ -137,9 +136,8 @@ class SignCompressor final : public Compressor {
     const int64_t nblocks = NumBlocks(n);
     at::Tensor message = at::empty({FixedMessageBytes(n)}, x.options().dtype(at::kByte));
     at::Tensor scales = FromBytes(message, 0, nblocks, at::kFloat);
-    kernels::BlockScales(x, block, scale_norm_, scales);
     at::Tensor bits = message.narrow(0, 4 * nblocks, (n + 7) / 8);
-    kernels::PackSignsInto(x, bits);
+    kernels::PackSignsWithScales(x, block, scale_norm_, scales, bits);
     return message;
   }
   void Decode(const at::Tensor& message, const EncodeContext&, at::Tensor& out, bool accumulate) const override {

@@ -55,6 +55,44 @@ void QuantizeBlockwise(const at::Tensor& x, const at::Tensor& scales, const Quan
                          spec.levels, spec.stochastic, key, index_base, codes.data_ptr<uint8_t>());
 }
 
+void AbsMaxQuantizeBlockwise(const at::Tensor& x, const QuantSpec& spec, uint64_t key, int64_t index_base,
+                             at::Tensor& scales, at::Tensor& codes) {
+  internal::CheckTensor("AbsMaxQuantizeBlockwise", "x", x, at::kFloat);
+  CheckCoded("AbsMaxQuantizeBlockwise", x, scales, codes, spec);
+  if (x.is_cuda()) {
+    internal::BlockAbsMaxCuda(x, spec.block, scales);
+    return internal::QuantizeBlockwiseCuda(x, scales, spec, key, index_base, codes);
+  }
+  cpu::AbsMaxQuantizeBlockwise(x.data_ptr<float>(), x.numel(), spec.block, spec.bits, spec.levels, spec.stochastic,
+                               key, index_base, scales.data_ptr<float>(), codes.data_ptr<uint8_t>());
+}
+
+void QuantizeWithFeedback(const at::Tensor& g, const at::Tensor& e, at::Tensor& residual, const QuantSpec& spec,
+                          uint64_t key, int64_t index_base, at::Tensor& scales, at::Tensor& codes) {
+  const char* op = "QuantizeWithFeedback";
+  internal::CheckTensor(op, "g", g, at::kFloat);
+  internal::CheckTensor(op, "residual", residual, at::kFloat);
+  internal::CheckNumel(op, "residual", residual, g.numel());
+  internal::CheckSameDevice(op, g, residual);
+  if (e.defined()) {
+    internal::CheckTensor(op, "e", e, at::kFloat);
+    internal::CheckNumel(op, "e", e, g.numel());
+    internal::CheckSameDevice(op, g, e);
+  }
+  CheckCoded(op, g, scales, codes, spec);
+  if (g.is_cuda()) {
+    residual.copy_(e.defined() ? g + e : g);
+    AbsMaxQuantizeBlockwise(residual, spec, key, index_base, scales, codes);
+    at::Tensor sent = at::empty_like(residual);
+    DequantizeBlockwise(codes, scales, spec, sent, /*accumulate=*/false);
+    residual.sub_(sent);
+    return;
+  }
+  cpu::QuantizeWithFeedback(g.data_ptr<float>(), e.defined() ? e.data_ptr<float>() : nullptr,
+                            residual.data_ptr<float>(), g.numel(), spec.block, spec.bits, spec.levels,
+                            spec.stochastic, key, index_base, scales.data_ptr<float>(), codes.data_ptr<uint8_t>());
+}
+
 void DequantizeBlockwise(const at::Tensor& codes, const at::Tensor& scales, const QuantSpec& spec,
                          at::Tensor& out, bool accumulate) {
   internal::CheckTensor("DequantizeBlockwise", "out", out, at::kFloat);

@@ -31,6 +31,15 @@ void BlockAbsMax(const at::Tensor& x, int64_t block, at::Tensor& scales);
 // `key` and `index_base + i` seed element i's rounding (kernels/internal/counter_rng.h).
 void QuantizeBlockwise(const at::Tensor& x, const at::Tensor& scales, const QuantSpec& spec, uint64_t key,
                        int64_t index_base, at::Tensor& codes);
+// BlockAbsMax into `scales`, then QuantizeBlockwise: on the CPU in one pass
+// over x, which is what QSGD's compression needs.
+void AbsMaxQuantizeBlockwise(const at::Tensor& x, const QuantSpec& spec, uint64_t key, int64_t index_base,
+                             at::Tensor& scales, at::Tensor& codes);
+// Error feedback fused with it: x = g + e (e undefined: zero) is encoded as
+// AbsMaxQuantizeBlockwise does, and `residual` (may be e itself) receives
+// x - decode, the next residual. On the CPU one pass over g and e.
+void QuantizeWithFeedback(const at::Tensor& g, const at::Tensor& e, at::Tensor& residual, const QuantSpec& spec,
+                          uint64_t key, int64_t index_base, at::Tensor& scales, at::Tensor& codes);
 // Decodes out.numel() elements.
 void DequantizeBlockwise(const at::Tensor& codes, const at::Tensor& scales, const QuantSpec& spec,
                          at::Tensor& out, bool accumulate);

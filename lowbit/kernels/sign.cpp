@@ -46,12 +46,66 @@ void BlockScales(const at::Tensor& x, int64_t block, int p, at::Tensor& scales) 
   const int64_t nblocks = (n + block - 1) / block;
   internal::CheckNumel("BlockScales", "scales", scales, nblocks);
   if (n == 0) return;
+  internal::CheckSameDevice("BlockScales", x, scales);
+  if (!x.is_cuda()) return cpu::BlockScales(x.data_ptr<float>(), n, block, p, scales.data_ptr<float>());
   auto scale_rows = [p](const at::Tensor& rows) {  // rows: (k, len) -> (k)
     return p == 1 ? rows.abs().mean(1) : rows.pow(2).mean(1).sqrt_();
   };
   const int64_t full = n / block;
   if (full > 0) scales.narrow(0, 0, full).copy_(scale_rows(x.narrow(0, 0, full * block).view({full, block})));
   if (full < nblocks) scales.narrow(0, full, 1).copy_(scale_rows(x.narrow(0, full * block, n - full * block).view({1, -1})));
+}
+
+void PackSignsWithScales(const at::Tensor& x, int64_t block, int p, at::Tensor& scales, at::Tensor& bits) {
+  internal::CheckTensor("PackSignsWithScales", "x", x, at::kFloat);
+  TORCH_CHECK(block >= 8 && block % 8 == 0, "PackSignsWithScales: block must be a positive multiple of 8, got ",
+              block);
+  if (x.is_cuda()) {
+    BlockScales(x, block, p, scales);
+    return PackSignsInto(x, bits);
+  }
+  internal::CheckTensor("PackSignsWithScales", "scales", scales, at::kFloat);
+  internal::CheckTensor("PackSignsWithScales", "bits", bits, at::kByte);
+  TORCH_CHECK(p == 1 || p == 2, "PackSignsWithScales: p must be 1 or 2, got ", p);
+  internal::CheckNumel("PackSignsWithScales", "scales", scales, (x.numel() + block - 1) / block);
+  internal::CheckNumel("PackSignsWithScales", "bits", bits, (x.numel() + 7) / 8);
+  internal::CheckSameDevice("PackSignsWithScales", x, scales);
+  internal::CheckSameDevice("PackSignsWithScales", x, bits);
+  cpu::PackSignsWithScales(x.data_ptr<float>(), x.numel(), block, p, scales.data_ptr<float>(),
+                           bits.data_ptr<uint8_t>());
+}
+
+void PackSignsWithFeedback(const at::Tensor& g, const at::Tensor& e, at::Tensor& residual, int64_t block, int p,
+                           at::Tensor& scales, at::Tensor& bits) {
+  const char* op = "PackSignsWithFeedback";
+  internal::CheckTensor(op, "g", g, at::kFloat);
+  internal::CheckTensor(op, "residual", residual, at::kFloat);
+  internal::CheckNumel(op, "residual", residual, g.numel());
+  internal::CheckSameDevice(op, g, residual);
+  if (e.defined()) {
+    internal::CheckTensor(op, "e", e, at::kFloat);
+    internal::CheckNumel(op, "e", e, g.numel());
+    internal::CheckSameDevice(op, g, e);
+  }
+  if (g.is_cuda()) {
+    residual.copy_(e.defined() ? g + e : g);
+    PackSignsWithScales(residual, block, p, scales, bits);
+    at::Tensor sent = at::empty_like(residual);
+    UnpackSigns(bits, scales, block, sent, /*accumulate=*/false);
+    residual.sub_(sent);
+    return;
+  }
+  TORCH_CHECK(block >= 8 && block % 8 == 0, op, ": block must be a positive multiple of 8, got ", block);
+  TORCH_CHECK(p == 1 || p == 2, op, ": p must be 1 or 2, got ", p);
+  internal::CheckTensor(op, "scales", scales, at::kFloat);
+  internal::CheckTensor(op, "bits", bits, at::kByte);
+  internal::CheckNumel(op, "scales", scales, (g.numel() + block - 1) / block);
+  internal::CheckNumel(op, "bits", bits, (g.numel() + 7) / 8);
+  internal::CheckSameDevice(op, g, scales);
+  internal::CheckSameDevice(op, g, bits);
+  cpu::PackSignsWithFeedback(g.data_ptr<float>(), e.defined() ? e.data_ptr<float>() : nullptr,
+                             residual.data_ptr<float>(), g.numel(), block, p, scales.data_ptr<float>(),
+                             bits.data_ptr<uint8_t>());
 }
 
 }  // namespace lowbit::kernels

@@ -22,5 +22,13 @@ void UnpackSigns(const at::Tensor& bits, const at::Tensor& scales, int64_t block
 // ceil(n / block); the last block may be shorter): mean(|x|) for p = 1 (the
 // s minimising ||x - s sign(x)||), sqrt(mean(x^2)) for p = 2 (DeepSpeed's).
 void BlockScales(const at::Tensor& x, int64_t block, int p, at::Tensor& scales);
+// BlockScales and PackSignsInto together; on the CPU in one pass over x, which
+// is what 1-bit compression needs (block: a multiple of 8).
+void PackSignsWithScales(const at::Tensor& x, int64_t block, int p, at::Tensor& scales, at::Tensor& bits);
+// Error feedback fused with it: x = g + e (e undefined: zero) is encoded as
+// PackSignsWithScales does, and `residual` (n floats; may be e itself)
+// receives x - decode, the next residual. On the CPU one pass over g and e.
+void PackSignsWithFeedback(const at::Tensor& g, const at::Tensor& e, at::Tensor& residual, int64_t block, int p,
+                           at::Tensor& scales, at::Tensor& bits);
 
 }  // namespace lowbit::kernels

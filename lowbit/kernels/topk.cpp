@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <vector>
 
 #include "lowbit/kernels/cpu/topk.h"
@@ -30,6 +31,70 @@ std::pair<at::Tensor, at::Tensor> GatherCpu(const at::Tensor& x, float threshold
   return {idx, val};
 }
 
+// The k-th largest magnitude among idx/val's `count` candidates and the k
+// candidates it selects (ties to the lower index), in index order.
+std::pair<at::Tensor, at::Tensor> ExactAmongCandidates(const int32_t* idx, const float* val, int64_t count,
+                                                       int64_t k, const at::TensorOptions& options) {
+  std::vector<float> mags(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) mags[i] = std::fabs(val[i]);
+  std::nth_element(mags.begin(), mags.begin() + (k - 1), mags.end(), std::greater<float>());
+  const float threshold = mags[k - 1];
+  int64_t above = 0;
+  for (int64_t i = 0; i < count; ++i) above += std::fabs(val[i]) > threshold;
+  int64_t ties = k - above;
+  at::Tensor out_idx = at::empty({k}, options.dtype(at::kInt));
+  at::Tensor out_val = at::empty({k}, options);
+  int32_t* oi = out_idx.data_ptr<int32_t>();
+  float* ov = out_val.data_ptr<float>();
+  int64_t got = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const float a = std::fabs(val[i]);
+    if (a > threshold || (a == threshold && ties > 0 && ties--)) {
+      oi[got] = idx[i];
+      ov[got] = val[i];
+      ++got;
+    }
+  }
+  TORCH_INTERNAL_ASSERT(got == k, "ExactAmongCandidates selected ", got, " of ", k);
+  return {out_idx, out_val};
+}
+
+// Top-k on the CPU through a threshold estimated from a sample, as DGC
+// estimates its threshold, but followed by an exact selection among the
+// elements above it, so the answer is the full selection's: 256 evenly
+// spaced runs of 64 elements give a sample whose r-th largest magnitude, r
+// four standard deviations above the expected count, is below the k-th
+// largest of x with high probability; one pass gathers the candidates at or
+// above it (about (k + 4 sqrt(k m / n)) n / m of them... a few percent more
+// than k) and nth_element runs on those alone. When the sample misjudges
+// (fewer than k candidates, or far more than expected) it returns nothing
+// and the caller selects over all of x.
+std::optional<std::pair<at::Tensor, at::Tensor>> TopKBySample(const at::Tensor& x, int64_t k) {
+  constexpr int64_t kRuns = 256;
+  constexpr int64_t kRun = 64;
+  constexpr int64_t m = kRuns * kRun;
+  const int64_t n = x.numel();
+  if (n < 8 * m) return std::nullopt;
+  const float* px = x.data_ptr<float>();
+  std::vector<float> sample(static_cast<size_t>(m));
+  for (int64_t r = 0; r < kRuns; ++r) {
+    const int64_t start = r * (n - kRun) / (kRuns - 1);
+    for (int64_t j = 0; j < kRun; ++j) sample[r * kRun + j] = std::fabs(px[start + j]);
+  }
+  const double expect = static_cast<double>(k) / static_cast<double>(n) * m;
+  const int64_t rank = static_cast<int64_t>(expect + 4.0 * std::sqrt(expect) + 8.0);
+  if (rank >= m / 4) return std::nullopt;  // k is a large share of x: no saving
+  std::nth_element(sample.begin(), sample.begin() + rank, sample.end(), std::greater<float>());
+  const float threshold = sample[rank];
+  const int64_t cap = std::max<int64_t>(2 * k, static_cast<int64_t>(2.0 * (rank + 1) / m * n)) + 1024;
+  if (cap >= n / 2) return std::nullopt;
+  std::vector<int32_t> idx(static_cast<size_t>(cap));
+  std::vector<float> val(static_cast<size_t>(cap));
+  const int64_t count = cpu::GatherAtLeast(px, n, threshold, cap, idx.data(), val.data());
+  if (count < k) return std::nullopt;  // too few (or, as -1, too many) candidates
+  return ExactAmongCandidates(idx.data(), val.data(), count, k, x.options());
+}
+
 }  // namespace
 
 std::pair<at::Tensor, at::Tensor> TopKByMagnitude(const at::Tensor& x, int64_t k) {
@@ -48,7 +113,8 @@ std::pair<at::Tensor, at::Tensor> TopKByMagnitude(const at::Tensor& x, int64_t k
     auto cpu_result = TopKByMagnitude(x.cpu(), k);
     return {cpu_result.first.to(x.device()), cpu_result.second.to(x.device())};
   }
-  // The k-th largest magnitude, by selection in O(n).
+  if (auto sampled = TopKBySample(x, k)) return *std::move(sampled);
+  // The k-th largest magnitude, by selection over all of x in O(n).
   std::vector<float> mags(static_cast<size_t>(n));
   const float* px = x.data_ptr<float>();
   for (int64_t i = 0; i < n; ++i) mags[i] = std::fabs(px[i]);

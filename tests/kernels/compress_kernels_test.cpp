@@ -174,6 +174,184 @@ TEST(TopK, SelectAtLeastAndScatterAdd) {
   EXPECT_THROW(ScatterAdd(bad, torch::ones({2}), dense), c10::Error);
 }
 
+// The k largest |x| by a stable sort (ties to the lower index), ascending.
+std::vector<int64_t> SortedTopK(const at::Tensor& x, int64_t k) {
+  const int64_t n = x.numel();
+  std::vector<int64_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  const float* p = x.data_ptr<float>();
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return std::fabs(p[a]) > std::fabs(p[b]); });
+  std::vector<int64_t> want(order.begin(), order.begin() + k);
+  std::sort(want.begin(), want.end());
+  return want;
+}
+
+TEST(TopK, LargeInputsMatchAFullSort) {
+  // Large enough for the sampled threshold (n >= 2^17), with the inputs that
+  // can fool a sample: heavy tails, a few huge values in one place, ties at
+  // the k-th magnitude, mostly zeros, and all magnitudes equal.
+  const int64_t n = (int64_t{1} << 18) + 37;
+  std::vector<std::pair<std::string, at::Tensor>> cases;
+  torch::manual_seed(3);
+  cases.emplace_back("normal", torch::randn({n}));
+  cases.emplace_back("cauchy", torch::empty({n}).cauchy_());
+  at::Tensor local = torch::randn({n}) * 1e-3;
+  local.narrow(0, 1000, 5000) = torch::randn({5000}) * 100;  // the top 1% all in one run the sample may miss
+  cases.emplace_back("local", local);
+  at::Tensor ties = torch::randint(0, 40, {n}).to(torch::kFloat) - 20;
+  cases.emplace_back("ties", ties);
+  at::Tensor sparse = torch::zeros({n});
+  sparse.index_put_({torch::randint(0, n, {500})}, torch::randn({500}));
+  cases.emplace_back("mostly_zero", sparse);
+  cases.emplace_back("all_equal", torch::ones({n}) * -0.25);
+  for (const auto& [name, x] : cases) {
+    for (int64_t k : {int64_t{1}, n / 1000, n / 100, n / 20}) {
+      auto [idx, val] = TopKByMagnitude(x, k);
+      const std::vector<int64_t> want = SortedTopK(x, k);
+      ASSERT_EQ(idx.numel(), k) << name;
+      const int32_t* got = idx.data_ptr<int32_t>();
+      for (int64_t i = 0; i < k; ++i) {
+        ASSERT_EQ(got[i], want[i]) << name << " k=" << k << " i=" << i;
+        ASSERT_EQ(val[i].item<float>(), x[want[i]].item<float>()) << name;
+      }
+    }
+  }
+}
+
+// Element i's code from packed little-endian groups of 8.
+uint32_t CodeAt(const at::Tensor& codes, int64_t i, int bits) {
+  const uint8_t* c = codes.data_ptr<uint8_t>() + (i / 8) * bits;
+  uint64_t word = 0;
+  for (int b = 0; b < bits; ++b) word |= static_cast<uint64_t>(c[b]) << (8 * b);
+  return static_cast<uint32_t>((word >> ((i % 8) * bits)) & ((1u << bits) - 1));
+}
+
+TEST(Quantize, CodesAreTheFormulaElementByElement) {
+  // Every code equals q = clamp(floor((x / s + 1) * levels / 2 + u), 0,
+  // levels) with u = RoundingNoise(key, index_base + i), computed here one
+  // element at a time in double where exact, whatever loop (SIMD runs of 32,
+  // tails, blocks that are not whole runs or groups) produced it; index_base
+  // crosses 2^32, where the noise seed changes. Decoding gives q * 2s/levels - s.
+  const uint64_t key = 0xC0FFEE;
+  for (auto [bits, levels] : {std::pair{8, 255}, std::pair{4, 15}, std::pair{2, 2}, std::pair{3, 7}}) {
+    for (int64_t block : {256, 32, 40, 12}) {
+      for (int64_t n : {int64_t{1}, int64_t{31}, int64_t{4099}}) {
+        for (int64_t index_base : {int64_t{0}, (int64_t{1} << 32) - 1000}) {
+          for (bool stochastic : {true, false}) {
+            const QuantSpec spec = Spec(bits, levels, block, stochastic);
+            at::Tensor x = torch::randn({n});
+            at::Tensor scales = torch::empty({NumBlocks(n, spec)});
+            at::Tensor codes = torch::empty({PackedCodeBytes(n, spec)}, torch::kByte);
+            AbsMaxQuantizeBlockwise(x, spec, key, index_base, scales, codes);
+            at::Tensor y = torch::full({n}, 0.5f);
+            DequantizeBlockwise(codes, scales, spec, y, /*accumulate=*/true);
+            const float* px = x.data_ptr<float>();
+            for (int64_t i = 0; i < n; ++i) {
+              const int64_t b = i / block;
+              const float s = x.narrow(0, b * block, std::min(n, (b + 1) * block) - b * block).abs().max().item<float>();
+              ASSERT_EQ(scales[b].item<float>(), s);
+              const float u = stochastic ? RoundingNoise(key, index_base + i) : 0.5f;
+              const float t = (px[i] * (1.0f / s) + 1.0f) * (0.5f * levels) + u;
+              const uint32_t want = static_cast<uint32_t>(std::min<double>(std::max<double>(std::floor(t), 0), levels));
+              ASSERT_EQ(CodeAt(codes, i, bits), want) << "bits=" << bits << " block=" << block << " n=" << n
+                                                     << " base=" << index_base << " i=" << i;
+              const float decoded = static_cast<float>(want) * (2.0f * s / static_cast<float>(levels)) - s;
+              ASSERT_EQ(y[i].item<float>(), 0.5f + decoded) << i;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Quantize, RoundingNoiseIsUniformAndIndependentAcrossKeys) {
+  // 2^20 draws: each of 64 bins within 5 standard deviations of its count,
+  // the mean within 5 standard errors of 1/2, and two keys' streams
+  // uncorrelated (|r| < 5 / sqrt(N)), also at a shift of one index.
+  const int64_t n = int64_t{1} << 20;
+  std::vector<int64_t> bins(64, 0);
+  double sum = 0, sab = 0, sab_shift = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float u = RoundingNoise(11, i);
+    ASSERT_GE(u, 0.0f);
+    ASSERT_LT(u, 1.0f);
+    ++bins[static_cast<int>(u * 64)];
+    sum += u;
+    sab += (u - 0.5) * (RoundingNoise(12, i) - 0.5);
+    sab_shift += (u - 0.5) * (RoundingNoise(12, i + 1) - 0.5);
+  }
+  const double expect = static_cast<double>(n) / 64;
+  for (int64_t c : bins) EXPECT_NEAR(c, expect, 5 * std::sqrt(expect));
+  EXPECT_NEAR(sum / n, 0.5, 5 * std::sqrt(1.0 / 12 / n));
+  EXPECT_LT(std::fabs(sab / n * 12), 5 / std::sqrt(double(n)));
+  EXPECT_LT(std::fabs(sab_shift / n * 12), 5 / std::sqrt(double(n)));
+}
+
+TEST(Signs, FusedScalesAndSignsEqualTheSeparateOps) {
+  for (int64_t n : {int64_t{5}, int64_t{2048}, int64_t{70001}}) {
+    for (int p : {1, 2}) {
+      at::Tensor x = torch::randn({n});
+      const int64_t nb = (n + 2047) / 2048;
+      at::Tensor scales = torch::empty({nb}), bits = torch::empty({(n + 7) / 8}, torch::kByte);
+      PackSignsWithScales(x, 2048, p, scales, bits);
+      at::Tensor want_scales = torch::empty({nb});
+      BlockScales(x, 2048, p, want_scales);
+      EXPECT_TRUE(torch::equal(scales, want_scales)) << n;
+      EXPECT_TRUE(torch::equal(bits, PackSigns(x))) << n;
+      for (int64_t b = 0; b < nb; ++b) {
+        at::Tensor part = x.narrow(0, 2048 * b, std::min<int64_t>(2048, n - 2048 * b)).to(torch::kDouble);
+        const double want = p == 1 ? part.abs().mean().item<double>() : part.pow(2).mean().sqrt().item<double>();
+        EXPECT_NEAR(scales[b].item<float>(), want, 1e-5 * want) << n;
+      }
+    }
+  }
+}
+
+TEST(Feedback, FusedEqualsAddEncodeDecodeSubtract) {
+  // Error feedback fused with compression gives exactly what the separate
+  // steps give: x = g + e, encode x, residual = x - decode; also with no e
+  // (the first step) and with the residual written over e.
+  for (int64_t n : {int64_t{13}, int64_t{4096}, int64_t{70003}}) {
+    at::Tensor g = torch::randn({n}), e = torch::randn({n}) * 0.3;
+    for (bool with_e : {true, false}) {
+      for (bool in_place : {false, true}) {
+        if (in_place && !with_e) continue;
+        const at::Tensor x = with_e ? g + e : g.clone();
+        const std::string where = "n=" + std::to_string(n) + (with_e ? " e" : "") + (in_place ? " in place" : "");
+        for (int p : {1, 2}) {
+          const int64_t block = 2048;
+          at::Tensor scales = torch::empty({(n + block - 1) / block}), bits = torch::empty({(n + 7) / 8}, torch::kByte);
+          at::Tensor e_in = e.clone();
+          at::Tensor residual = in_place ? e_in : torch::empty({n});
+          PackSignsWithFeedback(g, with_e ? e_in : at::Tensor(), residual, block, p, scales, bits);
+          at::Tensor want_scales = torch::empty_like(scales), want_bits = torch::empty_like(bits), sent = torch::empty({n});
+          PackSignsWithScales(x, block, p, want_scales, want_bits);
+          UnpackSigns(want_bits, want_scales, block, sent, false);
+          EXPECT_TRUE(torch::equal(scales, want_scales)) << where;
+          EXPECT_TRUE(torch::equal(bits, want_bits)) << where;
+          EXPECT_TRUE(torch::equal(residual, x - sent)) << where;
+        }
+        for (auto [bits, levels, block] : {std::tuple{4, 15, 256}, std::tuple{8, 255, 256}, std::tuple{2, 2, 12}}) {
+          const QuantSpec spec = Spec(bits, levels, block, true);
+          at::Tensor scales = torch::empty({NumBlocks(n, spec)});
+          at::Tensor codes = torch::empty({PackedCodeBytes(n, spec)}, torch::kByte);
+          at::Tensor e_in = e.clone();
+          at::Tensor residual = in_place ? e_in : torch::empty({n});
+          QuantizeWithFeedback(g, with_e ? e_in : at::Tensor(), residual, spec, 9, 0, scales, codes);
+          at::Tensor want_scales = torch::empty_like(scales), want_codes = torch::empty_like(codes);
+          AbsMaxQuantizeBlockwise(x, spec, 9, 0, want_scales, want_codes);
+          at::Tensor sent = torch::empty({n});
+          DequantizeBlockwise(want_codes, want_scales, spec, sent, false);
+          EXPECT_TRUE(torch::equal(scales, want_scales)) << where << " bits=" << bits;
+          EXPECT_TRUE(torch::equal(codes, want_codes)) << where << " bits=" << bits;
+          EXPECT_TRUE(torch::equal(residual, x - sent)) << where << " bits=" << bits;
+        }
+      }
+    }
+  }
+}
+
 TEST(RandomSubset, SharedKeyGivesTheSameIndicesAndTheDensity) {
   at::Tensor a = RandomSubset(7, 100000, 0.01, at::kCPU);
   at::Tensor b = RandomSubset(7, 100000, 0.01, at::kCPU);

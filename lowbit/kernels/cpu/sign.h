@@ -8,6 +8,15 @@ namespace lowbit::kernels::cpu {
 
 // Writes ceil(n / 8) bytes; the unused high bits of the last byte are zero.
 void PackSigns(const float* x, int64_t n, uint8_t* bits);
+// scales[b] = mean |x| (p = 1) or sqrt(mean x^2) (p = 2) over block b.
+void BlockScales(const float* x, int64_t n, int64_t block, int p, float* scales);
+// BlockScales then PackSigns in one pass over x (block: a multiple of 8).
+void PackSignsWithScales(const float* x, int64_t n, int64_t block, int p, float* scales, uint8_t* bits);
+// Error feedback fused with 1-bit compression: x = g + e (e null: zero) gets
+// PackSignsWithScales' scales and bits, and x is left holding the residual
+// x - (bit ? s : -s) (x may alias e). One pass over g and e.
+void PackSignsWithFeedback(const float* g, const float* e, float* x, int64_t n, int64_t block, int p, float* scales,
+                           uint8_t* bits);
 // out[i] (+)= bit ? s : -s with s = scales[i / block] (block: a multiple of 8).
 void UnpackSigns(const uint8_t* bits, int64_t n, const float* scales, int64_t block, float* out, bool accumulate);
 

@@ -31,4 +31,38 @@ LOWBIT_HOST_DEVICE float Uniform(uint64_t key, int64_t i) {
   return static_cast<float>(RandomBits(key, i) >> 40) * (1.0f / 16777216.0f);
 }
 
+// The stream of stochastic rounding (QSGD, ternary): cheaper than Uniform
+// because it needs only 32-bit multiplies, which SIMD units have (8 lanes per
+// AVX2 instruction), while SplitMix64's 64-bit ones are scalar on x86. Hash32
+// is Wellons' "lowbias32" integer hash (a bijection on 32 bits; see
+// nullprogram.com/blog/2018/07/31). Element i's noise is
+//   Hash32(RoundingSeed(key, i) ^ (low 32 bits of i) * 0x9E3779B1) >> 8, / 2^24,
+// so for one key and 2^32 consecutive indices no two elements hash alike,
+// and two keys' streams are not shifts of each other (the seed is xored with
+// a multiplicative sequence, then mixed). The CPU SIMD loops
+// (kernels/cpu/compress_avx2.cpp) compute exactly this.
+LOWBIT_HOST_DEVICE uint32_t Hash32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7FEB352Du;
+  x ^= x >> 15;
+  x *= 0x846CA68Bu;
+  x ^= x >> 16;
+  return x;
+}
+
+// The 32-bit seed for the indices sharing i's high 32 bits.
+LOWBIT_HOST_DEVICE uint32_t RoundingSeed(uint64_t key, int64_t i) {
+  const uint64_t z = SplitMix64(key ^ (static_cast<uint64_t>(i) >> 32));
+  return static_cast<uint32_t>(z ^ (z >> 32));
+}
+
+LOWBIT_HOST_DEVICE float RoundingNoiseWithSeed(uint32_t seed, int64_t i) {
+  return static_cast<float>(Hash32(seed ^ (static_cast<uint32_t>(i) * 0x9E3779B1u)) >> 8) * (1.0f / 16777216.0f);
+}
+
+// Uniform in [0, 1) with 24 random bits, for stochastic rounding.
+LOWBIT_HOST_DEVICE float RoundingNoise(uint64_t key, int64_t i) {
+  return RoundingNoiseWithSeed(RoundingSeed(key, i), i);
+}
+
 }  // namespace lowbit::kernels

@@ -46,6 +46,8 @@ LOWBIT_HOST_DEVICE void QuantizeGroup(const float* x, int64_t n, int64_t g, int6
   int64_t next_block = (b + 1) * block;
   float inv = InvScale(scales[b]);
   uint32_t q[8];
+  int64_t seed_high = -1;  // the high index bits `seed` was made for
+  uint32_t seed = 0;
   for (int k = 0; k < 8; ++k) {
     const int64_t i = 8 * g + k;
     if (i >= n) {
@@ -57,7 +59,15 @@ LOWBIT_HOST_DEVICE void QuantizeGroup(const float* x, int64_t n, int64_t g, int6
       next_block += block;
       inv = InvScale(scales[b]);
     }
-    const float u = stochastic ? Uniform(key, index_base + i) : 0.5f;
+    float u = 0.5f;
+    if (stochastic) {
+      const int64_t j = index_base + i;
+      if ((j >> 32) != seed_high) {
+        seed_high = j >> 32;
+        seed = RoundingSeed(key, j);
+      }
+      u = RoundingNoiseWithSeed(seed, j);
+    }
     q[k] = QuantizeOne(x[i], inv, half_levels, levels, u);
   }
   PackGroup(q, bits, codes + g * bits);

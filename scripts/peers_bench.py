@@ -1,0 +1,241 @@
+#!/usr/bin/python3
+"""lowbit against PyTorch DDP on the GPT example: step time per network and
+time to a target validation loss, in one run (scripts/bench.sh peers).
+
+Systems: lowbit's examples/gpt with a comm hook or a 1-bit optimizer, and
+bench/peers/gpt_ddp.py (the same model, data and optimizer) under PyTorch's
+own DDP with its allreduce, fp16 and PowerSGD hooks. Both run on 4 ranks x 1
+thread under mpirun, on shared memory and inside scripts/netsim.
+
+The training math does not depend on the network, so the run has two passes:
+  quality  each configuration trains the full schedule once on shared memory:
+           the steps it needs to reach --target (first evaluation at or below
+           it, every --eval_interval steps) and its final validation loss;
+  speed    each configuration runs --speed_steps steps on every network: its
+           mean training step time (evaluation excluded), and the step time of
+           the same tokens with no exchange at all (compute_only: 4 lowbit
+           processes of one rank each, side by side).
+time_to_target = steps to target x step time on that network. Every run has a
+timeout; a run that fails or times out is a row with its status and the tail
+of its log, and the script goes on. JSON lines on stdout, a Markdown table at
+the end.
+"""
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+PY = "/usr/bin/python3"
+PEER = os.path.join(ROOT, "bench/peers/gpt_ddp.py")
+# label -> (system, flags)
+CONFIGS = {
+    "pytorch_allreduce": ("pytorch", ["--hook", "allreduce"]),
+    "pytorch_fp16": ("pytorch", ["--hook", "fp16"]),
+    "pytorch_powersgd": ("pytorch", ["--hook", "powersgd", "--powersgd_rank", "4"]),
+    "lowbit_allreduce": ("lowbit", ["--hook", "allreduce"]),
+    "lowbit_fp16": ("lowbit", ["--hook", "fp16"]),
+    "lowbit_qsgd4": ("lowbit", ["--hook", "qsgd", "--bits", "4"]),
+    "lowbit_powersgd": ("lowbit", ["--hook", "powersgd", "--rank", "4"]),
+    "lowbit_onebit": ("lowbit", ["--hook", "onebit"]),
+    "lowbit_topk": ("lowbit", ["--hook", "topk"]),
+    "lowbit_onebit_adam": ("lowbit", ["--optimizer", "onebit_adam"]),
+    "lowbit_zeroone_adam": ("lowbit", ["--optimizer", "zeroone_adam"]),
+}
+RATES_MBIT = {"10gbit": 10000, "1gbit": 1000, "100mbit": 100}
+
+
+def emit(row):
+    print(json.dumps(row), flush=True)
+
+
+def run(cmd, timeout, env=None):
+    """(status, stdout+stderr); status is ok, failed (exit code) or timeout."""
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, env=env,
+                           text=True, errors="replace", start_new_session=True)
+        return ("ok" if p.returncode == 0 else f"failed (exit {p.returncode})"), p.stdout
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout or ""
+        return f"timeout ({timeout} s)", out if isinstance(out, str) else out.decode(errors="replace")
+
+
+def tail(log, lines=6):
+    return "\n".join(log.strip().splitlines()[-lines:])
+
+
+def last_json(log, key):
+    for line in reversed(log.splitlines()):
+        start = line.find("{")
+        if start >= 0 and key in line:
+            try:
+                return json.loads(line[start:])
+            except ValueError:
+                pass
+    return None
+
+
+def command(a, label, network, steps, eval_interval, csv_path, port):
+    system, flags = CONFIGS[label]
+    common = ["--preset", a.preset, "--steps", str(steps), "--eval_interval", str(eval_interval),
+              "--val_windows", str(a.val_windows), "--seed", str(a.seed)]
+    if system == "lowbit":
+        prog = [a.gpt, "--threads", "1", "--sample_chars", "0", "--metrics_csv", csv_path] + common + flags
+    else:
+        addr, ifname = ("10.77.0.1", "eth0") if network != "shm" else ("127.0.0.1", "lo")
+        prog = [PY, PEER, "--metrics_csv", csv_path, "--master_addr", addr, "--ifname", ifname,
+                "--master_port", str(port)] + common + flags
+    if network == "shm":
+        return ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(a.ranks)] + prog
+    return [os.path.join(ROOT, "scripts/netsim"), "--ranks", str(a.ranks), "--rate", network, "--"] + prog
+
+
+def read_csv(path):
+    try:
+        with open(path) as f:
+            return list(csv.DictReader(f))
+    except OSError:
+        return []
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gpt", default=os.path.join(ROOT, "build/examples/gpt/gpt"))
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--ranks", type=int, default=4)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--steps", type=int, default=600, help="the quality pass's schedule")
+    p.add_argument("--eval_interval", type=int, default=50)
+    p.add_argument("--val_windows", type=int, default=512)
+    p.add_argument("--target", type=float, default=1.80, help="target validation loss (nats/char)")
+    p.add_argument("--speed_steps", type=int, default=30)
+    p.add_argument("--networks", default="shm,10gbit,1gbit,100mbit")
+    p.add_argument("--configs", default=",".join(CONFIGS))
+    p.add_argument("--timeout", type=int, default=900, help="seconds per run")
+    p.add_argument("--skip_quality", action="store_true", help="speed pass only (time to target left out)")
+    p.add_argument("--work", default="", help="folder for the runs' CSVs (default: a temporary one)")
+    a = p.parse_args()
+    labels = [c for c in a.configs.split(",") if c]
+    for c in labels:
+        if c not in CONFIGS:
+            sys.exit(f"peers_bench: unknown config '{c}' (known: {', '.join(CONFIGS)})")
+    networks = [n for n in a.networks.split(",") if n]
+    for n in networks:
+        if n != "shm" and n not in RATES_MBIT:
+            sys.exit(f"peers_bench: --networks: unknown network '{n}' (shm, {', '.join(RATES_MBIT)})")
+    work = a.work or tempfile.mkdtemp(prefix="lowbit-peers.")
+    os.makedirs(work, exist_ok=True)
+    os.environ.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
+    port = 29700
+    quality = {}
+    if not a.skip_quality:
+        for label in labels:
+            port += 1
+            path = os.path.join(work, f"quality-{label}.csv")
+            t0 = time.time()
+            status, log = run(command(a, label, "shm", a.steps, a.eval_interval, path, port), a.timeout)
+            rows = read_csv(path)
+            reached = [int(r["step"]) for r in rows if float(r["val_loss"]) <= a.target]
+            q = {"bench": "peers", "pass": "quality", "config": label, "status": status,
+                 "steps_to_target": reached[0] if reached else None,
+                 "final_val_loss": float(rows[-1]["val_loss"]) if rows else None,
+                 "target": a.target, "steps": a.steps, "wall_seconds": round(time.time() - t0, 1)}
+            if status != "ok":
+                q["log_tail"] = tail(log)
+            quality[label] = q
+            emit(q)
+    speed = {}
+    # The same tokens with no exchange (no network involved, so measured
+    # once): one-rank lowbit processes side by side, as many as the ranks.
+    procs = []
+    for r in range(a.ranks):
+        cmd = [a.gpt, "--preset", a.preset, "--steps", str(a.speed_steps), "--eval_interval", str(a.speed_steps),
+               "--val_windows", "64", "--sample_chars", "0", "--threads", "1", "--seed", str(a.seed + r)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      env=dict(os.environ, LOWBIT_BACKEND="local")))
+    compute = []
+    for pr in procs:
+        try:
+            out, _ = pr.communicate(timeout=a.timeout)
+        except subprocess.TimeoutExpired:
+            pr.kill()
+            out = ""
+        j = last_json(out, '"example":"gpt"')
+        if j and j.get("tokens_per_second"):
+            compute.append(j["batch_size"] * j["block_size"] * j["world_size"] / j["tokens_per_second"])
+    compute_row = {"bench": "peers", "pass": "speed", "network": "none", "config": "compute_only",
+                   "status": "ok" if len(compute) == a.ranks else "failed",
+                   "step_seconds": max(compute) if len(compute) == a.ranks else None}
+    emit(compute_row)
+    for network in networks:
+        speed[(network, "compute_only")] = compute_row
+        for label in labels:
+            port += 1
+            path = os.path.join(work, f"speed-{network}-{label}.csv")
+            status, log = run(command(a, label, network, a.speed_steps, a.speed_steps, path, port), a.timeout)
+            rows = read_csv(path)
+            step_seconds = float(rows[-1]["train_seconds"]) / int(rows[-1]["step"]) if rows and status == "ok" else None
+            row = {"bench": "peers", "pass": "speed", "network": network, "config": label, "status": status,
+                   "step_seconds": step_seconds}
+            j = last_json(log, '"parameters"')
+            if j and network in RATES_MBIT and label.endswith("_allreduce"):
+                # A ring allreduce sends and receives 2 (P - 1) / P of the fp32 gradient per rank.
+                wire = j["parameters"] * 4 * 8 * 2 * (a.ranks - 1) / a.ranks / (RATES_MBIT[network] * 1e6)
+                row["wire_bound_s"] = wire
+                if step_seconds:
+                    row["step_over_bound"] = step_seconds / max(wire, compute_row["step_seconds"] or 0)
+            q = quality.get(label)
+            if step_seconds and q and q["steps_to_target"]:
+                row["time_to_target_s"] = q["steps_to_target"] * step_seconds
+            if status != "ok":
+                row["log_tail"] = tail(log)
+            speed[(network, label)] = row
+            emit(row)
+    summarize(a, networks, labels, quality, speed)
+
+
+def summarize(a, networks, labels, quality, speed):
+    """Ratios against PyTorch DDP on the same network, and the Markdown table."""
+    print(f"\n| network | config | step s | vs compute-only | steps to {a.target} | time to target s | "
+          f"PyTorch allreduce / this | best PyTorch hook / this | final val |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for network in networks:
+        compute = speed[(network, "compute_only")]["step_seconds"]
+        def ttt(label):
+            r = speed.get((network, label), {})
+            return r.get("time_to_target_s")
+        py_base = ttt("pytorch_allreduce")
+        py_hooks = [t for t in (ttt("pytorch_fp16"), ttt("pytorch_powersgd")) if t]
+        py_best = min(py_hooks) if py_hooks else None
+        print(f"| {network} | compute_only | {fmt(compute)} | 1 | | | | | |")
+        for label in labels:
+            r = speed[(network, label)]
+            q = quality.get(label, {})
+            t = r.get("time_to_target_s")
+            s = r.get("step_seconds")
+            cells = [network, label if r["status"] == "ok" else f"{label} ({r['status']})", fmt(s),
+                     fmt(s / compute if s and compute else None), q.get("steps_to_target") or "not reached",
+                     fmt(t), fmt(py_base / t if py_base and t else None), fmt(py_best / t if py_best and t else None),
+                     fmt(q.get("final_val_loss"))]
+            print("| " + " | ".join(str(c) for c in cells) + " |")
+            if t:
+                emit({"bench": "peers", "pass": "ratio", "network": network, "config": label,
+                      "time_to_target_s": t, "pytorch_allreduce_over_this": py_base / t if py_base else None,
+                      "best_pytorch_hook_over_this": py_best / t if py_best else None,
+                      "step_over_compute_only": s / compute if s and compute else None})
+
+
+def fmt(x):
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        return f"{x:.3g}" if x < 100 else f"{x:.0f}"
+    return str(x)
+
+
+if __name__ == "__main__":
+    main()
