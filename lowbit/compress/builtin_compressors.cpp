@@ -13,6 +13,23 @@
 
 namespace lowbit::compress {
 
+at::Tensor Compressor::EncodeWithFeedback(const at::Tensor& grad, const at::Tensor& residual,
+                                          at::Tensor& next_residual, const EncodeContext& ctx) const {
+  const at::Tensor x = residual.defined() ? grad + residual : grad;
+  at::Tensor message = Encode(x, ctx);
+  at::Tensor sent = at::empty_like(x);
+  Decode(message, ctx, sent, /*accumulate=*/false);
+  at::sub_out(next_residual, x, sent);
+  return message;
+}
+
+void Compressor::DecodeSum(const std::vector<at::Tensor>& messages, const std::vector<EncodeContext>& ctxs,
+                           at::Tensor& out, double divisor) const {
+  TORCH_CHECK(!messages.empty() && messages.size() == ctxs.size(), Name(), ": DecodeSum needs one context per message");
+  for (size_t r = 0; r < messages.size(); ++r) Decode(messages[r], ctxs[r], out, /*accumulate=*/r > 0);
+  if (divisor != 1.0) out.div_(divisor);
+}
+
 std::string ToString(Exchange exchange) {
   switch (exchange) {
     case Exchange::kAllReduce:
@@ -109,6 +126,17 @@ class QuantizeCompressor final : public Compressor {
   int64_t FixedMessageBytes(int64_t n) const override {
     return kernels::NumBlocks(n, spec_) * 4 + kernels::PackedCodeBytes(n, spec_);
   }
+  at::Tensor EncodeWithFeedback(const at::Tensor& grad, const at::Tensor& residual, at::Tensor& next_residual,
+                                const EncodeContext& ctx) const override {
+    CheckInput(name_.c_str(), grad);
+    const int64_t n = grad.numel();
+    const int64_t nblocks = kernels::NumBlocks(n, spec_);
+    at::Tensor message = at::empty({FixedMessageBytes(n)}, grad.options().dtype(at::kByte));
+    at::Tensor scales = FromBytes(message, 0, nblocks, at::kFloat);
+    at::Tensor codes = message.narrow(0, nblocks * 4, kernels::PackedCodeBytes(n, spec_));
+    kernels::QuantizeWithFeedback(grad, residual, next_residual, spec_, ctx.key, 0, scales, codes);
+    return message;
+  }
 
  private:
   std::string name_;
@@ -149,6 +177,32 @@ class SignCompressor final : public Compressor {
                          BlockFor(n), out, accumulate);
   }
   int64_t FixedMessageBytes(int64_t n) const override { return 4 * NumBlocks(n) + (n + 7) / 8; }
+  void DecodeSum(const std::vector<at::Tensor>& messages, const std::vector<EncodeContext>& ctxs, at::Tensor& out,
+                 double divisor) const override {
+    const int64_t n = out.numel();
+    if (n == 0 || out.is_cuda()) return Compressor::DecodeSum(messages, ctxs, out, divisor);
+    const int64_t nblocks = NumBlocks(n);
+    std::vector<at::Tensor> bits, scales;
+    for (const at::Tensor& message : messages) {
+      TORCH_CHECK(message.numel() == FixedMessageBytes(n), "onebit: message of ", message.numel(),
+                  " bytes cannot hold ", n, " elements");
+      bits.push_back(message.narrow(0, 4 * nblocks, (n + 7) / 8));
+      scales.push_back(FromBytes(message, 0, nblocks, at::kFloat));
+    }
+    kernels::UnpackSignsSum(bits, scales, BlockFor(n), divisor, out);
+  }
+  at::Tensor EncodeWithFeedback(const at::Tensor& grad, const at::Tensor& residual, at::Tensor& next_residual,
+                                const EncodeContext& ctx) const override {
+    CheckInput("onebit", grad);
+    const int64_t n = grad.numel();
+    if (n == 0) return Compressor::EncodeWithFeedback(grad, residual, next_residual, ctx);
+    const int64_t nblocks = NumBlocks(n);
+    at::Tensor message = at::empty({FixedMessageBytes(n)}, grad.options().dtype(at::kByte));
+    at::Tensor scales = FromBytes(message, 0, nblocks, at::kFloat);
+    at::Tensor bits = message.narrow(0, 4 * nblocks, (n + 7) / 8);
+    kernels::PackSignsWithFeedback(grad, residual, next_residual, BlockFor(n), scale_norm_, scales, bits);
+    return message;
+  }
 
  private:
   int64_t BlockFor(int64_t n) const { return block_ > 0 ? block_ : std::max<int64_t>(8, (n + 7) / 8 * 8); }

@@ -8,6 +8,7 @@
 
 #include "lowbit/compress/internal/hook_state.h"
 #include "lowbit/kernels/internal/counter_rng.h"
+#include "lowbit/kernels/scale.h"
 
 namespace lowbit::compress {
 
@@ -53,6 +54,11 @@ struct CompressionHook::Pending {
   std::vector<at::Tensor> grads;
   std::vector<at::Tensor> inputs;
   std::vector<at::Tensor> sent;
+  // Classic error feedback fused with encoding (EncodeWithFeedback): the
+  // inputs are then the gradients, and each tensor's old residual is here.
+  bool fused_feedback = false;
+  bool mean_in_gradient = false;  // the means were decoded into the gradients
+  std::vector<at::Tensor> residuals;
   std::vector<at::Tensor> mean;
   std::vector<FeedbackState> next;
   std::shared_ptr<comm::Work> work;
@@ -139,7 +145,7 @@ std::shared_ptr<comm::Work> CompressionHook::RunHook(comm::GradBucket& bucket) {
     }
   }
 
-  job->local_bad = !at::isfinite(bucket.buffer).all().item<bool>();
+  job->local_bad = !kernels::AllFinite(bucket.buffer);
   int64_t plain_numel = 0;
   for (size_t i : job->plain) plain_numel += bucket.gradients[i].numel();
   job->plain_buffer = at::empty({plain_numel + 1}, bucket.buffer.options().dtype(at::kFloat));
@@ -153,6 +159,11 @@ std::shared_ptr<comm::Work> CompressionHook::RunHook(comm::GradBucket& bucket) {
   job->plain_work = pg_->AllReduce(job->plain_buffer, comm::ReduceOp::kSum);
 
   // Inputs to compress: clipped, momentum-corrected, through error feedback.
+  // Classic error feedback on the all-gather exchange goes into the encoder
+  // (one pass over gradient and residual) unless DGC's momentum masking needs
+  // what was sent.
+  job->fused_feedback = exchange_ == Exchange::kAllGather && options_.error_feedback->Name() == "ef" &&
+                        options_.momentum == 0.0;
   for (size_t i : job->compressed) {
     const std::string& name = bucket.parameter_names[i];
     const FeedbackState& state = state_[name];
@@ -169,7 +180,13 @@ std::shared_ptr<comm::Work> CompressionHook::RunHook(comm::GradBucket& bucket) {
       g = u == state.end() ? g.clone() : u->second * options_.momentum + g;
       next["u"] = g;
     }
-    job->inputs.push_back(options_.error_feedback->Input(g, state).contiguous());
+    if (job->fused_feedback) {
+      auto e = state.find("e");
+      job->residuals.push_back(e == state.end() ? at::Tensor() : e->second);
+      job->inputs.push_back(g.contiguous());
+    } else {
+      job->inputs.push_back(options_.error_feedback->Input(g, state).contiguous());
+    }
     job->grads.push_back(g);
     job->next.push_back(std::move(next));
   }
@@ -185,7 +202,7 @@ std::shared_ptr<comm::Work> CompressionHook::RunHook(comm::GradBucket& bucket) {
         EncodeTwoPhase(*job);
         break;
     }
-    for (size_t j = 0; j < job->compressed.size(); ++j) {
+    for (size_t j = 0; j < job->compressed.size() && !job->fused_feedback; ++j) {
       const std::string& name = bucket.parameter_names[job->compressed[j]];
       options_.error_feedback->AfterEncode(job->grads[j], job->inputs[j], job->sent[j], state_[name], job->next[j]);
       auto u = job->next[j].find("u");
@@ -236,10 +253,18 @@ void CompressionHook::EncodeAllGather(Pending& job) {
     const uint64_t key = NameKey(job.bucket.parameter_names[job.compressed[j]]);
     const EncodeContext ctx = Context(pg_->Rank(), key, 0, job.step);
     const Compressor& c = *job.compressors[j];
-    at::Tensor msg = c.Encode(job.inputs[j], ctx);
-    at::Tensor sent = at::empty_like(job.inputs[j]);
-    c.Decode(msg, ctx, sent, /*accumulate=*/false);
-    job.sent.push_back(sent);
+    at::Tensor msg;
+    if (job.fused_feedback) {
+      at::Tensor next_residual = at::empty_like(job.inputs[j]);
+      msg = c.EncodeWithFeedback(job.inputs[j], job.residuals[j], next_residual, ctx);
+      job.next[j]["e"] = next_residual;
+      job.sent.emplace_back();  // not needed: the residual is done
+    } else {
+      msg = c.Encode(job.inputs[j], ctx);
+      at::Tensor sent = at::empty_like(job.inputs[j]);
+      c.Decode(msg, ctx, sent, /*accumulate=*/false);
+      job.sent.push_back(sent);
+    }
     lengths[static_cast<int64_t>(j)] = msg.numel();
     parts.push_back(msg.reshape({-1}));
   }
@@ -249,24 +274,40 @@ void CompressionHook::EncodeAllGather(Pending& job) {
 void CompressionHook::DecodeAllGather(Pending& job) {
   const std::vector<at::Tensor> all = job.work->Result();
   const int64_t count = static_cast<int64_t>(job.compressed.size());
-  for (size_t j = 0; j < job.compressed.size(); ++j) job.mean.push_back(at::zeros_like(job.inputs[j]));
-  for (int r = 0; r < pg_->Size(); ++r) {
+  const int world = pg_->Size();
+  // Every rank's message for each tensor, checked, then each tensor's mean
+  // decoded in one call (for onebit one pass): straight into the gradient
+  // where the estimate is the mean (no error feedback or the classic one).
+  std::vector<std::vector<at::Tensor>> messages(job.compressed.size());
+  std::vector<std::vector<EncodeContext>> contexts(job.compressed.size());
+  for (int r = 0; r < world; ++r) {
     const at::Tensor& bytes = all[r];
     TORCH_CHECK(bytes.numel() >= 8 * count, "compression hook: rank ", r, " sent ", bytes.numel(),
                 " bytes, fewer than its header of ", 8 * count);
     const at::Tensor lengths = bytes.narrow(0, 0, 8 * count).clone().view(at::kLong);
+    const int64_t* len = lengths.data_ptr<int64_t>();
     int64_t offset = 8 * count;
     for (int64_t j = 0; j < count; ++j) {
-      const int64_t len = lengths[j].item<int64_t>();
-      TORCH_CHECK(len >= 0 && offset + len <= bytes.numel(), "compression hook: rank ", r,
-                  " sent a malformed message (tensor ", j, " claims ", len, " bytes)");
+      TORCH_CHECK(len[j] >= 0 && offset + len[j] <= bytes.numel(), "compression hook: rank ", r,
+                  " sent a malformed message (tensor ", j, " claims ", len[j], " bytes)");
       const uint64_t key = NameKey(job.bucket.parameter_names[job.compressed[j]]);
-      job.compressors[j]->Decode(bytes.narrow(0, offset, len), Context(r, key, 0, job.step), job.mean[j],
-                                 /*accumulate=*/true);
-      offset += len;
+      messages[j].push_back(bytes.narrow(0, offset, len[j]));
+      contexts[j].push_back(Context(r, key, 0, job.step));
+      offset += len[j];
     }
   }
-  for (at::Tensor& m : job.mean) m.div_(static_cast<double>(pg_->Size()));
+  const std::string policy = options_.error_feedback->Name();
+  job.mean_in_gradient = policy == "none" || policy == "ef";
+  for (size_t i : job.compressed) {
+    const at::Tensor& g = job.bucket.gradients[i];
+    job.mean_in_gradient = job.mean_in_gradient && g.scalar_type() == at::kFloat && g.is_contiguous();
+  }
+  for (int64_t j = 0; j < count; ++j) {
+    at::Tensor out = job.mean_in_gradient ? job.bucket.gradients[job.compressed[j]].view({-1})
+                                          : at::empty_like(job.inputs[j]);
+    job.compressors[j]->DecodeSum(messages[j], contexts[j], out, static_cast<double>(world));
+    job.mean.push_back(out);
+  }
 }
 
 void CompressionHook::EncodeTwoPhase(Pending& job) {
@@ -371,6 +412,10 @@ std::vector<at::Tensor> CompressionHook::Finish(Pending& job) {
   for (size_t j = 0; j < job.compressed.size(); ++j) {
     const size_t i = job.compressed[j];
     FeedbackState& state = state_[job.bucket.parameter_names[i]];
+    if (job.mean_in_gradient) {  // decoded in place: the estimate is the mean
+      for (auto& [name, tensor] : job.next[j]) state[name] = tensor;
+      continue;
+    }
     const at::Tensor estimate = options_.error_feedback->Estimate(job.mean[j], state, job.next[j]);
     job.bucket.gradients[i].copy_(estimate.view_as(job.bucket.gradients[i]));
     for (auto& [name, tensor] : job.next[j]) state[name] = tensor;

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -61,6 +62,19 @@ class Compressor {
                       bool accumulate) const = 0;
   // The message size in bytes for n elements, or -1 when it depends on the data.
   virtual int64_t FixedMessageBytes(int64_t n) const = 0;
+  // Classic error feedback fused with Encode: encodes x = grad + residual
+  // (residual undefined: zero) and writes x - decode(message) into
+  // next_residual (float32, grad's size; it may be residual itself). The
+  // built-in qsgd, ternary and onebit do it in one pass over grad and
+  // residual on the CPU; this default takes the steps one at a time, with
+  // the same result.
+  // out = (the sum over r, in order, of decode(messages[r]) with ctxs[r]) /
+  // divisor: the all-gather exchange's mean. The built-in onebit does it in
+  // one pass writing out; this default decodes one message at a time.
+  virtual void DecodeSum(const std::vector<at::Tensor>& messages, const std::vector<EncodeContext>& ctxs,
+                         at::Tensor& out, double divisor) const;
+  virtual at::Tensor EncodeWithFeedback(const at::Tensor& grad, const at::Tensor& residual,
+                                        at::Tensor& next_residual, const EncodeContext& ctx) const;
 };
 
 }  // namespace lowbit::compress

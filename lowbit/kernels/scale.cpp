@@ -27,4 +27,11 @@ void ScaleInPlace(at::Tensor& t, double factor) {
   }
 }
 
+bool AllFinite(const at::Tensor& t) {
+  if (t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous()) {
+    return cpu::AllFiniteFloat(t.data_ptr<float>(), t.numel());
+  }
+  return at::isfinite(t).all().item<bool>();
+}
+
 }  // namespace lowbit::kernels

@@ -37,6 +37,34 @@ void UnpackSigns(const at::Tensor& bits, const at::Tensor& scales, int64_t block
                    accumulate);
 }
 
+void UnpackSignsSum(const std::vector<at::Tensor>& bits, const std::vector<at::Tensor>& scales, int64_t block,
+                    double divisor, at::Tensor& out) {
+  TORCH_CHECK(!bits.empty() && bits.size() == scales.size(), "UnpackSignsSum: needs as many scales (",
+              scales.size(), ") as bit vectors (", bits.size(), "), at least one");
+  TORCH_CHECK(divisor > 0, "UnpackSignsSum: divisor must be > 0, got ", divisor);
+  if (out.is_cuda()) {
+    for (size_t r = 0; r < bits.size(); ++r) UnpackSigns(bits[r], scales[r], block, out, /*accumulate=*/r > 0);
+    if (divisor != 1.0) out.div_(divisor);
+    return;
+  }
+  internal::CheckTensor("UnpackSignsSum", "out", out, at::kFloat);
+  TORCH_CHECK(block >= 8 && block % 8 == 0, "UnpackSignsSum: block must be a positive multiple of 8, got ", block);
+  std::vector<const uint8_t*> bit_ptrs;
+  std::vector<const float*> scale_ptrs;
+  for (size_t r = 0; r < bits.size(); ++r) {
+    internal::CheckTensor("UnpackSignsSum", "bits", bits[r], at::kByte);
+    internal::CheckTensor("UnpackSignsSum", "scales", scales[r], at::kFloat);
+    internal::CheckNumel("UnpackSignsSum", "bits", bits[r], (out.numel() + 7) / 8);
+    internal::CheckNumel("UnpackSignsSum", "scales", scales[r], (out.numel() + block - 1) / block);
+    internal::CheckSameDevice("UnpackSignsSum", bits[r], out);
+    internal::CheckSameDevice("UnpackSignsSum", scales[r], out);
+    bit_ptrs.push_back(bits[r].data_ptr<uint8_t>());
+    scale_ptrs.push_back(scales[r].data_ptr<float>());
+  }
+  cpu::UnpackSignsSum(bit_ptrs.data(), scale_ptrs.data(), static_cast<int>(bits.size()), out.numel(), block,
+                      static_cast<float>(divisor), out.data_ptr<float>());
+}
+
 void BlockScales(const at::Tensor& x, int64_t block, int p, at::Tensor& scales) {
   internal::CheckTensor("BlockScales", "x", x, at::kFloat);
   internal::CheckTensor("BlockScales", "scales", scales, at::kFloat);

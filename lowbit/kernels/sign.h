@@ -9,6 +9,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <vector>
+
 namespace lowbit::kernels {
 
 // x: contiguous float32. Returns uint8 of ceil(n / 8) on x's device.
@@ -18,6 +20,10 @@ void PackSignsInto(const at::Tensor& x, at::Tensor& bits);
 // out (contiguous float32, n elements) (+)= bit ? s : -s, s = scales[i / block];
 // scales: float32 with ceil(n / block) elements, block a multiple of 8.
 void UnpackSigns(const at::Tensor& bits, const at::Tensor& scales, int64_t block, at::Tensor& out, bool accumulate);
+// out = (the sum over r, in order, of UnpackSigns(bits[r], scales[r])) / divisor,
+// in one pass writing out (what an all-gather of 1-bit messages needs).
+void UnpackSignsSum(const std::vector<at::Tensor>& bits, const std::vector<at::Tensor>& scales, int64_t block,
+                    double divisor, at::Tensor& out);
 // The per-block scales of 1-bit compression into `scales` (float32,
 // ceil(n / block); the last block may be shorter): mean(|x|) for p = 1 (the
 // s minimising ||x - s sign(x)||), sqrt(mean(x^2)) for p = 2 (DeepSpeed's).

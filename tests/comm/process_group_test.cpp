@@ -62,6 +62,29 @@ TEST_F(ProcessGroupTest, AllReduceRandomMatchesLocalSum) {
   EXPECT_TRUE(torch::allclose(mine.to(torch::kDouble), expected, 1e-5, 1e-5));
 }
 
+TEST_F(ProcessGroupTest, LargeFloatAllReduceSumAndMeanAreTheSameOnEveryRank) {
+  // Large enough for the MPI group's ring (>= 2^16 elements per rank), with a
+  // remainder so the ring's blocks differ in size; the sum against the sum in
+  // double done here, the mean exactly the sum scaled by 1/P, and every rank
+  // holding the same bits.
+  const int64_t n = (int64_t{1} << 16) * size + 2 * size + 1;
+  at::Tensor expected = torch::zeros({n}, torch::kDouble);
+  at::Tensor mine;
+  for (int r = 0; r < size; ++r) {
+    at::Tensor x = torch::randn({n}, torch::Generator(at::detail::createCPUGenerator(200 + r)));
+    expected += x.to(torch::kDouble);
+    if (r == rank) mine = x;
+  }
+  at::Tensor sum = mine.clone(), mean = mine.clone();
+  pg.AllReduce(sum, ReduceOp::kSum)->Wait();
+  pg.AllReduce(mean, ReduceOp::kAvg)->Wait();
+  EXPECT_TRUE(torch::allclose(sum.to(torch::kDouble), expected, 1e-5, 1e-5));
+  EXPECT_TRUE(torch::equal(mean, sum * (1.0f / static_cast<float>(size))));
+  at::Tensor all = torch::empty({size * n});
+  pg.AllGather(all, sum)->Wait();
+  for (int r = 0; r < size; ++r) EXPECT_TRUE(torch::equal(all.narrow(0, r * n, n), sum)) << "rank " << r;
+}
+
 TEST_F(ProcessGroupTest, AllGather) {
   at::Tensor input = torch::arange(6, torch::kInt) + 1000 * rank;
   at::Tensor output = torch::empty({6 * size}, torch::kInt);

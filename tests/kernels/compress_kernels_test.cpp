@@ -352,6 +352,29 @@ TEST(Feedback, FusedEqualsAddEncodeDecodeSubtract) {
   }
 }
 
+TEST(Signs, SummedDecodeEqualsDecodingOneByOne) {
+  // The all-gather mean of 1-bit messages in one pass equals decoding rank 0,
+  // adding the others in rank order, then one division (also for P = 3,
+  // where 1/P is inexact, and with a partial last block and byte).
+  for (int count : {1, 3, 4}) {
+    const int64_t n = 10007, block = 256;
+    std::vector<at::Tensor> bits, scales;
+    for (int r = 0; r < count; ++r) {
+      at::Tensor x = torch::randn({n});
+      at::Tensor s = torch::empty({(n + block - 1) / block}), b = torch::empty({(n + 7) / 8}, torch::kByte);
+      PackSignsWithScales(x, block, 2, s, b);
+      bits.push_back(b);
+      scales.push_back(s);
+    }
+    at::Tensor want = torch::empty({n});
+    for (int r = 0; r < count; ++r) UnpackSigns(bits[r], scales[r], block, want, r > 0);
+    want.div_(static_cast<double>(count));
+    at::Tensor got = torch::full({n}, 7.0f);
+    UnpackSignsSum(bits, scales, block, count, got);
+    EXPECT_TRUE(torch::equal(got, want)) << count;
+  }
+}
+
 TEST(RandomSubset, SharedKeyGivesTheSameIndicesAndTheDensity) {
   at::Tensor a = RandomSubset(7, 100000, 0.01, at::kCPU);
   at::Tensor b = RandomSubset(7, 100000, 0.01, at::kCPU);

@@ -218,6 +218,21 @@ void UnpackSignsAvx2(const uint8_t* bits, int64_t nbytes, float s, float* out, b
   }
 }
 
+void UnpackSignsSumAvx2(const uint8_t* const* bits, const float* s, int count, int64_t nbytes, float divisor,
+                        float* out) {
+  const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256 div = _mm256_set1_ps(divisor);
+  for (int64_t j = 0; j < nbytes; ++j) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int r = 0; r < count; ++r) {
+      const __m256i set = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(bits[r][j]), lane_bit), lane_bit);
+      const __m256 v = _mm256_blendv_ps(_mm256_set1_ps(-s[r]), _mm256_set1_ps(s[r]), _mm256_castsi256_ps(set));
+      acc = r == 0 ? v : _mm256_add_ps(acc, v);
+    }
+    _mm256_storeu_ps(out + 8 * j, divisor == 1.0f ? acc : _mm256_div_ps(acc, div));
+  }
+}
+
 int64_t CountAtLeastAvx2(const float* x, int64_t n, float threshold) {
   const __m256 t = _mm256_set1_ps(threshold);
   int64_t count = 0;

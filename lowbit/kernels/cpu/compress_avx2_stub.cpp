@@ -17,6 +17,7 @@ void AddLaneSumsAvx2(const float*, const float*, float*, int64_t, int, float*) {
 void PackSignsResidualAvx2(float*, int64_t, float, uint8_t*) { std::abort(); }
 void PackSignsAvx2(const float*, int64_t, uint8_t*) { std::abort(); }
 void UnpackSignsAvx2(const uint8_t*, int64_t, float, float*, bool) { std::abort(); }
+void UnpackSignsSumAvx2(const uint8_t* const*, const float*, int, int64_t, float, float*) { std::abort(); }
 int64_t CountAtLeastAvx2(const float*, int64_t, float) { std::abort(); }
 int64_t GatherAtLeastAvx2(const float*, int64_t, float, int64_t, int32_t*, float*) { std::abort(); }
 

@@ -6,5 +6,7 @@
 namespace lowbit::kernels::cpu {
 
 void ScaleFloat(const float* in, float* out, int64_t n, float scale);
+// No element is NaN or +-Inf.
+bool AllFiniteFloat(const float* x, int64_t n);
 
 }  // namespace lowbit::kernels::cpu

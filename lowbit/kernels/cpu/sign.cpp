@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "lowbit/kernels/cpu/internal/compress_avx2.h"
 
@@ -110,6 +111,38 @@ void PackSignsWithFeedback(const float* g, const float* e, float* x, int64_t n, 
           x[i] -= set ? s : -s;
         }
         bits[full_end / 8] = byte;
+      }
+    }
+  });
+}
+
+void UnpackSignsSum(const uint8_t* const* bits, const float* const* scales, int count, int64_t n, int64_t block,
+                    float divisor, float* out) {
+  const int64_t nblocks = (n + block - 1) / block;
+  const bool simd = internal::HaveAvx2();
+  at::parallel_for(0, nblocks, std::max<int64_t>(1, kGrainBytes * 8 / block), [&](int64_t b0, int64_t b1) {
+    std::vector<float> s(static_cast<size_t>(count));
+    std::vector<const uint8_t*> rows(static_cast<size_t>(count));
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t begin = b * block;
+      const int64_t end = std::min(n, begin + block);
+      const int64_t full_end = begin + (end - begin) / 8 * 8;
+      for (int r = 0; r < count; ++r) {
+        s[r] = scales[r][b];
+        rows[r] = bits[r] + begin / 8;
+      }
+      int64_t i = begin;
+      if (simd) {
+        internal::UnpackSignsSumAvx2(rows.data(), s.data(), count, (full_end - begin) / 8, divisor, out + begin);
+        i = full_end;
+      }
+      for (; i < end; ++i) {
+        float acc = 0.0f;
+        for (int r = 0; r < count; ++r) {
+          const float v = ((bits[r][i / 8] >> (i % 8)) & 1) ? s[r] : -s[r];
+          acc = r == 0 ? v : acc + v;
+        }
+        out[i] = divisor == 1.0f ? acc : acc / divisor;
       }
     }
   });

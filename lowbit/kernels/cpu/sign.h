@@ -17,6 +17,11 @@ void PackSignsWithScales(const float* x, int64_t n, int64_t block, int p, float*
 // x - (bit ? s : -s) (x may alias e). One pass over g and e.
 void PackSignsWithFeedback(const float* g, const float* e, float* x, int64_t n, int64_t block, int p, float* scales,
                            uint8_t* bits);
+// The decoded sum of `count` messages of n elements each, divided once:
+// out[i] = (sum over r = 0 .. count - 1, in order, of (bit ? s_r : -s_r)) / divisor,
+// with s_r = scales[r][i / block] (block: a multiple of 8). One pass writing out.
+void UnpackSignsSum(const uint8_t* const* bits, const float* const* scales, int count, int64_t n, int64_t block,
+                    float divisor, float* out);
 // out[i] (+)= bit ? s : -s with s = scales[i / block] (block: a multiple of 8).
 void UnpackSigns(const uint8_t* bits, int64_t n, const float* scales, int64_t block, float* out, bool accumulate);
 

@@ -36,6 +36,10 @@ void PackSignsResidualAvx2(float* x, int64_t nbytes, float s, uint8_t* bits);
 void PackSignsAvx2(const float* x, int64_t nbytes, uint8_t* bits);
 // out[i] (+)= bit ? s : -s for 8 * nbytes elements.
 void UnpackSignsAvx2(const uint8_t* bits, int64_t nbytes, float s, float* out, bool accumulate);
+// out[8j + k] = (sum over r in order of (bit k of bits[r][j] ? s[r] : -s[r])) / divisor,
+// for j < nbytes.
+void UnpackSignsSumAvx2(const uint8_t* const* bits, const float* s, int count, int64_t nbytes, float divisor,
+                        float* out);
 int64_t CountAtLeastAvx2(const float* x, int64_t n, float threshold);
 // Every i with |x[i]| >= threshold, in order, into idx/val; returns the count,
 // or -1 (having stopped) when there are more than `cap`.
