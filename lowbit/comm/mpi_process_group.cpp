@@ -1,6 +1,8 @@
 #include "lowbit/comm/mpi_process_group.h"
 
+#include <algorithm>
 #include <climits>
+#include <cstring>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -60,6 +62,7 @@ struct MpiProcessGroup::Worker {
   MPI_Comm comm = MPI_COMM_NULL;
   int rank = 0;
   int size = 1;
+  bool one_node = true;  // every rank shares memory with every other
   MPI_Datatype half = MPI_DATATYPE_NULL;
   MPI_Datatype bf16 = MPI_DATATYPE_NULL;
   MPI_Op half_ops[3] = {MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL};  // sum, min, max
@@ -84,6 +87,14 @@ struct MpiProcessGroup::Worker {
     LOWBIT_MPI_CHECK(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN));
     LOWBIT_MPI_CHECK(MPI_Comm_rank(comm, &rank));
     LOWBIT_MPI_CHECK(MPI_Comm_size(comm, &size));
+    MPI_Comm local = MPI_COMM_NULL;
+    LOWBIT_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local));
+    int local_size = 0;
+    LOWBIT_MPI_CHECK(MPI_Comm_size(local, &local_size));
+    LOWBIT_MPI_CHECK(MPI_Comm_free(&local));
+    int all_local = local_size == size ? 1 : 0;
+    LOWBIT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &all_local, 1, MPI_INT, MPI_MIN, comm));
+    one_node = all_local == 1;
     LOWBIT_MPI_CHECK(MPI_Type_contiguous(2, MPI_BYTE, &half));
     LOWBIT_MPI_CHECK(MPI_Type_commit(&half));
     LOWBIT_MPI_CHECK(MPI_Type_contiguous(2, MPI_BYTE, &bf16));
@@ -229,29 +240,81 @@ namespace {
 // order, and copied, so every rank ends with the same bits. Below this many
 // elements per rank OpenMPI's allreduce (latency-bound algorithms) is used.
 constexpr int64_t kRingMinPerRank = int64_t{1} << 16;
+// Ring steps move their blocks in messages of at most this many bytes (MPI
+// counts are ints). Smaller segments of blocking exchanges were measured
+// slower on scripts/netsim (1 MiB: 1.56 s against 0.85-1.26 s whole at 2 ranks).
+constexpr int64_t kRingSegmentBytes = int64_t{1} << 30;
 
-void RingAllReduce(MPI_Comm comm, int rank, int size, float* data, int64_t count, float scale) {
+// Sends `send_bytes` to `right` while receiving `recv_bytes` from `left`, in
+// segments; on_segment(offset, bytes) runs after each received segment.
+template <typename F>
+void SegmentedSendRecv(MPI_Comm comm, const uint8_t* send, int64_t send_bytes, int right, uint8_t* recv,
+                       int64_t recv_bytes, int left, int tag, F&& on_segment) {
+  for (int64_t off = 0; off < std::max(send_bytes, recv_bytes); off += kRingSegmentBytes) {
+    const int64_t s = std::clamp<int64_t>(send_bytes - off, 0, kRingSegmentBytes);
+    const int64_t r = std::clamp<int64_t>(recv_bytes - off, 0, kRingSegmentBytes);
+    LOWBIT_MPI_CHECK(MPI_Sendrecv(send + off, static_cast<int>(s), MPI_BYTE, right, tag, recv + off,
+                                  static_cast<int>(r), MPI_BYTE, left, tag, comm, MPI_STATUS_IGNORE));
+    if (r > 0) on_segment(off, r);
+  }
+}
+
+void RingAllReduce(MPI_Comm comm, int rank, int size, float* data, int64_t count, float scale, bool one_node) {
+  if (size == 2 && !one_node) {
+    // Two hosts: one exchange of the whole buffer, each adding the other's
+    // (a + b == b + a, so both hold the same bits). The same bytes as the
+    // ring's two steps, and steady on TCP where the ring's two half-size
+    // steps measured 0.85 or 1.26 s by turns for 100 MB at 1 Gbit/s. (On
+    // one host the ring is faster: it copies half as much.)
+    std::vector<float> other(static_cast<size_t>(count));
+    SegmentedSendRecv(comm, reinterpret_cast<const uint8_t*>(data), count * 4, 1 - rank,
+                      reinterpret_cast<uint8_t*>(other.data()), count * 4, 1 - rank, 3,
+                      [&](int64_t off, int64_t bytes) {
+                        for (int64_t i = off / 4; i < (off + bytes) / 4; ++i) data[i] = (data[i] + other[i]) * scale;
+                      });
+    return;
+  }
   std::vector<int64_t> begin(size + 1);
   for (int r = 0; r <= size; ++r) begin[r] = count * r / size;
-  auto block_size = [&](int b) { return static_cast<int>(begin[b + 1] - begin[b]); };
+  auto block_bytes = [&](int b) { return (begin[b + 1] - begin[b]) * int64_t{4}; };
+  auto bytes_of = [](float* p) { return reinterpret_cast<uint8_t*>(p); };
   const int right = (rank + 1) % size, left = (rank + size - 1) % size;
   std::vector<float> incoming(static_cast<size_t>(count / size + 1));
   for (int s = 0; s < size - 1; ++s) {
     const int send = (rank - s + size) % size, recv = (rank - s - 1 + 2 * size) % size;
-    LOWBIT_MPI_CHECK(MPI_Sendrecv(data + begin[send], block_size(send), MPI_FLOAT, right, 0, incoming.data(),
-                                  block_size(recv), MPI_FLOAT, left, 0, comm, MPI_STATUS_IGNORE));
     float* out = data + begin[recv];
-    const int n = block_size(recv);
-    if (s == size - 2 && scale != 1.0f) {
-      for (int i = 0; i < n; ++i) out[i] = (out[i] + incoming[i]) * scale;
-    } else {
-      for (int i = 0; i < n; ++i) out[i] += incoming[i];
-    }
+    const bool last = s == size - 2 && scale != 1.0f;
+    SegmentedSendRecv(comm, bytes_of(data + begin[send]), block_bytes(send), right, bytes_of(incoming.data()),
+                      block_bytes(recv), left, 0, [&](int64_t off, int64_t bytes) {
+                        const int64_t i0 = off / 4, i1 = (off + bytes) / 4;
+                        if (last) {
+                          for (int64_t i = i0; i < i1; ++i) out[i] = (out[i] + incoming[i]) * scale;
+                        } else {
+                          for (int64_t i = i0; i < i1; ++i) out[i] += incoming[i];
+                        }
+                      });
   }
   for (int s = 0; s < size - 1; ++s) {
     const int send = (rank + 1 - s + size) % size, recv = (rank - s + size) % size;
-    LOWBIT_MPI_CHECK(MPI_Sendrecv(data + begin[send], block_size(send), MPI_FLOAT, right, 1, data + begin[recv],
-                                  block_size(recv), MPI_FLOAT, left, 1, comm, MPI_STATUS_IGNORE));
+    SegmentedSendRecv(comm, bytes_of(data + begin[send]), block_bytes(send), right, bytes_of(data + begin[recv]),
+                      block_bytes(recv), left, 1, [](int64_t, int64_t) {});
+  }
+}
+
+// All-gathers of at least this many bytes in all go around a ring of
+// point-to-point messages (P - 1 steps, each rank forwarding the block it
+// received last): what TCP links carry at their rate, where OpenMPI's
+// MPI_Allgatherv measured well below it (scripts/bench.sh hooks).
+constexpr int64_t kRingAllGatherMinBytes = int64_t{1} << 20;
+
+// Blocks of `bytes[r]` bytes at `offsets[r]` of `out`; this rank's is in place.
+void RingAllGather(MPI_Comm comm, int rank, int size, uint8_t* out, const std::vector<int64_t>& bytes,
+                   const std::vector<int64_t>& offsets) {
+  const int right = (rank + 1) % size, left = (rank + size - 1) % size;
+  for (int s = 0; s < size - 1; ++s) {
+    const int send = (rank - s + size) % size, recv = (rank - s - 1 + 2 * size) % size;
+    SegmentedSendRecv(comm, out + offsets[send], bytes[send], right, out + offsets[recv], bytes[recv], left, 2,
+                      [](int64_t, int64_t) {});
   }
 }
 
@@ -264,7 +327,7 @@ std::shared_ptr<Work> MpiProcessGroup::DoAllReduce(at::Tensor tensor, ReduceOp o
       tensor.numel() >= kRingMinPerRank * size_ && size_ > 1) {
     const float scale = op == ReduceOp::kAvg ? 1.0f / static_cast<float>(size_) : 1.0f;
     return Enqueue(Describe("AllReduce", tensor), {tensor}, [w, tensor, scale] {
-      RingAllReduce(w->comm, w->rank, w->size, tensor.data_ptr<float>(), tensor.numel(), scale);
+      RingAllReduce(w->comm, w->rank, w->size, tensor.data_ptr<float>(), tensor.numel(), scale, w->one_node);
     });
   }
   std::function<void()> finisher;
@@ -286,6 +349,15 @@ std::shared_ptr<Work> MpiProcessGroup::DoAllGather(at::Tensor output, at::Tensor
   const int count = CheckedCount(input.numel(), "AllGather input");
   CheckedCount(output.numel(), "AllGather output");
   return Enqueue(Describe("AllGather", input), {output}, [w, output, input, count] {
+    const int64_t block = input.numel() * input.element_size();
+    if (w->size > 1 && block * w->size >= kRingAllGatherMinBytes) {
+      std::vector<int64_t> bytes(w->size, block), offsets(w->size);
+      for (int r = 0; r < w->size; ++r) offsets[r] = r * block;
+      uint8_t* out = static_cast<uint8_t*>(output.data_ptr());
+      std::memcpy(out + offsets[w->rank], input.data_ptr(), static_cast<size_t>(block));
+      RingAllGather(w->comm, w->rank, w->size, out, bytes, offsets);
+      return;
+    }
     const MPI_Datatype type = w->Type(input.scalar_type());
     LOWBIT_MPI_CHECK(MPI_Allgather(input.data_ptr(), count, type, output.data_ptr(), count, type, w->comm));
   });
@@ -306,9 +378,21 @@ std::shared_ptr<Work> MpiProcessGroup::DoAllGatherV(at::Tensor input) {
     }
     CheckedCount(total, "AllGatherV output");
     at::Tensor output = at::empty({total}, input.options());
-    const MPI_Datatype type = w->Type(input.scalar_type());
-    LOWBIT_MPI_CHECK(MPI_Allgatherv(input.data_ptr(), count, type, output.data_ptr(), counts.data(),
-                                    displs.data(), type, w->comm));
+    const int64_t element = input.element_size();
+    if (size > 1 && total * element >= kRingAllGatherMinBytes) {
+      std::vector<int64_t> bytes(size), offsets(size);
+      for (int r = 0; r < size; ++r) {
+        bytes[r] = int64_t{counts[r]} * element;
+        offsets[r] = int64_t{displs[r]} * element;
+      }
+      uint8_t* out = static_cast<uint8_t*>(output.data_ptr());
+      std::memcpy(out + offsets[w->rank], input.data_ptr(), static_cast<size_t>(bytes[w->rank]));
+      RingAllGather(w->comm, w->rank, size, out, bytes, offsets);
+    } else {
+      const MPI_Datatype type = w->Type(input.scalar_type());
+      LOWBIT_MPI_CHECK(MPI_Allgatherv(input.data_ptr(), count, type, output.data_ptr(), counts.data(),
+                                      displs.data(), type, w->comm));
+    }
     parts->clear();
     for (int i = 0; i < size; ++i) parts->push_back(output.narrow(0, displs[i], counts[i]));
   });

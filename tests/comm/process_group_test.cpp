@@ -105,6 +105,26 @@ TEST_F(ProcessGroupTest, AllGatherVariableSizes) {
   }
 }
 
+TEST_F(ProcessGroupTest, LargeAllGathersCarryEveryRanksBytes) {
+  // More than 1 MiB in all (the MPI group's ring), blocks of different sizes
+  // and an odd element size, and a fixed-size all-gather of floats.
+  auto block = [](int r) {
+    at::Tensor t = torch::arange(300007 + 13 * r, torch::kLong) * (r + 1);
+    return t.to(torch::kByte);
+  };
+  auto work = pg.AllGatherV(block(rank));
+  work->Wait();
+  std::vector<at::Tensor> parts = work->Result();
+  ASSERT_EQ(static_cast<int>(parts.size()), size);
+  for (int r = 0; r < size; ++r) EXPECT_TRUE(torch::equal(parts[r], block(r))) << r;
+  at::Tensor mine = torch::full({300001}, static_cast<float>(rank) + 0.5f);
+  at::Tensor all = torch::empty({300001 * size});
+  pg.AllGather(all, mine)->Wait();
+  for (int r = 0; r < size; ++r) {
+    EXPECT_TRUE(torch::equal(all.narrow(0, r * 300001, 300001), torch::full({300001}, r + 0.5f))) << r;
+  }
+}
+
 TEST_F(ProcessGroupTest, ReduceScatterSumAvgMax) {
   // Chunk c of rank r holds r * 10 + c.
   at::Tensor input = torch::empty({size * 3}, torch::kFloat);
