@@ -83,6 +83,19 @@ TEST_F(ProcessGroupTest, LargeFloatAllReduceSumAndMeanAreTheSameOnEveryRank) {
   at::Tensor all = torch::empty({size * n});
   pg.AllGather(all, sum)->Wait();
   for (int r = 0; r < size; ++r) EXPECT_TRUE(torch::equal(all.narrow(0, r * n, n), sum)) << "rank " << r;
+  // 16-bit floats: each addition in float, rounded once; the same on every rank.
+  for (auto dtype : {torch::kHalf, torch::kBFloat16}) {
+    at::Tensor h = mine.to(dtype);
+    pg.AllReduce(h, ReduceOp::kAvg)->Wait();
+    const double tol = dtype == torch::kHalf ? 1e-2 : 5e-2;
+    EXPECT_TRUE(torch::allclose(h.to(torch::kDouble), expected / size, tol, tol)) << dtype;
+    const at::Tensor bytes = h.view(torch::kByte);  // as bytes: Gloo gathers no bfloat16
+    at::Tensor hall = torch::empty({size * 2 * n}, torch::kByte);
+    pg.AllGather(hall, bytes)->Wait();
+    for (int r = 0; r < size; ++r) {
+      EXPECT_TRUE(torch::equal(hall.narrow(0, r * 2 * n, 2 * n), bytes)) << dtype << " rank " << r;
+    }
+  }
 }
 
 TEST_F(ProcessGroupTest, AllGather) {
