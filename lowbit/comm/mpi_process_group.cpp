@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <condition_variable>
 #include <deque>
@@ -75,6 +76,13 @@ struct MpiProcessGroup::Worker {
     LOWBIT_MPI_CHECK(MPI_Initialized(&initialised));
     int provided = MPI_THREAD_SINGLE;
     if (!initialised) {
+      // OpenMPI's TCP transport sends messages above 64 KiB by rendezvous:
+      // the receiver's go-ahead waits behind whatever fills the link's
+      // queue. Gradient blocks up to 4 MiB go eagerly instead (measured on
+      // scripts/netsim at 100 Mbit/s, 4 ranks, 3.2 MB: the ring 0.49 -> 0.41
+      // s, wire bound 0.39). A value the user set is kept.
+      setenv("OMPI_MCA_btl_tcp_eager_limit", "4194304", /*overwrite=*/0);
+      setenv("OMPI_MCA_btl_tcp_rndv_eager_limit", "4194304", /*overwrite=*/0);
       LOWBIT_MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided));
       we_initialised = true;
     } else {
