@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Benchmarks (JSON lines on stdout):
 #   kernels   compression kernels against a memory copy (one thread)
-#   hooks     every comm hook on a 25M-float gradient, 4 ranks on a simulated
-#             1 Gbit/s and 10 Gbit/s network (scripts/netsim; root only),
-#             against raw MPI_Allreduce in the same run
+#   hooks     every comm hook on a 25M-float gradient on shared memory (4
+#             ranks) and on a simulated network (scripts/netsim; root only):
+#             4 and 2 ranks at 1 Gbit/s, 4 at 10 Gbit/s, against raw
+#             MPI_Allreduce in the same run
 #   comm      allreduce and DDP step overhead on 2 and 4 local MPI ranks, and
 #             Gloo allreduce under torchrun (2 processes)
 #   adaptive  Fashion-MNIST on 4 ranks over a simulated 1 Gbit/s network
@@ -53,9 +54,10 @@ for part in "${parts[@]}"; do
       # Shared memory first: the hooks' compute alone, for reference.
       OMP_NUM_THREADS=1 "${LOWBIT_MPIRUN[@]}" -np 4 "$LOWBIT_BUILD/bench/hook_bench" \
         --floats "${LOWBIT_BENCH_FLOATS:-25000000}"
-      for rate in 1gbit 10gbit; do
-        OMP_NUM_THREADS=1 "$LOWBIT_ROOT/scripts/netsim" --ranks 4 --rate "$rate" -- \
-          "$LOWBIT_BUILD/bench/hook_bench" --floats "${LOWBIT_BENCH_FLOATS:-25000000}" --network "$rate" 2>&1 | grep -o '{.*}'
+      for run in 4:1gbit 2:1gbit 4:10gbit; do
+        OMP_NUM_THREADS=1 timeout 1200 "$LOWBIT_ROOT/scripts/netsim" --ranks "${run%%:*}" --rate "${run#*:}" -- \
+          "$LOWBIT_BUILD/bench/hook_bench" --floats "${LOWBIT_BENCH_FLOATS:-25000000}" --network "${run#*:}" 2>&1 |
+          grep -o '{.*}' || echo "{\"bench\":\"hook\",\"network\":\"${run#*:}\",\"ranks\":${run%%:*},\"status\":\"failed or timed out\"}"
       done ;;
     comm)
       for n in 2 4; do

@@ -39,6 +39,9 @@ ABSL_FLAG(std::string, optimizer, "adam",
           "onebit_lamb");
 ABSL_FLAG(std::string, data_dir, "/usr/share/datasets/fashion-mnist", "directory of the gzipped IDX files");
 ABSL_FLAG(int, max_train_examples, 0, "use only the first N training images (0: all); for quick runs");
+ABSL_FLAG(std::string, peer_check_dir, "",
+          "write the seeded model's parameters, the first batch and its loss to this folder and exit (what "
+          "bench/peers/fashion_ddp.py --check compares against)");
 ABSL_FLAG(std::string, sparsity, "",
           "sparse training of conv2, fc1 and fc2: 2:4_srste, 4:8_srste, 2:4_pgf, gmp90 (empty: dense)");
 
@@ -147,6 +150,33 @@ int Run(const Config& c) {
 
   torch::manual_seed(c.m.seed);
   Cnn model;
+  if (const std::string dir = absl::GetFlag(FLAGS_peer_check_dir); !dir.empty()) {
+    // The PyTorch peer's model check: parameters in named_parameters order
+    // (float32), their names and shapes, the first batch_size training images
+    // and labels, and the loss this model gives on them.
+    std::ofstream params(dir + "/params.bin", std::ios::binary), names(dir + "/names.txt");
+    int64_t total = 0;
+    for (const auto& item : model->named_parameters()) {
+      const at::Tensor p = item.value().contiguous();
+      params.write(static_cast<const char*>(p.data_ptr()), static_cast<std::streamsize>(p.numel() * 4));
+      names << item.key() << " ";
+      for (int64_t d = 0; d < p.dim(); ++d) names << (d ? "x" : "") << p.size(d);
+      names << "\n";
+      total += p.numel();
+    }
+    const at::Tensor x = data->train.images.narrow(0, 0, c.batch_size).contiguous();
+    const at::Tensor y = data->train.labels.narrow(0, 0, c.batch_size).contiguous();
+    std::ofstream(dir + "/images.bin", std::ios::binary)
+        .write(static_cast<const char*>(x.data_ptr()), static_cast<std::streamsize>(x.numel() * 4));
+    std::ofstream(dir + "/labels.bin", std::ios::binary)
+        .write(static_cast<const char*>(y.data_ptr()), static_cast<std::streamsize>(y.numel() * 8));
+    torch::NoGradGuard no_grad;
+    std::ofstream meta(dir + "/meta.json");
+    meta.precision(17);
+    meta << "{\"parameters\":" << total << ",\"batch\":" << c.batch_size << ",\"loss\":"
+         << torch::nn::functional::cross_entropy(model->forward(x), y).item<double>() << "}\n";
+    return params.good() && meta.good() ? 0 : 1;
+  }
   if (!c.m.qat.empty()) lowbit::qat::Prepare(*model, lowbit::qat::PresetConfig(c.m.qat));
   if (!c.m.qat.empty() && c.m.resume.empty()) {
     // Initial LSQ steps, PACT alphas and observer ranges from one batch that
