@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""lowbit against PyTorch DDP on the GPT example: step time per network and
-time to a target validation loss, in one run (scripts/bench.sh peers).
+"""lowbit against PyTorch DDP on the GPT example (or, with --model fashion,
+the Fashion-MNIST CNN): step time per network and time to a target
+validation loss (test accuracy), in one run (scripts/bench.sh peers).
 
 Systems: lowbit's examples/gpt with a comm hook or a 1-bit optimizer, and
 bench/peers/gpt_ddp.py (the same model, data and optimizer) under PyTorch's
@@ -24,6 +25,7 @@ import argparse
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +33,8 @@ import time
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 PY = "/usr/bin/python3"
-PEER = os.path.join(ROOT, "bench/peers/gpt_ddp.py")
+PEERS = {"gpt": os.path.join(ROOT, "bench/peers/gpt_ddp.py"),
+         "fashion": os.path.join(ROOT, "bench/peers/fashion_ddp.py")}
 # label -> (system, flags). 1-bit Adam's first --freeze_step steps exchange
 # fp32 gradients: its speed run starts compressing at once, and its time to
 # target counts those steps at lowbit_allreduce's step time (WARMUP).
@@ -56,14 +59,38 @@ def emit(row):
 
 
 def run(cmd, timeout, env=None):
-    """(status, stdout+stderr); status is ok, failed (exit code) or timeout."""
+    """(status, stdout+stderr); status is ok, failed (exit code) or timeout.
+
+    On a timeout the whole process group gets SIGTERM (scripts/netsim then
+    removes its namespaces and mpirun its daemons), and SIGKILL 10 s later.
+    """
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+                         errors="replace", start_new_session=True)
     try:
-        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, env=env,
-                           text=True, errors="replace", start_new_session=True)
-        return ("ok" if p.returncode == 0 else f"failed (exit {p.returncode})"), p.stdout
-    except subprocess.TimeoutExpired as e:
-        out = e.stdout or ""
-        return f"timeout ({timeout} s)", out if isinstance(out, str) else out.decode(errors="replace")
+        out, _ = p.communicate(timeout=timeout)
+        return ("ok" if p.returncode == 0 else f"failed (exit {p.returncode})"), out
+    except subprocess.TimeoutExpired:
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                out, _ = p.communicate(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                out = ""
+        return f"timeout ({timeout} s)", out or ""
+
+
+def run_speed(cmd, timeout, csv_path):
+    """A speed run, retried once when it wrote nothing: scripts/netsim's
+    launch sometimes never starts the ranks (an ORTE daemon missing)."""
+    status, log = run(cmd, timeout)
+    if status != "ok" and not read_csv(csv_path):
+        status2, log2 = run(cmd, timeout)
+        return status2 + f" (retried after: {status})", log2
+    return status, log
 
 
 def tail(log, lines=6):
@@ -83,21 +110,32 @@ def last_json(log, key):
 
 def command(a, label, network, steps, eval_interval, csv_path, port):
     system, flags = CONFIGS[label]
-    if steps != a.steps and label in WARMUP:  # a speed run: the compressed phase
+    if steps != quality_steps(a) and label in WARMUP:  # a speed run: the compressed phase
         flags = [f for f in flags]
         i = flags.index("--freeze_step")
         flags[i + 1] = WARMUP[label][2][1]
-    common = ["--preset", a.preset, "--steps", str(steps), "--eval_interval", str(eval_interval),
-              "--val_windows", str(a.val_windows), "--seed", str(a.seed)]
+    if a.model == "gpt":
+        common = ["--preset", a.preset, "--steps", str(steps), "--eval_interval", str(eval_interval),
+                  "--val_windows", str(a.val_windows), "--seed", str(a.seed)]
+        binary = [a.gpt, "--sample_chars", "0"]
+    else:  # steps: epochs for the quality pass, 0 for a speed run (one epoch of --speed_examples)
+        common = ["--seed", str(a.seed)] + (["--epochs", str(steps)] if steps else
+                                            ["--epochs", "1", "--max_train_examples", str(a.speed_examples)])
+        binary = [a.fashion]
     if system == "lowbit":
-        prog = [a.gpt, "--threads", "1", "--sample_chars", "0", "--metrics_csv", csv_path] + common + flags
+        prog = binary + ["--threads", "1", "--metrics_csv", csv_path] + common + flags
     else:
         addr, ifname = ("10.77.0.1", "eth0") if network != "shm" else ("127.0.0.1", "lo")
-        prog = [PY, PEER, "--metrics_csv", csv_path, "--master_addr", addr, "--ifname", ifname,
+        prog = [PY, PEERS[a.model], "--metrics_csv", csv_path, "--master_addr", addr, "--ifname", ifname,
                 "--master_port", str(port)] + common + flags
     if network == "shm":
         return ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(a.ranks)] + prog
     return [os.path.join(ROOT, "scripts/netsim"), "--ranks", str(a.ranks), "--rate", network, "--"] + prog
+
+
+def quality_steps(a):
+    """The quality pass's length: steps (gpt) or epochs (fashion)."""
+    return a.steps if a.model == "gpt" else a.epochs
 
 
 def read_csv(path):
@@ -110,21 +148,33 @@ def read_csv(path):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="gpt", choices=["gpt", "fashion"])
     p.add_argument("--gpt", default=os.path.join(ROOT, "build/examples/gpt/gpt"))
+    p.add_argument("--fashion", default=os.path.join(ROOT, "build/examples/fashion_mnist/fashion_mnist"))
+    p.add_argument("--epochs", type=int, default=3, help="--model fashion: the quality pass's epochs")
+    p.add_argument("--speed_examples", type=int, default=8192, help="--model fashion: examples of a speed run")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--ranks", type=int, default=4)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--steps", type=int, default=600, help="the quality pass's schedule")
     p.add_argument("--eval_interval", type=int, default=50)
     p.add_argument("--val_windows", type=int, default=512)
-    p.add_argument("--target", type=float, default=1.80, help="target validation loss (nats/char)")
+    p.add_argument("--target", type=float, default=None,
+                   help="target validation loss (gpt, default 1.80 nats/char) or test accuracy (fashion, default 0.88)")
     p.add_argument("--speed_steps", type=int, default=30)
     p.add_argument("--networks", default="shm,10gbit,1gbit,100mbit")
     p.add_argument("--configs", default=",".join(CONFIGS))
-    p.add_argument("--timeout", type=int, default=900, help="seconds per run")
+    p.add_argument("--timeout", type=int, default=900, help="seconds per quality run")
+    p.add_argument("--speed_timeout", type=int, default=240, help="seconds per speed run")
+    p.add_argument("--quality_from", default="", help="JSON lines of an earlier run: its quality rows are reused")
     p.add_argument("--skip_quality", action="store_true", help="speed pass only (time to target left out)")
+    p.add_argument("--port", type=int, default=29700, help="first rendezvous port of the PyTorch runs")
     p.add_argument("--work", default="", help="folder for the runs' CSVs (default: a temporary one)")
     a = p.parse_args()
+    if a.target is None:
+        a.target = 1.80 if a.model == "gpt" else 0.88
+    if a.model == "fashion" and a.configs == ",".join(CONFIGS):
+        a.configs = ",".join(c for c in CONFIGS if c not in WARMUP)
     labels = [c for c in a.configs.split(",") if c]
     for c in labels:
         if c not in CONFIGS:
@@ -136,20 +186,35 @@ def main():
     work = a.work or tempfile.mkdtemp(prefix="lowbit-peers.")
     os.makedirs(work, exist_ok=True)
     os.environ.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")
-    port = 29700
+    port = a.port
     quality = {}
+    if a.quality_from:  # an earlier run's quality rows (the speed pass alone is then repeated)
+        with open(a.quality_from) as f:
+            for line in f:
+                start = line.find("{")
+                row = json.loads(line[start:]) if start >= 0 else {}
+                if row.get("pass") == "quality" and row.get("config") in labels:
+                    quality[row["config"]] = row
+                    emit(row)
     if not a.skip_quality:
         for label in labels:
+            if label in quality:
+                continue
             port += 1
             path = os.path.join(work, f"quality-{label}.csv")
             t0 = time.time()
-            status, log = run(command(a, label, "shm", a.steps, a.eval_interval, path, port), a.timeout)
+            status, log = run(command(a, label, "shm", quality_steps(a), a.eval_interval, path, port), a.timeout)
             rows = read_csv(path)
-            reached = [int(r["step"]) for r in rows if float(r["val_loss"]) <= a.target]
-            q = {"bench": "peers", "pass": "quality", "config": label, "status": status,
-                 "steps_to_target": reached[0] if reached else None,
-                 "final_val_loss": float(rows[-1]["val_loss"]) if rows else None,
-                 "target": a.target, "steps": a.steps, "wall_seconds": round(time.time() - t0, 1)}
+            if a.model == "gpt":
+                reached = [int(r["step"]) for r in rows if float(r["val_loss"]) <= a.target]
+                final = float(rows[-1]["val_loss"]) if rows else None
+            else:
+                per_epoch = 60000 // (64 * a.ranks)
+                reached = [int(r["epoch"]) * per_epoch for r in rows if float(r["test_accuracy"]) >= a.target]
+                final = float(rows[-1]["test_accuracy"]) if rows else None
+            q = {"bench": "peers", "pass": "quality", "model": a.model, "config": label, "status": status,
+                 "steps_to_target": reached[0] if reached else None, "final": final,
+                 "target": a.target, "wall_seconds": round(time.time() - t0, 1)}
             if status != "ok":
                 q["log_tail"] = tail(log)
             quality[label] = q
@@ -159,8 +224,13 @@ def main():
     # once): one-rank lowbit processes side by side, as many as the ranks.
     procs = []
     for r in range(a.ranks):
-        cmd = [a.gpt, "--preset", a.preset, "--steps", str(a.speed_steps), "--eval_interval", str(a.speed_steps),
-               "--val_windows", "64", "--sample_chars", "0", "--threads", "1", "--seed", str(a.seed + r)]
+        if a.model == "gpt":
+            cmd = [a.gpt, "--preset", a.preset, "--steps", str(a.speed_steps), "--eval_interval",
+                   str(a.speed_steps), "--val_windows", "64", "--sample_chars", "0", "--threads", "1",
+                   "--seed", str(a.seed + r)]
+        else:
+            cmd = [a.fashion, "--epochs", "1", "--max_train_examples", str(a.speed_examples // a.ranks),
+                   "--threads", "1", "--seed", str(a.seed + r)]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                       env=dict(os.environ, LOWBIT_BACKEND="local")))
     compute = []
@@ -170,9 +240,11 @@ def main():
         except subprocess.TimeoutExpired:
             pr.kill()
             out = ""
-        j = last_json(out, '"example":"gpt"')
+        j = last_json(out, '"example":"')
         if j and j.get("tokens_per_second"):
             compute.append(j["batch_size"] * j["block_size"] * j["world_size"] / j["tokens_per_second"])
+        elif j and j.get("last_epoch_seconds_per_step"):
+            compute.append(j["last_epoch_seconds_per_step"])
     compute_row = {"bench": "peers", "pass": "speed", "network": "none", "config": "compute_only",
                    "status": "ok" if len(compute) == a.ranks else "failed",
                    "step_seconds": max(compute) if len(compute) == a.ranks else None}
@@ -182,9 +254,13 @@ def main():
         for label in labels:
             port += 1
             path = os.path.join(work, f"speed-{network}-{label}.csv")
-            status, log = run(command(a, label, network, a.speed_steps, a.speed_steps, path, port), a.timeout)
+            speed_steps = a.speed_steps if a.model == "gpt" else 0
+            status, log = run_speed(command(a, label, network, speed_steps, a.speed_steps, path, port),
+                                    a.speed_timeout, path)
             rows = read_csv(path)
-            step_seconds = float(rows[-1]["train_seconds"]) / int(rows[-1]["step"]) if rows and status == "ok" else None
+            done = (int(rows[-1]["step"]) if a.model == "gpt" else a.speed_examples // (64 * a.ranks)) if rows else 0
+            ok = status.startswith("ok")
+            step_seconds = float(rows[-1]["train_seconds"]) / done if rows and done and ok else None
             row = {"bench": "peers", "pass": "speed", "network": network, "config": label, "status": status,
                    "step_seconds": step_seconds}
             j = last_json(log, '"parameters"')
@@ -206,7 +282,7 @@ def main():
                                                    max(0, steps_needed - warm) * step_seconds)
                     else:
                         row["time_to_target_s"] = None  # its warm-up's step time is missing
-            if status != "ok":
+            if not ok:
                 row["log_tail"] = tail(log)
             speed[(network, label)] = row
             emit(row)
@@ -216,7 +292,7 @@ def main():
 def summarize(a, networks, labels, quality, speed):
     """Ratios against PyTorch DDP on the same network, and the Markdown table."""
     print(f"\n| network | config | step s | vs compute-only | steps to {a.target} | time to target s | "
-          f"PyTorch allreduce / this | best PyTorch hook / this | final val |")
+          f"PyTorch allreduce / this | best PyTorch hook / this | final {'val loss' if a.model == 'gpt' else 'accuracy'} |")
     print("|---|---|---|---|---|---|---|---|---|")
     for network in networks:
         compute = speed[(network, "compute_only")]["step_seconds"]
@@ -235,7 +311,7 @@ def summarize(a, networks, labels, quality, speed):
             cells = [network, label if r["status"] == "ok" else f"{label} ({r['status']})", fmt(s),
                      fmt(s / compute if s and compute else None), q.get("steps_to_target") or "not reached",
                      fmt(t), fmt(py_base / t if py_base and t else None), fmt(py_best / t if py_best and t else None),
-                     fmt(q.get("final_val_loss"))]
+                     fmt(q.get("final", q.get("final_val_loss")))]
             print("| " + " | ".join(str(c) for c in cells) + " |")
             if t:
                 emit({"bench": "peers", "pass": "ratio", "network": network, "config": label,

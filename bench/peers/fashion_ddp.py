@@ -99,6 +99,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_dir", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--max_train_examples", type=int, default=0, help="use only the first N (0: all)")
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=1)
@@ -137,7 +138,7 @@ def main():
                                             start_powerSGD_iter=2, use_error_feedback=True, warm_start=True)
         ddp.register_comm_hook(state, powerSGD_hook.powerSGD_hook)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
-    n = train_x.size(0)
+    n = train_x.size(0) if a.max_train_examples <= 0 else min(train_x.size(0), a.max_train_examples)
     steps = n // (a.batch_size * world)
     lead = rank == 0
     csv = open(a.metrics_csv, "w") if lead and a.metrics_csv else None
