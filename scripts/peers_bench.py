@@ -161,7 +161,7 @@ def main():
     p.add_argument("--val_windows", type=int, default=512)
     p.add_argument("--target", type=float, default=None,
                    help="target validation loss (gpt, default 1.80 nats/char) or test accuracy (fashion, default 0.88)")
-    p.add_argument("--speed_steps", type=int, default=30)
+    p.add_argument("--speed_steps", type=int, default=60)
     p.add_argument("--networks", default="shm,10gbit,1gbit,100mbit")
     p.add_argument("--configs", default=",".join(CONFIGS))
     p.add_argument("--timeout", type=int, default=900, help="seconds per quality run")
