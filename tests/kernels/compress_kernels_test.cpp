@@ -236,7 +236,7 @@ TEST(Quantize, CodesAreTheFormulaElementByElement) {
   for (auto [bits, levels] : {std::pair{8, 255}, std::pair{4, 15}, std::pair{2, 2}, std::pair{3, 7}}) {
     for (int64_t block : {256, 32, 40, 12}) {
       for (int64_t n : {int64_t{1}, int64_t{31}, int64_t{4099}}) {
-        for (int64_t index_base : {int64_t{0}, (int64_t{1} << 32) - 1000}) {
+        for (int64_t index_base : {int64_t{0}, int64_t{5}, (int64_t{1} << 32) - 1001}) {
           for (bool stochastic : {true, false}) {
             const QuantSpec spec = Spec(bits, levels, block, stochastic);
             at::Tensor x = torch::randn({n});

@@ -26,11 +26,22 @@ inline __m256i Hash32x8(__m256i x) {
   return _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
 }
 
-// RoundingNoiseWithSeed(seed, j .. j + 7).
-inline __m256 Noise(__m256i seed, uint32_t j) {
-  const __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(j)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-  const __m256i h = Hash32x8(_mm256_xor_si256(seed, _mm256_mullo_epi32(idx, _mm256_set1_epi32(static_cast<int>(0x9E3779B1u)))));
-  return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(h, 8)), _mm256_set1_ps(1.0f / 16777216.0f));
+// RoundingNoiseWithSeed(seed, j .. j + 15) for even j, in element order: one
+// hash per pair, its low half for the even element, its high half for the odd.
+inline void Noise16(__m256i seed, uint32_t j, __m256* first, __m256* second) {
+  const __m256i pair = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(j >> 1)),
+                                        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256i h =
+      Hash32x8(_mm256_xor_si256(seed, _mm256_mullo_epi32(pair, _mm256_set1_epi32(static_cast<int>(0x9E3779B1u)))));
+  const __m256i low = _mm256_and_si256(h, _mm256_set1_epi32(0xFFFF));
+  const __m256i high = _mm256_srli_epi32(h, 16);
+  // Interleave within 128-bit lanes: (l0 h0 l1 h1 | l4 h4 l5 h5), (l2 h2 l3 h3 | l6 h6 l7 h7),
+  // then put the halves in order.
+  const __m256i a = _mm256_unpacklo_epi32(low, high), b = _mm256_unpackhi_epi32(low, high);
+  const __m256i e0 = _mm256_permute2x128_si256(a, b, 0x20), e1 = _mm256_permute2x128_si256(a, b, 0x31);
+  const __m256 scale = _mm256_set1_ps(1.0f / 65536.0f);
+  *first = _mm256_mul_ps(_mm256_cvtepi32_ps(e0), scale);
+  *second = _mm256_mul_ps(_mm256_cvtepi32_ps(e1), scale);
 }
 
 }  // namespace
@@ -101,11 +112,21 @@ void QuantizeRunAvx2(const float* x, int64_t begin, int64_t len, float s, int bi
       seed_high = j0 >> 32;
       seed = _mm256_set1_epi32(static_cast<int>(RoundingSeed(key, j0)));
     }
+    __m256 u[4];
+    if (stochastic && (j0 & 1) == 0) {
+      Noise16(seed, static_cast<uint32_t>(j0), &u[0], &u[1]);
+      Noise16(seed, static_cast<uint32_t>(j0 + 16), &u[2], &u[3]);
+    } else if (stochastic) {  // an odd start: the pairs straddle the vectors
+      alignas(32) float noise[32];
+      for (int k = 0; k < 32; ++k) noise[k] = RoundingNoiseWithSeed(static_cast<uint32_t>(_mm256_extract_epi32(seed, 0)), j0 + k);
+      for (int v = 0; v < 4; ++v) u[v] = _mm256_load_ps(noise + 8 * v);
+    } else {
+      for (int v = 0; v < 4; ++v) u[v] = _mm256_set1_ps(0.5f);
+    }
     __m256i q[4];
     for (int v = 0; v < 4; ++v) {
       const __m256 xv = _mm256_loadu_ps(x + c + 8 * v);
-      const __m256 u = stochastic ? Noise(seed, static_cast<uint32_t>(j0 + 8 * v)) : _mm256_set1_ps(0.5f);
-      __m256 t = _mm256_add_ps(_mm256_mul_ps(_mm256_add_ps(_mm256_mul_ps(xv, inv), one), half), u);
+      __m256 t = _mm256_add_ps(_mm256_mul_ps(_mm256_add_ps(_mm256_mul_ps(xv, inv), one), half), u[v]);
       t = _mm256_min_ps(_mm256_max_ps(t, zero), top);  // NaN -> 0 (max returns its second operand)
       q[v] = _mm256_cvttps_epi32(t);
     }

@@ -35,11 +35,11 @@ LOWBIT_HOST_DEVICE float Uniform(uint64_t key, int64_t i) {
 // because it needs only 32-bit multiplies, which SIMD units have (8 lanes per
 // AVX2 instruction), while SplitMix64's 64-bit ones are scalar on x86. Hash32
 // is Wellons' "lowbias32" integer hash (a bijection on 32 bits; see
-// nullprogram.com/blog/2018/07/31). Element i's noise is
-//   Hash32(RoundingSeed(key, i) ^ (low 32 bits of i) * 0x9E3779B1) >> 8, / 2^24,
-// so for one key and 2^32 consecutive indices no two elements hash alike,
-// and two keys' streams are not shifts of each other (the seed is xored with
-// a multiplicative sequence, then mixed). The CPU SIMD loops
+// nullprogram.com/blog/2018/07/31). Element i's noise is half of
+//   Hash32(RoundingSeed(key, i) ^ (low 32 bits of i) / 2 * 0x9E3779B1), / 2^16
+// (see RoundingNoiseWithSeed), so for one key and 2^32 consecutive indices no
+// two pairs hash alike, and two keys' streams are not shifts of each other
+// (the seed is xored with a multiplicative sequence, then mixed). The CPU SIMD loops
 // (kernels/cpu/compress_avx2.cpp) compute exactly this.
 LOWBIT_HOST_DEVICE uint32_t Hash32(uint32_t x) {
   x ^= x >> 16;
@@ -56,11 +56,16 @@ LOWBIT_HOST_DEVICE uint32_t RoundingSeed(uint64_t key, int64_t i) {
   return static_cast<uint32_t>(z ^ (z >> 32));
 }
 
+// One hash serves two neighbouring elements: element i takes 16 bits of
+// Hash32(seed ^ (i / 2) * 0x9E3779B1), the low half for even i, the high
+// half for odd i. 16 bits of noise bias stochastic rounding by at most 2^-17
+// of a step.
 LOWBIT_HOST_DEVICE float RoundingNoiseWithSeed(uint32_t seed, int64_t i) {
-  return static_cast<float>(Hash32(seed ^ (static_cast<uint32_t>(i) * 0x9E3779B1u)) >> 8) * (1.0f / 16777216.0f);
+  const uint32_t h = Hash32(seed ^ ((static_cast<uint32_t>(i) >> 1) * 0x9E3779B1u));
+  return static_cast<float>((i & 1) ? (h >> 16) : (h & 0xFFFFu)) * (1.0f / 65536.0f);
 }
 
-// Uniform in [0, 1) with 24 random bits, for stochastic rounding.
+// Uniform in [0, 1) with 16 random bits, for stochastic rounding.
 LOWBIT_HOST_DEVICE float RoundingNoise(uint64_t key, int64_t i) {
   return RoundingNoiseWithSeed(RoundingSeed(key, i), i);
 }
