@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ddp_common import add_ddp_flags, init_ddp
+
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST's training-set statistics, as examples/common/idx_reader.cpp
 
 
@@ -104,11 +106,7 @@ def main():
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--hook", default="allreduce", choices=["allreduce", "fp16", "powersgd"])
-    p.add_argument("--powersgd_rank", type=int, default=4)
-    p.add_argument("--master_addr", default="127.0.0.1")
-    p.add_argument("--master_port", type=int, default=29534)
-    p.add_argument("--ifname", default="")
+    add_ddp_flags(p, 29534)
     p.add_argument("--metrics_csv", default="")
     p.add_argument("--check", default="")
     a = p.parse_args()
@@ -116,27 +114,12 @@ def main():
     if a.check:
         return check(a)
     import torch.distributed as dist
-    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
-    from torch.nn.parallel import DistributedDataParallel
 
-    env = os.environ
-    rank = int(env.get("OMPI_COMM_WORLD_RANK", env.get("RANK", "0")))
-    world = int(env.get("OMPI_COMM_WORLD_SIZE", env.get("WORLD_SIZE", "1")))
-    if a.ifname:
-        os.environ["GLOO_SOCKET_IFNAME"] = a.ifname
-    dist.init_process_group("gloo", init_method=f"tcp://{a.master_addr}:{a.master_port}", rank=rank,
-                            world_size=world)
     train_x, train_y = load(a.data_dir, "train")
     test_x, test_y = load(a.data_dir, "t10k")
     torch.manual_seed(a.seed)
     model = Cnn()
-    ddp = DistributedDataParallel(model)
-    if a.hook == "fp16":
-        ddp.register_comm_hook(None, default_hooks.fp16_compress_hook)
-    elif a.hook == "powersgd":
-        state = powerSGD_hook.PowerSGDState(process_group=None, matrix_approximation_rank=a.powersgd_rank,
-                                            start_powerSGD_iter=2, use_error_feedback=True, warm_start=True)
-        ddp.register_comm_hook(state, powerSGD_hook.powerSGD_hook)
+    ddp, rank, world = init_ddp(a, model)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     n = train_x.size(0) if a.max_train_examples <= 0 else min(train_x.size(0), a.max_train_examples)
     steps = n // (a.batch_size * world)

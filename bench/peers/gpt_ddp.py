@@ -36,6 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ddp_common import add_ddp_flags, init_ddp
+
 MASK64 = (1 << 64) - 1
 PRESETS = {"tiny": dict(n_layer=4, n_head=4, n_embd=128, block_size=64),
            "small": dict(n_layer=6, n_head=6, n_embd=384, block_size=128)}
@@ -203,13 +205,8 @@ def main():
     p.add_argument("--val_windows", type=int, default=512)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--hook", default="allreduce", choices=["allreduce", "fp16", "powersgd"])
-    p.add_argument("--powersgd_rank", type=int, default=4)
-    p.add_argument("--powersgd_start_iter", type=int, default=2)
     p.add_argument("--bucket_cap_mb", type=float, default=25)
-    p.add_argument("--master_addr", default="127.0.0.1")
-    p.add_argument("--master_port", type=int, default=29533)
-    p.add_argument("--ifname", default="", help="Gloo's interface (netsim: eth0; default: Gloo's choice)")
+    add_ddp_flags(p, 29533)
     p.add_argument("--metrics_csv", default="")
     p.add_argument("--check", default="", help="compare with lowbit's dump in this folder and exit")
     a = p.parse_args()
@@ -218,28 +215,12 @@ def main():
         return check(a)
 
     import torch.distributed as dist
-    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
-    from torch.nn.parallel import DistributedDataParallel
 
-    env = os.environ
-    rank = int(env.get("OMPI_COMM_WORLD_RANK", env.get("RANK", "0")))
-    world = int(env.get("OMPI_COMM_WORLD_SIZE", env.get("WORLD_SIZE", "1")))
-    if a.ifname:
-        os.environ["GLOO_SOCKET_IFNAME"] = a.ifname
-    dist.init_process_group("gloo", init_method=f"tcp://{a.master_addr}:{a.master_port}", rank=rank,
-                            world_size=world)
     corpus = Corpus(a.corpus)
     c = dict(PRESETS[a.preset], vocab_size=len(corpus.vocab))
     torch.manual_seed(a.seed)
     model = Gpt(c)
-    ddp = DistributedDataParallel(model, bucket_cap_mb=a.bucket_cap_mb)
-    if a.hook == "fp16":
-        ddp.register_comm_hook(None, default_hooks.fp16_compress_hook)
-    elif a.hook == "powersgd":
-        state = powerSGD_hook.PowerSGDState(process_group=None, matrix_approximation_rank=a.powersgd_rank,
-                                            start_powerSGD_iter=a.powersgd_start_iter, use_error_feedback=True,
-                                            warm_start=True, random_seed=a.seed)
-        ddp.register_comm_hook(state, powerSGD_hook.powerSGD_hook)
+    ddp, rank, world = init_ddp(a, model, bucket_cap_mb=a.bucket_cap_mb)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.weight_decay},

@@ -1,5 +1,6 @@
 #include "examples/common/methods.h"
 
+#include <fstream>
 #include <algorithm>
 #include <iomanip>
 #include <iostream>
@@ -321,6 +322,21 @@ double WeightSparsity(torch::nn::Module& model) {
     total += p.value().numel();
   }
   return total > 0 ? static_cast<double>(zeros) / static_cast<double>(total) : 0.0;
+}
+
+int64_t WriteParametersForPeer(torch::nn::Module& model, const std::string& dir) {
+  std::ofstream params(dir + "/params.bin", std::ios::binary), names(dir + "/names.txt");
+  int64_t total = 0;
+  for (const auto& item : model.named_parameters()) {
+    const at::Tensor p = item.value().contiguous();
+    params.write(static_cast<const char*>(p.data_ptr()), static_cast<std::streamsize>(p.numel() * 4));
+    names << item.key() << " ";
+    for (int64_t d = 0; d < p.dim(); ++d) names << (d ? "x" : "") << p.size(d);
+    names << "\n";
+    total += p.numel();
+  }
+  TORCH_CHECK(params.good() && names.good(), "cannot write the parameters to ", dir);
+  return total;
 }
 
 std::string ParamChecksum(torch::nn::Module& model) {

@@ -116,6 +116,10 @@ bool IsKnownSparsity(const std::string& mode);
 double WeightSparsity(torch::nn::Module& model);
 // FNV-1a over every parameter's bytes, in registration order, as 16 hex digits.
 std::string ParamChecksum(torch::nn::Module& model);
+// For the PyTorch peers' model check (bench/peers): writes DIR/params.bin
+// (every parameter as float32, in named_parameters order) and DIR/names.txt
+// (a line "name d0xd1x..." each); returns the parameter count.
+int64_t WriteParametersForPeer(torch::nn::Module& model, const std::string& dir);
 // The adaptive hooks' per-layer settings ("name=value;..."), else empty.
 std::string LayerChoices(comm::DistributedDataParallel& ddp);
 // 8-bit optimizers: state bytes per parameter element (fp32 Adam: 8), else 0.

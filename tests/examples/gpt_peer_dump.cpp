@@ -9,6 +9,7 @@
 
 #include <torch/torch.h>
 
+#include "examples/common/methods.h"
 #include "examples/gpt/model.h"
 #include "examples/gpt/text_data.h"
 
@@ -37,17 +38,7 @@ int main(int argc, char** argv) {
       if (p.dim() >= 2) p.mul_(20.0);
     }
   }
-  std::ofstream params(dir + "/params.bin", std::ios::binary);
-  std::ofstream names(dir + "/names.txt");
-  int64_t total = 0;
-  for (const auto& item : model->named_parameters()) {
-    const at::Tensor p = item.value().contiguous();
-    params.write(static_cast<const char*>(p.data_ptr()), static_cast<std::streamsize>(p.numel() * 4));
-    names << item.key() << " ";
-    for (int64_t d = 0; d < p.dim(); ++d) names << (d ? "x" : "") << p.size(d);
-    names << "\n";
-    total += p.numel();
-  }
+  const int64_t total = lowbit::examples::WriteParametersForPeer(*model, dir);
   const int64_t batch = 8, seed = 3, step = 5;
   const at::Tensor w = gpt::TrainWindows(*corpus, batch, config.block_size, seed, /*rank=*/0, step).contiguous();
   std::ofstream(dir + "/batch.bin", std::ios::binary)
@@ -60,5 +51,5 @@ int main(int argc, char** argv) {
   meta << "{\"preset\":\"" << argv[2] << "\",\"parameters\":" << total << ",\"batch\":" << batch
        << ",\"seed\":" << seed << ",\"step\":" << step << ",\"loss\":" << loss << "}\n";
   std::cout << "gpt_peer_dump: " << total << " parameters, loss " << loss << "\n";
-  return params.good() && meta.good() ? 0 : 1;
+  return meta.good() ? 0 : 1;
 }

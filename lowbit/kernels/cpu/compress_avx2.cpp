@@ -46,12 +46,19 @@ inline void Noise16(__m256i seed, uint32_t j, __m256* first, __m256* second) {
 
 }  // namespace
 
-float AbsMaxAvx2(const float* x, int64_t len) {
+namespace {
+
+// max |v| and the lane sums of |v| or v^2 over v = g (+ e): with kStore, v
+// is also written to x (error feedback's x = g + e); without, v is g.
+template <bool kStore>
+float AbsMaxRun(const float* g, const float* e, float* x, int64_t len) {
   __m256 m = _mm256_setzero_ps();
   __m256 nan = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 8 <= len; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + i);
+    __m256 v = _mm256_loadu_ps(g + i);
+    if (e != nullptr) v = _mm256_add_ps(v, _mm256_loadu_ps(e + i));
+    if (kStore) _mm256_storeu_ps(x + i, v);
     m = _mm256_max_ps(m, Abs(v));
     nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
   }
@@ -61,29 +68,47 @@ float AbsMaxAvx2(const float* x, int64_t len) {
   for (float l : lanes) r = l > r ? l : r;
   bool any_nan = _mm256_movemask_ps(nan) != 0;
   for (; i < len; ++i) {
-    const float a = x[i] < 0.0f ? -x[i] : x[i];
+    const float v = e != nullptr ? g[i] + e[i] : g[i];
+    if (kStore) x[i] = v;
+    const float a = v < 0.0f ? -v : v;
     r = a > r ? a : r;
-    any_nan |= x[i] != x[i];
+    any_nan |= v != v;
   }
   return any_nan ? __builtin_nanf("") : r;
 }
 
-void LaneSumsAvx2(const float* x, int64_t len, int p, float lanes[8]) {
+template <bool kStore>
+void LaneSumsRun(const float* g, const float* e, float* x, int64_t len, int p, float lanes[8]) {
   __m256 acc = _mm256_setzero_ps();
   const int64_t full = len / 8 * 8;
-  if (p == 1) {
-    for (int64_t i = 0; i < full; i += 8) acc = _mm256_add_ps(acc, Abs(_mm256_loadu_ps(x + i)));
-  } else {
-    for (int64_t i = 0; i < full; i += 8) {
-      const __m256 v = _mm256_loadu_ps(x + i);
-      acc = _mm256_add_ps(acc, _mm256_mul_ps(v, v));
-    }
+  for (int64_t i = 0; i < full; i += 8) {
+    __m256 v = _mm256_loadu_ps(g + i);
+    if (e != nullptr) v = _mm256_add_ps(v, _mm256_loadu_ps(e + i));
+    if (kStore) _mm256_storeu_ps(x + i, v);
+    acc = _mm256_add_ps(acc, p == 1 ? Abs(v) : _mm256_mul_ps(v, v));
   }
   _mm256_storeu_ps(lanes, acc);
   for (int64_t i = full; i < len; ++i) {
-    const float v = x[i];
+    const float v = e != nullptr ? g[i] + e[i] : g[i];
+    if (kStore) x[i] = v;
     lanes[i % 8] += p == 1 ? (v < 0.0f ? -v : v) : v * v;
   }
+}
+
+}  // namespace
+
+float AbsMaxAvx2(const float* x, int64_t len) { return AbsMaxRun<false>(x, nullptr, nullptr, len); }
+
+float AddAbsMaxAvx2(const float* g, const float* e, float* x, int64_t len) {
+  return AbsMaxRun<true>(g, e, x, len);
+}
+
+void LaneSumsAvx2(const float* x, int64_t len, int p, float lanes[8]) {
+  LaneSumsRun<false>(x, nullptr, nullptr, len, p, lanes);
+}
+
+void AddLaneSumsAvx2(const float* g, const float* e, float* x, int64_t len, int p, float lanes[8]) {
+  LaneSumsRun<true>(g, e, x, len, p, lanes);
 }
 
 void QuantizeRunAvx2(const float* x, int64_t begin, int64_t len, float s, int bits, int levels, bool stochastic,
@@ -163,48 +188,6 @@ void DequantizeRunAvx2(const uint8_t* codes, int64_t begin, int64_t len, float s
     }
     emit(bytes, out + c);
     emit(_mm_srli_si128(bytes, 8), out + c + 8);
-  }
-}
-
-float AddAbsMaxAvx2(const float* g, const float* e, float* x, int64_t len) {
-  __m256 m = _mm256_setzero_ps();
-  __m256 nan = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= len; i += 8) {
-    __m256 v = _mm256_loadu_ps(g + i);
-    if (e != nullptr) v = _mm256_add_ps(v, _mm256_loadu_ps(e + i));
-    _mm256_storeu_ps(x + i, v);
-    m = _mm256_max_ps(m, Abs(v));
-    nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-  }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, m);
-  float r = 0.0f;
-  for (float l : lanes) r = l > r ? l : r;
-  bool any_nan = _mm256_movemask_ps(nan) != 0;
-  for (; i < len; ++i) {
-    x[i] = e != nullptr ? g[i] + e[i] : g[i];
-    const float a = x[i] < 0.0f ? -x[i] : x[i];
-    r = a > r ? a : r;
-    any_nan |= x[i] != x[i];
-  }
-  return any_nan ? __builtin_nanf("") : r;
-}
-
-void AddLaneSumsAvx2(const float* g, const float* e, float* x, int64_t len, int p, float lanes[8]) {
-  __m256 acc = _mm256_setzero_ps();
-  const int64_t full = len / 8 * 8;
-  for (int64_t i = 0; i < full; i += 8) {
-    __m256 v = _mm256_loadu_ps(g + i);
-    if (e != nullptr) v = _mm256_add_ps(v, _mm256_loadu_ps(e + i));
-    _mm256_storeu_ps(x + i, v);
-    acc = _mm256_add_ps(acc, p == 1 ? Abs(v) : _mm256_mul_ps(v, v));
-  }
-  _mm256_storeu_ps(lanes, acc);
-  for (int64_t i = full; i < len; ++i) {
-    const float v = e != nullptr ? g[i] + e[i] : g[i];
-    x[i] = v;
-    lanes[i % 8] += p == 1 ? (v < 0.0f ? -v : v) : v * v;
   }
 }
 
