@@ -237,6 +237,8 @@ int Run(Config c) {
 
   double train_seconds = 0, interval_seconds = 0, interval_loss = 0, train_loss = 0, val_loss = 0;
   double flip_sum = 0;
+  // Where the step time goes (summed over this run's steps, this rank).
+  double backward_seconds = 0, launch_seconds = 0, wait_seconds = 0;
   int64_t flip_steps = 0, interval_steps = 0, dense_bytes = 0;
   const auto t_start = std::chrono::steady_clock::now();
   std::vector<at::Tensor> all_params = model->parameters();
@@ -248,7 +250,11 @@ int Run(Config c) {
     const int64_t sent_before = pg->Traffic().bytes_sent;
     opt->zero_grad();
     const at::Tensor loss = model->Loss(w.narrow(1, 0, c.model.block_size), w.narrow(1, 1, c.model.block_size));
+    const auto t_backward = std::chrono::steady_clock::now();
     loss.backward();
+    backward_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_backward).count();
+    launch_seconds += ddp.LastStepStats().launch_seconds;
+    wait_seconds += ddp.LastStepStats().wait_seconds;
     if (ddp.LastStepStats().nonfinite) {
       ++skipped_steps;  // some rank's gradients were NaN/Inf: skip, as AMP's GradScaler does
     } else {
@@ -311,6 +317,7 @@ int Run(Config c) {
   }
   if (lead) {
     const int64_t steps_done = std::max<int64_t>(step, 1);
+    const double steps_run = static_cast<double>(std::max<int64_t>(run_steps, 1));
     std::cout << std::setprecision(6) << std::defaultfloat;
     std::cout << "{\"example\":\"gpt\",\"val_loss\":" << val_loss << ",\"val_bpc\":" << val_loss / std::log(2.0)
               << ",\"train_loss\":" << train_loss << ",\"steps\":" << step << ",\"world_size\":" << world
@@ -321,7 +328,9 @@ int Run(Config c) {
               << c.model.n_embd << ",\"block_size\":" << c.model.block_size << ",\"batch_size\":" << c.batch_size
               << ",\"seed\":" << c.m.seed << ",\"threads\":" << c.m.threads << ",\"tokens_per_second\":"
               << (train_seconds > 0 ? static_cast<double>(tokens_per_step * run_steps) / train_seconds : 0.0)
-              << ",\"seconds\":" << seconds << ",\"bytes_sent_per_step\":" << bytes_sent / steps_done
+              << ",\"seconds\":" << seconds << ",\"backward_seconds_per_step\":" << backward_seconds / steps_run
+              << ",\"hook_launch_seconds_per_step\":" << launch_seconds / steps_run
+              << ",\"comm_wait_seconds_per_step\":" << wait_seconds / steps_run << ",\"bytes_sent_per_step\":" << bytes_sent / steps_done
               << ",\"dense_bytes_per_step\":" << dense_bytes << ",\"compression_ratio\":"
               << static_cast<double>(dense_bytes) / static_cast<double>(std::max<int64_t>(1, bytes_sent / steps_done))
               << ",\"skipped_steps\":" << skipped_steps << ",\"hook_config\":\"" << ddp.comm_hook().Config()

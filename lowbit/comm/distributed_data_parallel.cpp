@@ -88,6 +88,7 @@ struct DistributedDataParallel::Impl : std::enable_shared_from_this<Impl> {
   bool step_active = false;
   uint64_t step_id = 0;
   size_t next_to_launch = 0;
+  double launch_seconds = 0.0;  // this step's time in RunHook
   TrafficCounters traffic_at_start;
   DdpStepStats last;
 
@@ -193,7 +194,9 @@ struct DistributedDataParallel::Impl : std::enable_shared_from_this<Impl> {
   void LaunchReadyBuckets() {
     while (next_to_launch < buckets.size() && buckets[next_to_launch].pending == 0) {
       Bucket& bucket = buckets[next_to_launch++];
+      const Clock::time_point start = Clock::now();
       bucket.work = hook->RunHook(bucket.grad_bucket);
+      launch_seconds += Seconds(start);
     }
   }
 
@@ -229,6 +232,7 @@ struct DistributedDataParallel::Impl : std::enable_shared_from_this<Impl> {
       throw;
     }
     stats.wait_seconds = Seconds(start);
+    stats.launch_seconds = launch_seconds;
     stats.buckets = static_cast<int>(buckets.size());
     const TrafficCounters now = pg->Traffic();
     stats.bytes_sent = now.bytes_sent - traffic_at_start.bytes_sent;
@@ -262,6 +266,7 @@ struct DistributedDataParallel::Impl : std::enable_shared_from_this<Impl> {
       bucket.work.reset();
     }
     next_to_launch = 0;
+    launch_seconds = 0.0;
     step_active = false;
   }
 
