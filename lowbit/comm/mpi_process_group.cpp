@@ -64,7 +64,8 @@ struct MpiProcessGroup::Worker {
   MPI_Comm comm = MPI_COMM_NULL;
   int rank = 0;
   int size = 1;
-  bool one_node = true;  // every rank shares memory with every other
+  Hosts hosts = Hosts::kDetect;  // the setting (ProcessGroupOptions::hosts)
+  bool one_node = true;          // every rank shares memory with every other
   MPI_Datatype half = MPI_DATATYPE_NULL;
   MPI_Datatype bf16 = MPI_DATATYPE_NULL;
   MPI_Op half_ops[3] = {MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL};  // sum, min, max
@@ -107,9 +108,15 @@ struct MpiProcessGroup::Worker {
     int local_size = 0;
     LOWBIT_MPI_CHECK(MPI_Comm_size(local, &local_size));
     LOWBIT_MPI_CHECK(MPI_Comm_free(&local));
-    int all_local = local_size == size ? 1 : 0;
-    LOWBIT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &all_local, 1, MPI_INT, MPI_MIN, comm));
-    one_node = all_local == 1;
+    // {all local, the hosts setting, minus it}: the minimum of each says
+    // whether every rank is local and whether the settings agree, which they
+    // must, since they choose the algorithms every rank runs.
+    int agreed[3] = {local_size == size ? 1 : 0, static_cast<int>(hosts), -static_cast<int>(hosts)};
+    LOWBIT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, agreed, 3, MPI_INT, MPI_MIN, comm));
+    TORCH_CHECK(agreed[1] == -agreed[2], "MpiProcessGroup: ProcessGroupOptions::hosts (LOWBIT_HOSTS) differs across ",
+                "ranks: this rank has '", ToString(hosts), "', the ranks' settings range from '",
+                ToString(static_cast<Hosts>(agreed[1])), "' to '", ToString(static_cast<Hosts>(-agreed[2])), "'");
+    one_node = hosts == Hosts::kDetect ? agreed[0] == 1 : hosts == Hosts::kOne;
     LOWBIT_MPI_CHECK(MPI_Type_contiguous(2, MPI_BYTE, &half));
     LOWBIT_MPI_CHECK(MPI_Type_commit(&half));
     LOWBIT_MPI_CHECK(MPI_Type_contiguous(2, MPI_BYTE, &bf16));
@@ -196,6 +203,7 @@ struct MpiProcessGroup::Worker {
 
 MpiProcessGroup::MpiProcessGroup(ProcessGroupOptions options)
     : ProcessGroup(options), worker_(std::make_shared<Worker>()) {
+  worker_->hosts = options.hosts;
   std::shared_ptr<Worker> worker = worker_;
   worker_->thread = std::thread([worker] { worker->Loop(); });
   std::unique_lock<std::mutex> lock(worker_->mu);

@@ -1,6 +1,7 @@
 #include "lowbit/comm/process_group.h"
 
 #include <ATen/ATen.h>
+#include <absl/strings/str_cat.h>
 
 namespace lowbit::comm {
 
@@ -12,6 +13,22 @@ std::string ToString(ReduceOp op) {
     case ReduceOp::kMax: return "max";
   }
   return "unknown";
+}
+
+std::string ToString(Hosts hosts) {
+  switch (hosts) {
+    case Hosts::kDetect: return "detect";
+    case Hosts::kOne: return "one";
+    case Hosts::kMany: return "many";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<Hosts> ParseHosts(const std::string& name) {
+  for (Hosts h : {Hosts::kDetect, Hosts::kOne, Hosts::kMany}) {
+    if (name == ToString(h)) return h;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("hosts must be detect, one or many, got '", name, "'"));
 }
 
 namespace {

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+#include <absl/status/statusor.h>
 
 #include "lowbit/comm/work.h"
 
@@ -32,9 +33,19 @@ namespace lowbit::comm {
 enum class ReduceOp { kSum, kAvg, kMin, kMax };
 std::string ToString(ReduceOp op);
 
+// Where the ranks run, for the MPI group's choice of algorithms (one host:
+// shared memory, where copies are cheap; many hosts: a network, where bytes on
+// the wire count). kDetect asks MPI which ranks share memory; the others
+// override it, e.g. for containers on one machine that talk over a network.
+enum class Hosts { kDetect, kOne, kMany };
+// "detect", "one", "many"; ParseHosts is its inverse and names the value it refused.
+std::string ToString(Hosts hosts);
+absl::StatusOr<Hosts> ParseHosts(const std::string& name);
+
 struct ProcessGroupOptions {
   // How long Wait() waits for one collective before it throws.
   std::chrono::milliseconds timeout = std::chrono::minutes(5);
+  Hosts hosts = Hosts::kDetect;
 };
 
 // Payload bytes this rank handed to and received from its peers, counted by

@@ -72,6 +72,7 @@ absl::Status Validate(const LaunchInfo& info, const std::string& rank_var, const
 absl::Status ReadCommon(const Environment& env, LaunchInfo& info) {
   info.gloo_interface = GetString(env, "GLOO_SOCKET_IFNAME").value_or("");
   info.backend = GetString(env, "LOWBIT_BACKEND").value_or("");
+  info.hosts = GetString(env, "LOWBIT_HOSTS").value_or("");
   absl::StatusOr<std::optional<double>> timeout = GetDouble(env, "LOWBIT_TIMEOUT_S");
   if (!timeout.ok()) return timeout.status();
   if (timeout->has_value()) {

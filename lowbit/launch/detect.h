@@ -36,6 +36,8 @@ struct LaunchInfo {
   std::string gloo_interface;
   // LOWBIT_BACKEND (auto, mpi, gloo, nccl, local), when set.
   std::string backend;
+  // LOWBIT_HOSTS (detect, one, many), when set: see comm::Hosts.
+  std::string hosts;
   // LOWBIT_TIMEOUT_S, when set: the collective timeout.
   std::chrono::milliseconds timeout{0};
   // LOWBIT_KEEP_FREED_MEMORY (0 or 1, default 1): see launch::KeepFreedMemory.

@@ -121,6 +121,11 @@ absl::StatusOr<std::shared_ptr<comm::ProcessGroup>> InitProcessGroup(const Launc
     backend = *parsed;
   }
   comm::ProcessGroupOptions pg_options;
+  if (!info.hosts.empty()) {
+    absl::StatusOr<comm::Hosts> hosts = comm::ParseHosts(info.hosts);
+    if (!hosts.ok()) return absl::InvalidArgumentError(absl::StrCat("LOWBIT_HOSTS: ", hosts.status().message()));
+    pg_options.hosts = *hosts;
+  }
   if (options.timeout.count() > 0) {
     pg_options.timeout = options.timeout;
   } else if (info.timeout.count() > 0) {

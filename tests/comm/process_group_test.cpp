@@ -98,6 +98,26 @@ TEST_F(ProcessGroupTest, LargeFloatAllReduceSumAndMeanAreTheSameOnEveryRank) {
   }
 }
 
+TEST_F(ProcessGroupTest, MidSizeAllReducesAreExactAndTheSameOnEveryRank) {
+  // Sizes around the MPI group's ring thresholds (2^12 elements per rank
+  // across hosts, 2^16 on one host; tests/comm/CMakeLists.txt runs this
+  // binary with LOWBIT_HOSTS=many too): integer-valued floats, so every
+  // order of addition gives the exact sum, and every rank the same bits.
+  for (int64_t per_rank : {int64_t{1} << 12, (int64_t{1} << 12) + 1, int64_t{3} << 12}) {
+    const int64_t n = per_rank * size - 1 + size;  // uneven blocks
+    at::Tensor x = torch::arange(n, torch::kFloat).remainder(97) * (rank + 1);
+    at::Tensor expected = torch::arange(n, torch::kFloat).remainder(97) * (size * (size + 1) / 2);
+    at::Tensor mean = x.clone();
+    pg.AllReduce(x, ReduceOp::kSum)->Wait();
+    EXPECT_TRUE(torch::equal(x, expected)) << n;
+    pg.AllReduce(mean, ReduceOp::kAvg)->Wait();
+    EXPECT_TRUE(torch::allclose(mean, expected / size)) << n;
+    at::Tensor all = torch::empty({size * n});
+    pg.AllGather(all, mean)->Wait();
+    for (int r = 0; r < size; ++r) EXPECT_TRUE(torch::equal(all.narrow(0, r * n, n), mean)) << n << " rank " << r;
+  }
+}
+
 TEST_F(ProcessGroupTest, AllGather) {
   at::Tensor input = torch::arange(6, torch::kInt) + 1000 * rank;
   at::Tensor output = torch::empty({6 * size}, torch::kInt);

@@ -116,6 +116,19 @@ TEST(InitProcessGroup, UnknownBackendNamesTheValue) {
   EXPECT_NE(backend.status().message().find("'infiniband'"), std::string::npos);
 }
 
+TEST(InitProcessGroup, BadHostsSettingNamesVariableAndValue) {
+  EXPECT_EQ(DetectOk({{"LOWBIT_HOSTS", "many"}}).hosts, "many");
+  LaunchInfo info;
+  info.hosts = "several";
+  auto pg = InitProcessGroup(info, InitOptions{});
+  ASSERT_FALSE(pg.ok());
+  EXPECT_NE(pg.status().message().find("LOWBIT_HOSTS"), std::string::npos) << pg.status();
+  EXPECT_NE(pg.status().message().find("'several'"), std::string::npos) << pg.status();
+  for (auto h : {comm::Hosts::kDetect, comm::Hosts::kOne, comm::Hosts::kMany}) {
+    EXPECT_EQ(*comm::ParseHosts(comm::ToString(h)), h);
+  }
+}
+
 TEST(InitProcessGroup, LocalRefusesSeveralRanks) {
   LaunchInfo info;
   info.launcher = Launcher::kOpenMpi;
