@@ -49,8 +49,13 @@ CONFIGS = {
     "lowbit_onebit": ("lowbit", ["--hook", "onebit"]),
     "lowbit_topk": ("lowbit", ["--hook", "topk"]),
     "lowbit_onebit_adam": ("lowbit", ["--optimizer", "onebit_adam", "--freeze_step", "100"]),
+    "lowbit_zeroone_adam": ("lowbit", ["--optimizer", "zeroone_adam"]),
+    # LAMB at its own default peak rate (1e-2), not AdamW's: its time to
+    # target is the optimizer's as much as the exchange's.
+    "lowbit_onebit_lamb": ("lowbit", ["--optimizer", "onebit_lamb", "--freeze_step", "100"]),
 }
-WARMUP = {"lowbit_onebit_adam": (100, "lowbit_allreduce", ["--freeze_step", "2"])}
+WARMUP = {"lowbit_onebit_adam": (100, "lowbit_allreduce", ["--freeze_step", "2"]),
+          "lowbit_onebit_lamb": (100, "lowbit_allreduce", ["--freeze_step", "2"])}
 RATES_MBIT = {"10gbit": 10000, "1gbit": 1000, "100mbit": 100}
 
 

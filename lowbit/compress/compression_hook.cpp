@@ -1,12 +1,15 @@
 #include "lowbit/compress/compression_hook.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/DeviceGuard.h>
 #include <absl/strings/str_cat.h>
 
 #include <cmath>
 #include <limits>
 
 #include "lowbit/compress/internal/hook_state.h"
+#include "lowbit/compress/internal/serial_worker.h"
 #include "lowbit/kernels/internal/counter_rng.h"
 #include "lowbit/kernels/scale.h"
 
@@ -32,6 +35,20 @@ namespace lowbit::compress {
 //
 // The decoded messages are summed in rank order, so the result is the same
 // on every rank and equal to the same arithmetic done in one process.
+//
+// Note [Encoding off the backward thread]
+// With options.overlap, RunHook only decides which tensors are compressed
+// (the step count and per-layer choices are read on the caller's thread) and
+// posts the rest (Launch: non-finite check, error feedback, encoding, and
+// starting the collectives) to the hook's own SerialWorker, so backward goes
+// on while a bucket is encoded. The worker launches buckets in the order DDP
+// handed them over, so every rank still issues the same collectives in the
+// same order. A bucket's continuation first drains the worker: DDP waits only
+// after every bucket was handed over, so by then all launch collectives are
+// issued, and only then may the continuation issue its own (the two-phase
+// all-gather) without racing the worker's. Launch and Finish never run at
+// once, so the feedback state needs no lock. An error in Launch is kept with
+// its bucket and rethrown by that bucket's Wait().
 
 uint64_t NameKey(const std::string& name) {
   uint64_t h = 0xcbf29ce484222325ull;
@@ -62,6 +79,7 @@ struct CompressionHook::Pending {
   std::vector<at::Tensor> mean;
   std::vector<FeedbackState> next;
   std::shared_ptr<comm::Work> work;
+  std::exception_ptr launch_error;  // from Launch on the worker
   // kAllReduce: the summed messages and each one's length.
   at::Tensor message;
   std::vector<int64_t> message_numel;
@@ -127,12 +145,13 @@ EncodeContext CompressionHook::Context(int rank, uint64_t tensor_key, uint64_t p
   return ctx;
 }
 
+CompressionHook::~CompressionHook() = default;
+
 std::shared_ptr<comm::Work> CompressionHook::RunHook(comm::GradBucket& bucket) {
   if (bucket.index == 0) ++step_;
   auto job = std::make_shared<Pending>();
   job->bucket = bucket;
   job->step = step_;
-  const int world = pg_->Size();
 
   for (size_t i = 0; i < bucket.gradients.size(); ++i) {
     std::shared_ptr<Compressor> c;
@@ -144,7 +163,30 @@ std::shared_ptr<comm::Work> CompressionHook::RunHook(comm::GradBucket& bucket) {
       job->plain.push_back(i);
     }
   }
+  if (!options_.overlap || pg_->Size() == 1) {
+    Launch(*job);
+    return std::make_shared<comm::ContinuationWork>([this, job] { return Finish(*job); });
+  }
+  if (!worker_) worker_ = std::make_unique<internal::SerialWorker>(at::get_num_threads());
+  worker_->Post([this, job] {
+    try {
+      const c10::OptionalDeviceGuard device(job->bucket.buffer.device());
+      Launch(*job);
+    } catch (...) {
+      job->launch_error = std::current_exception();
+    }
+  });
+  return std::make_shared<comm::ContinuationWork>([this, job] {
+    worker_->Drain();
+    if (job->launch_error) std::rethrow_exception(job->launch_error);
+    return Finish(*job);
+  });
+}
 
+void CompressionHook::Launch(Pending& job_ref) {
+  Pending* job = &job_ref;
+  const comm::GradBucket& bucket = job->bucket;
+  const int world = pg_->Size();
   job->local_bad = !kernels::AllFinite(bucket.buffer);
   int64_t plain_numel = 0;
   for (size_t i : job->plain) plain_numel += bucket.gradients[i].numel();
@@ -209,7 +251,6 @@ std::shared_ptr<comm::Work> CompressionHook::RunHook(comm::GradBucket& bucket) {
       if (u != job->next[j].end()) u->second.masked_fill_(job->sent[j] != 0, 0.0);  // DGC momentum masking
     }
   }
-  return std::make_shared<comm::ContinuationWork>([this, job] { return Finish(*job); });
 }
 
 void CompressionHook::EncodeAllReduce(Pending& job) {

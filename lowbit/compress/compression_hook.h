@@ -29,6 +29,10 @@
 #include "lowbit/compress/error_feedback.h"
 #include "lowbit/compress/defaults.h"
 
+namespace lowbit::compress::internal {
+class SerialWorker;
+}  // namespace lowbit::compress::internal
+
 namespace lowbit::compress {
 
 struct CompressionHookOptions {
@@ -53,11 +57,16 @@ struct CompressionHookOptions {
   // DGC's local gradient clipping: each tensor's L2 norm is capped at
   // clip_norm / sqrt(world size). 0 = off.
   double clip_norm = 0.0;
+  // Prepare, encode and start each bucket's exchange on a thread of the
+  // hook's own, so backward goes on meanwhile; false: on the backward thread.
+  // The results are the same bits either way. Not a setting ranks must share.
+  bool overlap = true;
 };
 
 class CompressionHook final : public comm::CommHook {
  public:
   CompressionHook(std::shared_ptr<comm::ProcessGroup> pg, CompressionHookOptions options);
+  ~CompressionHook() override;
 
   std::string Name() const override;
   std::string Config() const override;
@@ -79,6 +88,9 @@ class CompressionHook final : public comm::CommHook {
 
  private:
   struct Pending;
+  // Everything RunHook does after choosing each tensor's compressor, up to
+  // starting the exchange; on worker_ when options.overlap.
+  void Launch(Pending& job);
   std::vector<at::Tensor> Finish(Pending& job);
   void EncodeAllReduce(Pending& job);
   void EncodeAllGather(Pending& job);
@@ -98,6 +110,8 @@ class CompressionHook final : public comm::CommHook {
   // server error), so rebuilding buckets keeps it.
   std::map<std::string, FeedbackState> state_;
   std::map<std::string, std::shared_ptr<Compressor>> layer_compressor_;
+  // Last: destroyed first, running what is queued while the rest still lives.
+  std::unique_ptr<internal::SerialWorker> worker_;
 };
 
 // A stable 64-bit key of a name (FNV-1a), for the random streams.

@@ -112,6 +112,7 @@ void OneBitOptimizer::Reset() {
   o.exchange = compress::Exchange::kTwoPhase;
   o.min_compress_numel = 0;
   o.compress_1d = true;
+  o.overlap = false;  // step() waits for the exchange at once: no backward to overlap
   exchange_ = std::make_shared<compress::CompressionHook>(pg_, o);
 }
 

@@ -271,6 +271,88 @@ TEST(CompressedExchange, DdpFlagsANonFiniteStepOnEveryRank) {
   }
 }
 
+// Buckets handed over one after another, waited for only at the end (as DDP
+// does), with encoding on the hook's thread: the same bits as on the calling
+// thread, step after step, for each exchange (the two-phase continuation
+// issues a collective of its own, which must not race the worker's).
+TEST(CompressedExchange, EncodingOffTheCallingThreadGivesTheSameBits) {
+  auto pg = testing::Pg();
+  struct Setup {
+    std::string label;
+    std::shared_ptr<Compressor> compressor;
+    Exchange exchange;
+  };
+  const std::vector<Setup> setups = {{"onebit/twophase", MakeSignCompressor(), Exchange::kTwoPhase},
+                                     {"qsgd4/allgather", MakeQsgdCompressor(4, 128), Exchange::kAllGather},
+                                     {"qsgd4/twophase", MakeQsgdCompressor(4, 128), Exchange::kTwoPhase},
+                                     {"fp16/allreduce", MakeCastCompressor(at::kHalf), Exchange::kAllReduce}};
+  for (const Setup& setup : setups) {
+    std::vector<at::Tensor> results[2];
+    for (bool overlap : {false, true}) {
+      CompressionHookOptions o;
+      o.compressor = setup.compressor;
+      o.exchange = setup.exchange;
+      o.seed = kSeed;
+      o.overlap = overlap;
+      CompressionHook hook(pg, o);
+      std::vector<GradBucket> buckets(3, GradBucket{});
+      for (size_t b = 0; b < buckets.size(); ++b) {
+        buckets[b] = MakeBucket();
+        buckets[b].index = b;
+        buckets[b].is_last = b + 1 == buckets.size();
+        for (auto& name : buckets[b].parameter_names) name += "/" + std::to_string(b);
+      }
+      for (int step = 1; step <= 3; ++step) {
+        std::vector<std::shared_ptr<Work>> works;
+        for (size_t b = 0; b < buckets.size(); ++b) {
+          buckets[b].buffer.copy_(Gradient(pg->Rank(), 10 * step + static_cast<int>(b)));
+          works.push_back(hook.RunHook(buckets[b]));
+        }
+        for (auto& w : works) w->Wait();
+        for (auto& b : buckets) results[overlap].push_back(b.buffer.clone());
+      }
+    }
+    ASSERT_EQ(results[0].size(), results[1].size());
+    for (size_t i = 0; i < results[0].size(); ++i) {
+      EXPECT_TRUE(torch::equal(results[0][i], results[1][i])) << setup.label << " result " << i;
+      EXPECT_GT(results[0][i].abs().sum().item<double>(), 0.0) << setup.label;
+    }
+  }
+}
+
+// An encoder that fails on the hook's thread: the bucket's Wait() throws its
+// error on every rank (one rank has no thread: RunHook throws), and the hook
+// can be destroyed afterwards.
+TEST(CompressedExchange, AnErrorWhileEncodingOffThreadReachesWait) {
+  struct Failing final : Compressor {
+    std::shared_ptr<Compressor> inner = MakeQsgdCompressor(4, 128);
+    std::string Name() const override { return "failing"; }
+    std::string Config() const override { return "failing"; }
+    bool Supports(Exchange x) const override { return inner->Supports(x); }
+    Exchange DefaultExchange() const override { return Exchange::kAllGather; }
+    at::Tensor Encode(const at::Tensor&, const EncodeContext&) const override {
+      TORCH_CHECK(false, "encoder failed on purpose");
+    }
+    void Decode(const at::Tensor& m, const EncodeContext& c, at::Tensor& out, bool acc) const override {
+      inner->Decode(m, c, out, acc);
+    }
+    int64_t FixedMessageBytes(int64_t n) const override { return inner->FixedMessageBytes(n); }
+  };
+  auto pg = testing::Pg();
+  CompressionHookOptions o;
+  o.compressor = std::make_shared<Failing>();
+  o.error_feedback = MakeErrorFeedback("none");  // the plain Encode, not the fused one
+  CompressionHook hook(pg, o);
+  GradBucket bucket = MakeBucket();
+  bucket.buffer.copy_(Gradient(pg->Rank(), 1));
+  try {  // one rank encodes on the calling thread: RunHook itself throws
+    hook.RunHook(bucket)->Wait();
+    FAIL() << "expected the encoder's error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("encoder failed on purpose"), std::string::npos) << e.what();
+  }
+}
+
 // A hook configured differently on one rank is refused when registered.
 TEST(CompressedExchange, MismatchedHookIsCaughtAtRegistration) {
   auto pg = testing::Pg();
