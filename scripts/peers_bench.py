@@ -35,9 +35,10 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 PY = "/usr/bin/python3"
 PEERS = {"gpt": os.path.join(ROOT, "bench/peers/gpt_ddp.py"),
          "fashion": os.path.join(ROOT, "bench/peers/fashion_ddp.py")}
-# label -> (system, flags). 1-bit Adam's first --freeze_step steps exchange
-# fp32 gradients: its speed run starts compressing at once, and its time to
-# target counts those steps at lowbit_allreduce's step time (WARMUP).
+# label -> (system, flags). The 1-bit optimizers' first --freeze_step steps
+# average gradients (fp32, or through --hook): their speed run starts
+# compressing at once, and their time to target counts those steps at the step
+# time of the configuration that exchanges the same way (WARMUP).
 CONFIGS = {
     "pytorch_allreduce": ("pytorch", ["--hook", "allreduce"]),
     "pytorch_fp16": ("pytorch", ["--hook", "fp16"]),
@@ -53,9 +54,17 @@ CONFIGS = {
     # LAMB at its own default peak rate (1e-2), not AdamW's: its time to
     # target is the optimizer's as much as the exchange's.
     "lowbit_onebit_lamb": ("lowbit", ["--optimizer", "onebit_lamb", "--freeze_step", "100"]),
+    # The same with the warm-up's averaging through a compression hook.
+    "lowbit_onebit_adam_fp16": ("lowbit", ["--optimizer", "onebit_adam", "--freeze_step", "100", "--hook", "fp16"]),
+    "lowbit_onebit_lamb_fp16": ("lowbit", ["--optimizer", "onebit_lamb", "--freeze_step", "100", "--hook", "fp16"]),
+    "lowbit_onebit_lamb_qsgd4": ("lowbit", ["--optimizer", "onebit_lamb", "--freeze_step", "100", "--hook", "qsgd",
+                                            "--bits", "4"]),
 }
 WARMUP = {"lowbit_onebit_adam": (100, "lowbit_allreduce", ["--freeze_step", "2"]),
-          "lowbit_onebit_lamb": (100, "lowbit_allreduce", ["--freeze_step", "2"])}
+          "lowbit_onebit_lamb": (100, "lowbit_allreduce", ["--freeze_step", "2"]),
+          "lowbit_onebit_adam_fp16": (100, "lowbit_fp16", ["--freeze_step", "2"]),
+          "lowbit_onebit_lamb_fp16": (100, "lowbit_fp16", ["--freeze_step", "2"]),
+          "lowbit_onebit_lamb_qsgd4": (100, "lowbit_qsgd4", ["--freeze_step", "2"])}
 RATES_MBIT = {"10gbit": 10000, "1gbit": 1000, "100mbit": 100}
 
 

@@ -41,7 +41,8 @@ ABSL_FLAG(int64_t, local_step_scaler, -1,
 ABSL_FLAG(int64_t, local_step_clipper, -1, "zeroone_adam: the longest sync interval (H; -1: default)");
 ABSL_FLAG(std::string, hook, "allreduce",
           "gradient exchange: none or allreduce (uncompressed), fp16, bf16, qsgd, onebit, topk, randomk, powersgd, "
-          "ternary, adaptive_powersgd, adaptive_topk, adaptive_qsgd (L-GreCo: per-layer rank, density or bits)");
+          "ternary, adaptive_powersgd, adaptive_topk, adaptive_qsgd (L-GreCo: per-layer rank, density or bits); with a 1-bit optimizer, the exchange of its "
+          "averaging (warm-up) steps");
 ABSL_FLAG(std::string, ef, "", "error feedback: none, ef, ef21, econtrol (empty: the hook's default)");
 ABSL_FLAG(double, ef_eta, defaults::kEfEta, "EControl error weight; must be about the kept fraction or less");
 ABSL_FLAG(std::string, exchange, "auto", "collective of qsgd/ternary/onebit: auto, twophase or allgather");
@@ -200,10 +201,6 @@ std::string ValidateMethods(const Methods& m) {
   if (m.percentile_clipping < 1 || m.percentile_clipping > 100) {
     return absl::StrCat("--percentile_clipping must be in [1, 100], got ", m.percentile_clipping);
   }
-  if (IsOneBit(m.optimizer) && m.hook != "allreduce" && m.hook != "none") {
-    return absl::StrCat("--optimizer ", m.optimizer, " owns its communication; --hook must be allreduce, got '",
-                        m.hook, "'");
-  }
   if (FlagSet("freeze_step") && absl::GetFlag(FLAGS_freeze_step) < 0) {
     return absl::StrCat("--freeze_step must be >= 0, got ", absl::GetFlag(FLAGS_freeze_step));
   }
@@ -225,9 +222,16 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
   all.insert(all.end(), p.no_decay.begin(), p.no_decay.end());
   ParamSets onebit = p;
   if (!p.decay_onebit) onebit.weight_decay = 0.0;
+  // Under a 1-bit optimizer --hook is the exchange of its averaging steps
+  // (allreduce: its own fp32 mean allreduce).
+  std::shared_ptr<comm::CommHook> averaging;
+  if (IsOneBit(m.optimizer) && m.hook != "allreduce" && m.hook != "none") {
+    averaging = compress::MakeCommHook(ddp.shared_process_group(), m.hook, m.hook_settings);
+  }
   if (m.optimizer == "onebit_adam") {
     lo::OneBitAdamOptions o;
     if (m.lr_given) o.lr(m.lr);
+    o.averaging_hook(averaging);
     if (FlagSet("freeze_step")) o.freeze_step(absl::GetFlag(FLAGS_freeze_step));
     if (FlagSet("onebit_block")) o.block(absl::GetFlag(FLAGS_onebit_block));
     if (onebit.weight_decay > 0) o.decoupled_weight_decay(true);
@@ -236,6 +240,7 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
   if (m.optimizer == "zeroone_adam") {
     lo::ZeroOneAdamOptions o;
     if (m.lr_given) o.lr(m.lr);
+    o.averaging_hook(averaging);
     if (FlagSet("freeze_step")) o.var_freeze_step(absl::GetFlag(FLAGS_freeze_step));
     if (FlagSet("var_update_scaler")) o.var_update_scaler(absl::GetFlag(FLAGS_var_update_scaler));
     if (FlagSet("local_step_scaler")) o.local_step_scaler(absl::GetFlag(FLAGS_local_step_scaler));
@@ -247,6 +252,7 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
   if (m.optimizer == "onebit_lamb") {
     lo::OneBitLambOptions o;
     if (m.lr_given) o.lr(m.lr);
+    o.averaging_hook(averaging);
     if (FlagSet("freeze_step")) o.freeze_step(absl::GetFlag(FLAGS_freeze_step));
     if (FlagSet("onebit_block")) o.block(absl::GetFlag(FLAGS_onebit_block));
     return std::make_unique<lo::OneBitLamb>(Groups(onebit, o), ddp, o);

@@ -39,7 +39,7 @@ OneBitAdam::OneBitAdam(std::vector<torch::optim::OptimizerParamGroup> groups, st
   Initialize("OneBitAdam",
              absl::StrCat("freeze_step=", freeze_step_, ",bias_correction=", bias_correction_,
                           ",block=", defaults.block(), groups_config),
-             defaults.block());
+             defaults.block(), defaults.averaging_hook());
 }
 
 bool OneBitAdam::Step(int64_t t, const std::vector<at::Tensor>& grads) {

@@ -48,6 +48,12 @@ struct OneBitAdamOptions : public torch::optim::OptimizerCloneableOptions<OneBit
   TORCH_ARG(bool, bias_correction) = true;
   // Elements per 1-bit scale; 0: one per chunk of the exchange (DeepSpeed's).
   TORCH_ARG(int64_t, block) = 0;
+  // The exchange of the steps that need averaged gradients (with DDP): null
+  // is a fp32 mean allreduce; e.g. compress::MakeCommHook(pg, "fp16") halves
+  // those steps' bytes (DeepSpeed's warm-up averages fp16 gradients). Its
+  // Config() joins the settings compared across ranks; its state is saved
+  // with the optimizer.
+  TORCH_ARG(std::shared_ptr<comm::CommHook>, averaging_hook) = nullptr;
 
   double get_lr() const override { return lr(); }
   void set_lr(const double lr) override { this->lr(lr); }

@@ -15,16 +15,23 @@
 namespace lowbit::optim {
 namespace {
 
-// DDP's hook under a 1-bit optimizer: a mean allreduce when the coming step
-// needs averaged gradients, nothing otherwise (the gradients stay local).
+// DDP's hook under a 1-bit optimizer: when the coming step needs averaged
+// gradients, a mean allreduce or the optimizer's averaging hook; nothing
+// otherwise (the gradients stay local).
 class PhaseHook final : public comm::CommHook {
  public:
-  PhaseHook(std::shared_ptr<comm::ProcessGroup> pg, std::shared_ptr<std::atomic<bool>> average, std::string owner)
-      : pg_(std::move(pg)), average_(std::move(average)), owner_(std::move(owner)) {}
+  PhaseHook(std::shared_ptr<comm::ProcessGroup> pg, std::shared_ptr<std::atomic<bool>> average, std::string owner,
+            std::shared_ptr<comm::CommHook> averaging)
+      : pg_(std::move(pg)), average_(std::move(average)), owner_(std::move(owner)), averaging_(std::move(averaging)) {}
   std::string Name() const override { return "optimizer"; }
-  std::string Config() const override { return "optimizer-owned(" + owner_ + ")"; }
+  std::string Config() const override {
+    return "optimizer-owned(" + owner_ + (averaging_ ? ",averaging=" + averaging_->Config() : "") + ")";
+  }
   std::shared_ptr<comm::Work> RunHook(comm::GradBucket& bucket) override {
-    if (average_->load()) return pg_->AllReduce(bucket.buffer, comm::ReduceOp::kAvg);
+    if (average_->load()) {
+      if (averaging_) return averaging_->RunHook(bucket);
+      return pg_->AllReduce(bucket.buffer, comm::ReduceOp::kAvg);
+    }
     return std::make_shared<comm::CompletedWork>(std::vector<at::Tensor>{bucket.buffer});
   }
   comm::HookState StateDict() const override { return {}; }
@@ -34,6 +41,7 @@ class PhaseHook final : public comm::CommHook {
   std::shared_ptr<comm::ProcessGroup> pg_;
   std::shared_ptr<std::atomic<bool>> average_;
   std::string owner_;
+  std::shared_ptr<comm::CommHook> averaging_;
 };
 
 std::string ParamKey(size_t i) { return absl::StrCat("p", i); }
@@ -50,12 +58,17 @@ OneBitOptimizer::OneBitOptimizer(std::vector<torch::optim::OptimizerParamGroup> 
 
 OneBitOptimizer::~OneBitOptimizer() = default;
 
-void OneBitOptimizer::Initialize(const std::string& name, const std::string& settings, int64_t block) {
+void OneBitOptimizer::Initialize(const std::string& name, const std::string& settings, int64_t block,
+                                 std::shared_ptr<comm::CommHook> averaging_hook) {
   name_ = name;
   block_ = block;
+  averaging_hook_ = std::move(averaging_hook);
   TORCH_CHECK(pg_ != nullptr, name, ": process group is null");
+  TORCH_CHECK(averaging_hook_ == nullptr || ddp_ != nullptr, name, ": averaging_hook (",
+              averaging_hook_ ? averaging_hook_->Config() : "", ") needs the optimizer built on a DistributedDataParallel");
   TORCH_CHECK(block >= 0 && block % 8 == 0, name, ": block must be 0 or a positive multiple of 8, got ", block);
-  std::vector<std::string> lines{absl::StrCat(name, "(", settings, ")")};
+  std::vector<std::string> lines{absl::StrCat(name, "(", settings, ",averaging_hook=",
+                                              averaging_hook_ ? averaging_hook_->Config() : "allreduce", ")")};
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     for (const at::Tensor& p : param_groups_[g].params()) {
       const size_t i = params_.size();
@@ -80,7 +93,7 @@ void OneBitOptimizer::Initialize(const std::string& name, const std::string& set
   comm::CheckSameOnAllRanks(*pg_, lines, "settings or parameter shapes", name);
   Reset();
   average_next_->store(AveragesGradientsAt(1));
-  if (ddp_ != nullptr) ddp_->RegisterOwnedCommHook(std::make_shared<PhaseHook>(pg_, average_next_, name), name);
+  if (ddp_ != nullptr) ddp_->RegisterOwnedCommHook(std::make_shared<PhaseHook>(pg_, average_next_, name, averaging_hook_), name);
 }
 
 std::string OneBitOptimizer::CheckGroup(const std::string& name, size_t group, double lr,
@@ -238,8 +251,9 @@ at::Tensor OneBitOptimizer::step(LossClosure closure) {
 }
 
 // Archive layout: the optimizer's entries as one HookState ("step",
-// "world_size", "p<i>/<state>", the derived optimizer's extras) and the
-// exchange's errors as a second one under "exchange_".
+// "world_size", "p<i>/<state>", the derived optimizer's extras), the
+// exchange's errors as a second one under "exchange_", and the averaging
+// hook's state, when it has one, under "averaging_".
 void OneBitOptimizer::save(torch::serialize::OutputArchive& archive) const {
   comm::HookState state{{"step", at::tensor(step_)},
                         {"world_size", at::tensor(static_cast<int64_t>(world()))},
@@ -250,6 +264,7 @@ void OneBitOptimizer::save(torch::serialize::OutputArchive& archive) const {
   SaveExtra(&state);
   comm::WriteHookState(archive, state, "state_");
   comm::WriteHookState(archive, exchange_ ? exchange_->StateDict() : comm::HookState{}, "exchange_");
+  if (averaging_hook_) comm::WriteHookState(archive, averaging_hook_->StateDict(), "averaging_");
 }
 
 void OneBitOptimizer::load(torch::serialize::InputArchive& archive) {
@@ -289,6 +304,12 @@ void OneBitOptimizer::load(torch::serialize::InputArchive& archive) {
   } else if (saved_world != world()) {
     TORCH_WARN(name_, ": state saved by ", saved_world, " ranks, loaded on ", world(),
                "; the compression errors start afresh");
+  }
+  if (averaging_hook_) {
+    at::Tensor names;
+    TORCH_CHECK(archive.try_read("averaging_names", names), name_, ": this optimizer has an averaging hook (",
+                averaging_hook_->Config(), ") but the archive holds no state for it; was it saved without one?");
+    averaging_hook_->LoadStateDict(comm::ReadHookState(archive, "averaging_"));
   }
   average_next_->store(AveragesGradientsAt(step_ + 1));
 }

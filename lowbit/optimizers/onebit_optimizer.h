@@ -92,7 +92,10 @@ class OneBitOptimizer : public torch::optim::Optimizer {
   // `name(settings)` and the parameter shapes across ranks, and (with DDP)
   // registers the phase hook. `block` is the elements per 1-bit scale (0: one
   // per chunk of the two-phase exchange, as DeepSpeed).
-  void Initialize(const std::string& name, const std::string& settings, int64_t block);
+  // `averaging_hook` (may be null) exchanges the averaging steps' buckets
+  // under DDP; it needs DDP.
+  void Initialize(const std::string& name, const std::string& settings, int64_t block,
+                  std::shared_ptr<comm::CommHook> averaging_hook = nullptr);
 
   // TORCH_CHECKs shared by the three (`name`: the optimizer's) for parameter group `group`: lr > 0,
   // betas in [0, 1), eps > 0, weight_decay >= 0. Records the group's bound
@@ -160,6 +163,7 @@ class OneBitOptimizer : public torch::optim::Optimizer {
   std::vector<std::map<std::string, at::Tensor>> slots_;
   std::vector<at::Tensor> masks_;
   std::shared_ptr<compress::CompressionHook> exchange_;
+  std::shared_ptr<comm::CommHook> averaging_hook_;  // null: a fp32 mean allreduce
   // With DDP: whether the next backward averages gradients (read by the hook).
   std::shared_ptr<std::atomic<bool>> average_next_;
   std::string name_;

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "lowbit/compress/builtin_compressors.h"
+#include "lowbit/compress/compression_hook.h"
 #include "lowbit/comm/distributed_data_parallel.h"
 #include "lowbit/compress/registry.h"
 #include "lowbit/optimizers/onebit_adam.h"
@@ -700,6 +701,115 @@ TEST(OneBitOptimizers, OwnsCommunicationUnderDdpWithNoSync) {
       if (world > 1) EXPECT_GT(opt.LastStepStats().bytes_sent, 0);
     }
   }
+}
+
+std::shared_ptr<comm::CommHook> CastHook(at::ScalarType dtype) {
+  compress::CompressionHookOptions o;
+  o.compressor = compress::MakeCastCompressor(dtype);
+  o.min_compress_numel = 0;
+  o.compress_1d = true;
+  return std::make_shared<compress::CompressionHook>(Pg(), o);
+}
+
+// An averaging hook carries the warm-up's exchange: with fp16, every averaged
+// gradient is a fp16 number (a fp32 mean of these gradients is not) within
+// fp16 rounding of the true mean; the compression phase still sends nothing
+// through DDP.
+TEST(OneBitOptimizers, AveragingHookCarriesTheWarmup) {
+  const int world = Pg()->Size(), rank = Pg()->Rank();
+  torch::manual_seed(3);
+  Tiny model;
+  torch::manual_seed(3);
+  Tiny reference;
+  comm::DistributedDataParallel ddp(model.ptr(), Pg());
+  OneBitAdam opt(model->parameters(), ddp, OneBitAdamOptions(kLr).freeze_step(2).averaging_hook(CastHook(at::kHalf)));
+  EXPECT_NE(opt.Config().find("averaging_hook=compression(fp16,"), std::string::npos) << opt.Config();
+  for (int64_t t = 1; t <= 3; ++t) {
+    for (size_t i = 0; i < reference->parameters().size(); ++i) {
+      reference->parameters()[i].detach().copy_(model->parameters()[i].detach());
+    }
+    Tensors mean = LocalGradients(reference, 0, t, 1);
+    for (int r = 1; r < world; ++r) {
+      const Tensors g = LocalGradients(reference, r, t, 1);
+      for (size_t i = 0; i < mean.size(); ++i) mean[i] += g[i];
+    }
+    opt.zero_grad();
+    auto [x, y] = Batch(rank, t, 0);
+    torch::nn::functional::cross_entropy(model->forward(x), y).backward();
+    const auto got = model->parameters();
+    if (t <= 2) {
+      bool fp32_mean_is_fp16 = true;
+      for (size_t i = 0; i < got.size(); ++i) {
+        const at::Tensor want = mean[i] / world;
+        const at::Tensor g = got[i].grad();
+        EXPECT_TRUE(at::equal(g, g.to(at::kHalf).to(at::kFloat))) << "step " << t << " tensor " << i;
+        EXPECT_TRUE(at::allclose(g, want, 2e-3, 1e-4)) << "step " << t << " tensor " << i << " differs by "
+                                                       << (g - want).abs().max().item<double>();
+        fp32_mean_is_fp16 = fp32_mean_is_fp16 && at::equal(want, want.to(at::kHalf).to(at::kFloat));
+      }
+      EXPECT_FALSE(fp32_mean_is_fp16) << "the check above would pass without the hook";
+    } else {
+      EXPECT_EQ(ddp.LastStepStats().bytes_sent, 0) << "step " << t;
+    }
+    opt.step();
+  }
+}
+
+// The averaging hook's settings are compared across ranks, it needs DDP, and
+// its state (here qsgd's error feedback) is saved and restored with the
+// optimizer; an archive without it is refused by an optimizer that has one.
+TEST(OneBitOptimizers, AveragingHookIsCheckedAndSaved) {
+  const int world = Pg()->Size(), rank = Pg()->Rank();
+  torch::manual_seed(3);
+  Tiny model;
+  ExpectError([&] { OneBitLamb(model->parameters(), Pg(), OneBitLambOptions().averaging_hook(CastHook(at::kHalf))); },
+              "needs the optimizer built on a DistributedDataParallel");
+  if (world > 1) {
+    comm::DistributedDataParallel ddp(model.ptr(), Pg());
+    ExpectError([&] {
+      OneBitLamb(model->parameters(), ddp,
+                 OneBitLambOptions().averaging_hook(CastHook(rank == 1 ? at::kBFloat16 : at::kHalf)));
+    }, "averaging_hook=");
+  }
+  auto qsgd = [] {
+    compress::CompressionHookOptions o;
+    o.compressor = compress::MakeQsgdCompressor(4, 16);
+    o.min_compress_numel = 0;
+    return std::make_shared<compress::CompressionHook>(Pg(), o);
+  };
+  std::stringstream saved, plain;
+  comm::HookState want;
+  {
+    comm::DistributedDataParallel ddp(model.ptr(), Pg());
+    auto hook = qsgd();
+    OneBitAdam opt(model->parameters(), ddp, OneBitAdamOptions(kLr).freeze_step(5).averaging_hook(hook));
+    for (int64_t t = 1; t <= 2; ++t) {
+      opt.zero_grad();
+      auto [x, y] = Batch(rank, t, 0);
+      torch::nn::functional::cross_entropy(model->forward(x), y).backward();
+      opt.step();
+    }
+    want = hook->StateDict();
+    ASSERT_GT(want.size(), 2u);
+    torch::save(opt, saved);
+  }
+  {
+    Tiny other;
+    comm::DistributedDataParallel ddp(other.ptr(), Pg());
+    OneBitAdam without(other->parameters(), ddp, OneBitAdamOptions(kLr).freeze_step(5));
+    torch::save(without, plain);
+  }
+  comm::DistributedDataParallel ddp(model.ptr(), Pg());
+  auto hook = qsgd();
+  OneBitAdam opt(model->parameters(), ddp, OneBitAdamOptions(kLr).freeze_step(5).averaging_hook(hook));
+  torch::load(opt, saved);
+  const comm::HookState got = hook->StateDict();
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].first, want[i].first);
+    EXPECT_TRUE(at::equal(got[i].second, want[i].second)) << got[i].first;
+  }
+  ExpectError([&] { torch::load(opt, plain); }, "holds no state for it");
 }
 
 // The 1-bit optimizers own DDP's hook: registering another one afterwards
