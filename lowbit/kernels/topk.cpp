@@ -1,6 +1,7 @@
 #include "lowbit/kernels/topk.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -88,9 +89,41 @@ std::optional<std::pair<at::Tensor, at::Tensor>> TopKBySample(const at::Tensor& 
   const float threshold = sample[rank];
   const int64_t cap = std::max<int64_t>(2 * k, static_cast<int64_t>(2.0 * (rank + 1) / m * n)) + 1024;
   if (cap >= n / 2) return std::nullopt;
-  std::vector<int32_t> idx(static_cast<size_t>(cap));
-  std::vector<float> val(static_cast<size_t>(cap));
-  const int64_t count = cpu::GatherAtLeast(px, n, threshold, cap, idx.data(), val.data());
+  std::vector<int32_t> idx;
+  std::vector<float> val;
+  int64_t count = 0;
+  constexpr int64_t kChunk = int64_t{1} << 18;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  if (at::get_num_threads() == 1 || chunks == 1) {
+    idx.resize(static_cast<size_t>(cap));
+    val.resize(static_cast<size_t>(cap));
+    count = cpu::GatherAtLeast(px, n, threshold, cap, idx.data(), val.data());
+  } else {
+    // Threads: each chunk's candidates counted, then gathered at its offset
+    // (chunks fixed in size, so the result is the one-thread result).
+    std::vector<int64_t> offsets(static_cast<size_t>(chunks) + 1, 0);
+    at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t begin = c * kChunk;
+        offsets[c + 1] = cpu::CountAtLeast(px + begin, std::min(kChunk, n - begin), threshold);
+      }
+    });
+    for (int64_t c = 0; c < chunks; ++c) offsets[c + 1] += offsets[c];
+    count = offsets[chunks];
+    if (count > cap) return std::nullopt;  // far more candidates than expected
+    idx.resize(static_cast<size_t>(count));
+    val.resize(static_cast<size_t>(count));
+    at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t begin = c * kChunk;
+        const int64_t got = cpu::GatherAtLeast(px + begin, std::min(kChunk, n - begin), threshold,
+                                               offsets[c + 1] - offsets[c], idx.data() + offsets[c],
+                                               val.data() + offsets[c]);
+        TORCH_INTERNAL_ASSERT(got == offsets[c + 1] - offsets[c], "TopKByMagnitude: chunk ", c, " changed");
+        for (int64_t j = offsets[c]; j < offsets[c + 1]; ++j) idx[j] += static_cast<int32_t>(begin);
+      }
+    });
+  }
   if (count < k) return std::nullopt;  // too few (or, as -1, too many) candidates
   return ExactAmongCandidates(idx.data(), val.data(), count, k, x.options());
 }

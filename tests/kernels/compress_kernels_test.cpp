@@ -1,6 +1,7 @@
 // The compression kernels against the math they implement.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <numeric>
@@ -204,18 +205,25 @@ TEST(TopK, LargeInputsMatchAFullSort) {
   sparse.index_put_({torch::randint(0, n, {500})}, torch::randn({500}));
   cases.emplace_back("mostly_zero", sparse);
   cases.emplace_back("all_equal", torch::ones({n}) * -0.25);
-  for (const auto& [name, x] : cases) {
-    for (int64_t k : {int64_t{1}, n / 1000, n / 100, n / 20}) {
-      auto [idx, val] = TopKByMagnitude(x, k);
-      const std::vector<int64_t> want = SortedTopK(x, k);
-      ASSERT_EQ(idx.numel(), k) << name;
-      const int32_t* got = idx.data_ptr<int32_t>();
-      for (int64_t i = 0; i < k; ++i) {
-        ASSERT_EQ(got[i], want[i]) << name << " k=" << k << " i=" << i;
-        ASSERT_EQ(val[i].item<float>(), x[want[i]].item<float>()) << name;
+  // One thread gathers in one pass; more count and gather per 2^18-element
+  // chunk (two chunks here, the second of 37 elements).
+  const int threads = at::get_num_threads();
+  for (int t : {1, 3}) {
+    at::set_num_threads(t);
+    for (const auto& [name, x] : cases) {
+      for (int64_t k : {int64_t{1}, n / 1000, n / 100, n / 20}) {
+        auto [idx, val] = TopKByMagnitude(x, k);
+        const std::vector<int64_t> want = SortedTopK(x, k);
+        ASSERT_EQ(idx.numel(), k) << name;
+        const int32_t* got = idx.data_ptr<int32_t>();
+        for (int64_t i = 0; i < k; ++i) {
+          ASSERT_EQ(got[i], want[i]) << name << " k=" << k << " i=" << i << " threads " << t;
+          ASSERT_EQ(val[i].item<float>(), x[want[i]].item<float>()) << name;
+        }
       }
     }
   }
+  at::set_num_threads(threads);
 }
 
 // Element i's code from packed little-endian groups of 8.
