@@ -166,6 +166,14 @@ Checkpoint& Checkpoint::Counter(const std::string& name, int64_t* value) {
   return *this;
 }
 
+Checkpoint& Checkpoint::State(const std::string& name, std::function<void(torch::serialize::OutputArchive&)> save,
+                              std::function<void(torch::serialize::InputArchive&)> load) {
+  TORCH_CHECK(save && load, "Checkpoint: state '", name, "' needs both a save and a load function");
+  for (const StateEntry& e : states_) TORCH_CHECK(e.name != name, "Checkpoint: state '", name, "' registered twice");
+  states_.push_back({name, std::move(save), std::move(load)});
+  return *this;
+}
+
 Checkpoint& Checkpoint::Rng(bool save) {
   rng_ = save;
   return *this;
@@ -278,6 +286,11 @@ void Checkpoint::Save() {
       archive.write("sparsifier", sub);
     }
     for (const auto& [name, value] : counters_) archive.write("counter/" + name, torch::tensor({*value}, torch::kLong));
+    for (const StateEntry& entry : states_) {
+      torch::serialize::OutputArchive sub;
+      entry.save(sub);
+      archive.write("state/" + entry.name, sub);
+    }
     if (rng_) {
       at::Generator gen = at::detail::getDefaultCPUGenerator();
       std::lock_guard<std::mutex> lock(gen.mutex());
@@ -410,6 +423,12 @@ void Checkpoint::Restore() {
       torch::serialize::InputArchive sub;
       TORCH_CHECK(archive.try_read("sparsifier", sub), "Checkpoint::Restore: ", path, " has no sparsifier state");
       sparsifier_->Load(sub);
+    }
+    for (const StateEntry& entry : states_) {
+      torch::serialize::InputArchive sub;
+      TORCH_CHECK(archive.try_read("state/" + entry.name, sub), "Checkpoint::Restore: ", path, " has no state '",
+                  entry.name, "'");
+      entry.load(sub);
     }
     for (const auto& [name, value] : counters_) {
       at::Tensor t;

@@ -30,6 +30,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -41,6 +42,10 @@ class Module;
 namespace torch::optim {
 class Optimizer;
 }  // namespace torch::optim
+namespace torch::serialize {
+class OutputArchive;
+class InputArchive;
+}  // namespace torch::serialize
 namespace lowbit::comm {
 class ProcessGroup;
 class DistributedDataParallel;
@@ -68,6 +73,11 @@ class Checkpoint {
   Checkpoint& Ddp(comm::DistributedDataParallel& ddp);
   Checkpoint& Sparsifier(sparsity::Sparsifier& sparsifier);
   Checkpoint& Counter(const std::string& name, int64_t* value);
+  // Any other state, under `name` in this rank's file: `save` writes it into
+  // an archive, `load` reads it back (and throws, naming what is wrong).
+  // E.g. lowbit::optim::DiLoCo's Save / Load.
+  Checkpoint& State(const std::string& name, std::function<void(torch::serialize::OutputArchive&)> save,
+                    std::function<void(torch::serialize::InputArchive&)> load);
   // The default CPU generator's state (on by default).
   Checkpoint& Rng(bool save);
 
@@ -104,6 +114,12 @@ class Checkpoint {
   comm::DistributedDataParallel* ddp_ = nullptr;
   sparsity::Sparsifier* sparsifier_ = nullptr;
   std::vector<std::pair<std::string, int64_t*>> counters_;
+  struct StateEntry {
+    std::string name;
+    std::function<void(torch::serialize::OutputArchive&)> save;
+    std::function<void(torch::serialize::InputArchive&)> load;
+  };
+  std::vector<StateEntry> states_;
   bool rng_ = true;
   int64_t generation_ = 0;
 };

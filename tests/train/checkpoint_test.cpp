@@ -11,11 +11,13 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
 
 #include "lowbit/comm/distributed_data_parallel.h"
 #include "lowbit/compress/registry.h"
 #include "lowbit/comm/local_process_group.h"
+#include "lowbit/optimizers/diloco.h"
 #include "lowbit/optimizers/onebit_adam.h"
 #include "lowbit/optimizers/optim_8bit.h"
 #include "lowbit/qat/prepare.h"
@@ -150,6 +152,45 @@ TEST(CheckpointTest, GenerationsReplaceEachOther) {
     ++files;
   }
   EXPECT_EQ(files, Pg()->Size() + 1);
+}
+
+// DiLoCo through Checkpoint::State: its global copy, outer momentum and step
+// come back exactly, and a file without the entry is refused, naming it.
+TEST(CheckpointTest, ExtraStateRoundTripsAndIsRequired) {
+  const std::string dir = Dir("extra_state");
+  auto make_params = [] {
+    auto gen = at::detail::createCPUGenerator(5);
+    return std::vector<at::Tensor>{torch::randn({6, 4}, gen).requires_grad_(), torch::randn({4}, gen).requires_grad_()};
+  };
+  std::vector<at::Tensor> params = make_params();
+  optim::DiLoCo outer(params, Pg(), optim::DiLoCoOptions().sync_every(2));
+  for (int s = 0; s < 3; ++s) {  // one sync, then a step into the next interval
+    torch::NoGradGuard no_grad;
+    for (auto& p : params) p.add_(0.1 * (Pg()->Rank() + 1));
+    outer.Step();
+  }
+  Checkpoint save(dir, Pg());
+  save.State("diloco", [&](auto& a) { outer.Save(a); }, [&](auto& a) { outer.Load(a); });
+  save.Save();
+  torch::serialize::OutputArchive want;
+  outer.Save(want);
+
+  std::vector<at::Tensor> fresh = make_params();
+  optim::DiLoCo restored(fresh, Pg(), optim::DiLoCoOptions().sync_every(2));
+  Checkpoint load(dir, Pg());
+  load.State("diloco", [&](auto& a) { restored.Save(a); }, [&](auto& a) { restored.Load(a); });
+  load.Restore();
+  EXPECT_EQ(restored.steps(), 3);
+  torch::serialize::OutputArchive got;
+  restored.Save(got);
+  std::ostringstream want_bytes, got_bytes;
+  want.save_to(want_bytes);
+  got.save_to(got_bytes);
+  EXPECT_EQ(want_bytes.str(), got_bytes.str());
+
+  Checkpoint other(dir, Pg());
+  other.State("outer", [&](auto& a) { restored.Save(a); }, [&](auto& a) { restored.Load(a); });
+  ExpectError([&] { other.Restore(); }, "has no state 'outer'");
 }
 
 TEST(CheckpointTest, WrongModelIsNamed) {
