@@ -78,4 +78,17 @@ class AllReduceHook final : public CommHook {
   std::shared_ptr<ProcessGroup> pg_;
 };
 
+// No exchange: every rank keeps its own gradients (local steps, as DiLoCo's
+// inner steps). Stateless.
+class LocalHook final : public CommHook {
+ public:
+  std::string Name() const override { return "local"; }
+  std::string Config() const override { return "local"; }
+  std::shared_ptr<Work> RunHook(GradBucket& bucket) override {
+    return std::make_shared<CompletedWork>(std::vector<at::Tensor>{bucket.buffer});
+  }
+  HookState StateDict() const override { return {}; }
+  void LoadStateDict(const HookState&) override {}
+};
+
 }  // namespace lowbit::comm

@@ -390,9 +390,9 @@ void DistributedDataParallel::RegisterCommHook(std::shared_ptr<CommHook> hook) {
   TORCH_CHECK(hook != nullptr, "RegisterCommHook: hook is null");
   std::lock_guard<std::mutex> lock(impl_->mu);
   TORCH_CHECK(!impl_->step_active, "RegisterCommHook: cannot replace the hook during a backward pass");
-  TORCH_CHECK(impl_->hook_owner.empty(), "RegisterCommHook: the comm hook belongs to the optimizer ",
-              impl_->hook_owner, ", which exchanges its own compressed momentum; registering '", hook->Name(),
-              "' would silently break it (use that optimizer with the default hook, or another optimizer)");
+  TORCH_CHECK(impl_->hook_owner.empty(), "RegisterCommHook: the comm hook belongs to ", impl_->hook_owner,
+              ", which does its own exchange; registering '", hook->Name(),
+              "' would silently break it (give that exchange to ", impl_->hook_owner, "'s own options instead)");
   CheckSameOnAllRanks(*impl_->pg, {hook->Config()}, "comm hook configuration", "DistributedDataParallel");
   impl_->hook = std::move(hook);
 }

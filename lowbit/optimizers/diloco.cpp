@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "lowbit/comm/consistency.h"
+#include "lowbit/comm/distributed_data_parallel.h"
 #include "lowbit/kernels/scale.h"
 
 namespace lowbit::optim {
@@ -55,6 +56,11 @@ DiLoCo::DiLoCo(std::vector<at::Tensor> params, std::shared_ptr<comm::ProcessGrou
     bucket_.offsets.push_back(offset);
     offset += p.numel();
   }
+}
+
+DiLoCo::DiLoCo(std::vector<at::Tensor> params, comm::DistributedDataParallel& ddp, DiLoCoOptions options)
+    : DiLoCo(std::move(params), ddp.shared_process_group(), std::move(options)) {
+  ddp.RegisterOwnedCommHook(std::make_shared<comm::LocalHook>(), "DiLoCo");
 }
 
 DiLoCo::~DiLoCo() = default;

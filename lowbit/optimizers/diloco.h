@@ -13,10 +13,10 @@
 // or any comm hook (`exchange_hook`: fp16, qsgd 4-bit with error feedback,
 // ...), whose state is saved with DiLoCo's.
 //
-//   lowbit::comm::DistributedDataParallel ddp(model, pg);       // or no DDP at all
-//   ddp.RegisterCommHook(lowbit::compress::MakeCommHook(pg, "none"));  // no per-step exchange
+//   lowbit::comm::DistributedDataParallel ddp(model, pg);   // broadcasts rank 0's weights
 //   torch::optim::AdamW inner(model->parameters(), 1e-3);
-//   lowbit::optim::DiLoCo outer(model->parameters(), pg, lowbit::optim::DiLoCoOptions().sync_every(50));
+//   lowbit::optim::DiLoCo outer(model->parameters(), ddp, lowbit::optim::DiLoCoOptions().sync_every(50));
+//   // (DDP's hook is DiLoCo's now: backward exchanges nothing.)
 //   for (...) { inner.zero_grad(); loss().backward(); inner.step(); outer.Step(); }
 //
 // The parameters must be the same on every rank at construction (DDP's
@@ -38,6 +38,10 @@ namespace torch::serialize {
 class OutputArchive;
 class InputArchive;
 }  // namespace torch::serialize
+
+namespace lowbit::comm {
+class DistributedDataParallel;
+}  // namespace lowbit::comm
 
 namespace lowbit::optim {
 
@@ -65,6 +69,9 @@ struct DiLoCoStepStats {
 class DiLoCo {
  public:
   DiLoCo(std::vector<at::Tensor> params, std::shared_ptr<comm::ProcessGroup> pg, DiLoCoOptions options = {});
+  // With DDP: takes over its comm hook (comm::LocalHook: backward exchanges
+  // nothing), so registering another hook afterwards throws, naming DiLoCo.
+  DiLoCo(std::vector<at::Tensor> params, comm::DistributedDataParallel& ddp, DiLoCoOptions options = {});
   ~DiLoCo();
   DiLoCo(const DiLoCo&) = delete;
   DiLoCo& operator=(const DiLoCo&) = delete;

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "lowbit/comm/distributed_data_parallel.h"
 #include "lowbit/compress/registry.h"
 #include "lowbit/optimizers/diloco.h"
 #include "tests/common/expect_error.h"
@@ -200,6 +201,31 @@ TEST(DiLoCo, NonFinitePseudoGradientKeepsTheGlobalParameters) {
   }
   EXPECT_TRUE(outer.LastStepStats().nonfinite);
   for (size_t i = 0; i < params.size(); ++i) EXPECT_TRUE(torch::equal(params[i], start[i])) << i;
+}
+
+// Under DDP, DiLoCo owns the hook: backward sends nothing and leaves each
+// rank its own gradients; another hook is refused, naming DiLoCo.
+TEST(DiLoCo, OwnsDdpsHook) {
+  const int rank = Pg()->Rank();
+  torch::manual_seed(2);
+  torch::nn::Linear model(5, 3);
+  torch::nn::Linear reference(5, 3);
+  comm::DistributedDataParallel ddp(model.ptr(), Pg());
+  DiLoCo outer(model->parameters(), ddp, DiLoCoOptions().sync_every(4));
+  EXPECT_EQ(ddp.comm_hook_owner(), "DiLoCo");
+  auto gen = at::detail::createCPUGenerator(rank);
+  const at::Tensor x = torch::randn({8, 5}, gen);
+  model->forward(x).square().sum().backward();
+  EXPECT_EQ(ddp.LastStepStats().bytes_sent, 0);
+  {
+    torch::NoGradGuard no_grad;
+    reference->weight.copy_(model->weight);
+    reference->bias.copy_(model->bias);
+  }
+  reference->forward(x).square().sum().backward();
+  EXPECT_TRUE(torch::allclose(model->weight.grad(), reference->weight.grad()));
+  ExpectError([&] { ddp.RegisterCommHook(compress::MakeCommHook(Pg(), "fp16")); },
+              "the comm hook belongs to DiLoCo, which does its own exchange");
 }
 
 TEST(DiLoCo, BadSettingsAreRefused) {
