@@ -19,6 +19,7 @@
 #include "lowbit/compress/defaults.h"
 #include "lowbit/launch/init.h"
 #include "lowbit/optimizers/onebit_adam.h"
+#include "lowbit/optimizers/diloco.h"
 #include "lowbit/optimizers/onebit_lamb.h"
 #include "lowbit/optimizers/optim_8bit.h"
 #include "lowbit/optimizers/zero_one_adam.h"
@@ -30,6 +31,12 @@ namespace defaults = lowbit::compress::defaults;
 ABSL_FLAG(double, lr, -1, "peak learning rate (-1: the example's default, or the 1-bit optimizer's own: 1-bit LAMB 1e-2)");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the initialisation, the data order and the hooks' randomness");
 ABSL_FLAG(int64_t, percentile_clipping, 100, "8-bit optimizers and lion: clip gradients at this percentile of the last 100 norms (100: off)");
+ABSL_FLAG(std::string, outer, "",
+          "low-communication training: diloco (local steps, the pseudo-gradient averaged every --sync_every "
+          "steps through --hook, then Nesterov outer SGD); empty: every step exchanges gradients");
+ABSL_FLAG(int64_t, sync_every, 50, "--outer diloco: inner steps between synchronisations (H)");
+ABSL_FLAG(double, outer_lr, 0.7, "--outer diloco: the outer learning rate");
+ABSL_FLAG(double, outer_momentum, 0.9, "--outer diloco: the outer Nesterov momentum");
 ABSL_FLAG(int64_t, freeze_step, -1,
           "onebit_adam/onebit_lamb: uncompressed warm-up steps; zeroone_adam: the last variance refresh "
           "(var_freeze_step); -1: the optimizer's default");
@@ -158,6 +165,10 @@ Methods MethodsFromFlags(const std::string& optimizer, const std::string& sparsi
   m.percentile_clipping = absl::GetFlag(FLAGS_percentile_clipping);
   m.sparsity_steps = absl::GetFlag(FLAGS_sparsity_steps);
   m.hook_settings = HookSettingsFromFlags(m.hook, m.seed);
+  m.outer = absl::GetFlag(FLAGS_outer);
+  m.sync_every = absl::GetFlag(FLAGS_sync_every);
+  m.outer_lr = absl::GetFlag(FLAGS_outer_lr);
+  m.outer_momentum = absl::GetFlag(FLAGS_outer_momentum);
   return m;
 }
 
@@ -200,6 +211,16 @@ std::string ValidateMethods(const Methods& m) {
   if (m.sparsity_steps < 0) return absl::StrCat("--sparsity_steps must be >= 0, got ", m.sparsity_steps);
   if (m.percentile_clipping < 1 || m.percentile_clipping > 100) {
     return absl::StrCat("--percentile_clipping must be in [1, 100], got ", m.percentile_clipping);
+  }
+  if (!m.outer.empty() && m.outer != "diloco") return absl::StrCat("--outer must be empty or diloco, got '", m.outer, "'");
+  if (!m.outer.empty() && IsOneBit(m.optimizer)) {
+    return absl::StrCat("--outer ", m.outer, " needs an ordinary inner optimizer; --optimizer ", m.optimizer,
+                        " does its own exchange");
+  }
+  if (m.sync_every < 1) return absl::StrCat("--sync_every must be >= 1, got ", m.sync_every);
+  if (!(m.outer_lr > 0)) return absl::StrCat("--outer_lr must be > 0, got ", m.outer_lr);
+  if (!(m.outer_momentum >= 0 && m.outer_momentum < 1)) {
+    return absl::StrCat("--outer_momentum must be in [0, 1), got ", m.outer_momentum);
   }
   if (FlagSet("freeze_step") && absl::GetFlag(FLAGS_freeze_step) < 0) {
     return absl::StrCat("--freeze_step must be >= 0, got ", absl::GetFlag(FLAGS_freeze_step));
@@ -290,8 +311,20 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
   return std::make_unique<torch::optim::Adam>(all, torch::optim::AdamOptions(m.lr));
 }
 
+std::unique_ptr<optim::DiLoCo> MakeOuter(const Methods& m, const std::vector<at::Tensor>& params,
+                                         comm::DistributedDataParallel& ddp) {
+  if (m.outer.empty()) return nullptr;
+  optim::DiLoCoOptions o;
+  o.sync_every(m.sync_every).outer_lr(m.outer_lr).outer_momentum(m.outer_momentum);
+  if (m.hook != "allreduce" && m.hook != "none") {
+    o.exchange_hook(compress::MakeCommHook(ddp.shared_process_group(), m.hook, m.hook_settings));
+  }
+  return std::make_unique<optim::DiLoCo>(params, ddp, o);
+}
+
 void RegisterHook(comm::DistributedDataParallel& ddp, std::shared_ptr<comm::ProcessGroup> pg, const Methods& m,
                   bool print_decisions) {
+  if (!m.outer.empty()) return;  // the outer method owns the exchange (MakeOuter)
   compress::AdaptCallback on_adapt;
   if (print_decisions) {
     on_adapt = [](int64_t step, const std::string& changes) {
@@ -394,7 +427,9 @@ std::vector<std::string> MethodSettings(const Methods& m) {
           absl::StrCat("--percentile_clipping=", m.percentile_clipping),
           absl::StrCat("--qat=", m.qat),
           absl::StrCat("--sparsity=", m.sparsity),
-          absl::StrCat("--sparsity_steps=", m.sparsity_steps)};
+          absl::StrCat("--sparsity_steps=", m.sparsity_steps),
+          absl::StrCat("--outer=", m.outer, ",sync_every=", m.sync_every, ",outer_lr=", m.outer_lr,
+                       ",outer_momentum=", m.outer_momentum)};
 }
 
 }  // namespace lowbit::examples

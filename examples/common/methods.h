@@ -31,6 +31,9 @@ class ProcessGroup;
 namespace lowbit::sparsity {
 struct SparseConfig;
 }  // namespace lowbit::sparsity
+namespace lowbit::optim {
+class DiLoCo;
+}  // namespace lowbit::optim
 
 ABSL_DECLARE_FLAG(double, lr);
 ABSL_DECLARE_FLAG(uint64_t, seed);
@@ -62,6 +65,10 @@ struct Methods {
   int threads = 1;
   double bucket_cap_mb = 25.0;
   int64_t percentile_clipping = 100, sparsity_steps = 0;
+  // --outer diloco and its settings; empty: no outer method.
+  std::string outer;
+  int64_t sync_every = 50;
+  double outer_lr = 0.7, outer_momentum = 0.9;
 };
 
 // Reads the shared flags; `default_lr` stands in for --lr when it was not given.
@@ -96,7 +103,12 @@ struct ParamSets {
 std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const ParamSets& params,
                                                        comm::DistributedDataParallel& ddp);
 
-// Registers --hook with its settings on `ddp`; with print_decisions, the
+// --outer's method over `params` (null when --outer is empty). It takes over
+// DDP's hook; --hook then names the exchange of its pseudo-gradient.
+std::unique_ptr<optim::DiLoCo> MakeOuter(const Methods& m, const std::vector<at::Tensor>& params,
+                                         comm::DistributedDataParallel& ddp);
+
+// Registers --hook with its settings on `ddp` (nothing with --outer); with print_decisions, the
 // adaptive hooks' per-layer decisions are printed as "L-GreCo step N: ...".
 void RegisterHook(comm::DistributedDataParallel& ddp, std::shared_ptr<comm::ProcessGroup> pg, const Methods& m,
                   bool print_decisions);

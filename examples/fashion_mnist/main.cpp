@@ -25,6 +25,7 @@
 #include "lowbit/comm/distributed_data_parallel.h"
 #include "lowbit/compress/registry.h"
 #include "lowbit/launch/init.h"
+#include "lowbit/optimizers/diloco.h"
 #include "lowbit/optimizers/onebit_optimizer.h"
 #include "lowbit/qat/prepare.h"
 #include "lowbit/sparsity/sparsifier.h"
@@ -189,12 +190,17 @@ int Run(const Config& c) {
   lowbit::examples::RegisterHook(ddp, pg, c.m, /*print_decisions=*/lead);
   std::unique_ptr<torch::optim::Optimizer> opt = lowbit::examples::MakeOptimizer(c.m, AdamWDecayAll(*model), ddp);
   auto* onebit = dynamic_cast<lowbit::optim::OneBitOptimizer*>(opt.get());
+  std::unique_ptr<lowbit::optim::DiLoCo> outer = lowbit::examples::MakeOuter(c.m, model->parameters(), ddp);
   // Model, optimizer, hook state, masks, the epoch and the RNG, per rank.
   int64_t epochs_done = 0;
   auto make_checkpoint = [&](const std::string& dir) {
     lowbit::train::Checkpoint ckpt(dir, pg);
     ckpt.Model(*model).Optimizer("optimizer", *opt).Ddp(ddp).Counter("epochs_done", &epochs_done);
     if (sparsifier) ckpt.Sparsifier(*sparsifier);
+    if (outer) {
+      ckpt.State("diloco", [&](torch::serialize::OutputArchive& a) { outer->Save(a); },
+                 [&](torch::serialize::InputArchive& a) { outer->Load(a); });
+    }
     return ckpt;
   };
   if (!c.m.resume.empty()) make_checkpoint(c.m.resume).Restore();
@@ -250,6 +256,10 @@ int Run(const Config& c) {
           opt->step();
         }
         if (onebit != nullptr && onebit->LastStepStats().skipped) ++skipped_steps;
+      }
+      if (outer) {
+        outer->Step();
+        if (outer->LastStepStats().nonfinite) ++skipped_steps;
       }
       loss_sum += loss.item<double>();
       if (!c.m.qat.empty()) {

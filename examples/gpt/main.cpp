@@ -30,6 +30,7 @@
 #include "lowbit/compress/registry.h"
 #include "lowbit/launch/init.h"
 #include "lowbit/optimizers/blockwise_8bit.h"
+#include "lowbit/optimizers/diloco.h"
 #include "lowbit/optimizers/onebit_optimizer.h"
 #include "lowbit/qat/prepare.h"
 #include "lowbit/sparsity/sparsifier.h"
@@ -201,6 +202,7 @@ int Run(Config c) {
   lowbit::optim::KeepFp32State(model->wte->weight);
   lowbit::optim::KeepFp32State(model->wpe->weight);
   std::unique_ptr<torch::optim::Optimizer> opt = ex::MakeOptimizer(c.m, params, ddp);
+  std::unique_ptr<lowbit::optim::DiLoCo> outer = ex::MakeOuter(c.m, model->parameters(), ddp);
   auto* onebit = dynamic_cast<lowbit::optim::OneBitOptimizer*>(opt.get());
   // The peak rate the schedule scales: --lr, or the 1-bit optimizer's own default.
   c.m.lr = opt->param_groups().front().options().get_lr();
@@ -210,6 +212,10 @@ int Run(Config c) {
     lowbit::train::Checkpoint ckpt(dir, pg);
     ckpt.Model(*model).Optimizer("optimizer", *opt).Ddp(ddp).Counter("step", &step).Counter("bytes_sent", &bytes_sent);
     ckpt.Counter("skipped_steps", &skipped_steps);
+    if (outer) {
+      ckpt.State("diloco", [&](torch::serialize::OutputArchive& a) { outer->Save(a); },
+                 [&](torch::serialize::InputArchive& a) { outer->Load(a); });
+    }
     if (sparsifier) ckpt.Sparsifier(*sparsifier);
     return ckpt;
   };
@@ -265,6 +271,10 @@ int Run(Config c) {
         opt->step();
       }
       if (onebit != nullptr && onebit->LastStepStats().skipped) ++skipped_steps;
+    }
+    if (outer) {
+      outer->Step();
+      if (outer->LastStepStats().nonfinite) ++skipped_steps;
     }
     if (!c.m.qat.empty()) {
       const double flips = lowbit::qat::MeanFlipFraction(*model);
@@ -322,7 +332,8 @@ int Run(Config c) {
     std::cout << "{\"example\":\"gpt\",\"val_loss\":" << val_loss << ",\"val_bpc\":" << val_loss / std::log(2.0)
               << ",\"train_loss\":" << train_loss << ",\"steps\":" << step << ",\"world_size\":" << world
               << ",\"backend\":\"" << pg->Backend() << "\",\"hook\":\"" << ddp.comm_hook().Name()
-              << "\",\"optimizer\":\"" << c.m.optimizer << "\",\"qat\":\"" << c.m.qat << "\",\"sparsity\":\""
+              << "\",\"outer\":\"" << c.m.outer << "\",\"sync_every\":" << (c.m.outer.empty() ? 0 : c.m.sync_every)
+              << ",\"optimizer\":\"" << c.m.optimizer << "\",\"qat\":\"" << c.m.qat << "\",\"sparsity\":\""
               << c.m.sparsity << "\",\"preset\":\"" << c.preset << "\",\"parameters\":" << parameters
               << ",\"n_layer\":" << c.model.n_layer << ",\"n_head\":" << c.model.n_head << ",\"n_embd\":"
               << c.model.n_embd << ",\"block_size\":" << c.model.block_size << ",\"batch_size\":" << c.batch_size
