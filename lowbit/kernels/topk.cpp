@@ -99,30 +99,42 @@ std::optional<std::pair<at::Tensor, at::Tensor>> TopKBySample(const at::Tensor& 
     val.resize(static_cast<size_t>(cap));
     count = cpu::GatherAtLeast(px, n, threshold, cap, idx.data(), val.data());
   } else {
-    // Threads: each chunk's candidates counted, then gathered at its offset
-    // (chunks fixed in size, so the result is the one-thread result).
-    std::vector<int64_t> offsets(static_cast<size_t>(chunks) + 1, 0);
+    // Threads: each chunk (fixed in size, so the result is the one-thread
+    // result) gathers into its own buffer, sized for twice its expected share
+    // and, in the rare chunk that overflows it, counted and gathered again;
+    // then the chunks are joined in order.
+    std::vector<std::vector<int32_t>> chunk_idx(static_cast<size_t>(chunks));
+    std::vector<std::vector<float>> chunk_val(static_cast<size_t>(chunks));
+    const double share = static_cast<double>(cap) / static_cast<double>(n);
     at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t begin = c * kChunk;
-        offsets[c + 1] = cpu::CountAtLeast(px + begin, std::min(kChunk, n - begin), threshold);
+        const int64_t len = std::min(kChunk, n - begin);
+        int64_t room = std::min<int64_t>(len, static_cast<int64_t>(share * static_cast<double>(len)) + 64);
+        auto& ci = chunk_idx[c];
+        auto& cv = chunk_val[c];
+        ci.resize(static_cast<size_t>(room));
+        cv.resize(static_cast<size_t>(room));
+        int64_t got = cpu::GatherAtLeast(px + begin, len, threshold, room, ci.data(), cv.data());
+        if (got < 0) {
+          room = cpu::CountAtLeast(px + begin, len, threshold);
+          ci.resize(static_cast<size_t>(room));
+          cv.resize(static_cast<size_t>(room));
+          got = cpu::GatherAtLeast(px + begin, len, threshold, room, ci.data(), cv.data());
+        }
+        ci.resize(static_cast<size_t>(got));
+        cv.resize(static_cast<size_t>(got));
+        for (int32_t& i : ci) i += static_cast<int32_t>(begin);
       }
     });
-    for (int64_t c = 0; c < chunks; ++c) offsets[c + 1] += offsets[c];
-    count = offsets[chunks];
+    for (const auto& ci : chunk_idx) count += static_cast<int64_t>(ci.size());
     if (count > cap) return std::nullopt;  // far more candidates than expected
-    idx.resize(static_cast<size_t>(count));
-    val.resize(static_cast<size_t>(count));
-    at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        const int64_t begin = c * kChunk;
-        const int64_t got = cpu::GatherAtLeast(px + begin, std::min(kChunk, n - begin), threshold,
-                                               offsets[c + 1] - offsets[c], idx.data() + offsets[c],
-                                               val.data() + offsets[c]);
-        TORCH_INTERNAL_ASSERT(got == offsets[c + 1] - offsets[c], "TopKByMagnitude: chunk ", c, " changed");
-        for (int64_t j = offsets[c]; j < offsets[c + 1]; ++j) idx[j] += static_cast<int32_t>(begin);
-      }
-    });
+    idx.reserve(static_cast<size_t>(count));
+    val.reserve(static_cast<size_t>(count));
+    for (int64_t c = 0; c < chunks; ++c) {
+      idx.insert(idx.end(), chunk_idx[c].begin(), chunk_idx[c].end());
+      val.insert(val.end(), chunk_val[c].begin(), chunk_val[c].end());
+    }
   }
   if (count < k) return std::nullopt;  // too few (or, as -1, too many) candidates
   return ExactAmongCandidates(idx.data(), val.data(), count, k, x.options());
