@@ -79,9 +79,9 @@ class DistributedDataParallel {
   // be the same on every rank; a mismatch throws on all ranks. Throws, naming
   // the owner, once an optimizer owns the hook (RegisterOwnedCommHook).
   void RegisterCommHook(std::shared_ptr<CommHook> hook);
-  // For optimizers that do their own exchange (the 1-bit family): registers
-  // `hook`, and from then on every RegisterCommHook throws naming `owner`,
-  // since another hook would silently break that optimizer.
+  // For optimizers that do their own exchange (the 1-bit family, DiLoCo):
+  // registers `hook`, and from then on every RegisterCommHook throws naming
+  // `owner`, since another hook would silently break that optimizer.
   void RegisterOwnedCommHook(std::shared_ptr<CommHook> hook, const std::string& owner);
   // The owner's name, empty when no optimizer owns the hook.
   std::string comm_hook_owner() const;
