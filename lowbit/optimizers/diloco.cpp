@@ -49,12 +49,20 @@ DiLoCo::DiLoCo(std::vector<at::Tensor> params, std::shared_ptr<comm::ProcessGrou
   int64_t offset = 0;
   for (size_t i = 0; i < params_.size(); ++i) {
     const at::Tensor& p = params_[i];
-    global_.push_back(p.detach().clone());
-    if (options_.outer_momentum() > 0.0) momentum_.push_back(at::zeros_like(global_.back()));
     bucket_.gradients.push_back(flat_.narrow(0, offset, p.numel()).view(p.sizes()));
     bucket_.parameter_names.push_back(absl::StrCat("param", i));
     bucket_.offsets.push_back(offset);
     offset += p.numel();
+  }
+  // Every rank starts from rank 0's parameters (ranks whose models were
+  // initialised differently would otherwise each keep their own global copy
+  // and never agree); the pseudo-gradient buffer carries them.
+  for (size_t i = 0; i < params_.size(); ++i) bucket_.gradients[i].copy_(params_[i].detach());
+  pg_->Broadcast(flat_, 0)->Wait();
+  for (size_t i = 0; i < params_.size(); ++i) {
+    params_[i].detach().copy_(bucket_.gradients[i]);
+    global_.push_back(bucket_.gradients[i].clone());
+    if (options_.outer_momentum() > 0.0) momentum_.push_back(at::zeros_like(global_.back()));
   }
 }
 
@@ -117,8 +125,9 @@ void DiLoCo::Sync() {
 }
 
 void DiLoCo::Save(torch::serialize::OutputArchive& archive) const {
+  // The global copy and momentum are the same on every rank, so they resume on
+  // any world size; a stateful hook decides for its own state.
   comm::HookState state{{"step", at::tensor(step_)},
-                        {"world_size", at::tensor(static_cast<int64_t>(pg_->Size()))},
                         {"parameters", at::tensor(static_cast<int64_t>(params_.size()))}};
   for (size_t i = 0; i < global_.size(); ++i) state.emplace_back(absl::StrCat("global/", i), global_[i]);
   for (size_t i = 0; i < momentum_.size(); ++i) state.emplace_back(absl::StrCat("momentum/", i), momentum_[i]);
@@ -129,7 +138,7 @@ void DiLoCo::Save(torch::serialize::OutputArchive& archive) const {
 void DiLoCo::Load(torch::serialize::InputArchive& archive) {
   std::map<std::string, at::Tensor> saved;
   for (auto& [name, tensor] : comm::ReadHookState(archive, "diloco_")) saved[name] = tensor;
-  for (const char* key : {"step", "world_size", "parameters"}) {
+  for (const char* key : {"step", "parameters"}) {
     TORCH_CHECK(saved.count(key) && saved[key].numel() == 1, "DiLoCo: the archive has no '", key,
                 "' entry; not a DiLoCo state");
   }

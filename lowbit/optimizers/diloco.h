@@ -19,8 +19,10 @@
 //   // (DDP's hook is DiLoCo's now: backward exchanges nothing.)
 //   for (...) { inner.zero_grad(); loss().backward(); inner.step(); outer.Step(); }
 //
-// The parameters must be the same on every rank at construction (DDP's
-// broadcast makes them so); the settings are compared across ranks then.
+// At construction every rank takes rank 0's parameters (as DDP does) and the
+// settings and parameter shapes are compared across ranks. To resume, build
+// DiLoCo first and then restore the model and Load() (as train::Checkpoint's
+// Restore does): the local parameters differ across ranks mid-interval.
 #pragma once
 
 #include <cstdint>

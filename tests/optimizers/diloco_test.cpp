@@ -160,12 +160,12 @@ TEST(DiLoCo, ResumeMidIntervalContinuesBitForBit) {
   std::stringstream outer_saved;
   archive.save_to(outer_saved);
   Tensors resumed = InitialParams();
-  {
+  torch::optim::SGD inner(resumed, inner_options);
+  DiLoCo outer(resumed, Pg(), DiLoCoOptions().sync_every(3).exchange_hook(hook()));
+  {  // the model's own restore, after DiLoCo is built (it takes rank 0's parameters)
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < resumed.size(); ++i) resumed[i].copy_(first[i]);
   }
-  torch::optim::SGD inner(resumed, inner_options);
-  DiLoCo outer(resumed, Pg(), DiLoCoOptions().sync_every(3).exchange_hook(hook()));
   torch::load(inner, inner_saved);
   torch::serialize::InputArchive in;
   in.load_from(outer_saved);
@@ -226,6 +226,22 @@ TEST(DiLoCo, OwnsDdpsHook) {
   EXPECT_TRUE(torch::allclose(model->weight.grad(), reference->weight.grad()));
   ExpectError([&] { ddp.RegisterCommHook(compress::MakeCommHook(Pg(), "fp16")); },
               "the comm hook belongs to DiLoCo, which does its own exchange");
+}
+
+// Ranks whose models start differently all start from rank 0's parameters,
+// and the extra state is the global copy (+ the outer momentum).
+TEST(DiLoCo, StartsFromRankZerosParameters) {
+  const int rank = Pg()->Rank();
+  Tensors params = InitialParams();
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : params) p.add_(rank);
+  }
+  const Tensors want = InitialParams();
+  DiLoCo outer(params, Pg(), DiLoCoOptions().sync_every(2));
+  for (size_t i = 0; i < params.size(); ++i) EXPECT_TRUE(torch::equal(params[i], want[i])) << "tensor " << i;
+  EXPECT_EQ(outer.StateBytesPerElement(), 8);
+  EXPECT_EQ(DiLoCo(params, Pg(), DiLoCoOptions().outer_momentum(0)).StateBytesPerElement(), 4);
 }
 
 TEST(DiLoCo, BadSettingsAreRefused) {
