@@ -1,7 +1,7 @@
 #include "examples/common/methods.h"
 
-#include <fstream>
 #include <algorithm>
+#include <fstream>
 #include <iomanip>
 #include <iostream>
 #include <limits>
@@ -18,8 +18,8 @@
 #include "lowbit/compress/adaptive_hook.h"
 #include "lowbit/compress/defaults.h"
 #include "lowbit/launch/init.h"
-#include "lowbit/optimizers/onebit_adam.h"
 #include "lowbit/optimizers/diloco.h"
+#include "lowbit/optimizers/onebit_adam.h"
 #include "lowbit/optimizers/onebit_lamb.h"
 #include "lowbit/optimizers/optim_8bit.h"
 #include "lowbit/optimizers/zero_one_adam.h"
@@ -48,8 +48,9 @@ ABSL_FLAG(int64_t, local_step_scaler, -1,
 ABSL_FLAG(int64_t, local_step_clipper, -1, "zeroone_adam: the longest sync interval (H; -1: default)");
 ABSL_FLAG(std::string, hook, "allreduce",
           "gradient exchange: none or allreduce (uncompressed), fp16, bf16, qsgd, onebit, topk, randomk, powersgd, "
-          "ternary, adaptive_powersgd, adaptive_topk, adaptive_qsgd (L-GreCo: per-layer rank, density or bits); with a 1-bit optimizer, the exchange of its "
-          "averaging (warm-up) steps");
+          "ternary, adaptive_powersgd, adaptive_topk, adaptive_qsgd (L-GreCo: per-layer rank, density or bits); "
+          "with a 1-bit optimizer, the exchange of its averaging (warm-up) steps; with --outer, of the "
+          "pseudo-gradient");
 ABSL_FLAG(std::string, ef, "", "error feedback: none, ef, ef21, econtrol (empty: the hook's default)");
 ABSL_FLAG(double, ef_eta, defaults::kEfEta, "EControl error weight; must be about the kept fraction or less");
 ABSL_FLAG(std::string, exchange, "auto", "collective of qsgd/ternary/onebit: auto, twophase or allgather");

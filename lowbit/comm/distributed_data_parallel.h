@@ -52,8 +52,9 @@ struct DdpStepStats {
   double comm_seconds = 0.0;
   // How long the end of backward blocked on communication that was still running.
   double wait_seconds = 0.0;
-  // Time spent inside the comm hook's RunHook calls (for compression hooks:
-  // preparing and encoding the buckets), on the backward thread.
+  // Time spent inside the comm hook's RunHook calls, on the backward thread
+  // (a compression hook's encoding, or with its overlap on, only handing the
+  // bucket to its own thread).
   double launch_seconds = 0.0;
   int buckets = 0;
   // Parameters that got no gradient this step on this rank (sent as zeros).

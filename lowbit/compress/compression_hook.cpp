@@ -164,14 +164,14 @@ std::shared_ptr<comm::Work> CompressionHook::RunHook(comm::GradBucket& bucket) {
     }
   }
   if (!options_.overlap || pg_->Size() == 1) {
-    Launch(*job);
+    Launch(job.get());
     return std::make_shared<comm::ContinuationWork>([this, job] { return Finish(*job); });
   }
   if (!worker_) worker_ = std::make_unique<internal::SerialWorker>(at::get_num_threads());
   worker_->Post([this, job] {
     try {
       const c10::OptionalDeviceGuard device(job->bucket.buffer.device());
-      Launch(*job);
+      Launch(job.get());
     } catch (...) {
       job->launch_error = std::current_exception();
     }
@@ -183,8 +183,7 @@ std::shared_ptr<comm::Work> CompressionHook::RunHook(comm::GradBucket& bucket) {
   });
 }
 
-void CompressionHook::Launch(Pending& job_ref) {
-  Pending* job = &job_ref;
+void CompressionHook::Launch(Pending* job) {
   const comm::GradBucket& bucket = job->bucket;
   const int world = pg_->Size();
   job->local_bad = !kernels::AllFinite(bucket.buffer);

@@ -90,7 +90,7 @@ class CompressionHook final : public comm::CommHook {
   struct Pending;
   // Everything RunHook does after choosing each tensor's compressor, up to
   // starting the exchange; on worker_ when options.overlap.
-  void Launch(Pending& job);
+  void Launch(Pending* job);
   std::vector<at::Tensor> Finish(Pending& job);
   void EncodeAllReduce(Pending& job);
   void EncodeAllGather(Pending& job);

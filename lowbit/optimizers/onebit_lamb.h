@@ -49,11 +49,7 @@ struct OneBitLambOptions : public torch::optim::OptimizerCloneableOptions<OneBit
   TORCH_ARG(int64_t, freeze_step) = 100;
   TORCH_ARG(bool, bias_correction) = true;
   TORCH_ARG(int64_t, block) = 0;
-  // The exchange of the steps that need averaged gradients (with DDP): null
-  // is a fp32 mean allreduce; e.g. compress::MakeCommHook(pg, "fp16") halves
-  // those steps' bytes (DeepSpeed's warm-up averages fp16 gradients). Its
-  // Config() joins the settings compared across ranks; its state is saved
-  // with the optimizer.
+  // As OneBitAdamOptions::averaging_hook.
   TORCH_ARG(std::shared_ptr<comm::CommHook>, averaging_hook) = nullptr;
   TORCH_ARG(double, max_coeff) = 10.0;
   TORCH_ARG(double, min_coeff) = 0.01;

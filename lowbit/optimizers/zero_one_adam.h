@@ -63,11 +63,7 @@ struct ZeroOneAdamOptions : public torch::optim::OptimizerCloneableOptions<ZeroO
   TORCH_ARG(bool, bias_correction) = true;
   // Elements per 1-bit scale; its exchange spans layers, so a scale per 1024.
   TORCH_ARG(int64_t, block) = 1024;
-  // The exchange of the steps that need averaged gradients (with DDP): null
-  // is a fp32 mean allreduce; e.g. compress::MakeCommHook(pg, "fp16") halves
-  // those steps' bytes (DeepSpeed's warm-up averages fp16 gradients). Its
-  // Config() joins the settings compared across ranks; its state is saved
-  // with the optimizer.
+  // As OneBitAdamOptions::averaging_hook.
   TORCH_ARG(std::shared_ptr<comm::CommHook>, averaging_hook) = nullptr;
 
   double get_lr() const override { return lr(); }

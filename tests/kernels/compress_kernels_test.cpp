@@ -205,8 +205,13 @@ TEST(TopK, LargeInputsMatchAFullSort) {
   sparse.index_put_({torch::randint(0, n, {500})}, torch::randn({500}));
   cases.emplace_back("mostly_zero", sparse);
   cases.emplace_back("all_equal", torch::ones({n}) * -0.25);
-  // One thread gathers in one pass; more count and gather per 2^18-element
-  // chunk (two chunks here, the second of 37 elements).
+  // One thread gathers in one pass; more gather per 2^18-element chunk (two
+  // chunks here, the second of 37 elements). "one_chunk" (four chunks, every
+  // candidate in the first) overflows that chunk's buffer, sized for an even
+  // share, so it is counted and gathered again.
+  at::Tensor one_chunk = torch::randn({int64_t{1} << 20}) * 0.01;
+  one_chunk.narrow(0, 0, int64_t{1} << 18).normal_();
+  cases.emplace_back("one_chunk", one_chunk);
   const int threads = at::get_num_threads();
   for (int t : {1, 3}) {
     at::set_num_threads(t);
