@@ -60,11 +60,20 @@ CONFIGS = {
     "lowbit_onebit_lamb_qsgd4": ("lowbit", ["--optimizer", "onebit_lamb", "--freeze_step", "100", "--hook", "qsgd",
                                             "--bits", "4"]),
 }
-WARMUP = {"lowbit_onebit_adam": (100, "lowbit_allreduce", ["--freeze_step", "2"]),
-          "lowbit_onebit_lamb": (100, "lowbit_allreduce", ["--freeze_step", "2"]),
-          "lowbit_onebit_adam_fp16": (100, "lowbit_fp16", ["--freeze_step", "2"]),
-          "lowbit_onebit_lamb_fp16": (100, "lowbit_fp16", ["--freeze_step", "2"]),
-          "lowbit_onebit_lamb_qsgd4": (100, "lowbit_qsgd4", ["--freeze_step", "2"])}
+# 1-bit optimizer -> the configuration whose step time its warm-up steps take.
+WARMUP = {"lowbit_onebit_adam": "lowbit_allreduce", "lowbit_onebit_lamb": "lowbit_allreduce",
+          "lowbit_onebit_adam_fp16": "lowbit_fp16", "lowbit_onebit_lamb_fp16": "lowbit_fp16",
+          "lowbit_onebit_lamb_qsgd4": "lowbit_qsgd4"}
+# A speed run of a WARMUP configuration starts compressing after this many steps.
+SPEED_FREEZE_STEP = "2"
+
+
+def freeze_step(label):
+    """The --freeze_step of a WARMUP configuration: its warm-up steps."""
+    flags = CONFIGS[label][1]
+    return int(flags[flags.index("--freeze_step") + 1])
+
+
 RATES_MBIT = {"10gbit": 10000, "1gbit": 1000, "100mbit": 100}
 
 
@@ -127,7 +136,7 @@ def command(a, label, network, steps, eval_interval, csv_path, port):
     if steps != quality_steps(a) and label in WARMUP:  # a speed run: the compressed phase
         flags = [f for f in flags]
         i = flags.index("--freeze_step")
-        flags[i + 1] = WARMUP[label][2][1]
+        flags[i + 1] = SPEED_FREEZE_STEP
     if a.model == "gpt":
         common = ["--preset", a.preset, "--steps", str(steps), "--eval_interval", str(eval_interval),
                   "--val_windows", str(a.val_windows), "--seed", str(a.seed)]
@@ -289,7 +298,7 @@ def main():
                 steps_needed = q["steps_to_target"]
                 row["time_to_target_s"] = steps_needed * step_seconds
                 if label in WARMUP:
-                    warm, warm_label = WARMUP[label][0], WARMUP[label][1]
+                    warm, warm_label = freeze_step(label), WARMUP[label]
                     warm_row = speed.get((network, warm_label), {})
                     if warm_row.get("step_seconds"):
                         row["time_to_target_s"] = (min(warm, steps_needed) * warm_row["step_seconds"] +
