@@ -9,11 +9,17 @@
 //   (with a qsgd exchange whose error feedback and rounding stream must come
 //   back too); a non-finite pseudo-gradient on one rank leaves every rank on
 //   the last global parameters; bad settings and settings that differ across
-//   ranks are refused, naming them.
+//   ranks are refused, naming them;
+// - Streaming DiLoCo: the fragments cover every parameter once, in runs of
+//   about equal size; P fragments with a delay tau and merge weight alpha
+//   equal a reference that runs every rank's inner SGD and one torch
+//   SGD(nesterov) outer optimizer per fragment schedule in one process
+//   (1e-5); a checkpoint with a fragment in flight resumes bit for bit.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cmath>
+#include <map>
 #include <sstream>
 
 #include "lowbit/comm/distributed_data_parallel.h"
@@ -244,6 +250,159 @@ TEST(DiLoCo, StartsFromRankZerosParameters) {
   EXPECT_EQ(DiLoCo(params, Pg(), DiLoCoOptions().outer_momentum(0)).StateBytesPerElement(), 4);
 }
 
+// P = 1 .. n over tensors of uneven sizes: runs of consecutive tensors, each
+// parameter once, none empty, none much over total / P.
+TEST(StreamingDiLoCo, FragmentsCoverEveryParameterOnce) {
+  const std::vector<std::vector<int64_t>> shapes = {{50, 20}, {20}, {300}, {10, 10}, {5}, {400}, {30, 3}};
+  Tensors params;
+  int64_t total = 0, biggest = 0;
+  for (const auto& s : shapes) {
+    params.push_back(torch::zeros(s));
+    total += params.back().numel();
+    biggest = std::max(biggest, params.back().numel());
+  }
+  for (int64_t p = 1; p <= static_cast<int64_t>(shapes.size()); ++p) {
+    DiLoCo outer(params, Pg(), DiLoCoOptions().sync_every(8).fragments(p));
+    const auto fragments = outer.Fragments();
+    ASSERT_EQ(static_cast<int64_t>(fragments.size()), p);
+    int64_t next = 0, largest = 0;
+    for (const auto& [first, end] : fragments) {
+      EXPECT_EQ(first, next) << "P=" << p;
+      EXPECT_GT(end, first) << "P=" << p;
+      int64_t numel = 0;
+      for (int64_t i = first; i < end; ++i) numel += params[i].numel();
+      largest = std::max(largest, numel);
+      next = end;
+    }
+    EXPECT_EQ(next, static_cast<int64_t>(params.size())) << "P=" << p;
+    EXPECT_EQ(outer.LargestFragmentNumel(), largest) << "P=" << p;
+    EXPECT_EQ(outer.WorkingBytes(), 4 * largest) << "P=" << p;
+    EXPECT_LE(largest, total / p + biggest) << "P=" << p;
+  }
+  // P = 2 on 1510 elements: {1200} and {30, 280} (1200 is nearer 755 than 1230).
+  Tensors three = InitialParams();
+  const auto two = DiLoCo(three, Pg(), DiLoCoOptions().sync_every(4).fragments(2)).Fragments();
+  EXPECT_EQ(two, (std::vector<std::pair<int64_t, int64_t>>{{0, 1}, {1, 3}}));
+}
+
+// H = 6, P = 3 (one tensor each, so fragment p starts at 2 (p + 1) + 6 k),
+// tau = 1, alpha = 0.25, momentum SGD inside, Nesterov outside.
+TEST(StreamingDiLoCo, MatchesAReferenceSchedule) {
+  const int world = Pg()->Size(), rank = Pg()->Rank();
+  constexpr int64_t kH = 6, kP = 3, kTau = 1;
+  constexpr double kAlpha = 0.25;
+  const auto inner_options = torch::optim::SGDOptions(0.05).momentum(0.9);
+  Tensors params = InitialParams();
+  torch::optim::SGD inner(params, inner_options);
+  DiLoCo outer(params, Pg(),
+               DiLoCoOptions().sync_every(kH).fragments(kP).fragment_delay(kTau).merge_alpha(kAlpha));
+  Tensors global = InitialParams();
+  torch::optim::SGD ref_outer(global, torch::optim::SGDOptions(0.7).momentum(0.9).nesterov(true));
+  std::vector<Tensors> local(world);
+  std::vector<std::unique_ptr<torch::optim::SGD>> ref_inner;
+  for (int r = 0; r < world; ++r) {
+    local[r] = InitialParams();
+    ref_inner.push_back(std::make_unique<torch::optim::SGD>(local[r], inner_options));
+  }
+  std::map<int64_t, at::Tensor> in_flight;  // fragment (= tensor) -> mean pseudo-gradient
+  for (int64_t step = 1; step <= 4 * kH; ++step) {
+    SetGradients(params, rank);
+    inner.step();
+    outer.Step();
+    for (int r = 0; r < world; ++r) {
+      SetGradients(local[r], r);
+      ref_inner[r]->step();
+    }
+    torch::NoGradGuard no_grad;
+    int64_t starting = -1;
+    for (int64_t f = 0; f < kP; ++f) {
+      if (step >= 2 * (f + 1) && (step - 2 * (f + 1)) % kH == 0) starting = f;
+    }
+    EXPECT_EQ(outer.LastStepStats().started, starting >= 0) << step;
+    if (world > 1) EXPECT_EQ(outer.LastStepStats().bytes_sent > 0, starting >= 0) << step;
+    if (starting >= 0) {
+      at::Tensor delta = torch::zeros_like(global[starting]);
+      for (int r = 0; r < world; ++r) delta += global[starting] - local[r][starting];
+      in_flight[starting] = delta / world;
+    }
+    int64_t landing = -1;
+    for (int64_t f = 0; f < kP; ++f) {
+      if (step >= 2 * (f + 1) + kTau && (step - kTau - 2 * (f + 1)) % kH == 0) landing = f;
+    }
+    EXPECT_EQ(outer.LastStepStats().synced, landing >= 0) << step;
+    if (landing >= 0) {
+      for (size_t i = 0; i < global.size(); ++i) global[i].mutable_grad() = at::Tensor();
+      global[landing].mutable_grad() = in_flight.at(landing);
+      in_flight.erase(landing);
+      ref_outer.step();
+      for (int r = 0; r < world; ++r) local[r][landing].mul_(kAlpha).add_(global[landing], 1.0 - kAlpha);
+    }
+    ExpectClose(params, local[rank], 1e-5, "step " + std::to_string(step));
+  }
+}
+
+// Saved at step 4 of H = 6, P = 3, tau = 1: fragment 1 started at step 4 and
+// lands at 5, so the checkpoint holds it in flight.
+TEST(StreamingDiLoCo, ResumeWithAFragmentInFlightContinuesBitForBit) {
+  const int rank = Pg()->Rank();
+  auto options = [] {
+    return DiLoCoOptions()
+        .sync_every(6)
+        .fragments(3)
+        .fragment_delay(1)
+        .merge_alpha(0.5)
+        .exchange_hook(compress::MakeCommHook(Pg(), "qsgd", {{"bits", "4"}}));
+  };
+  auto run = [&](int64_t steps, Tensors& params, torch::optim::SGD& inner, DiLoCo& outer) {
+    for (int64_t s = 0; s < steps; ++s) {
+      SetGradients(params, rank);
+      inner.step();
+      outer.Step();
+    }
+  };
+  const auto inner_options = torch::optim::SGDOptions(0.05).momentum(0.9);
+  Tensors straight = InitialParams();
+  torch::optim::SGD inner_a(straight, inner_options);
+  DiLoCo outer_a(straight, Pg(), options());
+  run(14, straight, inner_a, outer_a);
+
+  std::stringstream inner_saved, outer_saved;
+  Tensors first = InitialParams();
+  {
+    torch::optim::SGD inner(first, inner_options);
+    DiLoCo outer(first, Pg(), options());
+    run(4, first, inner, outer);
+    EXPECT_TRUE(outer.LastStepStats().started);
+    torch::save(inner, inner_saved);
+    torch::serialize::OutputArchive archive;
+    outer.Save(archive);
+    archive.save_to(outer_saved);
+  }
+  Tensors resumed = InitialParams();
+  torch::optim::SGD inner(resumed, inner_options);
+  DiLoCo outer(resumed, Pg(), options());
+  {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < resumed.size(); ++i) resumed[i].copy_(first[i]);
+  }
+  torch::load(inner, inner_saved);
+  torch::serialize::InputArchive in;
+  in.load_from(outer_saved);
+  outer.Load(in);
+  run(10, resumed, inner, outer);
+  for (size_t i = 0; i < straight.size(); ++i) {
+    EXPECT_TRUE(torch::equal(straight[i], resumed[i]))
+        << "tensor " << i << " differs by " << (straight[i] - resumed[i]).abs().max().item<double>();
+  }
+  // The same archive into a DiLoCo with another schedule is refused.
+  Tensors other = InitialParams();
+  DiLoCo two(other, Pg(), DiLoCoOptions().sync_every(6).fragments(2).fragment_delay(1));
+  torch::serialize::InputArchive again;
+  outer_saved.seekg(0);
+  again.load_from(outer_saved);
+  ExpectError([&] { two.Load(again); }, "saved with 3 fragments, this DiLoCo has 2");
+}
+
 TEST(DiLoCo, BadSettingsAreRefused) {
   Tensors params = InitialParams();
   ExpectError([&] { DiLoCo(params, Pg(), DiLoCoOptions().sync_every(0)); }, "sync_every must be >= 1, got 0");
@@ -251,6 +410,14 @@ TEST(DiLoCo, BadSettingsAreRefused) {
   ExpectError([&] { DiLoCo(params, Pg(), DiLoCoOptions().outer_momentum(1)); },
               "outer_momentum must be in [0, 1), got 1");
   ExpectError([&] { DiLoCo({torch::zeros({3}, torch::kDouble)}, Pg()); }, "parameter 0 must be a dense float32");
+  ExpectError([&] { DiLoCo(params, Pg(), DiLoCoOptions().fragments(4)); },
+              "fragments must be in [1, 3] (the number of parameter tensors), got 4");
+  ExpectError([&] { DiLoCo(params, Pg(), DiLoCoOptions().fragments(0)); }, "fragments must be in [1, 3]");
+  ExpectError([&] { DiLoCo(params, Pg(), DiLoCoOptions().sync_every(2).fragments(3)); },
+              "fragments (3) must be <= sync_every (2)");
+  ExpectError([&] { DiLoCo(params, Pg(), DiLoCoOptions().sync_every(10).fragments(3).fragment_delay(3)); },
+              "fragment_delay must be in [0, sync_every / fragments) = [0, 3)");
+  ExpectError([&] { DiLoCo(params, Pg(), DiLoCoOptions().merge_alpha(1.5)); }, "merge_alpha must be in [0, 1], got 1.5");
   if (Pg()->Size() > 1) {
     ExpectError([&] { DiLoCo(params, Pg(), DiLoCoOptions().sync_every(Pg()->Rank() == 1 ? 7 : 5)); },
                 "sync_every=7");
