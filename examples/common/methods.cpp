@@ -18,6 +18,7 @@
 #include "lowbit/compress/adaptive_hook.h"
 #include "lowbit/compress/defaults.h"
 #include "lowbit/launch/init.h"
+#include "lowbit/optimizers/demo.h"
 #include "lowbit/optimizers/diloco.h"
 #include "lowbit/optimizers/onebit_adam.h"
 #include "lowbit/optimizers/onebit_lamb.h"
@@ -33,10 +34,23 @@ ABSL_FLAG(uint64_t, seed, 1, "seed of the initialisation, the data order and the
 ABSL_FLAG(int64_t, percentile_clipping, 100, "8-bit optimizers and lion: clip gradients at this percentile of the last 100 norms (100: off)");
 ABSL_FLAG(std::string, outer, "",
           "low-communication training: diloco (local steps, the pseudo-gradient averaged every --sync_every "
-          "steps through --hook, then Nesterov outer SGD); empty: every step exchanges gradients");
-ABSL_FLAG(int64_t, sync_every, 50, "--outer diloco: inner steps between synchronisations (H)");
-ABSL_FLAG(double, outer_lr, 0.7, "--outer diloco: the outer learning rate");
-ABSL_FLAG(double, outer_momentum, 0.9, "--outer diloco: the outer Nesterov momentum");
+          "steps through --hook, then Nesterov outer SGD), streaming_diloco (the same in --fragments fragments "
+          "synced in turn, each exchange overlapping --fragment_delay steps), sparseloco (top-k of an error-feedback "
+          "buffer at 2 bits instead of the outer momentum); empty: every step exchanges gradients");
+ABSL_FLAG(int64_t, sync_every, 50, "--outer: inner steps between synchronisations (H)");
+ABSL_FLAG(double, outer_lr, 0.7, "--outer: the outer learning rate (sparseloco: 1 unless given)");
+ABSL_FLAG(double, outer_momentum, 0.9, "--outer diloco/streaming_diloco: the outer Nesterov momentum");
+ABSL_FLAG(int64_t, fragments, -1, "--outer: fragments synced in turn (-1: diloco and sparseloco 1, streaming_diloco 4)");
+ABSL_FLAG(int64_t, fragment_delay, -1,
+          "--outer: inner steps a fragment's exchange overlaps (tau; -1: diloco and sparseloco 0, streaming_diloco 1)");
+ABSL_FLAG(double, merge_alpha, -1,
+          "--outer: the local copy's weight when a fragment lands (-1: diloco and sparseloco 0, streaming_diloco 0.5)");
+ABSL_FLAG(int64_t, chunk, 4096, "--outer sparseloco: elements per top-k chunk");
+ABSL_FLAG(int64_t, topk, 64, "--outer sparseloco: entries kept per chunk; --optimizer demo: DCT coefficients per tile");
+ABSL_FLAG(double, decay, 0.95, "--outer sparseloco: the error-feedback buffer's decay");
+ABSL_FLAG(double, range_sigmas, 6.0, "--outer sparseloco: the bins span mean +- this many standard deviations");
+ABSL_FLAG(int64_t, demo_chunk, 64, "--optimizer demo: the DCT tile side");
+ABSL_FLAG(double, demo_beta, 0.999, "--optimizer demo: the momentum's decay");
 ABSL_FLAG(int64_t, freeze_step, -1,
           "onebit_adam/onebit_lamb: uncompressed warm-up steps; zeroone_adam: the last variance refresh "
           "(var_freeze_step); -1: the optimizer's default");
@@ -165,11 +179,22 @@ Methods MethodsFromFlags(const std::string& optimizer, const std::string& sparsi
   m.bucket_cap_mb = absl::GetFlag(FLAGS_bucket_cap_mb);
   m.percentile_clipping = absl::GetFlag(FLAGS_percentile_clipping);
   m.sparsity_steps = absl::GetFlag(FLAGS_sparsity_steps);
-  m.hook_settings = HookSettingsFromFlags(m.hook, m.seed);
   m.outer = absl::GetFlag(FLAGS_outer);
+  // SparseLoCo's exchange is its own hook; --chunk, --topk, --bits, --decay
+  // and --range_sigmas reach it as its settings.
+  if (m.outer == "sparseloco") m.hook = "sparseloco";
+  m.hook_settings = HookSettingsFromFlags(m.hook, m.seed);
   m.sync_every = absl::GetFlag(FLAGS_sync_every);
   m.outer_lr = absl::GetFlag(FLAGS_outer_lr);
   m.outer_momentum = absl::GetFlag(FLAGS_outer_momentum);
+  const bool streaming = m.outer == "streaming_diloco";
+  m.fragments = FlagSet("fragments") ? absl::GetFlag(FLAGS_fragments) : streaming ? 4 : 1;
+  m.fragment_delay = FlagSet("fragment_delay") ? absl::GetFlag(FLAGS_fragment_delay) : streaming ? 1 : 0;
+  m.merge_alpha = FlagSet("merge_alpha") ? absl::GetFlag(FLAGS_merge_alpha) : streaming ? 0.5 : 0.0;
+  if (m.outer == "sparseloco") {
+    if (!FlagSet("outer_lr")) m.outer_lr = 1.0;
+    if (!FlagSet("outer_momentum")) m.outer_momentum = 0.0;
+  }
   return m;
 }
 
@@ -177,11 +202,13 @@ bool IsOneBit(const std::string& optimizer) {
   return optimizer == "onebit_adam" || optimizer == "zeroone_adam" || optimizer == "onebit_lamb";
 }
 
+bool OwnsExchange(const std::string& optimizer) { return IsOneBit(optimizer) || optimizer == "demo"; }
+
 const std::vector<std::string>& OptimizerNames() {
   static const std::vector<std::string> names = {
       "sgd",      "sgd0",        "adam",         "adamw",       "lion",        "rmsprop",
       "adagrad",  "adam8bit",    "adamw8bit",    "sgd8bit",     "lion8bit",    "rmsprop8bit",
-      "adagrad8bit", "onebit_adam", "zeroone_adam", "onebit_lamb"};
+      "adagrad8bit", "onebit_adam", "zeroone_adam", "onebit_lamb", "demo"};
   return names;
 }
 
@@ -213,8 +240,40 @@ std::string ValidateMethods(const Methods& m) {
   if (m.percentile_clipping < 1 || m.percentile_clipping > 100) {
     return absl::StrCat("--percentile_clipping must be in [1, 100], got ", m.percentile_clipping);
   }
-  if (!m.outer.empty() && m.outer != "diloco") return absl::StrCat("--outer must be empty or diloco, got '", m.outer, "'");
-  if (!m.outer.empty() && IsOneBit(m.optimizer)) {
+  if (!m.outer.empty() && m.outer != "diloco" && m.outer != "streaming_diloco" && m.outer != "sparseloco") {
+    return absl::StrCat("--outer must be empty, diloco, streaming_diloco or sparseloco, got '", m.outer, "'",
+                        m.outer == "demo" ? " (DeMo is an optimizer: --optimizer demo)" : "");
+  }
+  if (m.outer == "sparseloco") {
+    const std::string given = absl::GetFlag(FLAGS_hook);
+    if (FlagSet("hook") && given != "allreduce" && given != "none" && given != "sparseloco") {
+      return absl::StrCat("--outer sparseloco sends through its own exchange (top-k of the error-feedback buffer, ",
+                          "a few bits each); --hook ", given, " would replace it: leave --hook out");
+    }
+    if (m.outer_momentum != 0.0) {
+      return absl::StrCat("--outer sparseloco has no outer momentum (its error-feedback buffer stands in for it); "
+                          "--outer_momentum must be 0, got ", m.outer_momentum);
+    }
+  }
+  if (m.optimizer == "demo" && m.hook != "allreduce" && m.hook != "none") {
+    return absl::StrCat("--optimizer demo sends its own top-k DCT coefficients every step; --hook ", m.hook,
+                        " would compress nothing: leave --hook out");
+  }
+  if (m.fragments < 1) return absl::StrCat("--fragments must be >= 1, got ", m.fragments);
+  if (m.fragment_delay < 0) return absl::StrCat("--fragment_delay must be >= 0, got ", m.fragment_delay);
+  if (!(m.merge_alpha >= 0 && m.merge_alpha <= 1)) return absl::StrCat("--merge_alpha must be in [0, 1], got ", m.merge_alpha);
+  if (m.outer.empty() && (FlagSet("fragments") || FlagSet("fragment_delay") || FlagSet("merge_alpha"))) {
+    return "--fragments, --fragment_delay and --merge_alpha need --outer";
+  }
+  if (!m.outer.empty() && m.fragments > m.sync_every) {
+    return absl::StrCat("--fragments (", m.fragments, ") must be <= --sync_every (", m.sync_every,
+                        "): the fragments sync one at a time, each once every --sync_every steps");
+  }
+  if (!m.outer.empty() && m.fragment_delay >= m.sync_every / m.fragments) {
+    return absl::StrCat("--fragment_delay must be < --sync_every / --fragments = ", m.sync_every / m.fragments,
+                        " (a fragment lands before the next starts), got ", m.fragment_delay);
+  }
+  if (!m.outer.empty() && OwnsExchange(m.optimizer)) {
     return absl::StrCat("--outer ", m.outer, " needs an ordinary inner optimizer; --optimizer ", m.optimizer,
                         " does its own exchange");
   }
@@ -271,6 +330,12 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
     if (onebit.weight_decay > 0) o.decoupled_weight_decay(true);
     return std::make_unique<lo::ZeroOneAdam>(Groups(onebit, o), ddp, o);
   }
+  if (m.optimizer == "demo") {
+    lo::DeMoOptions o(m.lr);
+    o.topk(FlagSet("topk") ? absl::GetFlag(FLAGS_topk) : 32).chunk(absl::GetFlag(FLAGS_demo_chunk));
+    o.beta(absl::GetFlag(FLAGS_demo_beta));
+    return std::make_unique<lo::DeMo>(Groups(p, o), ddp, o);
+  }
   if (m.optimizer == "onebit_lamb") {
     lo::OneBitLambOptions o;
     if (m.lr_given) o.lr(m.lr);
@@ -317,6 +382,7 @@ std::unique_ptr<optim::DiLoCo> MakeOuter(const Methods& m, const std::vector<at:
   if (m.outer.empty()) return nullptr;
   optim::DiLoCoOptions o;
   o.sync_every(m.sync_every).outer_lr(m.outer_lr).outer_momentum(m.outer_momentum);
+  o.fragments(m.fragments).fragment_delay(m.fragment_delay).merge_alpha(m.merge_alpha);
   if (m.hook != "allreduce" && m.hook != "none") {
     o.exchange_hook(compress::MakeCommHook(ddp.shared_process_group(), m.hook, m.hook_settings));
   }
@@ -430,7 +496,8 @@ std::vector<std::string> MethodSettings(const Methods& m) {
           absl::StrCat("--sparsity=", m.sparsity),
           absl::StrCat("--sparsity_steps=", m.sparsity_steps),
           absl::StrCat("--outer=", m.outer, ",sync_every=", m.sync_every, ",outer_lr=", m.outer_lr,
-                       ",outer_momentum=", m.outer_momentum)};
+                       ",outer_momentum=", m.outer_momentum, ",fragments=", m.fragments,
+                       ",fragment_delay=", m.fragment_delay, ",merge_alpha=", m.merge_alpha)};
 }
 
 }  // namespace lowbit::examples

@@ -67,8 +67,8 @@ struct Methods {
   int64_t percentile_clipping = 100, sparsity_steps = 0;
   // --outer diloco and its settings; empty: no outer method.
   std::string outer;
-  int64_t sync_every = 50;
-  double outer_lr = 0.7, outer_momentum = 0.9;
+  int64_t sync_every = 50, fragments = 1, fragment_delay = 0;
+  double outer_lr = 0.7, outer_momentum = 0.9, merge_alpha = 0.0;
 };
 
 // Reads the shared flags; `default_lr` stands in for --lr when it was not given.
@@ -78,6 +78,8 @@ Methods MethodsFromFlags(const std::string& optimizer, const std::string& sparsi
 bool FlagSet(const char* name);
 
 bool IsOneBit(const std::string& optimizer);
+// The 1-bit optimizers and DeMo: they exchange what they need themselves.
+bool OwnsExchange(const std::string& optimizer);
 // "sgd, sgd0, adam, ..., onebit_lamb": the --optimizer values.
 const std::vector<std::string>& OptimizerNames();
 

@@ -30,6 +30,7 @@
 #include "lowbit/compress/registry.h"
 #include "lowbit/launch/init.h"
 #include "lowbit/optimizers/blockwise_8bit.h"
+#include "lowbit/optimizers/demo.h"
 #include "lowbit/optimizers/diloco.h"
 #include "lowbit/optimizers/onebit_optimizer.h"
 #include "lowbit/qat/prepare.h"
@@ -204,6 +205,7 @@ int Run(Config c) {
   std::unique_ptr<torch::optim::Optimizer> opt = ex::MakeOptimizer(c.m, params, ddp);
   std::unique_ptr<lowbit::optim::DiLoCo> outer = ex::MakeOuter(c.m, model->parameters(), ddp);
   auto* onebit = dynamic_cast<lowbit::optim::OneBitOptimizer*>(opt.get());
+  auto* demo = dynamic_cast<lowbit::optim::DeMo*>(opt.get());
   // The peak rate the schedule scales: --lr, or the 1-bit optimizer's own default.
   c.m.lr = opt->param_groups().front().options().get_lr();
 
@@ -245,7 +247,7 @@ int Run(Config c) {
   double flip_sum = 0;
   // Where the step time goes (summed over this run's steps, this rank).
   double backward_seconds = 0, launch_seconds = 0, wait_seconds = 0;
-  int64_t flip_steps = 0, interval_steps = 0, dense_bytes = 0;
+  int64_t flip_steps = 0, interval_steps = 0, dense_bytes = 0, peak_step_bytes = 0;
   const auto t_start = std::chrono::steady_clock::now();
   std::vector<at::Tensor> all_params = model->parameters();
   while (step < last_step) {
@@ -271,6 +273,7 @@ int Run(Config c) {
         opt->step();
       }
       if (onebit != nullptr && onebit->LastStepStats().skipped) ++skipped_steps;
+      if (demo != nullptr && demo->LastStepStats().skipped) ++skipped_steps;
     }
     if (outer) {
       outer->Step();
@@ -283,7 +286,9 @@ int Run(Config c) {
         ++flip_steps;
       }
     }
-    bytes_sent += pg->Traffic().bytes_sent - sent_before;  // DDP's and the optimizer's
+    const int64_t step_bytes = pg->Traffic().bytes_sent - sent_before;  // DDP's, the optimizer's, the outer method's
+    bytes_sent += step_bytes;
+    peak_step_bytes = std::max(peak_step_bytes, step_bytes);
     dense_bytes = ddp.LastStepStats().dense_bytes;
     interval_loss += loss.item<double>();
     ++interval_steps;
@@ -333,6 +338,10 @@ int Run(Config c) {
               << ",\"train_loss\":" << train_loss << ",\"steps\":" << step << ",\"world_size\":" << world
               << ",\"backend\":\"" << pg->Backend() << "\",\"hook\":\"" << ddp.comm_hook().Name()
               << "\",\"outer\":\"" << c.m.outer << "\",\"sync_every\":" << (c.m.outer.empty() ? 0 : c.m.sync_every)
+              << ",\"fragments\":" << (c.m.outer.empty() ? 0 : c.m.fragments) << ",\"fragment_delay\":"
+              << c.m.fragment_delay << ",\"merge_alpha\":" << c.m.merge_alpha << ",\"outer_lr\":" << c.m.outer_lr
+              << ",\"outer_momentum\":" << c.m.outer_momentum << ",\"peak_bytes_per_step\":" << peak_step_bytes
+              << ",\"outer_working_bytes\":" << (outer ? outer->WorkingBytes() : 0)
               << ",\"optimizer\":\"" << c.m.optimizer << "\",\"qat\":\"" << c.m.qat << "\",\"sparsity\":\""
               << c.m.sparsity << "\",\"preset\":\"" << c.preset << "\",\"parameters\":" << parameters
               << ",\"n_layer\":" << c.model.n_layer << ",\"n_head\":" << c.model.n_head << ",\"n_embd\":"

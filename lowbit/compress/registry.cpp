@@ -16,6 +16,7 @@
 #include "lowbit/compress/compression_hook.h"
 #include "lowbit/compress/builtin_compressors.h"
 #include "lowbit/compress/powersgd_hook.h"
+#include "lowbit/compress/sparseloco_hook.h"
 
 namespace lowbit::compress {
 namespace {
@@ -135,6 +136,11 @@ std::vector<HookInfo> BuildRegistry() {
        Plus(Compression("ef", defaults::kTopKMinCompressNumel), TopK(defaults::kTopKWarmupSteps))},
       {"randomk", "random-k with shared indices, allreduce", Plus(Compression("ef"), {Density(defaults::kRandomKDensity)})},
       {"powersgd", "PowerSGD rank-r factors, two allreduces", PowerSgd()},
+      {"sparseloco", "SparseLoCo: decayed error feedback, chunked top-k, a few bits each, allgather",
+       {Int("chunk", 4096, 1, 32768, "elements per top-k chunk"), Int("topk", 64, 1, 32768, "entries kept per chunk"),
+        Choice("bits", "2", {"1", "2", "4", "8"}, "bits per kept value"),
+        Real("decay", 0.95, 0, 1, false, "the error-feedback buffer's decay"),
+        Real("range_sigmas", 6.0, 0, kBig, true, "bins span mean +- this many standard deviations")}},
       {"adaptive_powersgd", "L-GreCo: PowerSGD rank per layer", Plus(Plus(PowerSgd(), layer_rules), Adapt())},
       {"adaptive_topk", "L-GreCo: top-k density per layer", Plus(Plus(Compression("ef"), TopK(0)), Adapt())},
       {"adaptive_qsgd", "L-GreCo: QSGD bits per layer",
@@ -340,6 +346,16 @@ std::shared_ptr<comm::CommHook> MakeCommHook(std::shared_ptr<comm::ProcessGroup>
   const Values v(hook, settings);
   if (name == "allreduce" || name == "none") return std::make_shared<comm::AllReduceHook>(std::move(pg));
   if (name == "powersgd") return std::make_shared<PowerSgdHook>(std::move(pg), PowerSgdFrom(v));
+  if (name == "sparseloco") {
+    TORCH_CHECK(v.Int("topk") <= v.Int("chunk"), "comm hook 'sparseloco': topk must be <= chunk (", v.Int("chunk"),
+                "), got ", v.Int("topk"));
+    return std::make_shared<SparseLoCoHook>(std::move(pg), SparseLoCoHookOptions()
+                                                               .chunk(v.Int("chunk"))
+                                                               .topk(v.Int("topk"))
+                                                               .bits(std::stoi(v.Text("bits")))
+                                                               .decay(v.Double("decay"))
+                                                               .range_sigmas(v.Double("range_sigmas")));
+  }
   if (name.rfind("adaptive_", 0) == 0) return MakeAdaptiveHook(std::move(pg), name, v, std::move(on_adapt));
   return std::make_shared<CompressionHook>(std::move(pg), CompressionFrom(name, v));
 }

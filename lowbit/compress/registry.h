@@ -17,6 +17,7 @@
 // | topk      | top-k / DGC, allgather                      | ef         |
 // | randomk   | random-k with shared indices, allreduce     | ef         |
 // | powersgd  | PowerSGD rank `rank`                        | (built in) |
+// | sparseloco| decayed EF, chunked top-k, 2-bit, allgather | (built in) |
 //
 // qsgd, ternary and onebit also run DeepSpeed's two-phase compressed
 // allreduce (exchange=twophase), which sends less on large worlds but
