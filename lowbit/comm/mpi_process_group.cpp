@@ -43,6 +43,12 @@ int CheckedCount(int64_t n, const char* what) {
 
 }  // namespace
 
+struct MpiProcessGroup::Comm {
+  MPI_Comm comm = MPI_COMM_NULL;
+  int rank = 0, size = 1;
+  bool one_node = true;  // every rank of the communicator shares memory with every other
+};
+
 struct MpiProcessGroup::Worker {
   struct Task {
     std::shared_ptr<AsyncWork> work;
@@ -215,9 +221,62 @@ MpiProcessGroup::MpiProcessGroup(ProcessGroupOptions options)
   }
   rank_ = worker_->rank;
   size_ = worker_->size;
+  auto comm = std::make_shared<Comm>();
+  comm->comm = worker_->comm;
+  comm->rank = rank_;
+  comm->size = size_;
+  comm->one_node = worker_->one_node;
+  comm_ = std::move(comm);
+}
+
+MpiProcessGroup::MpiProcessGroup(ProcessGroupOptions options, std::shared_ptr<Worker> worker,
+                                 std::shared_ptr<const Comm> comm)
+    : ProcessGroup(options), worker_(std::move(worker)), comm_(std::move(comm)), owns_worker_(false) {
+  rank_ = comm_->rank;
+  size_ = comm_->size;
+}
+
+// Note [MPI host groups]
+// Split on the worker thread (MPI is called from there only): `local` by
+// shared memory or by blocks of ranks_per_host, then `cross` by local rank.
+// The hosts' sizes are compared first, so an uneven layout is an error on
+// every rank. The communicators live until MPI_Finalize.
+HostGroups MpiProcessGroup::DoSplitByHost(int ranks_per_host) {
+  auto local = std::make_shared<Comm>();
+  auto cross = std::make_shared<Comm>();
+  std::shared_ptr<const Comm> c = comm_;
+  const bool one_node = comm_->one_node;
+  Enqueue(Describe("SplitByHost", at::Tensor()), {}, [c, local, cross, ranks_per_host, one_node] {
+    TORCH_CHECK(ranks_per_host == 0 || c->size % ranks_per_host == 0, "SplitByHost: ranks_per_host (",
+                ranks_per_host, ") must divide the world size (", c->size, ")");
+    if (ranks_per_host == 0) {
+      LOWBIT_MPI_CHECK(MPI_Comm_split_type(c->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local->comm));
+    } else {
+      LOWBIT_MPI_CHECK(MPI_Comm_split(c->comm, c->rank / ranks_per_host, c->rank, &local->comm));
+    }
+    LOWBIT_MPI_CHECK(MPI_Comm_set_errhandler(local->comm, MPI_ERRORS_RETURN));
+    LOWBIT_MPI_CHECK(MPI_Comm_rank(local->comm, &local->rank));
+    LOWBIT_MPI_CHECK(MPI_Comm_size(local->comm, &local->size));
+    int sizes[2] = {local->size, -local->size};
+    LOWBIT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, sizes, 2, MPI_INT, MPI_MIN, c->comm));
+    TORCH_CHECK(sizes[0] == -sizes[1], "SplitByHost: every host must hold the same number of ranks; they hold ",
+                sizes[0], " to ", -sizes[1]);
+    LOWBIT_MPI_CHECK(MPI_Comm_split(c->comm, local->rank, c->rank, &cross->comm));
+    LOWBIT_MPI_CHECK(MPI_Comm_set_errhandler(cross->comm, MPI_ERRORS_RETURN));
+    LOWBIT_MPI_CHECK(MPI_Comm_rank(cross->comm, &cross->rank));
+    LOWBIT_MPI_CHECK(MPI_Comm_size(cross->comm, &cross->size));
+    // Blocks of ranks on one machine (tests) still share memory.
+    local->one_node = ranks_per_host == 0 || one_node;
+    cross->one_node = one_node;
+  })->Wait();
+  HostGroups groups;
+  groups.local = std::shared_ptr<ProcessGroup>(new MpiProcessGroup(options_, worker_, local));
+  groups.cross = std::shared_ptr<ProcessGroup>(new MpiProcessGroup(options_, worker_, cross));
+  return groups;
 }
 
 MpiProcessGroup::~MpiProcessGroup() {
+  if (!owns_worker_) return;  // a split group: the world group runs the worker
   std::unique_lock<std::mutex> lock(worker_->mu);
   worker_->stop = true;
   worker_->cv.notify_all();
@@ -372,20 +431,21 @@ void RingAllGather(MPI_Comm comm, int rank, int size, uint8_t* out, const std::v
 
 std::shared_ptr<Work> MpiProcessGroup::DoAllReduce(at::Tensor tensor, ReduceOp op) {
   Worker* w = worker_.get();
+  std::shared_ptr<const Comm> c = comm_;
   const int count = CheckedCount(tensor.numel(), "AllReduce tensor");
   const at::ScalarType dtype = tensor.scalar_type();
   if ((dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16) &&
       (op == ReduceOp::kSum || op == ReduceOp::kAvg) && size_ > 1 &&
-      tensor.numel() >= (w->one_node ? kRingMinPerRankOneNode : kRingMinPerRankHosts) * size_) {
+      tensor.numel() >= (c->one_node ? kRingMinPerRankOneNode : kRingMinPerRankHosts) * size_) {
     const float scale = op == ReduceOp::kAvg ? 1.0f / static_cast<float>(size_) : 1.0f;
-    return Enqueue(Describe("AllReduce", tensor), {tensor}, [w, tensor, scale, dtype] {
+    return Enqueue(Describe("AllReduce", tensor), {tensor}, [w, c, tensor, scale, dtype] {
       if (dtype == at::kFloat) {
-        RingAllReduce(w->comm, w->rank, w->size, tensor.data_ptr<float>(), tensor.numel(), scale, w->one_node);
+        RingAllReduce(c->comm, c->rank, c->size, tensor.data_ptr<float>(), tensor.numel(), scale, c->one_node);
       } else if (dtype == at::kHalf) {
-        RingAllReduce(w->comm, w->rank, w->size, tensor.data_ptr<c10::Half>(), tensor.numel(), scale, w->one_node);
+        RingAllReduce(c->comm, c->rank, c->size, tensor.data_ptr<c10::Half>(), tensor.numel(), scale, c->one_node);
       } else {
-        RingAllReduce(w->comm, w->rank, w->size, tensor.data_ptr<c10::BFloat16>(), tensor.numel(), scale,
-                      w->one_node);
+        RingAllReduce(c->comm, c->rank, c->size, tensor.data_ptr<c10::BFloat16>(), tensor.numel(), scale,
+                      c->one_node);
       }
     });
   }
@@ -396,40 +456,42 @@ std::shared_ptr<Work> MpiProcessGroup::DoAllReduce(at::Tensor tensor, ReduceOp o
   }
   return Enqueue(
       Describe("AllReduce", tensor), {tensor},
-      [w, tensor, count, op] {
+      [w, c, tensor, count, op] {
         LOWBIT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, tensor.data_ptr(), count, w->Type(tensor.scalar_type()),
-                                       w->Op(op, tensor.scalar_type()), w->comm));
+                                       w->Op(op, tensor.scalar_type()), c->comm));
       },
       std::move(finisher));
 }
 
 std::shared_ptr<Work> MpiProcessGroup::DoAllGather(at::Tensor output, at::Tensor input) {
   Worker* w = worker_.get();
+  std::shared_ptr<const Comm> c = comm_;
   const int count = CheckedCount(input.numel(), "AllGather input");
   CheckedCount(output.numel(), "AllGather output");
-  return Enqueue(Describe("AllGather", input), {output}, [w, output, input, count] {
+  return Enqueue(Describe("AllGather", input), {output}, [w, c, output, input, count] {
     const int64_t block = input.numel() * input.element_size();
-    if (w->size > 1 && block * w->size >= kRingAllGatherMinBytes) {
-      std::vector<int64_t> bytes(w->size, block), offsets(w->size);
-      for (int r = 0; r < w->size; ++r) offsets[r] = r * block;
+    if (c->size > 1 && block * c->size >= kRingAllGatherMinBytes) {
+      std::vector<int64_t> bytes(c->size, block), offsets(c->size);
+      for (int r = 0; r < c->size; ++r) offsets[r] = r * block;
       uint8_t* out = static_cast<uint8_t*>(output.data_ptr());
-      std::memcpy(out + offsets[w->rank], input.data_ptr(), static_cast<size_t>(block));
-      RingAllGather(w->comm, w->rank, w->size, out, bytes, offsets);
+      std::memcpy(out + offsets[c->rank], input.data_ptr(), static_cast<size_t>(block));
+      RingAllGather(c->comm, c->rank, c->size, out, bytes, offsets);
       return;
     }
     const MPI_Datatype type = w->Type(input.scalar_type());
-    LOWBIT_MPI_CHECK(MPI_Allgather(input.data_ptr(), count, type, output.data_ptr(), count, type, w->comm));
+    LOWBIT_MPI_CHECK(MPI_Allgather(input.data_ptr(), count, type, output.data_ptr(), count, type, c->comm));
   });
 }
 
 std::shared_ptr<Work> MpiProcessGroup::DoAllGatherV(at::Tensor input) {
   Worker* w = worker_.get();
+  std::shared_ptr<const Comm> c = comm_;
   const int count = CheckedCount(input.numel(), "AllGatherV input");
   auto parts = std::make_shared<std::vector<at::Tensor>>();
   const int size = size_;
-  auto inner = Enqueue(Describe("AllGatherV", input), {}, [w, input, count, parts, size] {
+  auto inner = Enqueue(Describe("AllGatherV", input), {}, [w, c, input, count, parts, size] {
     std::vector<int> counts(size), displs(size);
-    LOWBIT_MPI_CHECK(MPI_Allgather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, w->comm));
+    LOWBIT_MPI_CHECK(MPI_Allgather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, c->comm));
     int64_t total = 0;
     for (int i = 0; i < size; ++i) {
       displs[i] = CheckedCount(total, "AllGatherV output");
@@ -445,12 +507,12 @@ std::shared_ptr<Work> MpiProcessGroup::DoAllGatherV(at::Tensor input) {
         offsets[r] = int64_t{displs[r]} * element;
       }
       uint8_t* out = static_cast<uint8_t*>(output.data_ptr());
-      std::memcpy(out + offsets[w->rank], input.data_ptr(), static_cast<size_t>(bytes[w->rank]));
-      RingAllGather(w->comm, w->rank, size, out, bytes, offsets);
+      std::memcpy(out + offsets[c->rank], input.data_ptr(), static_cast<size_t>(bytes[c->rank]));
+      RingAllGather(c->comm, c->rank, size, out, bytes, offsets);
     } else {
       const MPI_Datatype type = w->Type(input.scalar_type());
       LOWBIT_MPI_CHECK(MPI_Allgatherv(input.data_ptr(), count, type, output.data_ptr(), counts.data(),
-                                      displs.data(), type, w->comm));
+                                      displs.data(), type, c->comm));
     }
     parts->clear();
     for (int i = 0; i < size; ++i) parts->push_back(output.narrow(0, displs[i], counts[i]));
@@ -460,6 +522,7 @@ std::shared_ptr<Work> MpiProcessGroup::DoAllGatherV(at::Tensor input) {
 
 std::shared_ptr<Work> MpiProcessGroup::DoReduceScatter(at::Tensor output, at::Tensor input, ReduceOp op) {
   Worker* w = worker_.get();
+  std::shared_ptr<const Comm> c = comm_;
   const int count = CheckedCount(output.numel(), "ReduceScatter output");
   CheckedCount(input.numel(), "ReduceScatter input");
   std::function<void()> finisher;
@@ -469,35 +532,38 @@ std::shared_ptr<Work> MpiProcessGroup::DoReduceScatter(at::Tensor output, at::Te
   }
   return Enqueue(
       Describe("ReduceScatter", input), {output},
-      [w, output, input, count, op] {
+      [w, c, output, input, count, op] {
         LOWBIT_MPI_CHECK(MPI_Reduce_scatter_block(input.data_ptr(), output.data_ptr(), count,
                                                   w->Type(input.scalar_type()),
-                                                  w->Op(op, input.scalar_type()), w->comm));
+                                                  w->Op(op, input.scalar_type()), c->comm));
       },
       std::move(finisher));
 }
 
 std::shared_ptr<Work> MpiProcessGroup::DoAllToAll(at::Tensor output, at::Tensor input) {
   Worker* w = worker_.get();
+  std::shared_ptr<const Comm> c = comm_;
   const int chunk = CheckedCount(input.numel() / size_, "AllToAll chunk");
   CheckedCount(input.numel(), "AllToAll input");
-  return Enqueue(Describe("AllToAll", input), {output}, [w, output, input, chunk] {
+  return Enqueue(Describe("AllToAll", input), {output}, [w, c, output, input, chunk] {
     const MPI_Datatype type = w->Type(input.scalar_type());
-    LOWBIT_MPI_CHECK(MPI_Alltoall(input.data_ptr(), chunk, type, output.data_ptr(), chunk, type, w->comm));
+    LOWBIT_MPI_CHECK(MPI_Alltoall(input.data_ptr(), chunk, type, output.data_ptr(), chunk, type, c->comm));
   });
 }
 
 std::shared_ptr<Work> MpiProcessGroup::DoBroadcast(at::Tensor tensor, int root) {
   Worker* w = worker_.get();
+  std::shared_ptr<const Comm> c = comm_;
   const int count = CheckedCount(tensor.numel(), "Broadcast tensor");
-  return Enqueue(Describe("Broadcast", tensor), {tensor}, [w, tensor, count, root] {
-    LOWBIT_MPI_CHECK(MPI_Bcast(tensor.data_ptr(), count, w->Type(tensor.scalar_type()), root, w->comm));
+  return Enqueue(Describe("Broadcast", tensor), {tensor}, [w, c, tensor, count, root] {
+    LOWBIT_MPI_CHECK(MPI_Bcast(tensor.data_ptr(), count, w->Type(tensor.scalar_type()), root, c->comm));
   });
 }
 
 std::shared_ptr<Work> MpiProcessGroup::DoBarrier() {
   Worker* w = worker_.get();
-  return Enqueue(Describe("Barrier", at::Tensor()), {}, [w] { LOWBIT_MPI_CHECK(MPI_Barrier(w->comm)); });
+  std::shared_ptr<const Comm> c = comm_;
+  return Enqueue(Describe("Barrier", at::Tensor()), {}, [w, c] { LOWBIT_MPI_CHECK(MPI_Barrier(c->comm)); });
 }
 
 absl::StatusOr<std::shared_ptr<ProcessGroup>> CreateMpiProcessGroup(ProcessGroupOptions options) {

@@ -25,6 +25,7 @@ class MpiProcessGroup final : public ProcessGroup {
   std::string Backend() const override { return "mpi"; }
 
   struct Worker;  // internal; shared with the worker thread
+  struct Comm;    // internal: the communicator a group's collectives run on
 
  protected:
   std::shared_ptr<Work> DoAllReduce(at::Tensor tensor, ReduceOp op) override;
@@ -35,12 +36,18 @@ class MpiProcessGroup final : public ProcessGroup {
   std::shared_ptr<Work> DoBroadcast(at::Tensor tensor, int root) override;
   std::shared_ptr<Work> DoBarrier() override;
   bool AcceptsDevice(const at::Tensor& t) const override { return t.device().is_cpu(); }
+  HostGroups DoSplitByHost(int ranks_per_host) override;
 
  private:
+  // A group over a communicator split from this one, on the same worker.
+  MpiProcessGroup(ProcessGroupOptions options, std::shared_ptr<Worker> worker, std::shared_ptr<const Comm> comm);
+
   std::shared_ptr<Work> Enqueue(std::string description, std::vector<at::Tensor> result,
                                 std::function<void()> run, std::function<void()> finisher = {});
 
   std::shared_ptr<Worker> worker_;
+  std::shared_ptr<const Comm> comm_;
+  bool owns_worker_ = true;
   int rank_ = 0;
   int size_ = 1;
 };

@@ -63,6 +63,24 @@ void ProcessGroup::Count(int64_t sent, int64_t received) {
   if (Size() == 1) return;  // a world of one sends nothing
   bytes_sent_ += sent;
   bytes_received_ += received;
+  if (traffic_parent_) {
+    traffic_parent_->bytes_sent_ += sent;
+    traffic_parent_->bytes_received_ += received;
+  }
+}
+
+HostGroups SplitByHost(const std::shared_ptr<ProcessGroup>& pg, int ranks_per_host) {
+  TORCH_CHECK(pg != nullptr, "SplitByHost: process group is null");
+  TORCH_CHECK(ranks_per_host >= 0, "SplitByHost: ranks_per_host must be >= 0 (0: detect), got ", ranks_per_host);
+  HostGroups groups = pg->DoSplitByHost(ranks_per_host);
+  groups.local->traffic_parent_ = pg;
+  groups.cross->traffic_parent_ = pg;
+  return groups;
+}
+
+HostGroups ProcessGroup::DoSplitByHost(int ranks_per_host) {
+  TORCH_CHECK(false, "SplitByHost: the ", Backend(), " process group cannot be split by host; the two-level "
+              "exchange needs the MPI backend");
 }
 
 TrafficCounters ProcessGroup::Traffic() const {

@@ -58,6 +58,22 @@ struct TrafficCounters {
   int64_t collectives = 0;
 };
 
+class ProcessGroup;
+
+// The ranks grouped by host: `local` holds the ranks on this rank's host,
+// `cross` the ranks with this rank's local rank, one on each host.
+struct HostGroups {
+  std::shared_ptr<ProcessGroup> local, cross;
+};
+
+// Splits `pg` by host: hosts are the sets of ranks that share memory (MPI's
+// node), or with ranks_per_host > 0 consecutive blocks of that many ranks.
+// Every host must hold the same number of ranks. The groups' collectives run
+// in the order they are called, with `pg`'s, and their bytes count in
+// `pg`'s Traffic() as well as their own. A collective: every rank calls it.
+// The MPI backend only.
+HostGroups SplitByHost(const std::shared_ptr<ProcessGroup>& pg, int ranks_per_host = 0);
+
 class ProcessGroup {
  public:
   explicit ProcessGroup(ProcessGroupOptions options) : options_(options) {}
@@ -92,6 +108,8 @@ class ProcessGroup {
   TrafficCounters Traffic() const;
 
  protected:
+  friend HostGroups SplitByHost(const std::shared_ptr<ProcessGroup>& pg, int ranks_per_host);
+  virtual HostGroups DoSplitByHost(int ranks_per_host);
   virtual std::shared_ptr<Work> DoAllReduce(at::Tensor tensor, ReduceOp op) = 0;
   virtual std::shared_ptr<Work> DoAllGather(at::Tensor output, at::Tensor input) = 0;
   virtual std::shared_ptr<Work> DoAllGatherV(at::Tensor input) = 0;
@@ -115,6 +133,7 @@ class ProcessGroup {
   std::atomic<int64_t> bytes_sent_{0};
   std::atomic<int64_t> bytes_received_{0};
   std::atomic<int64_t> collectives_{0};
+  std::shared_ptr<ProcessGroup> traffic_parent_;  // a group SplitByHost made counts into its parent too
 };
 
 }  // namespace lowbit::comm
