@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "lowbit/comm/distributed_data_parallel.h"
 #include "lowbit/comm/local_process_group.h"
+#include "lowbit/comm/two_level_hook.h"
 #include "lowbit/compress/adaptive_hook.h"
 #include "lowbit/compress/defaults.h"
 #include "lowbit/launch/init.h"
@@ -45,6 +46,11 @@ ABSL_FLAG(int64_t, fragment_delay, -1,
           "--outer: inner steps a fragment's exchange overlaps (tau; -1: diloco and sparseloco 0, streaming_diloco 1)");
 ABSL_FLAG(double, merge_alpha, -1,
           "--outer: the local copy's weight when a fragment lands (-1: diloco and sparseloco 0, streaming_diloco 0.5)");
+ABSL_FLAG(bool, two_level, false,
+          "multi-host jobs: average inside each host uncompressed first, then send one shard per rank across hosts "
+          "through --hook (or --outer's exchange)");
+ABSL_FLAG(int, ranks_per_host, 0,
+          "--two_level: hosts are blocks of this many consecutive ranks (0: the ranks that share memory)");
 ABSL_FLAG(int64_t, chunk, 4096, "--outer sparseloco: elements per top-k chunk");
 ABSL_FLAG(int64_t, topk, 64, "--outer sparseloco: entries kept per chunk; --optimizer demo: DCT coefficients per tile");
 ABSL_FLAG(double, decay, 0.95, "--outer sparseloco: the error-feedback buffer's decay");
@@ -184,6 +190,8 @@ Methods MethodsFromFlags(const std::string& optimizer, const std::string& sparsi
   // and --range_sigmas reach it as its settings.
   if (m.outer == "sparseloco") m.hook = "sparseloco";
   m.hook_settings = HookSettingsFromFlags(m.hook, m.seed);
+  m.two_level = absl::GetFlag(FLAGS_two_level);
+  m.ranks_per_host = absl::GetFlag(FLAGS_ranks_per_host);
   m.sync_every = absl::GetFlag(FLAGS_sync_every);
   m.outer_lr = absl::GetFlag(FLAGS_outer_lr);
   m.outer_momentum = absl::GetFlag(FLAGS_outer_momentum);
@@ -258,6 +266,12 @@ std::string ValidateMethods(const Methods& m) {
   if (m.optimizer == "demo" && m.hook != "allreduce" && m.hook != "none") {
     return absl::StrCat("--optimizer demo sends its own top-k DCT coefficients every step; --hook ", m.hook,
                         " would compress nothing: leave --hook out");
+  }
+  if (m.ranks_per_host < 0) return absl::StrCat("--ranks_per_host must be >= 0, got ", m.ranks_per_host);
+  if (FlagSet("ranks_per_host") && !m.two_level) return "--ranks_per_host needs --two_level";
+  if (m.two_level && OwnsExchange(m.optimizer)) {
+    return absl::StrCat("--two_level wraps --hook or --outer's exchange; --optimizer ", m.optimizer,
+                        " does its own exchange");
   }
   if (m.fragments < 1) return absl::StrCat("--fragments must be >= 1, got ", m.fragments);
   if (m.fragment_delay < 0) return absl::StrCat("--fragment_delay must be >= 0, got ", m.fragment_delay);
@@ -377,15 +391,24 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
   return std::make_unique<torch::optim::Adam>(all, torch::optim::AdamOptions(m.lr));
 }
 
+std::shared_ptr<comm::CommHook> MakeExchange(const Methods& m, std::shared_ptr<comm::ProcessGroup> pg,
+                                            compress::AdaptCallback on_adapt) {
+  if (!m.two_level) return compress::MakeCommHook(pg, m.hook, m.hook_settings, on_adapt);
+  return std::make_shared<comm::TwoLevelHook>(
+      pg,
+      [&](std::shared_ptr<comm::ProcessGroup> cross) {
+        return compress::MakeCommHook(cross, m.hook, m.hook_settings, on_adapt);
+      },
+      m.ranks_per_host);
+}
+
 std::unique_ptr<optim::DiLoCo> MakeOuter(const Methods& m, const std::vector<at::Tensor>& params,
                                          comm::DistributedDataParallel& ddp) {
   if (m.outer.empty()) return nullptr;
   optim::DiLoCoOptions o;
   o.sync_every(m.sync_every).outer_lr(m.outer_lr).outer_momentum(m.outer_momentum);
   o.fragments(m.fragments).fragment_delay(m.fragment_delay).merge_alpha(m.merge_alpha);
-  if (m.hook != "allreduce" && m.hook != "none") {
-    o.exchange_hook(compress::MakeCommHook(ddp.shared_process_group(), m.hook, m.hook_settings));
-  }
+  if (m.two_level || (m.hook != "allreduce" && m.hook != "none")) o.exchange_hook(MakeExchange(m, ddp.shared_process_group()));
   return std::make_unique<optim::DiLoCo>(params, ddp, o);
 }
 
@@ -398,7 +421,7 @@ void RegisterHook(comm::DistributedDataParallel& ddp, std::shared_ptr<comm::Proc
       std::cout << "L-GreCo step " << step << ": " << changes << std::endl;
     };
   }
-  ddp.RegisterCommHook(compress::MakeCommHook(pg, m.hook, m.hook_settings, on_adapt));
+  ddp.RegisterCommHook(MakeExchange(m, pg, on_adapt));
 }
 
 void SetLearningRate(torch::optim::Optimizer& optimizer, double lr) {
@@ -497,7 +520,8 @@ std::vector<std::string> MethodSettings(const Methods& m) {
           absl::StrCat("--sparsity_steps=", m.sparsity_steps),
           absl::StrCat("--outer=", m.outer, ",sync_every=", m.sync_every, ",outer_lr=", m.outer_lr,
                        ",outer_momentum=", m.outer_momentum, ",fragments=", m.fragments,
-                       ",fragment_delay=", m.fragment_delay, ",merge_alpha=", m.merge_alpha)};
+                       ",fragment_delay=", m.fragment_delay, ",merge_alpha=", m.merge_alpha),
+          absl::StrCat("--two_level=", m.two_level, ",ranks_per_host=", m.ranks_per_host)};
 }
 
 }  // namespace lowbit::examples

@@ -67,6 +67,8 @@ struct Methods {
   int64_t percentile_clipping = 100, sparsity_steps = 0;
   // --outer diloco and its settings; empty: no outer method.
   std::string outer;
+  bool two_level = false;
+  int ranks_per_host = 0;
   int64_t sync_every = 50, fragments = 1, fragment_delay = 0;
   double outer_lr = 0.7, outer_momentum = 0.9, merge_alpha = 0.0;
 };
@@ -104,6 +106,11 @@ struct ParamSets {
 // defaults (docs/optimizers.md), not the example's.
 std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const ParamSets& params,
                                                        comm::DistributedDataParallel& ddp);
+
+// --hook with its settings over `pg`; with --two_level, inside a
+// comm::TwoLevelHook (the hook across hosts).
+std::shared_ptr<comm::CommHook> MakeExchange(const Methods& m, std::shared_ptr<comm::ProcessGroup> pg,
+                                            compress::AdaptCallback on_adapt = {});
 
 // --outer's method over `params` (null when --outer is empty). It takes over
 // DDP's hook; --hook then names the exchange of its pseudo-gradient.

@@ -27,6 +27,7 @@
 #include "examples/gpt/text_data.h"
 #include "lowbit/comm/consistency.h"
 #include "lowbit/comm/distributed_data_parallel.h"
+#include "lowbit/comm/two_level_hook.h"
 #include "lowbit/compress/registry.h"
 #include "lowbit/launch/init.h"
 #include "lowbit/optimizers/blockwise_8bit.h"
@@ -206,6 +207,10 @@ int Run(Config c) {
   std::unique_ptr<lowbit::optim::DiLoCo> outer = ex::MakeOuter(c.m, model->parameters(), ddp);
   auto* onebit = dynamic_cast<lowbit::optim::OneBitOptimizer*>(opt.get());
   auto* demo = dynamic_cast<lowbit::optim::DeMo*>(opt.get());
+  // --two_level: the bytes that cross hosts are its cross group's.
+  auto* two_level = dynamic_cast<lowbit::comm::TwoLevelHook*>(
+      outer && outer->options().exchange_hook() ? outer->options().exchange_hook().get() : &ddp.comm_hook());
+  const int64_t cross_start = two_level ? two_level->CrossHostTraffic().bytes_sent : 0;
   // The peak rate the schedule scales: --lr, or the 1-bit optimizer's own default.
   c.m.lr = opt->param_groups().front().options().get_lr();
 
@@ -341,7 +346,11 @@ int Run(Config c) {
               << ",\"fragments\":" << (c.m.outer.empty() ? 0 : c.m.fragments) << ",\"fragment_delay\":"
               << c.m.fragment_delay << ",\"merge_alpha\":" << c.m.merge_alpha << ",\"outer_lr\":" << c.m.outer_lr
               << ",\"outer_momentum\":" << c.m.outer_momentum << ",\"peak_bytes_per_step\":" << peak_step_bytes
-              << ",\"outer_working_bytes\":" << (outer ? outer->WorkingBytes() : 0)
+              << ",\"outer_working_bytes\":" << (outer ? outer->WorkingBytes() : 0) << ",\"two_level\":\""
+              << (two_level ? absl::StrCat(two_level->hosts(), "x", two_level->ranks_per_host()) : "")
+              << "\",\"cross_host_bytes_per_step\":"
+              << (two_level ? (two_level->CrossHostTraffic().bytes_sent - cross_start) / std::max<int64_t>(run_steps, 1)
+                            : bytes_sent / steps_done)
               << ",\"optimizer\":\"" << c.m.optimizer << "\",\"qat\":\"" << c.m.qat << "\",\"sparsity\":\""
               << c.m.sparsity << "\",\"preset\":\"" << c.preset << "\",\"parameters\":" << parameters
               << ",\"n_layer\":" << c.model.n_layer << ",\"n_head\":" << c.model.n_head << ",\"n_embd\":"

@@ -121,6 +121,7 @@ class DiLoCo {
   // one fragment is in flight at a time; with P = 1 the model's.
   int64_t WorkingBytes() const;
   const std::string& Config() const { return config_; }
+  const DiLoCoOptions& options() const { return options_; }
   // Fragment p is parameters [first, end) of the list given: every parameter
   // in exactly one fragment, in order.
   std::vector<std::pair<int64_t, int64_t>> Fragments() const;
