@@ -59,6 +59,21 @@ CONFIGS = {
     "lowbit_onebit_lamb_fp16": ("lowbit", ["--optimizer", "onebit_lamb", "--freeze_step", "100", "--hook", "fp16"]),
     "lowbit_onebit_lamb_qsgd4": ("lowbit", ["--optimizer", "onebit_lamb", "--freeze_step", "100", "--hook", "qsgd",
                                             "--bits", "4"]),
+    # Low-communication training (docs/low_communication.md): inner AdamW at
+    # the peak rate measured best for it (4e-3: local steps on a quarter of
+    # the batch), the pseudo-gradient through qsgd 4-bit.
+    "lowbit_diloco_h50_qsgd4": ("lowbit", ["--outer", "diloco", "--sync_every", "50", "--hook", "qsgd", "--bits", "4",
+                                           "--lr", "4e-3"]),
+    "lowbit_streaming_h50_qsgd4": ("lowbit", ["--outer", "streaming_diloco", "--sync_every", "50", "--hook", "qsgd",
+                                              "--bits", "4", "--lr", "4e-3"]),
+    "lowbit_sparseloco_h10": ("lowbit", ["--outer", "sparseloco", "--sync_every", "10", "--topk", "256"]),
+    "lowbit_demo": ("lowbit", ["--optimizer", "demo"]),
+    # Multi-host (--layout HxR): inside each host uncompressed, across hosts
+    # one shard per rank.
+    "lowbit_two_level_allreduce": ("lowbit", ["--two_level"]),
+    "lowbit_two_level_qsgd4": ("lowbit", ["--two_level", "--hook", "qsgd", "--bits", "4"]),
+    "lowbit_two_level_diloco_h50": ("lowbit", ["--two_level", "--outer", "diloco", "--sync_every", "50", "--hook",
+                                               "qsgd", "--bits", "4", "--lr", "4e-3"]),
 }
 # 1-bit optimizer -> the configuration whose step time its warm-up steps take.
 WARMUP = {"lowbit_onebit_adam": "lowbit_allreduce", "lowbit_onebit_lamb": "lowbit_allreduce",
@@ -153,6 +168,10 @@ def command(a, label, network, steps, eval_interval, csv_path, port):
                 "--master_port", str(port)] + common + flags
     if network == "shm":
         return ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(a.ranks)] + prog
+    if a.layout:  # hosts x ranks per host: only the links between hosts are shaped
+        hosts, per_host = a.layout.split("x")
+        return [os.path.join(ROOT, "scripts/netsim"), "--hosts", hosts, "--ranks-per-host", per_host, "--rate",
+                network, "--"] + prog
     return [os.path.join(ROOT, "scripts/netsim"), "--ranks", str(a.ranks), "--rate", network, "--"] + prog
 
 
@@ -184,7 +203,9 @@ def main():
     p.add_argument("--val_windows", type=int, default=512)
     p.add_argument("--target", type=float, default=None,
                    help="target validation loss (gpt, default 1.80 nats/char) or test accuracy (fashion, default 0.88)")
-    p.add_argument("--speed_steps", type=int, default=60)
+    p.add_argument("--speed_steps", type=int, default=60,
+                   help="steps of a speed run (a multiple of the outer methods' --sync_every, so that their syncs count)")
+    p.add_argument("--layout", default="", help="HxR: scripts/netsim with H hosts of R ranks (H x R = --ranks)")
     p.add_argument("--networks", default="shm,10gbit,1gbit,100mbit")
     p.add_argument("--configs", default=",".join(CONFIGS))
     p.add_argument("--timeout", type=int, default=900, help="seconds per quality run")
@@ -198,6 +219,11 @@ def main():
         a.target = 1.80 if a.model == "gpt" else 0.88
     if a.model == "fashion" and a.configs == ",".join(CONFIGS):
         a.configs = ",".join(c for c in CONFIGS if c not in WARMUP)
+    if a.layout:
+        parts = a.layout.split("x")
+        if len(parts) != 2 or not all(x.isdigit() and int(x) >= 1 for x in parts) or \
+                int(parts[0]) * int(parts[1]) != a.ranks:
+            sys.exit(f"peers_bench: --layout must be HxR with H x R = --ranks ({a.ranks}), got '{a.layout}'")
     labels = [c for c in a.configs.split(",") if c]
     for c in labels:
         if c not in CONFIGS:
