@@ -66,8 +66,9 @@ CONFIGS = {
                                            "--lr", "4e-3"]),
     "lowbit_streaming_h50_qsgd4": ("lowbit", ["--outer", "streaming_diloco", "--sync_every", "50", "--hook", "qsgd",
                                               "--bits", "4", "--lr", "4e-3"]),
-    "lowbit_sparseloco_h10": ("lowbit", ["--outer", "sparseloco", "--sync_every", "10", "--topk", "256"]),
-    "lowbit_demo": ("lowbit", ["--optimizer", "demo"]),
+    "lowbit_sparseloco_h10": ("lowbit", ["--outer", "sparseloco", "--sync_every", "10", "--topk", "256",
+                                         "--lr", "3e-3"]),
+    "lowbit_demo": ("lowbit", ["--optimizer", "demo", "--lr", "2e-3"]),
     # Multi-host (--layout HxR): inside each host uncompressed, across hosts
     # one shard per rank.
     "lowbit_two_level_allreduce": ("lowbit", ["--two_level"]),

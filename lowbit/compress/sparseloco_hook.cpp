@@ -51,7 +51,11 @@ at::Tensor Unpack(const at::Tensor& packed, int64_t bits, int64_t count) {
   const int64_t per = 8 / bits;
   at::Tensor p = packed.to(at::kInt).unsqueeze(1);
   at::Tensor shifts = at::arange(per, p.options()).mul_(bits);
-  return at::bitwise_right_shift(p, shifts).bitwise_and_((1 << bits) - 1).reshape({-1}).narrow(0, 0, count).to(at::kLong);
+  return at::bitwise_right_shift(p, shifts)
+      .bitwise_and_((1 << bits) - 1)
+      .reshape({-1})
+      .narrow(0, 0, count)
+      .to(at::kLong);
 }
 
 }  // namespace
@@ -83,9 +87,9 @@ std::shared_ptr<comm::Work> SparseLoCoHook::RunHook(comm::GradBucket& bucket) {
   at::NoGradGuard no_grad;
   const int64_t chunk = options_.chunk(), k = options_.topk(), bits = options_.bits();
   const size_t n = bucket.gradients.size();
-  TORCH_CHECK(bucket.parameter_names.size() == n && bucket.offsets.size() == n,
-              "SparseLoCoHook: bucket ", bucket.index, " has ", n, " gradients but ", bucket.parameter_names.size(),
-              " names and ", bucket.offsets.size(), " offsets");
+  TORCH_CHECK(bucket.parameter_names.size() == n && bucket.offsets.size() == n, "SparseLoCoHook: bucket ", bucket.index,
+              " has ", n, " gradients but ", bucket.parameter_names.size(), " names and ", bucket.offsets.size(),
+              " offsets");
   std::vector<int64_t> counts;
   for (const at::Tensor& g : bucket.gradients) counts.push_back(ChunkedTopKCount(g.numel(), chunk, k));
   const Layout l = MakeLayout(counts, bits);
@@ -109,9 +113,11 @@ std::shared_ptr<comm::Work> SparseLoCoHook::RunHook(comm::GradBucket& bucket) {
       // The bins: 2^bits equal widths over mean +- range_sigmas * std.
       const at::Tensor shift = sel.values.mean();
       const at::Tensor std = (sel.values - shift).pow(2).mean().sqrt();
-      const at::Tensor width = at::clamp_min(std * (2.0 * options_.range_sigmas() / static_cast<double>(l.bins)), 1e-30);
+      const at::Tensor width =
+          at::clamp_min(std * (2.0 * options_.range_sigmas() / static_cast<double>(l.bins)), 1e-30);
       const at::Tensor code =
-          at::clamp((sel.values - shift).div_(width).floor_().add_(half), 0, static_cast<double>(l.bins - 1)).to(at::kLong);
+          at::clamp((sel.values - shift).div_(width).floor_().add_(half), 0, static_cast<double>(l.bins - 1))
+              .to(at::kLong);
       const at::Tensor sum = at::zeros({l.bins}, fopt).index_add_(0, code, sel.values);
       const at::Tensor count = at::bincount(code, {}, l.bins).to(at::kFloat).clamp_min_(1.0);
       const at::Tensor table = sum.div_(count);
@@ -148,7 +154,8 @@ std::shared_ptr<comm::Work> SparseLoCoHook::RunHook(comm::GradBucket& bucket) {
     {
       std::vector<at::Tensor> parts;
       for (size_t i = 0; i < counts.size(); ++i) {
-        if (counts[i] > 0) parts.push_back(at::full({counts[i]}, static_cast<int64_t>(i), out.options().dtype(at::kLong)));
+        if (counts[i] > 0)
+          parts.push_back(at::full({counts[i]}, static_cast<int64_t>(i), out.options().dtype(at::kLong)));
       }
       if (!parts.empty()) tensor_index = at::cat(parts).mul_(l.bins);
     }

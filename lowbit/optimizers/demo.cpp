@@ -92,17 +92,18 @@ DeMo::DeMo(std::vector<torch::optim::OptimizerParamGroup> groups, std::shared_pt
   TORCH_CHECK(pg_ != nullptr, "DeMo: process group is null");
   const auto& d = static_cast<const DeMoOptions&>(*defaults_);
   TORCH_CHECK(d.beta() >= 0.0 && d.beta() <= 1.0, "DeMo: beta must be in [0, 1], got ", d.beta());
-  TORCH_CHECK(d.chunk() >= 1 && d.chunk() <= 128, "DeMo: chunk must be in [1, 128] (a tile's positions travel as "
-              "16 bits), got ", d.chunk());
+  TORCH_CHECK(d.chunk() >= 1 && d.chunk() <= 128,
+              "DeMo: chunk must be in [1, 128] (a tile's positions travel as "
+              "16 bits), got ",
+              d.chunk());
   TORCH_CHECK(d.topk() >= 1, "DeMo: topk must be >= 1, got ", d.topk());
-  std::vector<std::string> lines{
-      absl::StrCat("DeMo(beta=", d.beta(), ",chunk=", d.chunk(), ",topk=", d.topk(), ")")};
+  std::vector<std::string> lines{absl::StrCat("DeMo(beta=", d.beta(), ",chunk=", d.chunk(), ",topk=", d.topk(), ")")};
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     const auto& o = static_cast<const DeMoOptions&>(param_groups_[g].options());
     TORCH_CHECK(o.lr() > 0.0, "DeMo: lr must be > 0, got ", o.lr(), " (group ", g, ")");
     TORCH_CHECK(o.weight_decay() >= 0.0, "DeMo: weight_decay must be >= 0, got ", o.weight_decay(), " (group ", g, ")");
-    lines.push_back(absl::StrCat("group ", g, " weight_decay=", o.weight_decay(), " parameters=",
-                                 param_groups_[g].params().size()));
+    lines.push_back(absl::StrCat("group ", g, " weight_decay=", o.weight_decay(),
+                                 " parameters=", param_groups_[g].params().size()));
     for (const at::Tensor& p : param_groups_[g].params()) {
       const size_t i = params_.size();
       TORCH_CHECK(p.defined() && p.scalar_type() == at::kFloat && p.layout() == at::kStrided, "DeMo: parameter ", i,
@@ -223,7 +224,8 @@ at::Tensor DeMo::step(LossClosure closure) {
       const at::Tensor ones = at::ones({plan.tiles, plan.k}, fopt);
       for (int r = 0; r < world; ++r) {
         const at::Tensor mine = gathered.narrow(0, static_cast<int64_t>(r) * payload_bytes_, payload_bytes_);
-        const at::Tensor val = mine.narrow(0, 4, 4 * kept_).view(at::kFloat).narrow(0, at, n).view({plan.tiles, plan.k});
+        const at::Tensor val =
+            mine.narrow(0, 4, 4 * kept_).view(at::kFloat).narrow(0, at, n).view({plan.tiles, plan.k});
         const at::Tensor idx = mine.narrow(0, 4 + 4 * kept_, 2 * kept_)
                                    .view(at::kShort)
                                    .narrow(0, at, n)
@@ -245,8 +247,7 @@ at::Tensor DeMo::step(LossClosure closure) {
 }
 
 void DeMo::save(torch::serialize::OutputArchive& archive) const {
-  comm::HookState state{{"step", at::tensor(step_)},
-                        {"parameters", at::tensor(static_cast<int64_t>(params_.size()))}};
+  comm::HookState state{{"step", at::tensor(step_)}, {"parameters", at::tensor(static_cast<int64_t>(params_.size()))}};
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     state.emplace_back(absl::StrCat("group", g, "/lr"), at::tensor(param_groups_[g].options().get_lr(), at::kDouble));
   }

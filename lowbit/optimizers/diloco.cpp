@@ -26,20 +26,19 @@ DiLoCo::DiLoCo(std::vector<at::Tensor> params, std::shared_ptr<comm::ProcessGrou
               "DiLoCo: outer_momentum must be in [0, 1), got ", options_.outer_momentum());
   TORCH_CHECK(!params_.empty(), "DiLoCo: no parameters");
   const int64_t h = options_.sync_every(), p_count = options_.fragments(), tau = options_.fragment_delay();
-  TORCH_CHECK(p_count >= 1 && p_count <= static_cast<int64_t>(params_.size()),
-              "DiLoCo: fragments must be in [1, ", params_.size(), "] (the number of parameter tensors), got ",
-              p_count);
+  TORCH_CHECK(p_count >= 1 && p_count <= static_cast<int64_t>(params_.size()), "DiLoCo: fragments must be in [1, ",
+              params_.size(), "] (the number of parameter tensors), got ", p_count);
   TORCH_CHECK(p_count <= h, "DiLoCo: fragments (", p_count, ") must be <= sync_every (", h,
               "): the fragments sync one at a time, each once every sync_every steps");
   TORCH_CHECK(tau >= 0 && tau < h / p_count, "DiLoCo: fragment_delay must be in [0, sync_every / fragments) = [0, ",
               h / p_count, ") so that a fragment lands before the next starts, got ", tau);
   TORCH_CHECK(options_.merge_alpha() >= 0.0 && options_.merge_alpha() <= 1.0,
               "DiLoCo: merge_alpha must be in [0, 1], got ", options_.merge_alpha());
-  std::vector<std::string> lines{absl::StrCat(
-      "DiLoCo(sync_every=", h, ",outer_lr=", options_.outer_lr(), ",outer_momentum=", options_.outer_momentum(),
-      ",nesterov=", options_.nesterov(), ",fragments=", p_count, ",fragment_delay=", tau,
-      ",merge_alpha=", options_.merge_alpha(), ",exchange=",
-      options_.exchange_hook() ? options_.exchange_hook()->Config() : "allreduce", ")")};
+  std::vector<std::string> lines{
+      absl::StrCat("DiLoCo(sync_every=", h, ",outer_lr=", options_.outer_lr(),
+                   ",outer_momentum=", options_.outer_momentum(), ",nesterov=", options_.nesterov(),
+                   ",fragments=", p_count, ",fragment_delay=", tau, ",merge_alpha=", options_.merge_alpha(),
+                   ",exchange=", options_.exchange_hook() ? options_.exchange_hook()->Config() : "allreduce", ")")};
   // An exchange in flight across inner steps must have started its
   // collectives before Step() returns: the caller may run others meanwhile
   // (a loss average, an evaluation), and the ranks must issue theirs in one
@@ -97,7 +96,8 @@ DiLoCo::DiLoCo(std::vector<at::Tensor> params, std::shared_ptr<comm::ProcessGrou
   // initialised differently would otherwise each keep their own global copy
   // and never agree).
   at::Tensor all = at::empty({total}, params_.front().options().requires_grad(false));
-  for (size_t i = 0; i < params_.size(); ++i) all.narrow(0, cumulative[i], params_[i].numel()).copy_(params_[i].detach().reshape({-1}));
+  for (size_t i = 0; i < params_.size(); ++i)
+    all.narrow(0, cumulative[i], params_[i].numel()).copy_(params_[i].detach().reshape({-1}));
   pg_->Broadcast(all, 0)->Wait();
   for (size_t i = 0; i < params_.size(); ++i) {
     params_[i].detach().copy_(all.narrow(0, cumulative[i], params_[i].numel()).view(params_[i].sizes()));
@@ -186,7 +186,8 @@ void DiLoCo::Arrive(Fragment& f) {
   bool bad = false;
   if (options_.exchange_hook()) {
     const std::vector<at::Tensor> result = f.work->Result();
-    if (!result.empty() && !result[0].is_same(f.bucket.buffer)) f.bucket.buffer.copy_(result[0].view_as(f.bucket.buffer));
+    if (!result.empty() && !result[0].is_same(f.bucket.buffer))
+      f.bucket.buffer.copy_(result[0].view_as(f.bucket.buffer));
     bad = result.size() > 1 && result[1].numel() > 0 && result[1].item<double>() != 0.0;
   } else {
     // The ranks' mean is the same bits everywhere, so all see the same answer.
@@ -251,7 +252,8 @@ void DiLoCo::Save(torch::serialize::OutputArchive& archive) {
   for (size_t i = 0; i < global_.size(); ++i) state.emplace_back(absl::StrCat("global/", i), global_[i]);
   for (size_t i = 0; i < momentum_.size(); ++i) state.emplace_back(absl::StrCat("momentum/", i), momentum_[i]);
   comm::WriteHookState(archive, state, "diloco_");
-  if (options_.exchange_hook()) comm::WriteHookState(archive, options_.exchange_hook()->StateDict(), "diloco_exchange_");
+  if (options_.exchange_hook())
+    comm::WriteHookState(archive, options_.exchange_hook()->StateDict(), "diloco_exchange_");
 }
 
 void DiLoCo::Load(torch::serialize::InputArchive& archive) {
@@ -279,12 +281,11 @@ void DiLoCo::Load(torch::serialize::InputArchive& archive) {
     }
   }
   const bool saved_inflight = saved.count("inflight/fragment") > 0;
-  TORCH_CHECK(saved_inflight == (inflight >= 0) &&
-                  (!saved_inflight || saved["inflight/fragment"].item<int64_t>() == inflight),
-              "DiLoCo: at step ", step, " the schedule has ",
-              inflight >= 0 ? absl::StrCat("fragment ", inflight) : std::string("no fragment"),
-              " in flight, the archive ",
-              saved_inflight ? absl::StrCat("fragment ", saved["inflight/fragment"].item<int64_t>()) : "none");
+  TORCH_CHECK(
+      saved_inflight == (inflight >= 0) && (!saved_inflight || saved["inflight/fragment"].item<int64_t>() == inflight),
+      "DiLoCo: at step ", step, " the schedule has ",
+      inflight >= 0 ? absl::StrCat("fragment ", inflight) : std::string("no fragment"), " in flight, the archive ",
+      saved_inflight ? absl::StrCat("fragment ", saved["inflight/fragment"].item<int64_t>()) : "none");
   auto load = [&](const std::string& name, size_t i, at::Tensor& into) {
     auto it = saved.find(name);
     TORCH_CHECK(it != saved.end(), "DiLoCo: the archive has no '", name, "' entry (saved with other settings?)");
@@ -311,8 +312,10 @@ void DiLoCo::Load(torch::serialize::InputArchive& archive) {
   if (inflight >= 0) {
     Fragment& f = fragments_[inflight];
     const at::Tensor& delta = saved["inflight/delta"];
-    TORCH_CHECK(delta.numel() == f.numel && delta.scalar_type() == at::kFloat, "DiLoCo: archive entry "
-                "'inflight/delta' has ", delta.numel(), " elements, fragment ", inflight, " has ", f.numel);
+    TORCH_CHECK(delta.numel() == f.numel && delta.scalar_type() == at::kFloat,
+                "DiLoCo: archive entry "
+                "'inflight/delta' has ",
+                delta.numel(), " elements, fragment ", inflight, " has ", f.numel);
     TORCH_CHECK(saved.count("inflight/bad") && saved["inflight/bad"].numel() == 1,
                 "DiLoCo: the archive has no 'inflight/bad' entry");
     f.bucket.buffer.copy_(delta.reshape({-1}));

@@ -140,8 +140,8 @@ class DiLoCo {
   struct Fragment {
     size_t first = 0, end = 0;  // parameters [first, end)
     int64_t numel = 0;
-    int64_t offset = 0;         // the schedule: starts at offset + k H
-    comm::GradBucket bucket;    // views of flat_'s first numel elements
+    int64_t offset = 0;       // the schedule: starts at offset + k H
+    comm::GradBucket bucket;  // views of flat_'s first numel elements
     std::shared_ptr<comm::Work> work;
     int64_t started = 0;   // in flight since this step (0: not in flight)
     bool arrived = false;  // work's result is in the bucket

@@ -47,8 +47,8 @@ TEST(TwoLevelHook, UncompressedEqualsTheFlatMean) {
   const int rank = Pg()->Rank(), world = Pg()->Size();
   if (Pg()->Backend() != "mpi") GTEST_SKIP() << "host groups need the MPI backend";
   for (int per_host : Layouts()) {
-    TwoLevelHook hook(Pg(), [](std::shared_ptr<ProcessGroup> cross) { return std::make_shared<AllReduceHook>(cross); },
-                      per_host);
+    TwoLevelHook hook(
+        Pg(), [](std::shared_ptr<ProcessGroup> cross) { return std::make_shared<AllReduceHook>(cross); }, per_host);
     EXPECT_EQ(hook.ranks_per_host(), per_host);
     EXPECT_EQ(hook.hosts(), world / per_host);
     GradBucket b = MakeBucket(rank, 1);
@@ -74,7 +74,10 @@ TEST(TwoLevelHook, CompressesAcrossHostsWithErrorFeedbackPerShard) {
   const int rank = Pg()->Rank(), world = Pg()->Size();
   if (Pg()->Backend() != "mpi" || world < 4) GTEST_SKIP() << "2 hosts x 2 ranks under MPI";
   TwoLevelHook hook(
-      Pg(), [](std::shared_ptr<ProcessGroup> cross) { return compress::MakeCommHook(cross, "qsgd", {{"bits", "8"}, {"min_compress_numel", "0"}}); },
+      Pg(),
+      [](std::shared_ptr<ProcessGroup> cross) {
+        return compress::MakeCommHook(cross, "qsgd", {{"bits", "8"}, {"min_compress_numel", "0"}});
+      },
       2);
   GradBucket b = MakeBucket(rank, 2);
   at::Tensor flat = b.buffer.clone();
@@ -94,8 +97,9 @@ TEST(TwoLevelHook, CompressesAcrossHostsWithErrorFeedbackPerShard) {
 TEST(TwoLevelHook, ANonFiniteInputIsFlaggedEverywhere) {
   const int rank = Pg()->Rank(), world = Pg()->Size();
   if (Pg()->Backend() != "mpi") GTEST_SKIP() << "host groups need the MPI backend";
-  TwoLevelHook hook(Pg(), [](std::shared_ptr<ProcessGroup> cross) { return std::make_shared<AllReduceHook>(cross); },
-                    world >= 2 ? 2 : 1);
+  TwoLevelHook hook(
+      Pg(), [](std::shared_ptr<ProcessGroup> cross) { return std::make_shared<AllReduceHook>(cross); },
+      world >= 2 ? 2 : 1);
   GradBucket b = MakeBucket(rank, 3);
   if (rank == world - 1) b.buffer[5] = std::nanf("");
   auto work = hook.RunHook(b);
@@ -108,7 +112,8 @@ TEST(TwoLevelHook, BadLayoutsAreRefused) {
     ExpectError([] { SplitByHost(Pg(), 3); }, "ranks_per_host (3) must divide the world size (4)");
   }
   ExpectError([] { SplitByHost(Pg(), -1); }, "ranks_per_host must be >= 0 (0: detect), got -1");
-  ExpectError([] { SplitByHost(std::make_shared<LocalProcessGroup>(), 1); }, "two-level exchange needs the MPI backend");
+  ExpectError([] { SplitByHost(std::make_shared<LocalProcessGroup>(), 1); },
+              "two-level exchange needs the MPI backend");
 }
 
 }  // namespace

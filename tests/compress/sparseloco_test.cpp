@@ -123,8 +123,8 @@ Round RunRound(SparseLoCoHook& hook, int round, bool poison = false) {
 
 TEST(SparseLoCoHook, SendsTheQuantizedTopKOfTheBufferAndAveragesIt) {
   const int world = Pg()->Size();
-  auto hook = std::make_shared<SparseLoCoHook>(
-      Pg(), SparseLoCoHookOptions().chunk(kChunk).topk(kK).bits(2).decay(kDecay));
+  auto hook =
+      std::make_shared<SparseLoCoHook>(Pg(), SparseLoCoHookOptions().chunk(kChunk).topk(kK).bits(2).decay(kDecay));
   std::map<std::string, at::Tensor> e = {};
   for (int round = 1; round <= 3; ++round) {
     std::map<std::string, at::Tensor> before = Errors(*hook);
@@ -134,14 +134,16 @@ TEST(SparseLoCoHook, SendsTheQuantizedTopKOfTheBufferAndAveragesIt) {
     for (size_t i = 0; i < kShapes.size(); ++i) {
       const std::string name = "p" + std::to_string(i);
       const int64_t n = r.sent[i].numel();
-      const at::Tensor pre = (kDecay * (before.count(name) ? before[name] : torch::zeros(kShapes[i])) +
-                              torch::randn(kShapes[i], at::detail::createCPUGenerator(1000 * round + 10 * Pg()->Rank() + i)))
-                                 .reshape({-1});
+      const at::Tensor pre =
+          (kDecay * (before.count(name) ? before[name] : torch::zeros(kShapes[i])) +
+           torch::randn(kShapes[i], at::detail::createCPUGenerator(1000 * round + 10 * Pg()->Rank() + i)))
+              .reshape({-1});
       const at::Tensor c = r.sent[i].reshape({-1});
       std::set<int64_t> allowed;
       for (int64_t begin = 0; begin < n; begin += kChunk) {
         const int64_t end = std::min(n, begin + kChunk);
-        const int64_t k = end - begin == kChunk ? kK : std::min(end - begin, (kK * (end - begin) + kChunk - 1) / kChunk);
+        const int64_t k =
+            end - begin == kChunk ? kK : std::min(end - begin, (kK * (end - begin) + kChunk - 1) / kChunk);
         for (int64_t j : BruteTopK(pre, begin, end, k)) allowed.insert(j);
       }
       std::map<float, std::vector<int64_t>> by_value;
@@ -207,8 +209,11 @@ TEST(SparseLoCoHook, ANonFiniteInputIsFlaggedOnEveryRank) {
 
 TEST(SparseLoCoHook, BadSettingsNameThemselves) {
   ExpectError([] { MakeCommHook(Pg(), "sparseloco", {{"bits", "3"}}); }, "bits");
-  ExpectError([] { MakeCommHook(Pg(), "sparseloco", {{"chunk", "64"}, {"topk", "65"}}); },
-              "topk must be <= chunk (64), got 65");
+  ExpectError(
+      [] {
+        MakeCommHook(Pg(), "sparseloco", {{"chunk", "64"}, {"topk", "65"}});
+      },
+      "topk must be <= chunk (64), got 65");
   ExpectError([] { SparseLoCoHook(Pg(), SparseLoCoHookOptions().decay(1.5)); }, "decay must be in [0, 1], got 1.5");
 }
 

@@ -47,7 +47,8 @@ at::Tensor Gradient(int rank, size_t i, int step) {
 
 double Dct(int64_t s, int64_t k, int64_t n) {
   const double c = k == 0 ? std::sqrt(1.0 / static_cast<double>(s)) : std::sqrt(2.0 / static_cast<double>(s));
-  return c * std::cos(M_PI * (2.0 * static_cast<double>(n) + 1.0) * static_cast<double>(k) / (2.0 * static_cast<double>(s)));
+  return c * std::cos(M_PI * (2.0 * static_cast<double>(n) + 1.0) * static_cast<double>(k) /
+                      (2.0 * static_cast<double>(s)));
 }
 
 // One parameter's tiles, as lists of (row, col) positions in the padded
