@@ -273,6 +273,7 @@ std::string ValidateMethods(const Methods& m) {
     return absl::StrCat("--two_level wraps --hook or --outer's exchange; --optimizer ", m.optimizer,
                         " does its own exchange");
   }
+  if (m.sync_every < 1) return absl::StrCat("--sync_every must be >= 1, got ", m.sync_every);
   if (m.fragments < 1) return absl::StrCat("--fragments must be >= 1, got ", m.fragments);
   if (m.fragment_delay < 0) return absl::StrCat("--fragment_delay must be >= 0, got ", m.fragment_delay);
   if (!(m.merge_alpha >= 0 && m.merge_alpha <= 1)) return absl::StrCat("--merge_alpha must be in [0, 1], got ", m.merge_alpha);
@@ -291,7 +292,6 @@ std::string ValidateMethods(const Methods& m) {
     return absl::StrCat("--outer ", m.outer, " needs an ordinary inner optimizer; --optimizer ", m.optimizer,
                         " does its own exchange");
   }
-  if (m.sync_every < 1) return absl::StrCat("--sync_every must be >= 1, got ", m.sync_every);
   if (!(m.outer_lr > 0)) return absl::StrCat("--outer_lr must be > 0, got ", m.outer_lr);
   if (!(m.outer_momentum >= 0 && m.outer_momentum < 1)) {
     return absl::StrCat("--outer_momentum must be in [0, 1), got ", m.outer_momentum);
