@@ -60,6 +60,12 @@ class CommHook {
   virtual std::shared_ptr<Work> RunHook(GradBucket& bucket) = 0;
   virtual HookState StateDict() const = 0;
   virtual void LoadStateDict(const HookState& state) = 0;
+  // Whether the hook may start a bucket's collectives off the calling thread
+  // (CompressionHook's overlap). An owner that runs other collectives while
+  // an exchange is in flight turns it off, so that every rank issues its
+  // collectives in one order (Streaming DiLoCo). The same bits either way;
+  // hooks that always start on the calling thread ignore it.
+  virtual void SetOverlap(bool on) {}
 };
 
 // The default: an in-place mean allreduce of the bucket. Stateless.

@@ -54,8 +54,8 @@ std::shared_ptr<Work> TwoLevelHook::RunHook(GradBucket& bucket) {
   }
   const int64_t n = bucket.buffer.numel();
   const int64_t shard = (n + local - 1) / local;
-  at::Tensor input = at::zeros({shard * local}, bucket.buffer.options());
-  input.narrow(0, 0, n).copy_(bucket.buffer.reshape({-1}));
+  at::Tensor input = bucket.buffer.reshape({-1});
+  if (shard * local != n) input = at::constant_pad_nd(input, {0, shard * local - n});
   at::Tensor mine = at::empty({shard}, bucket.buffer.options());
   std::shared_ptr<Work> scatter = groups_.local->ReduceScatter(mine, input, ReduceOp::kAvg);
   GradBucket b = bucket;

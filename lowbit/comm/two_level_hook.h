@@ -42,6 +42,7 @@ class TwoLevelHook final : public CommHook {
   std::shared_ptr<Work> RunHook(GradBucket& bucket) override;
   HookState StateDict() const override { return inner_->StateDict(); }
   void LoadStateDict(const HookState& state) override { inner_->LoadStateDict(state); }
+  void SetOverlap(bool on) override { inner_->SetOverlap(on); }
 
   int hosts() const { return groups_.cross->Size(); }
   int ranks_per_host() const { return groups_.local->Size(); }

@@ -482,6 +482,8 @@ std::shared_ptr<comm::Work> AdaptiveHook::RunHook(comm::GradBucket& bucket) {
   return family_->Hook().RunHook(bucket);
 }
 
+void AdaptiveHook::SetOverlap(bool on) { family_->Hook().SetOverlap(on); }
+
 comm::HookState AdaptiveHook::StateDict() const {
   comm::HookState out = family_->Hook().StateDict();
   out.emplace_back("lgreco/step", at::tensor(step_));

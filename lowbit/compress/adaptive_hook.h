@@ -125,6 +125,7 @@ class AdaptiveHook final : public comm::CommHook {
   // another world size is dropped with a warning. The first step after a
   // load checks that every rank holds the same choices.
   void LoadStateDict(const comm::HookState& state) override;
+  void SetOverlap(bool on) override;
 
   struct Layer {
     std::vector<int64_t> shape;

@@ -75,11 +75,8 @@ class CompressionHook final : public comm::CommHook {
   comm::HookState StateDict() const override;
   // A state from another world size is dropped with a warning.
   void LoadStateDict(const comm::HookState& state) override;
-  // CompressionHookOptions::overlap from the next bucket on (the same bits
-  // either way). Off, every collective starts on the thread that calls
-  // RunHook, in call order: what an owner that runs other collectives while
-  // the exchange is in flight needs (Streaming DiLoCo).
-  void SetOverlap(bool on) { options_.overlap = on; }
+  // CompressionHookOptions::overlap from the next bucket on.
+  void SetOverlap(bool on) override { options_.overlap = on; }
 
   // From the next bucket on, parameter `name` is compressed with
   // `compressor` instead of options.compressor, or sent uncompressed when it

@@ -12,7 +12,6 @@
 
 #include "lowbit/comm/consistency.h"
 #include "lowbit/comm/distributed_data_parallel.h"
-#include "lowbit/compress/compression_hook.h"
 #include "lowbit/kernels/scale.h"
 
 namespace lowbit::optim {
@@ -43,9 +42,7 @@ DiLoCo::DiLoCo(std::vector<at::Tensor> params, std::shared_ptr<comm::ProcessGrou
   // collectives before Step() returns: the caller may run others meanwhile
   // (a loss average, an evaluation), and the ranks must issue theirs in one
   // order.
-  if (tau > 0) {
-    if (auto* hook = dynamic_cast<compress::CompressionHook*>(options_.exchange_hook().get())) hook->SetOverlap(false);
-  }
+  if (tau > 0 && options_.exchange_hook()) options_.exchange_hook()->SetOverlap(false);
   std::vector<int64_t> cumulative{0};
   for (size_t i = 0; i < params_.size(); ++i) {
     const at::Tensor& p = params_[i];
@@ -147,8 +144,6 @@ std::vector<std::pair<int64_t, int64_t>> DiLoCo::Fragments() const {
   return out;
 }
 
-int64_t DiLoCo::LargestFragmentNumel() const { return flat_.numel(); }
-
 int64_t DiLoCo::StartingAt(int64_t s) const {
   for (size_t p = 0; p < fragments_.size(); ++p) {
     const int64_t offset = fragments_[p].offset;
@@ -175,7 +170,6 @@ void DiLoCo::Start(Fragment& f) {
     at::sub_out(f.bucket.gradients[i - f.first], global_[i], params_[i].detach());
   }
   f.started = step_;
-  f.arrived = false;
   f.work = options_.exchange_hook() ? options_.exchange_hook()->RunHook(f.bucket)
                                     : pg_->AllReduce(f.bucket.buffer, comm::ReduceOp::kAvg);
   last_.started = true;
@@ -194,7 +188,6 @@ void DiLoCo::Arrive(Fragment& f) {
     bad = !kernels::AllFinite(f.bucket.buffer);
   }
   f.work.reset();
-  f.arrived = true;
   f.bad = bad;
 }
 
@@ -204,7 +197,7 @@ void DiLoCo::Arrive(Fragment& f) {
 // starts at 0, so the first is delta, as torch's clone), then
 // theta_global -= lr (delta + m buf) with Nesterov, lr buf without.
 void DiLoCo::Land(Fragment& f) {
-  if (!f.arrived) Arrive(f);
+  if (f.work) Arrive(f);
   torch::NoGradGuard no_grad;
   last_.synced = true;
   last_.nonfinite = last_.nonfinite || f.bad;
@@ -232,7 +225,6 @@ void DiLoCo::Land(Fragment& f) {
     }
   }
   f.started = 0;
-  f.arrived = false;
 }
 
 void DiLoCo::Save(torch::serialize::OutputArchive& archive) {
@@ -244,7 +236,7 @@ void DiLoCo::Save(torch::serialize::OutputArchive& archive) {
   for (size_t p = 0; p < fragments_.size(); ++p) {
     Fragment& f = fragments_[p];
     if (f.started == 0) continue;
-    if (!f.arrived) Arrive(f);
+    if (f.work) Arrive(f);
     state.emplace_back("inflight/fragment", at::tensor(static_cast<int64_t>(p)));
     state.emplace_back("inflight/bad", at::tensor(static_cast<int64_t>(f.bad)));
     state.emplace_back("inflight/delta", f.bucket.buffer.clone());
@@ -307,20 +299,17 @@ void DiLoCo::Load(torch::serialize::InputArchive& archive) {
     if (f.work) f.work->Wait();  // a Load() mid-exchange: let it end before the buffer is reused
     f.work.reset();
     f.started = 0;
-    f.arrived = false;
   }
   if (inflight >= 0) {
     Fragment& f = fragments_[inflight];
     const at::Tensor& delta = saved["inflight/delta"];
     TORCH_CHECK(delta.numel() == f.numel && delta.scalar_type() == at::kFloat,
-                "DiLoCo: archive entry "
-                "'inflight/delta' has ",
+                "DiLoCo: archive entry 'inflight/delta' has ",
                 delta.numel(), " elements, fragment ", inflight, " has ", f.numel);
     TORCH_CHECK(saved.count("inflight/bad") && saved["inflight/bad"].numel() == 1,
                 "DiLoCo: the archive has no 'inflight/bad' entry");
     f.bucket.buffer.copy_(delta.reshape({-1}));
     f.started = inflight_since;
-    f.arrived = true;
     f.bad = saved["inflight/bad"].item<int64_t>() != 0;
   }
   step_ = step;

@@ -71,9 +71,8 @@ struct DiLoCoOptions {
   TORCH_ARG(double, outer_momentum) = 0.9;
   TORCH_ARG(bool, nesterov) = true;
   // The exchange of the pseudo-gradient; null: a fp32 mean allreduce. With
-  // fragment_delay > 0 it must start its collectives on the thread that calls
-  // RunHook (a CompressionHook is switched to overlap off; SparseLoCoHook
-  // and PowerSGD do so anyway).
+  // fragment_delay > 0 DiLoCo turns the hook's overlap off
+  // (CommHook::SetOverlap): its collectives then start in Step().
   TORCH_ARG(std::shared_ptr<comm::CommHook>, exchange_hook) = nullptr;
   // Streaming DiLoCo: P fragments synced on a staggered schedule (1 <= P <=
   // the number of parameter tensors, P <= sync_every).
@@ -125,8 +124,6 @@ class DiLoCo {
   // Fragment p is parameters [first, end) of the list given: every parameter
   // in exactly one fragment, in order.
   std::vector<std::pair<int64_t, int64_t>> Fragments() const;
-  // Elements of the largest fragment (with P = 1: of the model).
-  int64_t LargestFragmentNumel() const;
 
   // The step count, the global parameters, the outer momentum, the exchange
   // hook's state and an in-flight fragment's averaged pseudo-gradient (Save
@@ -142,10 +139,9 @@ class DiLoCo {
     int64_t numel = 0;
     int64_t offset = 0;       // the schedule: starts at offset + k H
     comm::GradBucket bucket;  // views of flat_'s first numel elements
-    std::shared_ptr<comm::Work> work;
-    int64_t started = 0;   // in flight since this step (0: not in flight)
-    bool arrived = false;  // work's result is in the bucket
-    bool bad = false;      // ... and some rank's was not finite
+    std::shared_ptr<comm::Work> work;  // null once its result is in the bucket
+    int64_t started = 0;               // in flight since this step (0: not in flight)
+    bool bad = false;                  // the result: some rank's was not finite
   };
   // The fragment whose exchange starts at step s (-1: none).
   int64_t StartingAt(int64_t s) const;
