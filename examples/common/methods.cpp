@@ -20,6 +20,7 @@
 #include "lowbit/compress/defaults.h"
 #include "lowbit/launch/init.h"
 #include "lowbit/optimizers/demo.h"
+#include "lowbit/optimizers/spam.h"
 #include "lowbit/optimizers/diloco.h"
 #include "lowbit/optimizers/onebit_adam.h"
 #include "lowbit/optimizers/onebit_lamb.h"
@@ -57,6 +58,9 @@ ABSL_FLAG(double, decay, 0.95, "--outer sparseloco: the error-feedback buffer's 
 ABSL_FLAG(double, range_sigmas, 6.0, "--outer sparseloco: the bins span mean +- this many standard deviations");
 ABSL_FLAG(int64_t, demo_chunk, 64, "--optimizer demo: the DCT tile side");
 ABSL_FLAG(double, demo_beta, 0.999, "--optimizer demo: the momentum's decay");
+ABSL_FLAG(int64_t, reset_interval, -1,
+          "--optimizer spam|stable_spam|stable_spam8bit: steps between momentum resets (0: never; -1: the method's "
+          "own, 500 for SPAM and 1000 for Stable-SPAM)");
 ABSL_FLAG(int64_t, freeze_step, -1,
           "onebit_adam/onebit_lamb: uncompressed warm-up steps; zeroone_adam: the last variance refresh "
           "(var_freeze_step); -1: the optimizer's default");
@@ -216,7 +220,7 @@ const std::vector<std::string>& OptimizerNames() {
   static const std::vector<std::string> names = {
       "sgd",      "sgd0",        "adam",         "adamw",       "lion",        "rmsprop",
       "adagrad",  "adam8bit",    "adamw8bit",    "sgd8bit",     "lion8bit",    "rmsprop8bit",
-      "adagrad8bit", "onebit_adam", "zeroone_adam", "onebit_lamb", "demo"};
+      "adagrad8bit", "onebit_adam", "zeroone_adam", "onebit_lamb", "demo", "spam", "stable_spam", "stable_spam8bit"};
   return names;
 }
 
@@ -295,6 +299,9 @@ std::string ValidateMethods(const Methods& m) {
   if (!(m.outer_lr > 0)) return absl::StrCat("--outer_lr must be > 0, got ", m.outer_lr);
   if (!(m.outer_momentum >= 0 && m.outer_momentum < 1)) {
     return absl::StrCat("--outer_momentum must be in [0, 1), got ", m.outer_momentum);
+  }
+  if (FlagSet("reset_interval") && absl::GetFlag(FLAGS_reset_interval) < 0) {
+    return absl::StrCat("--reset_interval must be >= 0 (0: never), got ", absl::GetFlag(FLAGS_reset_interval));
   }
   if (FlagSet("freeze_step") && absl::GetFlag(FLAGS_freeze_step) < 0) {
     return absl::StrCat("--freeze_step must be >= 0, got ", absl::GetFlag(FLAGS_freeze_step));
@@ -383,6 +390,13 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
   if (m.optimizer == "adagrad") return std::make_unique<torch::optim::Adagrad>(all, torch::optim::AdagradOptions(m.lr));
   if (m.optimizer == "sgd" || m.optimizer == "sgd0") {
     return std::make_unique<torch::optim::SGD>(all, torch::optim::SGDOptions(m.lr).momentum(m.optimizer == "sgd" ? 0.9 : 0.0));
+  }
+  if (m.optimizer == "spam" || m.optimizer == "stable_spam" || m.optimizer == "stable_spam8bit") {
+    lo::SpamOptions o = m.optimizer == "spam" ? lo::SpamOptions(m.lr) : lo::SpamOptions::StableSpam(m.lr);
+    if (m.optimizer == "stable_spam8bit") o.state_bits(8);
+    if (FlagSet("reset_interval")) o.reset_interval(absl::GetFlag(FLAGS_reset_interval));
+    if (o.warmup_steps() >= o.reset_interval() && o.reset_interval() > 0) o.warmup_steps(o.reset_interval() / 2);
+    return std::make_unique<lo::Spam>(Groups(p, o), o);
   }
   if (m.optimizer == "adamw") {
     torch::optim::AdamWOptions o(m.lr);
@@ -490,6 +504,13 @@ std::string LayerChoices(comm::DistributedDataParallel& ddp) {
 double StateBytesPerParam(torch::optim::Optimizer& optimizer) {
   if (auto* eight = dynamic_cast<optim::Blockwise8bitOptimizer*>(&optimizer)) {
     return static_cast<double>(eight->StateBytes()) / std::max<int64_t>(1, eight->StateElements());
+  }
+  if (auto* spam = dynamic_cast<optim::Spam*>(&optimizer)) {
+    int64_t n = 0;
+    for (const auto& g : spam->param_groups()) {
+      for (const at::Tensor& p : g.params()) n += p.numel();
+    }
+    return static_cast<double>(spam->StateBytes()) / std::max<int64_t>(1, n);
   }
   return 0.0;
 }

@@ -37,7 +37,7 @@ ABSL_FLAG(std::string, optimizer, "adam",
           "sgd (momentum 0.9), sgd0 (no momentum), adam, adamw (weight decay 1e-4), lion (fp32 state), rmsprop, "
           "adagrad; their 8-bit versions adam8bit, adamw8bit, sgd8bit, lion8bit, rmsprop8bit, adagrad8bit; or the 1-bit "
           "optimizers, which own their communication (use them with --hook allreduce): onebit_adam, zeroone_adam, "
-          "onebit_lamb");
+          "onebit_lamb; demo; spam, stable_spam, stable_spam8bit (Adam with spike clipping and momentum resets)");
 ABSL_FLAG(std::string, data_dir, "/usr/share/datasets/fashion-mnist", "directory of the gzipped IDX files");
 ABSL_FLAG(int, max_train_examples, 0, "use only the first N training images (0: all); for quick runs");
 ABSL_FLAG(std::string, peer_check_dir, "",

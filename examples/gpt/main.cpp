@@ -57,11 +57,12 @@ ABSL_FLAG(int64_t, lr_warmup, 50, "steps of linear learning-rate warm-up; cosine
 ABSL_FLAG(double, min_lr_ratio, 0.1, "the learning rate at the last step, as a fraction of the peak");
 ABSL_FLAG(double, grad_clip, 1.0, "clip the gradient's global norm to this (0: off)");
 ABSL_FLAG(double, weight_decay, 0.1,
-          "decoupled weight decay of the matrices and embeddings (adamw, adamw8bit and the 1-bit optimizers)");
+          "decoupled weight decay of the matrices and embeddings (adamw, adamw8bit, the SPAMs and the 1-bit optimizers)");
 ABSL_FLAG(std::string, optimizer, "adamw",
           "adamw (the baseline), adam, sgd, sgd0, lion, rmsprop, adagrad; their 8-bit versions adamw8bit, adam8bit, "
           "sgd8bit, lion8bit, rmsprop8bit, adagrad8bit (the embeddings keep 32-bit state); or the 1-bit optimizers, "
-          "which own their communication: onebit_adam, zeroone_adam, onebit_lamb");
+          "which own their communication: onebit_adam, zeroone_adam, onebit_lamb; demo; spam, stable_spam, stable_spam8bit "
+          "(Adam with spike clipping and momentum resets; optimizers/spam.h)");
 ABSL_FLAG(std::string, sparsity, "",
           "sparse training of the MLP projections (mlp.c_fc, mlp.c_proj): 2:4_srste, 4:8_srste, 2:4_pgf, gmp90 "
           "(empty: dense)");
