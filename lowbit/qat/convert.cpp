@@ -52,10 +52,19 @@ void QuantizedLayerBase::StoreWeight(QuantLayer& source, const at::Tensor& weigh
     g.layout = {k::ScaleLayout::kPerChannel, 0, 0};
   } else {
     wq.eval();
-    wq.forward(weight.detach());  // the observers' grid for this weight
+    // The observers' grid for this weight, and the weight on it: frozen
+    // levels (oscillation freezing, E2E-QP) are what forward returns, so
+    // the levels are taken from its output.
+    const at::Tensor y = wq.forward(weight.detach()).reshape({weight.size(0), -1}).contiguous();
     g = wq.Grid();
-    codes = k::QuantizeIntCodes(w2d, g.scale.contiguous(), g.zero_point, g.offset.defined() ? g.offset.contiguous() : g.offset,
+    codes = k::QuantizeIntCodes(y, g.scale.contiguous(), g.zero_point, g.offset.defined() ? g.offset.contiguous() : g.offset,
                                 g.qmin, g.qmax, g.layout);
+  }
+  at::Tensor folded_bias = source_bias.defined() ? source_bias.detach().clone() : at::Tensor();
+  if (wq.DeadZoneBias().defined()) {
+    // Tequila's dead-zone bias is a constant of the weights: folded into the bias.
+    const at::Tensor dzb = wq.DeadZoneBias().detach();
+    folded_bias = folded_bias.defined() ? folded_bias + dzb : dzb.clone();
   }
   const bool fits_int8 = g.qmin >= -128 && g.qmax <= 127;
   weight_codes = register_buffer("weight_codes", codes.to(fits_int8 ? torch::kChar : torch::kByte).view(weight.sizes()));
@@ -64,7 +73,7 @@ void QuantizedLayerBase::StoreWeight(QuantLayer& source, const at::Tensor& weigh
   if (g.offset.defined()) weight_offset = register_buffer("weight_offset", g.offset.clone().contiguous());
   weight_grid = register_buffer("weight_grid", torch::tensor({g.qmin, g.qmax, static_cast<int64_t>(g.layout.kind),
                                                               g.layout.group_size, block}, torch::kLong));
-  if (source_bias.defined()) bias = register_buffer("bias", source_bias.detach().clone());
+  if (folded_bias.defined()) bias = register_buffer("bias", folded_bias);
   if (source.input_quantizer) input_quantizer = register_module("input_quantizer", source.input_quantizer);
 }
 

@@ -62,6 +62,12 @@ FakeQuantizerImpl::FakeQuantizerImpl(QuantizerConfig config, int64_t num_scales,
     min_ = register_buffer("running_min", torch::zeros({num_scales}));
     max_ = register_buffer("running_max", torch::zeros({num_scales}));
   }
+  if (config_.estimator == Estimator::kStatsQ) {
+    TORCH_CHECK(is_weight, where, ": statsq is for weights (its scale is the weights' statistics)");
+    offset_ = register_buffer("offset", torch::zeros({num_scales}));
+  }
+  TORCH_CHECK(is_weight || (config_.freeze_threshold == 0 && !config_.dead_zone_bias), where,
+              ": freezing and the dead-zone bias are for weights");
   initialized_ = register_buffer("initialized", torch::zeros({1}));
   if (config_.estimator == Estimator::kStochastic) draws_ = register_buffer("draws", torch::zeros({1}, torch::kDouble));
 }
@@ -117,6 +123,10 @@ at::Tensor FakeQuantizerImpl::Observe(const at::Tensor& x) {
       hi = max_.clone();
       break;
     }
+    case Observer::kAbsMean:
+      hi = rows.abs().mean(1);
+      lo = -hi;
+      break;
     case Observer::kPercentile: {
       const int64_t m = rows.size(1);
       const int64_t kth = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(config_.percentile / 100.0 * m)), 1, m);
@@ -148,6 +158,7 @@ at::Tensor FakeQuantizerImpl::Observe(const at::Tensor& x) {
     return {(torch::max(l.abs(), h.abs()) / (span / 2.0)).clamp_min(kMinScale), at::Tensor()};
   };
   auto [s, zp] = qparams(lo, hi);
+  if (config_.observer == Observer::kAbsMean) s = hi.clamp_min(kMinScale);  // the step is mean |x|
   if (config_.observer == Observer::kMse) {
     // Grid search over clipping ratios; the per-group squared error picks.
     at::Tensor best_err = torch::full({num_scales_}, std::numeric_limits<float>::infinity());
@@ -175,14 +186,93 @@ at::Tensor FakeQuantizerImpl::Observe(const at::Tensor& x) {
   return scale_;
 }
 
+void FakeQuantizerImpl::SetWeightShape(int64_t rows, int64_t cols) {
+  TORCH_CHECK(is_weight_, "SetWeightShape: not a weight quantizer");
+  if (config_.freeze_threshold > 0 && !frozen_.defined()) {
+    const auto shape = std::vector<int64_t>{rows, cols};
+    osc_prev_codes_ = register_buffer("osc_prev_levels", torch::zeros(shape));
+    osc_prev_dir_ = register_buffer("osc_prev_direction", torch::zeros(shape));
+    osc_ema_ = register_buffer("osc_frequency", torch::zeros(shape));
+    osc_ema_codes_ = register_buffer("osc_mean_level", torch::zeros(shape));
+    frozen_ = register_buffer("frozen", torch::zeros(shape));
+    frozen_codes_ = register_buffer("frozen_level", torch::zeros(shape));
+    osc_steps_ = register_buffer("osc_steps", torch::zeros({1}));
+  }
+}
+
+double FakeQuantizerImpl::FrozenFraction() const {
+  return frozen_.defined() ? frozen_.mean().item<double>() : 0.0;
+}
+
+at::Tensor FakeQuantizerImpl::Codes(const at::Tensor& y) const {
+  const QuantGrid g = Grid();
+  at::Tensor rows = ByScale(y.detach());
+  at::Tensor v = g.offset.defined() ? rows - g.offset.detach().view({-1, 1}) : rows;
+  at::Tensor codes = torch::round(v / g.scale.detach().view({-1, 1}));
+  if (g.zero_point.defined()) codes = codes + g.zero_point.view({-1, 1});
+  return codes.reshape(y.sizes());
+}
+
+at::Tensor FakeQuantizerImpl::FromCodes(const at::Tensor& codes) const {
+  const QuantGrid g = Grid();
+  // With the learned step (and LSQ+'s offset) in the graph: E2E-QP trains them.
+  const at::Tensor step = IsLsq() ? scale_.exp() : g.scale;
+  const at::Tensor offset = IsLsq() ? offset_ : g.offset;
+  at::Tensor rows = ByScale(codes);
+  if (g.zero_point.defined()) rows = rows - g.zero_point.view({-1, 1});
+  at::Tensor y = rows * step.view({-1, 1});
+  if (offset.defined()) y = y + offset.view({-1, 1});
+  return y.reshape(codes.sizes());
+}
+
+// Nagel et al. 2022 ("Overcoming Oscillations in Quantization-Aware
+// Training", Sec. 4.2), the tracking OFQ's annealing stage relies on: an
+// oscillation is a level switch opposite to the element's previous switch;
+// f = m * oscillated + (1 - m) f; an element with f > threshold is frozen at
+// the rounded moving average of its level.
+at::Tensor FakeQuantizerImpl::ApplyFreezing(const at::Tensor& y) {
+  if (is_training()) {
+    torch::NoGradGuard no_grad;
+    const at::Tensor codes = Codes(y);
+    const double m = config_.oscillation_momentum;
+    if (osc_steps_.item<double>() == 0) {
+      osc_prev_codes_.copy_(codes);
+      osc_ema_codes_.copy_(codes);
+    }
+    osc_steps_.add_(1);
+    const at::Tensor delta = osc_prev_codes_ - codes;
+    const at::Tensor dir = delta.sign();
+    const at::Tensor oscillated = (osc_prev_dir_ * dir).eq(-1).to(at::kFloat);
+    osc_ema_.mul_(1 - m).add_(oscillated, m);
+    osc_prev_dir_.copy_(at::where(delta.ne(0), dir, osc_prev_dir_));
+    osc_prev_codes_.copy_(codes);
+    const at::Tensor newly = osc_ema_.gt(config_.freeze_threshold).logical_and(frozen_.eq(0));
+    frozen_codes_.copy_(at::where(newly, torch::round(osc_ema_codes_).clamp(qmin_, qmax_), frozen_codes_));
+    frozen_.copy_(at::where(newly, at::ones_like(frozen_), frozen_));
+    osc_ema_codes_.mul_(1 - m).add_(codes, m);
+  }
+  if (frozen_.sum().item<double>() == 0) return y;
+  return at::where(frozen_.to(at::kBool), FromCodes(frozen_codes_).detach(), y);
+}
+
+void FakeQuantizerImpl::FreezeLevels(const at::Tensor& weight) {
+  TORCH_CHECK(is_weight_ && IsLsq(), "FreezeLevels: E2E-QP trains the weight quantizer's step size, so it needs an ",
+              "lsq or lsq+ weight quantizer, got ", is_weight_ ? ToString(config_) : "an input quantizer");
+  TORCH_CHECK(!frozen_levels_.defined(), "FreezeLevels: the levels are frozen already");
+  torch::NoGradGuard no_grad;
+  const at::Tensor w = weight.detach().reshape({weight.size(0), -1});
+  if (!initialized()) InitializeLearned(w);
+  const QuantGrid g = Grid();
+  at::Tensor rows = ByScale(w);
+  if (g.offset.defined()) rows = rows - g.offset.view({-1, 1});
+  const at::Tensor codes = torch::round(rows / g.scale.view({-1, 1})).clamp(qmin_, qmax_).reshape(w.sizes());
+  frozen_levels_ = register_buffer("frozen_levels", codes.to(at::kFloat));
+}
+
 void FakeQuantizerImpl::TrackFlips(const at::Tensor& y) {
   if (!is_weight_ || !is_training() || config_.estimator == Estimator::kQuest || IsMiniFloat(config_.format)) return;
   torch::NoGradGuard no_grad;
-  const QuantGrid g = Grid();
-  at::Tensor rows = ByScale(y.detach());
-  at::Tensor scale = g.scale.detach().view({-1, 1});
-  at::Tensor v = g.offset.defined() ? rows - g.offset.detach().view({-1, 1}) : rows;
-  at::Tensor codes = torch::round(v / scale).to(torch::kInt16);
+  at::Tensor codes = Codes(y).to(torch::kInt16);
   if (prev_codes_.defined() && prev_codes_.sizes() == codes.sizes()) {
     last_flip_fraction_ = codes.ne(prev_codes_).to(torch::kFloat).mean().item<double>();
   }
@@ -196,6 +286,11 @@ QuantGrid FakeQuantizerImpl::Grid() const {
   g.qmax = qmax_;
   if (config_.estimator == Estimator::kPact) {
     g.scale = (alpha_.detach() / static_cast<double>(qmax_)).reshape({1});
+    return g;
+  }
+  if (config_.estimator == Estimator::kStatsQ) {
+    g.scale = scale_.detach();
+    g.offset = offset_.detach();
     return g;
   }
   g.scale = IsLsq() ? scale_.detach().exp() : scale_.detach();
@@ -222,7 +317,24 @@ at::Tensor FakeQuantizerImpl::forward(const at::Tensor& input) {
                 " must divide the fan-in ", x.size(1));
   }
   at::Tensor y;
+  if (frozen_levels_.defined()) {
+    TORCH_CHECK(x.sizes() == frozen_levels_.sizes(), "weight quantizer: its levels were frozen for shape ",
+                frozen_levels_.sizes(), ", got ", x.sizes());
+    return FromCodes(frozen_levels_).view(input.sizes());
+  }
   switch (config_.estimator) {
+    case Estimator::kStatsQ: {
+      // OFQ (Liu et al. 2023, Sec. 4.1): s = 2 mean |w| per group, levels
+      // (k + 1/2) s / 2^(b-1), k in [-2^(b-1), 2^(b-1) - 1]: step s / 2^(b-1),
+      // offset half a step; the gradient passes straight through.
+      torch::NoGradGuard no_grad;
+      const double n = static_cast<double>(int64_t{1} << (config_.bits - 1));
+      scale_.copy_((2.0 * ByScale(x.detach()).abs().mean(1) / n).clamp_min(kMinScale));
+      offset_.copy_(scale_ * 0.5);
+      initialized_.fill_(1);
+    }
+      y = FakeQuantSte(x, scale_.contiguous(), {}, offset_.contiguous(), qmin_, qmax_, layout_, /*clipped=*/false);
+      break;
     case Estimator::kQuest:
       y = FakeQuantQuest(x, config_.bits, config_.hadamard_block, 1);
       break;
@@ -261,6 +373,15 @@ at::Tensor FakeQuantizerImpl::forward(const at::Tensor& input) {
       }
       break;
     }
+  }
+  if (frozen_.defined()) y = ApplyFreezing(y);
+  if (config_.dead_zone_bias) {
+    // Tequila (Tequila: Trapping-free Ternary Quantization, 2025): the
+    // dead-zone weights (level 0) come back as a bias, lambda * their row
+    // sum, so they get lambda times the output gradient instead of only the
+    // straight-through estimate.
+    const at::Tensor dead = Codes(y).eq(0).to(at::kFloat);
+    dead_zone_bias_ = (x * dead).sum(1) * config_.dead_zone_lambda;
   }
   TrackFlips(y);
   return is_weight_ ? y.view(input.sizes()) : y;

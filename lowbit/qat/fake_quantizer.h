@@ -52,11 +52,36 @@ class FakeQuantizerImpl : public torch::nn::Module {
   // Fraction of elements whose integer level changed between the last two
   // training forwards (weights; -1 before two, or for QuEST and mini-floats).
   double LastFlipFraction() const { return last_flip_fraction_; }
+  // Oscillation freezing (QuantizerConfig::freeze_threshold): which elements
+  // of the [out, fan_in] view are frozen, and their fraction.
+  at::Tensor FrozenMask() const { return frozen_.defined() ? frozen_.to(at::kBool) : at::Tensor(); }
+  double FrozenFraction() const;
+  // Tequila (QuantizerConfig::dead_zone_bias): lambda * the sum of each
+  // output row's dead-zone weights (level 0) at the last forward, [out], with
+  // its graph: the layer adds it to its output, so dead-zone weights get
+  // lambda times the output gradient. Undefined when off.
+  const at::Tensor& DeadZoneBias() const { return dead_zone_bias_; }
+
+  // Weights: the [out, fan_in] view's shape, for state kept per element
+  // (oscillation freezing). QuantLayer calls it once, before any forward.
+  void SetWeightShape(int64_t rows, int64_t cols);
+
+  // EfficientQAT's E2E-QP (Chen et al. 2024): fixes the integer levels of
+  // `weight` on the current grid; from then on forward returns
+  // (levels - zero point) * step + offset, whatever weight it is given, and
+  // only the learned step (and LSQ+'s offset) get gradients. Needs an LSQ or
+  // LSQ+ weight quantizer. The levels are a buffer ("frozen_levels"), saved
+  // with the model.
+  void FreezeLevels(const at::Tensor& weight);
+  bool levels_frozen() const { return frozen_levels_.defined(); }
 
  private:
   at::Tensor Observe(const at::Tensor& x);  // updates scale_/zero_point_ in training
   void InitializeLearned(const at::Tensor& x);
   void TrackFlips(const at::Tensor& y);
+  at::Tensor Codes(const at::Tensor& y) const;            // integer levels of a quantized [out, fan_in] y
+  at::Tensor ApplyFreezing(const at::Tensor& y);          // oscillation tracking and frozen levels
+  at::Tensor FromCodes(const at::Tensor& codes) const;    // (codes - zp) * step + offset, differentiable in step
   at::Tensor ByScale(const at::Tensor& x) const;  // [num_scales, rest] view of x
   bool IsLsq() const { return config_.estimator == Estimator::kLsq || config_.estimator == Estimator::kLsqPlus; }
 
@@ -72,8 +97,12 @@ class FakeQuantizerImpl : public torch::nn::Module {
   at::Tensor min_, max_;    // buffers (moving average), [num_scales]
   at::Tensor initialized_;  // buffer, 0 or 1
   at::Tensor draws_;        // buffer: stochastic-rounding calls so far
-  at::Tensor prev_codes_;   // not saved: oscillation tracking only
+  at::Tensor prev_codes_;   // not saved: flip tracking only
   double last_flip_fraction_ = -1.0;
+  // Oscillation freezing, [out, fan_in] (buffers, created at the first training forward).
+  at::Tensor osc_prev_codes_, osc_prev_dir_, osc_ema_, osc_ema_codes_, frozen_, frozen_codes_, osc_steps_;
+  at::Tensor dead_zone_bias_;  // Tequila, not state
+  at::Tensor frozen_levels_;   // E2E-QP (buffer once frozen)
 };
 TORCH_MODULE(FakeQuantizer);
 

@@ -13,6 +13,10 @@ namespace lowbit::qat {
 
 namespace {
 
+// OFQ presets: freeze an element once it oscillates on more than 2% of the
+// steps (moving average, momentum 0.01; Nagel et al. advise 2-3x the momentum).
+constexpr double kOfqFreezeThreshold = 0.02;
+
 QuantizerConfig IntWeight(int bits, Estimator estimator) {
   QuantizerConfig c;
   c.bits = bits;
@@ -85,10 +89,27 @@ std::vector<Found> Collect(torch::nn::Module& root) {
   return out;
 }
 
+QuantizerConfig StatsQWeight(int bits) {
+  QuantizerConfig c = IntWeight(bits, Estimator::kStatsQ);
+  c.freeze_threshold = kOfqFreezeThreshold;
+  return c;
+}
+
+QuantizerConfig TernaryWeight(bool tequila) {
+  QuantizerConfig c;
+  c.format = Format::kTernary;
+  c.granularity = Granularity::kPerChannel;
+  c.observer = Observer::kAbsMean;
+  c.dead_zone_bias = tequila;
+  return c;
+}
+
 }  // namespace
 
 std::vector<std::string> PresetNames() {
-  return {"w8a8", "w4a8", "w4a4_lsq", "w4a4_quest", "w2a2_quest", "w1a1_quest", "int8_train", "fp8_train"};
+  return {"w8a8",       "w4a8",       "w4a4_lsq",    "w2a2_lsq",        "w4a4_quest", "w2a2_quest", "w1a1_quest",
+          "w4a4_ofq",   "w2a2_ofq",   "ternary_ste", "ternary_tequila", "w4_lsq",     "w2_lsq",     "int8_train",
+          "fp8_train"};
 }
 
 QatConfig PresetConfig(const std::string& name) {
@@ -98,9 +119,18 @@ QatConfig PresetConfig(const std::string& name) {
   } else if (name == "w4a8") {
     c.layers = {IntWeight(4, Estimator::kLsq), Int8Input(), {}};
     c.first_last = W8A8();
-  } else if (name == "w4a4_lsq") {
-    c.layers = {IntWeight(4, Estimator::kLsq), LsqInput(4), {}};
+  } else if (name == "w4a4_lsq" || name == "w2a2_lsq") {
+    const int bits = name[1] - '0';
+    c.layers = {IntWeight(bits, Estimator::kLsq), LsqInput(bits), {}};
     c.first_last = W8A8();
+  } else if (name == "w4a4_ofq" || name == "w2a2_ofq") {
+    const int bits = name[1] - '0';
+    c.layers = {StatsQWeight(bits), LsqInput(bits), {}};
+    c.first_last = W8A8();
+  } else if (name == "ternary_ste" || name == "ternary_tequila") {
+    c.layers = {TernaryWeight(name == "ternary_tequila"), Int8Input(), {}};
+  } else if (name == "w4_lsq" || name == "w2_lsq") {
+    c.layers = {IntWeight(name[1] - '0', Estimator::kLsq), std::nullopt, {}};
   } else if (name == "w4a4_quest" || name == "w2a2_quest" || name == "w1a1_quest") {
     const int bits = name[1] - '0';
     c.layers = {Quest(bits), Quest(bits), {}};
@@ -188,6 +218,48 @@ double MeanFlipFraction(torch::nn::Module& module) {
     weight += numel;
   }
   return weight > 0 ? sum / weight : -1.0;
+}
+
+std::vector<at::Tensor> FreezeLevels(torch::nn::Module& module) {
+  std::vector<QuantLayer*> layers;
+  internal::WalkChildren(module, "", [&](torch::nn::Module&, const std::string&, const std::string& dotted,
+                                         torch::nn::Module& child) {
+    auto* q = dynamic_cast<QuantLayer*>(&child);
+    if (q == nullptr || !q->configured()) return true;
+    TORCH_CHECK(q->weight_quantizer, "FreezeLevels: layer '", dotted, "' has no weight quantizer");
+    layers.push_back(q);
+    return false;
+  });
+  TORCH_CHECK(!layers.empty(), "FreezeLevels: the model has no prepared layers (call Prepare first)");
+  for (auto& p : module.parameters()) p.requires_grad_(false);
+  std::vector<at::Tensor> trainable;
+  for (QuantLayer* q : layers) {
+    q->weight_quantizer->FreezeLevels(q->Weight());
+    for (FakeQuantizer* fq : {&q->weight_quantizer, &q->input_quantizer}) {
+      if (!*fq) continue;
+      for (auto& p : (*fq)->parameters()) {
+        p.requires_grad_(true);
+        trainable.push_back(p);
+      }
+    }
+  }
+  return trainable;
+}
+
+double MeanFrozenFraction(torch::nn::Module& module) {
+  double frozen = 0, total = 0;
+  internal::WalkChildren(module, "", [&](torch::nn::Module&, const std::string&, const std::string&,
+                                         torch::nn::Module& child) {
+    auto* q = dynamic_cast<QuantLayer*>(&child);
+    if (q == nullptr) return true;
+    if (q->weight_quantizer && q->weight_quantizer->FrozenMask().defined()) {
+      const double n = static_cast<double>(q->Weight().numel());
+      frozen += q->weight_quantizer->FrozenFraction() * n;
+      total += n;
+    }
+    return false;
+  });
+  return total > 0 ? frozen / total : 0.0;
 }
 
 }  // namespace lowbit::qat

@@ -58,5 +58,19 @@ void Calibrate(torch::nn::Module& module, const std::function<void()>& forward);
 
 // Weight-count-weighted mean of the layers' LastFlipFraction (-1: none tracked).
 double MeanFlipFraction(torch::nn::Module& module);
+// Fraction of the weights that oscillation freezing has frozen (0 without it).
+double MeanFrozenFraction(torch::nn::Module& module);
+
+// EfficientQAT's E2E-QP (Chen et al. 2024, Sec. 3.3): fixes every prepared
+// layer's integer weight levels (FakeQuantizer::FreezeLevels), stops the
+// gradient of every parameter of `module`, and returns the quantizers'
+// learned steps and offsets, the only tensors left to train. After Prepare
+// (LSQ or LSQ+ weights) and Calibrate; build the optimizer on what it returns
+// and DistributedDataParallel after it.
+//
+//   lowbit::qat::Prepare(*model, lowbit::qat::PresetConfig("w2_lsq"));
+//   lowbit::qat::Calibrate(*model, [&] { model->forward(batch); });
+//   torch::optim::AdamW opt(lowbit::qat::FreezeLevels(*model), 1e-3);
+std::vector<at::Tensor> FreezeLevels(torch::nn::Module& module);
 
 }  // namespace lowbit::qat

@@ -36,6 +36,7 @@ void QuantLayer::SetUp(const LayerConfig& config, const at::Tensor& weight, int6
   if (config.weight) {
     weight_quantizer = register_module(
         "weight_quantizer", FakeQuantizer(*config.weight, NumWeightScales(*config.weight, weight), /*is_weight=*/true));
+    weight_quantizer->SetWeightShape(weight.size(0), weight.numel() / std::max<int64_t>(1, weight.size(0)));
   }
   if (config.input) {
     const int64_t n = config.input->granularity == Granularity::kPerChannel ? in_channels : 1;
@@ -82,6 +83,12 @@ at::Tensor QuantLayer::QuantizeWeight(const at::Tensor& w) {
   return weight_quantizer ? weight_quantizer->forward(w) : w;
 }
 
+at::Tensor QuantLayer::LayerBias(const at::Tensor& bias) const {
+  if (!weight_quantizer || !weight_quantizer->DeadZoneBias().defined()) return bias;
+  const at::Tensor& dzb = weight_quantizer->DeadZoneBias();
+  return bias.defined() ? bias + dzb : dzb;
+}
+
 at::Tensor QuantLayer::QuantizeOutputGradient(const at::Tensor& y) {
   if (gradient_.kind == GradientQuant::kNone || !is_training() || !y.requires_grad()) return y;
   const auto draw = static_cast<uint64_t>(gradient_draws_.item<double>());
@@ -112,7 +119,8 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
   // and a causal model saw the future (a GPT reached 0.19 nats/char).
   const at::Tensor xq =
       x.dim() > 2 ? QuantizeInput(x.reshape({-1, x.size(-1)})).view(x.sizes()) : QuantizeInput(x);
-  return QuantizeOutputGradient(torch::nn::functional::linear(xq, QuantizeWeight(weight), bias));
+  const at::Tensor w = QuantizeWeight(weight);
+  return QuantizeOutputGradient(torch::nn::functional::linear(xq, w, LayerBias(bias)));
 }
 
 std::shared_ptr<torch::nn::Module> LinearImpl::clone(const c10::optional<torch::Device>&) const {
@@ -159,7 +167,8 @@ at::Tensor Conv2dWithOptions(const at::Tensor& x, const at::Tensor& weight, cons
 at::Tensor Conv2dImpl::forward(const at::Tensor& x) {
   if (!configured_) return torch::nn::Conv2dImpl::forward(x);
   const at::Tensor xq = QuantizeInput(x);
-  return QuantizeOutputGradient(Conv2dWithOptions(xq, QuantizeWeight(weight), bias, options));
+  const at::Tensor w = QuantizeWeight(weight);
+  return QuantizeOutputGradient(Conv2dWithOptions(xq, w, LayerBias(bias), options));
 }
 
 at::Tensor ForwardLayer(torch::nn::Module& layer, const at::Tensor& x) {

@@ -81,6 +81,9 @@ class QuantLayer : public virtual torch::nn::Module {
   at::Tensor QuantizeInput(const at::Tensor& x);
   at::Tensor QuantizeWeight(const at::Tensor& w);
   at::Tensor QuantizeOutputGradient(const at::Tensor& y);
+  // The layer's bias plus, after QuantizeWeight, Tequila's dead-zone bias
+  // (QuantizerConfig::dead_zone_bias).
+  at::Tensor LayerBias(const at::Tensor& bias) const;
 
   GradientQuant gradient_;
   at::Tensor gradient_draws_;  // buffer: keys of the stochastic gradient rounding

@@ -1,5 +1,7 @@
 #include "lowbit/qat/quantizer_config.h"
 
+#include <cmath>
+
 #include <c10/util/Exception.h>
 
 #include "absl/strings/str_cat.h"
@@ -29,6 +31,7 @@ const char* EstimatorName(Estimator e) {
     case Estimator::kPact: return "pact";
     case Estimator::kQuest: return "quest";
     case Estimator::kStochastic: return "stochastic";
+    case Estimator::kStatsQ: return "statsq";
   }
   return "?";
 }
@@ -59,6 +62,18 @@ void CheckQuantizerConfig(const QuantizerConfig& c, const std::string& where) {
               c.percentile);
   TORCH_CHECK(c.pact_init >= 0, where, ": pact_init must be >= 0 (0: first batch), got ", c.pact_init);
   const bool int_like = c.format == Format::kInt || c.format == Format::kTernary;
+  TORCH_CHECK(c.freeze_threshold >= 0 && c.freeze_threshold <= 1, where,
+              ": freeze_threshold must be in [0, 1] (0: off), got ", c.freeze_threshold);
+  TORCH_CHECK(c.oscillation_momentum > 0 && c.oscillation_momentum <= 1, where,
+              ": oscillation_momentum must be in (0, 1], got ", c.oscillation_momentum);
+  TORCH_CHECK(c.freeze_threshold == 0 || (int_like && c.estimator != Estimator::kQuest &&
+                                          c.estimator != Estimator::kStochastic && c.estimator != Estimator::kPact),
+              where, ": freezing needs an int or ternary weight grid (not quest, stochastic or pact), got ",
+              ToString(c));
+  TORCH_CHECK(!c.dead_zone_bias || c.format == Format::kTernary, where,
+              ": dead_zone_bias is for ternary weights, got ", ToString(c));
+  TORCH_CHECK(c.dead_zone_lambda >= 0 && std::isfinite(c.dead_zone_lambda), where,
+              ": dead_zone_lambda must be >= 0, got ", c.dead_zone_lambda);
   switch (c.estimator) {
     case Estimator::kLsq:
     case Estimator::kLsqPlus:
@@ -80,6 +95,11 @@ void CheckQuantizerConfig(const QuantizerConfig& c, const std::string& where) {
       break;
     case Estimator::kStochastic:
       TORCH_CHECK(c.format != Format::kBinary, where, ": stochastic rounding is not defined for binary");
+      break;
+    case Estimator::kStatsQ:
+      TORCH_CHECK(c.format == Format::kInt && c.symmetric && c.is_signed && c.bits >= 2, where,
+                  ": statsq is a signed symmetric int grid of >= 2 bits (its levels are half-integers), got ",
+                  ToString(c));
       break;
     default:
       break;
@@ -104,6 +124,9 @@ std::string ToString(const QuantizerConfig& c) {
   absl::StrAppend(&s, "-", GranularityName(c.granularity));
   if (c.granularity == Granularity::kPerGroup) absl::StrAppend(&s, c.group_size);
   absl::StrAppend(&s, "-", EstimatorName(c.estimator));
+  if (c.observer == Observer::kAbsMean) absl::StrAppend(&s, "-absmean");
+  if (c.freeze_threshold > 0) absl::StrAppend(&s, "-freeze", c.freeze_threshold);
+  if (c.dead_zone_bias) absl::StrAppend(&s, "-tequila");
   return s;
 }
 

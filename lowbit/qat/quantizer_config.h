@@ -35,6 +35,7 @@ enum class Estimator {
   kPact,        // learned clipping of activations (Choi et al. 2018)
   kQuest,       // Hadamard + Gaussian-optimal clipping + trust mask (Panferov et al. 2025)
   kStochastic,  // stochastic rounding, identity gradient
+  kStatsQ,      // weights: scale 2 mean|w| per group, half-integer grid, STE (OFQ, Liu et al. 2023)
 };
 
 enum class Observer {
@@ -42,6 +43,7 @@ enum class Observer {
   kMovingAverageMinMax,  // exponential moving average of the batches' min/max
   kMse,                  // clipping that minimises ||x - Q(x)||^2 (grid search)
   kPercentile,           // |x| at a percentile
+  kAbsMean,              // scale = mean |x| (BitNet b1.58's ternary weights)
 };
 
 struct QuantizerConfig {
@@ -62,6 +64,17 @@ struct QuantizerConfig {
   double percentile = 99.99;         // kPercentile, in (0, 100]
   int64_t hadamard_block = 128;      // kQuest: at most this, a power of two dividing the row
   double pact_init = 0.0;            // kPact: initial alpha (0: the first batch's max)
+  // Weights: oscillation freezing (OFQ's annealing as Nagel et al. 2022 track
+  // it). Each element's switches of integer level are tracked; an element
+  // whose moving frequency of oscillation (a switch reversing the previous
+  // one) exceeds freeze_threshold is frozen at the rounded moving average of
+  // its level: its forward value stays there and its weight gets no
+  // gradient. 0: off.
+  double freeze_threshold = 0.0;
+  double oscillation_momentum = 0.01;
+  // Ternary weights: Tequila's dead-zone bias (see qat/fake_quantizer.h).
+  bool dead_zone_bias = false;
+  double dead_zone_lambda = 1e-3;  // initial value of the learned per-channel lambda
 };
 
 // Throws (TORCH_CHECK) naming `where`, the field and the value seen.

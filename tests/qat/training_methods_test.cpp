@@ -1,0 +1,249 @@
+// The training-time QAT methods against their formulas in one process:
+// OFQ's StatsQ grid and oscillation freezing, Tequila's dead-zone bias (its
+// forward and the gradient a dead-zone weight gets), EfficientQAT's E2E-QP
+// (only step sizes change; the levels stay), and Convert's round trip for
+// each. Also the errors for settings that make no sense.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <sstream>
+
+#include "lowbit/qat/convert.h"
+#include "lowbit/qat/fake_quantizer.h"
+#include "lowbit/qat/prepare.h"
+#include "lowbit/qat/quant_modules.h"
+#include "tests/common/expect_error.h"
+
+namespace lowbit::qat {
+namespace {
+
+using lowbit::testing::ExpectError;
+
+QuantizerConfig StatsQ(int bits, double freeze = 0) {
+  QuantizerConfig c;
+  c.bits = bits;
+  c.granularity = Granularity::kPerChannel;
+  c.estimator = Estimator::kStatsQ;
+  c.freeze_threshold = freeze;
+  return c;
+}
+
+// OFQ's StatsQ: s = 2 mean|w| per row; w_hat = s (round(clamp(w/s, -1, 1) n - 1/2) + 1/2) / n, n = 2^(b-1).
+TEST(StatsQ, GridIsTwiceTheMeanAbsWithHalfIntegerLevels) {
+  for (int bits : {2, 3, 4}) {
+    SCOPED_TRACE(bits);
+    torch::manual_seed(bits);
+    const at::Tensor w = (torch::randn({6, 40}) * 0.3).requires_grad_();
+    FakeQuantizer q(StatsQ(bits), 6, /*is_weight=*/true);
+    const at::Tensor y = q->forward(w);
+    const double n = std::pow(2.0, bits - 1);
+    const at::Tensor s = 2 * w.detach().abs().mean(1, true);
+    const at::Tensor want = s * ((torch::round(torch::clamp(w.detach() / s, -1, 1 - 1e-6) * n - 0.5) + 0.5) / n);
+    EXPECT_TRUE(torch::allclose(y, want, 1e-5, 1e-6));
+    EXPECT_EQ(std::get<0>(at::_unique(torch::round(y.detach() / (s / n) - 0.5))).numel() <= (1 << bits), true);
+    y.sum().backward();
+    EXPECT_TRUE(torch::equal(w.grad(), torch::ones_like(w))) << "StatsQ passes the gradient straight through";
+  }
+}
+
+// An element whose level goes back and forth oscillates; with momentum m
+// its frequency after k oscillations is 1 - (1 - m)^k; above the threshold
+// it is frozen at its rounded mean level and gets no gradient.
+TEST(OscillationFreezing, OscillatingWeightsFreezeAndStayFrozen) {
+  const int64_t out = 2, in = 64;
+  QuantizerConfig c = StatsQ(4, /*freeze=*/0.05);
+  c.oscillation_momentum = 0.1;
+  FakeQuantizer q(c, out, true);
+  q->SetWeightShape(out, in);
+  torch::manual_seed(1);
+  at::Tensor base = torch::randn({out, in}) * 0.1;
+  // Element (0, 0) sits on a rounding boundary and is pushed across it every step.
+  const double s = 2 * base[0].abs().mean().item<double>();
+  const double step = s / 8;
+  base[0][0] = 3 * step;  // between levels 2.5 and 3.5 steps: boundary
+  int frozen_at = -1;
+  double frozen_level = 0;
+  for (int t = 0; t < 30; ++t) {
+    at::Tensor w = base.clone();
+    w[0][0] += (t % 2 ? 0.2 : -0.2) * step;
+    w.requires_grad_();
+    const at::Tensor y = q->forward(w);
+    y.sum().backward();
+    // The level of (0, 0) on this step's grid (the row's scale moves with it).
+    const double level = y[0][0].item<double>() / (2 * w[0].detach().abs().mean().item<double>() / 8) - 0.5;
+    if (frozen_at < 0 && q->FrozenMask()[0][0].item<bool>()) {
+      frozen_at = t;
+      frozen_level = level;
+    }
+    if (frozen_at >= 0) {
+      EXPECT_EQ(w.grad()[0][0].item<float>(), 0.0f) << "a frozen weight gets no gradient";
+      EXPECT_NEAR(level, frozen_level, 1e-4) << "a frozen weight keeps its level";
+    } else {
+      EXPECT_EQ(w.grad()[0][0].item<float>(), 1.0f);
+    }
+    EXPECT_EQ(w.grad()[1][5].item<float>(), 1.0f);
+  }
+  // Oscillations start at the third forward (the second switch reverses the
+  // first): after k of them f = 1 - 0.9^k > 0.05 first at k = 1.
+  EXPECT_EQ(frozen_at, 2);
+  EXPECT_NEAR(q->FrozenFraction(), 1.0 / (out * in), 1e-9) << "the steady weights never froze";
+  // The state is saved with the module and restored exactly.
+  std::stringstream saved;
+  torch::save(q, saved);
+  FakeQuantizer r(c, out, true);
+  r->SetWeightShape(out, in);
+  torch::load(r, saved);
+  EXPECT_TRUE(torch::equal(r->FrozenMask(), q->FrozenMask()));
+  r->eval();
+  q->eval();
+  const at::Tensor probe = base + 0.01;
+  EXPECT_TRUE(torch::equal(r->forward(probe), q->forward(probe)));
+}
+
+LayerConfig Ternary(bool tequila, double lambda) {
+  QuantizerConfig w;
+  w.format = Format::kTernary;
+  w.granularity = Granularity::kPerChannel;
+  w.observer = Observer::kAbsMean;
+  w.dead_zone_bias = tequila;
+  w.dead_zone_lambda = lambda;
+  return {w, std::nullopt, {}};
+}
+
+// Tequila: y = x T^T + b + lambda * (row sums of the dead-zone weights), so
+// dL/dw for a dead-zone weight is the straight-through x^T dy plus lambda
+// times the summed output gradient of its row.
+TEST(Tequila, DeadZoneWeightsComeBackAsABiasWithItsGradient) {
+  const double lambda = 0.05;
+  torch::manual_seed(4);
+  for (bool tequila : {false, true}) {
+    SCOPED_TRACE(tequila);
+    torch::manual_seed(4);
+    Linear layer(16, 5);
+    layer->Configure(Ternary(tequila, lambda));
+    const at::Tensor x = torch::randn({7, 16});
+    const at::Tensor dy = torch::randn({7, 5});
+    const at::Tensor y = layer(x);
+    (y * dy).sum().backward();
+    const at::Tensor w = layer->weight.detach();
+    const at::Tensor s = w.abs().mean(1, true);
+    const at::Tensor levels = torch::clamp(torch::round(w / s), -1, 1);
+    const at::Tensor dead = levels.eq(0).to(torch::kFloat);
+    ASSERT_GT(dead.sum().item<double>(), 0);
+    at::Tensor want_y = x.matmul((levels * s).t()) + layer->bias.detach();
+    at::Tensor want_grad = dy.t().matmul(x);
+    if (tequila) {
+      want_y = want_y + lambda * (w * dead).sum(1);
+      want_grad = want_grad + lambda * dead * dy.sum(0).unsqueeze(1);
+    }
+    EXPECT_TRUE(torch::allclose(y, want_y, 1e-5, 1e-5));
+    EXPECT_TRUE(torch::allclose(layer->weight.grad(), want_grad, 1e-5, 1e-5));
+    // Converted: the levels and the dead-zone bias folded into the bias.
+    layer->eval();
+    const at::Tensor before = layer(x).detach();
+    torch::nn::Sequential model(layer);
+    Convert(*model);
+    auto* converted = dynamic_cast<QuantizedLinearImpl*>(model->ptr(0).get());
+    ASSERT_NE(converted, nullptr);
+    EXPECT_TRUE(torch::allclose(converted->forward(x), before, 1e-5, 1e-6));
+  }
+}
+
+// E2E-QP: after FreezeLevels, training changes the step sizes and nothing
+// else; the levels are those of the weights at the time of freezing.
+TEST(E2eQp, OnlyStepSizesTrainAndLevelsStay) {
+  torch::manual_seed(2);
+  torch::nn::Sequential model(torch::nn::Linear(12, 24), torch::nn::ReLU(), torch::nn::Linear(24, 3));
+  Prepare(*model, PresetConfig("w2_lsq"));
+  const at::Tensor x = torch::randn({64, 12});
+  const at::Tensor target = torch::randn({64, 3});
+  Calibrate(*model, [&] { model->forward(x); });
+  std::vector<at::Tensor> before;
+  for (auto& p : model->named_parameters()) before.push_back(p.value().detach().clone());
+  const std::vector<at::Tensor> trainable = FreezeLevels(*model);
+  ASSERT_EQ(trainable.size(), 2u) << "one learned step per layer";
+  int64_t numel = 0;
+  for (const at::Tensor& t : trainable) numel += t.numel();
+  EXPECT_EQ(numel, 24 + 3) << "per-channel steps";
+  auto levels = [&] {
+    std::vector<at::Tensor> out;
+    for (auto& b : model->named_buffers()) {
+      if (b.key().find("frozen_levels") != std::string::npos) out.push_back(b.value().clone());
+    }
+    return out;
+  };
+  const auto levels0 = levels();
+  ASSERT_EQ(levels0.size(), 2u);
+  torch::optim::Adam opt(trainable, torch::optim::AdamOptions(1e-2));
+  double first = 0, last = 0;
+  for (int s = 0; s < 50; ++s) {
+    opt.zero_grad();
+    const at::Tensor loss = torch::mse_loss(model->forward(x), target);
+    loss.backward();
+    opt.step();
+    (s == 0 ? first : last) = loss.item<double>();
+  }
+  EXPECT_LT(last, first) << "the step sizes alone lower the loss";
+  size_t i = 0;
+  for (auto& p : model->named_parameters()) {
+    const bool is_step = p.key().find("log_scale") != std::string::npos;
+    EXPECT_EQ(torch::equal(p.value().detach(), before[i]), !is_step) << p.key();
+    ++i;
+  }
+  const auto levels1 = levels();
+  for (size_t k = 0; k < levels0.size(); ++k) EXPECT_TRUE(torch::equal(levels0[k], levels1[k]));
+  // The forward is levels * step exactly, and Convert stores those levels.
+  model->eval();
+  const at::Tensor y = model->forward(x).detach();
+  Convert(*model);
+  EXPECT_TRUE(torch::allclose(model->forward(x), y, 1e-5, 1e-6));
+  auto* first_layer = dynamic_cast<QuantizedLinearImpl*>(model->ptr(0).get());
+  ASSERT_NE(first_layer, nullptr);
+  EXPECT_TRUE(torch::equal(first_layer->weight_codes.to(torch::kFloat), levels0[0]));
+}
+
+TEST(StatsQ, ConvertRoundTripsWithFrozenElements) {
+  torch::manual_seed(3);
+  torch::nn::Sequential model(torch::nn::Linear(10, 20), torch::nn::ReLU(), torch::nn::Linear(20, 4));
+  QatConfig config;
+  config.layers = {StatsQ(2, 0.01), std::nullopt, {}};
+  config.layers.weight->oscillation_momentum = 0.5;
+  Prepare(*model, config);
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.05));
+  const at::Tensor x = torch::randn({32, 10});
+  for (int s = 0; s < 40; ++s) {
+    opt.zero_grad();
+    model->forward(x).pow(2).mean().backward();
+    opt.step();
+  }
+  EXPECT_GT(MeanFrozenFraction(*model), 0.0) << "some elements froze";
+  model->eval();
+  const at::Tensor y = model->forward(x).detach();
+  Convert(*model);
+  EXPECT_TRUE(torch::allclose(model->forward(x), y, 1e-5, 1e-6));
+}
+
+TEST(TrainingMethods, BadSettingsAreNamed) {
+  QuantizerConfig c = StatsQ(4);
+  ExpectError([&] { FakeQuantizer(c, 1, /*is_weight=*/false); }, "statsq is for weights");
+  c.is_signed = false;
+  ExpectError([&] { CheckQuantizerConfig(c, "fc1.weight"); }, "fc1.weight: statsq is a signed symmetric int grid");
+  QuantizerConfig q;
+  q.estimator = Estimator::kQuest;
+  q.freeze_threshold = 0.1;
+  ExpectError([&] { CheckQuantizerConfig(q, "w"); }, "freezing needs an int or ternary weight grid");
+  QuantizerConfig f;
+  f.freeze_threshold = 2;
+  ExpectError([&] { CheckQuantizerConfig(f, "w"); }, "freeze_threshold must be in [0, 1] (0: off), got 2");
+  QuantizerConfig d;
+  d.dead_zone_bias = true;
+  ExpectError([&] { CheckQuantizerConfig(d, "w"); }, "dead_zone_bias is for ternary weights");
+  torch::nn::Sequential model(torch::nn::Linear(4, 4));
+  ExpectError([&] { FreezeLevels(*model); }, "no prepared layers");
+  Prepare(*model, PresetConfig("w8a8"));
+  ExpectError([&] { FreezeLevels(*model); }, "needs an lsq or lsq+ weight quantizer");
+}
+
+}  // namespace
+}  // namespace lowbit::qat
