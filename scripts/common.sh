@@ -6,7 +6,7 @@ LOWBIT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LOWBIT_BUILD=${LOWBIT_BUILD:-$LOWBIT_ROOT/build}
 LOWBIT_PACKAGES=(cmake ninja-build g++ ccache pkg-config zlib1g-dev libtorch-dev libopenmpi-dev openmpi-bin
   libabsl-dev libgloo-dev libgtest-dev libgmock-dev googletest libbenchmark-dev python3-torch
-  dataset-fashion-mnist bible-kjv bible-kjv-text libopenblas0-openmp python3-matplotlib)
+  dataset-fashion-mnist bible-kjv bible-kjv-text fortunes-min libopenblas0-openmp python3-matplotlib)
 
 lowbit_install_packages() {
   local missing=()

@@ -40,6 +40,10 @@ ABSL_FLAG(std::string, optimizer, "adam",
           "onebit_lamb; demo; spam, stable_spam, stable_spam8bit (Adam with spike clipping and momentum resets)");
 ABSL_FLAG(std::string, data_dir, "/usr/share/datasets/fashion-mnist", "directory of the gzipped IDX files");
 ABSL_FLAG(int, max_train_examples, 0, "use only the first N training images (0: all); for quick runs");
+ABSL_FLAG(std::string, init_model, "", "start from the model saved by --save_model; loaded before --qat prepares it");
+ABSL_FLAG(std::string, save_model, "", "rank 0 saves the trained model here (torch::save) at the end");
+ABSL_FLAG(bool, e2e_qp, false,
+          "EfficientQAT's E2E-QP: after --qat (lsq weights) fix the integer weights and train only the step sizes");
 ABSL_FLAG(std::string, peer_check_dir, "",
           "write the seeded model's parameters, the first batch and its loss to this folder and exit (what "
           "bench/peers/fashion_ddp.py --check compares against)");
@@ -122,7 +126,9 @@ double TestAccuracy(Cnn& model, const lowbit::examples::ImageSet& test, ProcessG
 // adamw (and adamw8bit) decay every parameter by 1e-4; the 1-bit optimizers none.
 lowbit::examples::ParamSets AdamWDecayAll(CnnImpl& model) {
   lowbit::examples::ParamSets params;
-  params.decay = model.parameters();
+  for (const at::Tensor& p : model.parameters()) {
+    if (p.requires_grad()) params.decay.push_back(p);  // E2E-QP leaves only the quantizers' steps
+  }
   params.weight_decay = 1e-4;
   return params;
 }
@@ -169,6 +175,10 @@ int Run(const Config& c) {
          << torch::nn::functional::cross_entropy(model->forward(x), y).item<double>() << "}\n";
     return meta.good() ? 0 : 1;
   }
+  const std::string init_model = absl::GetFlag(FLAGS_init_model);
+  const bool e2e_qp = absl::GetFlag(FLAGS_e2e_qp);
+  TORCH_CHECK(!e2e_qp || !c.m.qat.empty(), "--e2e_qp trains the step sizes of --qat's quantizers; set --qat (e.g. w4_lsq)");
+  if (!init_model.empty()) torch::load(model, init_model);
   if (!c.m.qat.empty()) lowbit::qat::Prepare(*model, lowbit::qat::PresetConfig(c.m.qat));
   if (!c.m.qat.empty() && c.m.resume.empty()) {
     // Initial LSQ steps, PACT alphas and observer ranges from one batch that
@@ -176,6 +186,9 @@ int Run(const Config& c) {
     // run restores them.
     lowbit::qat::Calibrate(*model, [&] { model->forward(data->train.images.narrow(0, 0, std::min<int64_t>(256, train_n))); });
   }
+  if (e2e_qp) lowbit::qat::FreezeLevels(*model);
+  // With --init_model: its accuracy before training (after --qat: quantized without training).
+  const double init_accuracy = init_model.empty() ? 0.0 : TestAccuracy(model, data->test, *pg);
   // After the model (and its QAT layers) is final, before DDP: masks from the
   // weights every rank now holds (a resumed run restores the checkpoint's).
   std::unique_ptr<lowbit::sparsity::Sparsifier> sparsifier;
@@ -311,6 +324,7 @@ int Run(const Config& c) {
   const std::string checksum = lowbit::examples::ParamChecksum(*model);
   // 8-bit optimizers: state bytes per parameter element (fp32 Adam: 8).
   const double state_bytes_per_param = lowbit::examples::StateBytesPerParam(*opt);
+  if (lead && !absl::GetFlag(FLAGS_save_model).empty()) torch::save(model, absl::GetFlag(FLAGS_save_model));
   if (lead) {
     const int64_t steps = std::max<int64_t>(total_steps, 1);
     std::cout << std::setprecision(6) << std::defaultfloat;
@@ -329,7 +343,8 @@ int Run(const Config& c) {
               << "\",\"optimizer_state_bytes_per_param\":" << state_bytes_per_param << ",\"qat\":\"" << c.m.qat
               << "\",\"weight_flip_fraction\":" << (flip_steps > 0 ? flip_sum / flip_steps : -1.0)
               << ",\"sparsity\":\"" << c.m.sparsity << "\",\"weight_sparsity\":" << lowbit::examples::WeightSparsity(*model)
-              << ",\"param_checksum\":\"" << checksum
+              << ",\"frozen_weight_fraction\":" << lowbit::qat::MeanFrozenFraction(*model)
+              << ",\"init_test_accuracy\":" << init_accuracy << ",\"param_checksum\":\"" << checksum
               << "\"}" << std::endl;
   }
   return 0;

@@ -22,6 +22,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "examples/common/methods.h"
 #include "examples/gpt/model.h"
 #include "examples/gpt/text_data.h"
@@ -67,6 +68,14 @@ ABSL_FLAG(std::string, sparsity, "",
           "sparse training of the MLP projections (mlp.c_fc, mlp.c_proj): 2:4_srste, 4:8_srste, 2:4_pgf, gmp90 "
           "(empty: dense)");
 ABSL_FLAG(std::string, corpus, LOWBIT_GPT_CORPUS, "the text to train on (the build writes the King James Bible here)");
+ABSL_FLAG(std::string, vocab_corpus, "",
+          "comma-separated text files whose bytes join the vocabulary (the same for a base run and its fine-tuning "
+          "on another corpus)");
+ABSL_FLAG(std::string, init_model, "",
+          "start from the model saved by --save_model (fine-tuning, E2E-QP); loaded before --qat prepares it");
+ABSL_FLAG(std::string, save_model, "", "rank 0 saves the trained model here (torch::save) at the end");
+ABSL_FLAG(bool, e2e_qp, false,
+          "EfficientQAT's E2E-QP: after --qat (lsq weights) fix the integer weights and train only the step sizes");
 ABSL_FLAG(int64_t, eval_interval, 100, "steps between validation and progress lines");
 ABSL_FLAG(int64_t, val_windows, 512, "validation windows of block_size characters, spread over the last 10%");
 ABSL_FLAG(int64_t, sample_chars, 300, "characters rank 0 samples from the trained model (0: none)");
@@ -81,7 +90,8 @@ using lowbit::comm::ProcessGroup;
 
 struct Config {
   gpt::GptConfig model;
-  std::string preset, corpus, prompt;
+  std::string preset, corpus, prompt, init_model, save_model;
+  bool e2e_qp = false;
   int64_t steps, stop_at, batch_size, lr_warmup, eval_interval, val_windows, sample_chars;
   double min_lr_ratio, grad_clip, weight_decay, temperature;
   ex::Methods m;
@@ -105,6 +115,7 @@ std::string ValidateFlags(const Config& c) {
   if (c.sample_chars < 0) return absl::StrCat("--sample_chars must be >= 0, got ", c.sample_chars);
   if (!(c.temperature > 0)) return absl::StrCat("--temperature must be > 0, got ", c.temperature);
   if (c.prompt.empty()) return "--prompt must not be empty";
+  if (c.e2e_qp && c.m.qat.empty()) return "--e2e_qp trains the step sizes of --qat's quantizers; set --qat (e.g. w4_lsq)";
   return ex::ValidateMethods(c.m);
 }
 
@@ -144,7 +155,8 @@ std::vector<std::string> TrainingSettings(const Config& c, const lowbit::sparsit
       absl::StrCat("--batch_size=", c.batch_size), absl::StrCat("--lr_warmup=", c.lr_warmup),
       absl::StrCat("--min_lr_ratio=", c.min_lr_ratio), absl::StrCat("--grad_clip=", c.grad_clip),
       absl::StrCat("--weight_decay=", c.weight_decay), absl::StrCat("--val_windows=", c.val_windows),
-      absl::StrCat("vocab_size=", c.model.vocab_size)};
+      absl::StrCat("vocab_size=", c.model.vocab_size), absl::StrCat("--e2e_qp=", c.e2e_qp),
+      absl::StrCat("--init_model=", c.init_model)};
   for (const std::string& line : ex::MethodSettings(c.m)) lines.push_back(line);
   if (sparsifier != nullptr) {
     for (const std::string& line : sparsifier->Settings()) lines.push_back("sparsifier: " + line);
@@ -163,7 +175,10 @@ int Run(Config c) {
   const int rank = pg->Rank(), world = pg->Size();
   const bool lead = rank == 0;
 
-  absl::StatusOr<gpt::CharCorpus> corpus = gpt::LoadCharCorpus(c.corpus);
+  const std::string vocab_corpus = absl::GetFlag(FLAGS_vocab_corpus);
+  absl::StatusOr<gpt::CharCorpus> corpus = gpt::LoadCharCorpus(
+      c.corpus, 0.1,
+      vocab_corpus.empty() ? std::vector<std::string>{} : std::vector<std::string>(absl::StrSplit(vocab_corpus, ',')));
   if (!corpus.ok()) {
     std::cerr << "error: " << corpus.status().message() << "\n";
     return 1;
@@ -179,6 +194,7 @@ int Run(Config c) {
     for (const auto& p : model->parameters()) n += p.numel();
     return n;
   }();
+  if (!c.init_model.empty()) torch::load(model, c.init_model);
   if (!c.m.qat.empty()) lowbit::qat::Prepare(*model, lowbit::qat::PresetConfig(c.m.qat));
   if (!c.m.qat.empty() && c.m.resume.empty()) {
     // Initial LSQ steps, PACT alphas and observer ranges from windows that
@@ -186,6 +202,14 @@ int Run(Config c) {
     const at::Tensor w = gpt::TrainWindows(*corpus, 32, c.model.block_size, c.m.seed, /*rank=*/-1, /*step=*/0);
     lowbit::qat::Calibrate(*model, [&] { model->forward(w.narrow(1, 0, c.model.block_size)); });
   }
+  // E2E-QP: only the quantizers' steps (and offsets) train.
+  std::vector<at::Tensor> trainable;
+  if (c.e2e_qp) trainable = lowbit::qat::FreezeLevels(*model);
+  int64_t trainable_parameters = 0;
+  for (const auto& p : model->parameters()) trainable_parameters += p.requires_grad() ? p.numel() : 0;
+  // The starting model's loss: with --init_model and --qat, the loss after
+  // quantizing it without training (round to nearest on the initial grid).
+  const double init_val_loss = c.init_model.empty() ? 0.0 : ValLoss(model, val_windows, *pg);
   // N:M on the MLP projections only; attention stays dense.
   std::unique_ptr<lowbit::sparsity::Sparsifier> sparsifier;
   if (!c.m.sparsity.empty()) {
@@ -201,7 +225,9 @@ int Run(Config c) {
   ex::ParamSets params;
   params.weight_decay = c.weight_decay;
   params.decay_onebit = true;
-  for (const auto& p : model->parameters()) (p.dim() >= 2 ? params.decay : params.no_decay).push_back(p);
+  for (const auto& p : model->parameters()) {
+    if (p.requires_grad()) (p.dim() >= 2 && !c.e2e_qp ? params.decay : params.no_decay).push_back(p);
+  }
   lowbit::optim::KeepFp32State(model->wte->weight);
   lowbit::optim::KeepFp32State(model->wpe->weight);
   std::unique_ptr<torch::optim::Optimizer> opt = ex::MakeOptimizer(c.m, params, ddp);
@@ -336,6 +362,7 @@ int Run(Config c) {
     std::cout << "--- sample (seed " << c.m.seed << ", temperature " << c.temperature << ") ---\n"
               << c.prompt << gpt::Decode(*corpus, sample) << "\n--- end of sample ---" << std::endl;
   }
+  if (lead && !c.save_model.empty()) torch::save(model, c.save_model);
   if (lead) {
     const int64_t steps_done = std::max<int64_t>(step, 1);
     const double steps_run = static_cast<double>(std::max<int64_t>(run_steps, 1));
@@ -367,7 +394,9 @@ int Run(Config c) {
               << "\",\"layer_choices\":\"" << ex::LayerChoices(ddp) << "\",\"optimizer_state_bytes_per_param\":"
               << ex::StateBytesPerParam(*opt) << ",\"weight_flip_fraction\":"
               << (flip_steps > 0 ? flip_sum / static_cast<double>(flip_steps) : -1.0) << ",\"weight_sparsity\":"
-              << ex::WeightSparsity(*model) << ",\"param_checksum\":\"" << checksum << "\"}" << std::endl;
+              << ex::WeightSparsity(*model) << ",\"frozen_weight_fraction\":" << lowbit::qat::MeanFrozenFraction(*model)
+              << ",\"trainable_parameters\":" << trainable_parameters << ",\"init_val_loss\":" << init_val_loss
+              << ",\"param_checksum\":\"" << checksum << "\"}" << std::endl;
   }
   return 0;
 }
@@ -387,6 +416,9 @@ int main(int argc, char** argv) {
   c.corpus = absl::GetFlag(FLAGS_corpus);
   c.prompt = absl::GetFlag(FLAGS_prompt);
   c.steps = absl::GetFlag(FLAGS_steps);
+  c.init_model = absl::GetFlag(FLAGS_init_model);
+  c.save_model = absl::GetFlag(FLAGS_save_model);
+  c.e2e_qp = absl::GetFlag(FLAGS_e2e_qp);
   c.stop_at = absl::GetFlag(FLAGS_stop_at);
   c.batch_size = absl::GetFlag(FLAGS_batch_size);
   c.lr_warmup = absl::GetFlag(FLAGS_lr_warmup);

@@ -23,7 +23,8 @@ uint64_t Mix(uint64_t x) {
 
 }  // namespace
 
-absl::StatusOr<CharCorpus> MakeCharCorpus(const std::string& text, double val_fraction) {
+absl::StatusOr<CharCorpus> MakeCharCorpus(const std::string& text, double val_fraction,
+                                          const std::string& extra_vocab) {
   if (text.empty()) return absl::InvalidArgumentError("gpt: the corpus is empty");
   if (!(val_fraction > 0 && val_fraction < 1)) {
     return absl::InvalidArgumentError(absl::StrCat("gpt: the validation fraction must be in (0, 1), got ", val_fraction));
@@ -31,6 +32,7 @@ absl::StatusOr<CharCorpus> MakeCharCorpus(const std::string& text, double val_fr
   CharCorpus c;
   std::array<bool, 256> seen{};
   for (unsigned char ch : text) seen[ch] = true;
+  for (unsigned char ch : extra_vocab) seen[ch] = true;
   c.ids.fill(-1);
   for (int b = 0; b < 256; ++b) {
     if (!seen[b]) continue;
@@ -47,7 +49,26 @@ absl::StatusOr<CharCorpus> MakeCharCorpus(const std::string& text, double val_fr
   return c;
 }
 
-absl::StatusOr<CharCorpus> LoadCharCorpus(const std::string& path, double val_fraction) {
+namespace {
+
+absl::StatusOr<std::string> ReadWhole(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("gpt: cannot read ", path));
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+}  // namespace
+
+absl::StatusOr<CharCorpus> LoadCharCorpus(const std::string& path, double val_fraction,
+                                          const std::vector<std::string>& vocab_paths) {
+  std::string extra;
+  for (const std::string& v : vocab_paths) {
+    absl::StatusOr<std::string> text = ReadWhole(v);
+    if (!text.ok()) return absl::NotFoundError(absl::StrCat(text.status().message(), " (--vocab_corpus)"));
+    extra += *text;
+  }
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     return absl::NotFoundError(absl::StrCat(
@@ -58,7 +79,7 @@ absl::StatusOr<CharCorpus> LoadCharCorpus(const std::string& path, double val_fr
   if (!in) return absl::PermissionDeniedError(absl::StrCat("gpt: cannot read corpus ", path));
   std::ostringstream buffer;
   buffer << in.rdbuf();
-  absl::StatusOr<CharCorpus> corpus = MakeCharCorpus(buffer.str(), val_fraction);
+  absl::StatusOr<CharCorpus> corpus = MakeCharCorpus(buffer.str(), val_fraction, extra);
   if (!corpus.ok()) return absl::InvalidArgumentError(absl::StrCat(corpus.status().message(), " (", path, ")"));
   return corpus;
 }

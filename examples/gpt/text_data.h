@@ -29,9 +29,14 @@ struct CharCorpus {
 
 // The corpus in `text`, split at the first index >= (1 - val_fraction) of
 // its length. InvalidArgument on an empty text or a fraction outside (0, 1).
-absl::StatusOr<CharCorpus> MakeCharCorpus(const std::string& text, double val_fraction = 0.1);
-// NotFound naming the path and the Debian packages when the file is missing.
-absl::StatusOr<CharCorpus> LoadCharCorpus(const std::string& path, double val_fraction = 0.1);
+// The vocabulary is the bytes of `text` and of `extra_vocab` (so two corpora
+// can share one: fine-tuning a model from one to the other).
+absl::StatusOr<CharCorpus> MakeCharCorpus(const std::string& text, double val_fraction = 0.1,
+                                          const std::string& extra_vocab = "");
+// NotFound naming the path and the Debian packages when the file is missing;
+// the bytes of the files in `vocab_paths` join the vocabulary.
+absl::StatusOr<CharCorpus> LoadCharCorpus(const std::string& path, double val_fraction = 0.1,
+                                          const std::vector<std::string>& vocab_paths = {});
 
 // Token ids of `text`; throws naming the first byte not in the vocabulary.
 at::Tensor Encode(const CharCorpus& corpus, const std::string& text);

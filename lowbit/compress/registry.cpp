@@ -13,6 +13,7 @@
 #include <map>
 
 #include "lowbit/compress/adaptive_hook.h"
+#include "lowbit/compress/compeft.h"
 #include "lowbit/compress/compression_hook.h"
 #include "lowbit/compress/builtin_compressors.h"
 #include "lowbit/compress/powersgd_hook.h"
@@ -134,6 +135,8 @@ std::vector<HookInfo> BuildRegistry() {
        Plus(Compression("ef"), {Block(), Int("scale_norm", defaults::kOneBitScaleNorm, 1, 2, "2: RMS, 1: mean |g|")})},
       {"topk", "top-k / Deep Gradient Compression, allgather",
        Plus(Compression("ef", defaults::kTopKMinCompressNumel), TopK(defaults::kTopKWarmupSteps))},
+      {"compeft", "ComPEFT: top-k, then sign times alpha * std per tensor, allgather",
+       Plus(Compression("ef"), {Density(0.05), Real("alpha", 1.0, 0, kBig, true, "the scale is alpha * std")})},
       {"randomk", "random-k with shared indices, allreduce", Plus(Compression("ef"), {Density(defaults::kRandomKDensity)})},
       {"powersgd", "PowerSGD rank-r factors, two allreduces", PowerSgd()},
       {"sparseloco", "SparseLoCo: decayed error feedback, chunked top-k, a few bits each, allgather",
@@ -243,6 +246,8 @@ CompressionHookOptions CompressionFrom(const std::string& name, const Values& v)
     options.compressor = MakeTopKCompressor(TopKFrom(v));
     options.momentum = v.Double("momentum");
     options.clip_norm = v.Double("clip_norm");
+  } else if (name == "compeft") {
+    options.compressor = MakeComPeftCompressor({v.Double("density"), v.Double("alpha")});
   } else {
     options.compressor = MakeRandomKCompressor(v.Double("density"));
   }

@@ -8,6 +8,7 @@
 
 #include "lowbit/compress/compression_hook.h"
 #include "lowbit/compress/builtin_compressors.h"
+#include "lowbit/compress/compeft.h"
 #include "lowbit/comm/distributed_data_parallel.h"
 #include "lowbit/compress/registry.h"
 #include "lowbit/kernels/internal/counter_rng.h"
@@ -170,6 +171,7 @@ std::vector<Case> Cases() {
       {"qsgd3/allgather", MakeQsgdCompressor(3, 100), Exchange::kAllGather, true},
       {"ternary/twophase", MakeTernaryCompressor(256), Exchange::kTwoPhase, true},
       {"topk/allgather", MakeTopKCompressor(topk), Exchange::kAllGather, true},
+      {"compeft/allgather", MakeComPeftCompressor({0.05, 1.5}), Exchange::kAllGather, true},
       {"randomk/allreduce", MakeRandomKCompressor(0.1), Exchange::kAllReduce, false},
       {"fp16/allreduce", MakeCastCompressor(at::kHalf), Exchange::kAllReduce, false, 4e-3},
   };
