@@ -21,6 +21,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "examples/common/methods.h"
@@ -29,6 +30,7 @@
 #include "lowbit/comm/consistency.h"
 #include "lowbit/comm/distributed_data_parallel.h"
 #include "lowbit/comm/two_level_hook.h"
+#include "lowbit/compress/compeft.h"
 #include "lowbit/compress/registry.h"
 #include "lowbit/launch/init.h"
 #include "lowbit/optimizers/blockwise_8bit.h"
@@ -74,6 +76,11 @@ ABSL_FLAG(std::string, vocab_corpus, "",
 ABSL_FLAG(std::string, init_model, "",
           "start from the model saved by --save_model (fine-tuning, E2E-QP); loaded before --qat prepares it");
 ABSL_FLAG(std::string, save_model, "", "rank 0 saves the trained model here (torch::save) at the end");
+ABSL_FLAG(std::string, compeft_base, "",
+          "after training, compress (this model - the model saved here) with ComPEFT at each --compeft_densities and "
+          "--compeft_alphas, apply it to the base and report the file size and validation loss");
+ABSL_FLAG(std::string, compeft_densities, "0.01,0.05,0.1", "ComPEFT: fractions of each tensor kept");
+ABSL_FLAG(std::string, compeft_alphas, "1,2,4", "ComPEFT: scales alpha (times std of the task vector) to try");
 ABSL_FLAG(bool, e2e_qp, false,
           "EfficientQAT's E2E-QP: after --qat (lsq weights) fix the integer weights and train only the step sizes");
 ABSL_FLAG(int64_t, eval_interval, 100, "steps between validation and progress lines");
@@ -363,6 +370,36 @@ int Run(Config c) {
               << c.prompt << gpt::Decode(*corpus, sample) << "\n--- end of sample ---" << std::endl;
   }
   if (lead && !c.save_model.empty()) torch::save(model, c.save_model);
+  // ComPEFT of the task vector (this model - --compeft_base), each rank the
+  // same (the models are identical); rank 0 writes the files.
+  std::string compeft_json;
+  if (const std::string base_path = absl::GetFlag(FLAGS_compeft_base); !base_path.empty()) {
+    int64_t dense_bytes_fp32 = 0;
+    for (const auto& p : model->parameters()) dense_bytes_fp32 += p.numel() * 4;
+    compeft_json = absl::StrCat(",\"task_vector_fp32_bytes\":", dense_bytes_fp32, ",\"compeft\":[");
+    const double finetuned_loss = val_loss;
+    bool first = true;
+    const std::vector<std::string> densities = absl::StrSplit(absl::GetFlag(FLAGS_compeft_densities), ',');
+    const std::vector<std::string> alphas = absl::StrSplit(absl::GetFlag(FLAGS_compeft_alphas), ',');
+    for (const std::string& d : densities) {
+      for (const std::string& a : alphas) {
+        lowbit::compress::ComPeftOptions o;
+        TORCH_CHECK(absl::SimpleAtod(d, &o.density) && absl::SimpleAtod(a, &o.alpha),
+                    "--compeft_densities / --compeft_alphas: '", d, "', '", a, "' are not numbers");
+        gpt::Gpt base(c.model);
+        torch::load(base, base_path);
+        const std::string file = absl::StrCat(base_path, ".r", rank, ".d", d, ".a", a, ".lbtv");
+        const int64_t bytes = lowbit::compress::SaveTaskVector(*model, *base, o, file);
+        lowbit::compress::ApplyTaskVector(*base, file);
+        const double loss = ValLoss(base, val_windows, *pg);
+        absl::StrAppend(&compeft_json, first ? "" : ",", "{\"density\":", o.density, ",\"alpha\":", o.alpha,
+                        ",\"bytes\":", bytes, ",\"val_loss\":", loss, "}");
+        first = false;
+      }
+    }
+    compeft_json += "]";
+    val_loss = finetuned_loss;
+  }
   if (lead) {
     const int64_t steps_done = std::max<int64_t>(step, 1);
     const double steps_run = static_cast<double>(std::max<int64_t>(run_steps, 1));
@@ -396,7 +433,7 @@ int Run(Config c) {
               << (flip_steps > 0 ? flip_sum / static_cast<double>(flip_steps) : -1.0) << ",\"weight_sparsity\":"
               << ex::WeightSparsity(*model) << ",\"frozen_weight_fraction\":" << lowbit::qat::MeanFrozenFraction(*model)
               << ",\"trainable_parameters\":" << trainable_parameters << ",\"init_val_loss\":" << init_val_loss
-              << ",\"param_checksum\":\"" << checksum << "\"}" << std::endl;
+              << compeft_json << ",\"param_checksum\":\"" << checksum << "\"}" << std::endl;
   }
   return 0;
 }

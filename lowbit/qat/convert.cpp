@@ -14,6 +14,9 @@ namespace k = lowbit::kernels;
 
 // Broadcasts a per-group tensor [k] against the [out, fan_in] view as
 // [k, 1] over the matching [k, rest] reshaping of it.
+// weight_grid's layout for a palette (DKM): weight_scale holds the centroids.
+constexpr int64_t kPaletteLayout = 3;
+
 at::Tensor ByGroup(const at::Tensor& w2d, int64_t layout_kind, int64_t num) {
   switch (layout_kind) {
     case 0: return w2d.reshape({1, -1});
@@ -35,7 +38,15 @@ void QuantizedLayerBase::StoreWeight(QuantLayer& source, const at::Tensor& weigh
   QuantGrid g;
   int64_t block = 0;
   at::Tensor codes;
-  if (c.estimator == Estimator::kQuest) {
+  if (c.format == Format::kPalette) {
+    // DKM: each weight's nearest centroid; the centroids are the scales of
+    // layout 3 (palette): W = weight_scale[codes].
+    codes = wq.PaletteIndices(weight).reshape({weight.size(0), -1});
+    g.scale = wq.Centroids().clone();
+    g.qmin = 0;
+    g.qmax = g.scale.numel() - 1;
+    g.layout.kind = static_cast<k::ScaleLayout::Kind>(kPaletteLayout);
+  } else if (c.estimator == Estimator::kQuest) {
     // The rotated weight on QuEST's grid: level k, step and -clip per row.
     block = QuestBlock(w2d.size(1), c.hadamard_block);
     at::Tensor rows = w2d.clone();
@@ -81,6 +92,7 @@ at::Tensor QuantizedLayerBase::Weight() const {
   const int64_t kind = weight_grid[2].item<int64_t>(), block = weight_grid[4].item<int64_t>();
   const int64_t num = weight_scale.numel();
   const std::vector<int64_t> shape = weight_codes.sizes().vec();
+  if (kind == kPaletteLayout) return weight_scale.index_select(0, weight_codes.to(torch::kLong).view({-1})).view(shape);
   at::Tensor w = ByGroup(weight_codes.to(torch::kFloat).reshape({shape[0], -1}), kind, num);
   // The kernel's arithmetic, in its order: (c - zp) * s + b.
   if (weight_zero_point.defined()) w = w - weight_zero_point.view({-1, 1});
@@ -119,7 +131,7 @@ std::vector<std::string> ConvertLayers(torch::nn::Module& root) {
     if (!layer->weight_quantizer || dynamic_cast<QuantizedLayerBase*>(layer) != nullptr) return false;
     const QuantizerConfig& c = layer->weight_quantizer->config();
     TORCH_CHECK(!IsMiniFloat(c.format), "Convert: layer '", dotted, "' has ", ToString(c),
-                " weights; Convert stores integer levels (int, ternary, binary or QuEST weights)");
+                " weights; Convert stores integer levels (int, ternary, binary, QuEST or palette weights)");
     const std::shared_ptr<torch::nn::Module> old = parent.named_children()[key];
     if (auto* lin = dynamic_cast<QuantLinearImpl*>(layer)) {
       internal::ReplaceChild(parent, key, old, QuantizedLinear(*lin));

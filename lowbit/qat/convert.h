@@ -18,10 +18,12 @@
 //   N.weight_zero_point    float [k] (absent: 0)
 //   N.weight_offset        float [k] (absent: 0)
 //   N.weight_grid          int64 [5]: qmin, qmax, layout (0 tensor, 1 rows,
-//                          2 groups), group size, Hadamard block (0: none)
+//                          2 groups, 3 palette), group size, Hadamard block (0: none)
 //   N.bias                 float [out] (absent: none)
 //   N.input_quantizer.*    the input quantizer's state (qat/fake_quantizer.h)
-// The weight is W = ((codes - zero_point) * scale + offset) per group of the
+// A palette (DKM) stores each weight's centroid index as its code and the
+// centroids as weight_scale: W = weight_scale[codes]. Otherwise
+// the weight is W = ((codes - zero_point) * scale + offset) per group of the
 // [out, fan_in] view, then, if the block is not 0, multiplied on the right
 // by the orthonormal block Walsh-Hadamard matrix (QuEST stores the rotated
 // weight).

@@ -62,6 +62,11 @@ FakeQuantizerImpl::FakeQuantizerImpl(QuantizerConfig config, int64_t num_scales,
     min_ = register_buffer("running_min", torch::zeros({num_scales}));
     max_ = register_buffer("running_max", torch::zeros({num_scales}));
   }
+  if (config_.estimator == Estimator::kDkm) {
+    TORCH_CHECK(is_weight, where, ": dkm clusters weights");
+    centroids_ = register_buffer("centroids", torch::zeros({int64_t{1} << config_.bits}));
+    dkm_tau_ = register_buffer("temperature", torch::zeros({1}));
+  }
   if (config_.estimator == Estimator::kStatsQ) {
     TORCH_CHECK(is_weight, where, ": statsq is for weights (its scale is the weights' statistics)");
     offset_ = register_buffer("offset", torch::zeros({num_scales}));
@@ -204,7 +209,79 @@ double FakeQuantizerImpl::FrozenFraction() const {
   return frozen_.defined() ? frozen_.mean().item<double>() : 0.0;
 }
 
+at::Tensor FakeQuantizerImpl::PaletteIndices(const at::Tensor& weight) const {
+  TORCH_CHECK(config_.format == Format::kPalette, "PaletteIndices: not a palette quantizer (", ToString(config_), ")");
+  const at::Tensor flat = weight.detach().reshape({-1, 1});
+  return std::get<1>((flat - centroids_.view({1, -1})).abs().min(1)).view(weight.sizes());
+}
+
+// DKM (Cho et al. 2022, Sec. 3): with d_ij = -|w_i - c_j| and
+// A = softmax(d / tau) over the centroids, the centroids iterate
+// c_j <- sum_i A_ij w_i / sum_i A_ij from the last step's (warm start) and
+// the layer uses w_hat_i = sum_j A_ij c_j; gradients flow through every
+// iteration. tau is dkm_temperature times the weights' standard deviation
+// at the first forward. eDKM (Cho et al. 2023, Sec. 3.2): the attention map is built
+// over the distinct fp16 values of the weights, each counted with its
+// multiplicity (its value the mean of its weights, so gradients reach every
+// weight), which for a large layer is a few thousand rows instead of
+// millions. In eval mode each weight takes its nearest centroid, as a
+// converted layer does.
+at::Tensor FakeQuantizerImpl::Dkm(const at::Tensor& x) {
+  const at::Tensor flat = x.reshape({-1});
+  const int64_t k = centroids_.numel();
+  if (!initialized()) {
+    // Quantiles of the weights: a spread start that k-means refines.
+    torch::NoGradGuard no_grad;
+    const at::Tensor sorted = std::get<0>(flat.detach().sort());
+    const at::Tensor at = ((torch::arange(k, torch::kDouble) + 0.5) / static_cast<double>(k) *
+                           static_cast<double>(flat.numel() - 1))
+                              .round()
+                              .to(torch::kLong);
+    centroids_.copy_(sorted.index_select(0, at));
+    // The temperature in weight units, fixed from here on (DKM's tau is a constant).
+    dkm_tau_.fill_(config_.dkm_temperature * std::max(flat.detach().std().item<double>(), 1e-12));
+    initialized_.fill_(1);
+  }
+  if (!is_training()) return centroids_.index_select(0, PaletteIndices(flat).view({-1})).view(x.sizes());
+  at::Tensor values = flat, counts, inverse;
+  if (config_.dkm_unique) {
+    // The fp16 bit patterns as int16 (unique has no half kernel on the CPU).
+    auto [keys, inv, cnt] = at::_unique2(flat.detach().to(at::kHalf).view(at::kShort), /*sorted=*/true,
+                                         /*return_inverse=*/true,
+                                         /*return_counts=*/true);
+    inverse = inv.view({-1});
+    counts = cnt.to(at::kFloat);
+    values = at::zeros({keys.numel()}, flat.options()).index_add(0, inverse, flat) / counts;
+  }
+  const double tau = dkm_tau_.item<double>();
+  const double tol = 1e-6 * tau / config_.dkm_temperature;
+  const at::Tensor u = values.view({-1, 1});
+  const at::Tensor weight = counts.defined() ? counts.view({-1, 1}) : at::Tensor();
+  at::Tensor c = centroids_.clone();
+  at::Tensor a;
+  last_attention_bytes_ = 0;
+  for (int64_t it = 0; it < config_.dkm_iters; ++it) {
+    a = at::softmax(-(u - c.view({1, -1})).abs() / tau, 1);
+    last_attention_bytes_ += a.numel() * 4;
+    const at::Tensor am = weight.defined() ? a * weight : a;
+    const at::Tensor next = (am * u).sum(0) / am.sum(0).clamp_min(1e-30);
+    const bool converged = (next - c).abs().max().item<double>() < tol;
+    c = next;
+    if (converged) break;
+  }
+  a = at::softmax(-(u - c.view({1, -1})).abs() / tau, 1);
+  last_attention_bytes_ += a.numel() * 4;
+  {
+    torch::NoGradGuard no_grad;
+    centroids_.copy_(std::get<0>(c.detach().sort()));
+  }
+  at::Tensor soft = a.matmul(c.view({-1, 1})).view({-1});
+  if (inverse.defined()) soft = soft.index_select(0, inverse);
+  return soft.view(x.sizes());
+}
+
 at::Tensor FakeQuantizerImpl::Codes(const at::Tensor& y) const {
+  if (config_.format == Format::kPalette) return PaletteIndices(y).to(at::kFloat);
   const QuantGrid g = Grid();
   at::Tensor rows = ByScale(y.detach());
   at::Tensor v = g.offset.defined() ? rows - g.offset.detach().view({-1, 1}) : rows;
@@ -323,6 +400,9 @@ at::Tensor FakeQuantizerImpl::forward(const at::Tensor& input) {
     return FromCodes(frozen_levels_).view(input.sizes());
   }
   switch (config_.estimator) {
+    case Estimator::kDkm:
+      y = Dkm(x);
+      break;
     case Estimator::kStatsQ: {
       // OFQ (Liu et al. 2023, Sec. 4.1): s = 2 mean |w| per group, levels
       // (k + 1/2) s / 2^(b-1), k in [-2^(b-1), 2^(b-1) - 1]: step s / 2^(b-1),

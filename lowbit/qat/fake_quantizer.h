@@ -62,6 +62,13 @@ class FakeQuantizerImpl : public torch::nn::Module {
   // lambda times the output gradient. Undefined when off.
   const at::Tensor& DeadZoneBias() const { return dead_zone_bias_; }
 
+  // DKM (kPalette weights): the learned centroids, sorted ([2^bits]), and
+  // each element's nearest one (int64, the weight's shape): what Convert stores.
+  at::Tensor Centroids() const { return centroids_; }
+  at::Tensor PaletteIndices(const at::Tensor& weight) const;
+  // Bytes of the last training forward's attention maps (all iterations).
+  int64_t LastAttentionBytes() const { return last_attention_bytes_; }
+
   // Weights: the [out, fan_in] view's shape, for state kept per element
   // (oscillation freezing). QuantLayer calls it once, before any forward.
   void SetWeightShape(int64_t rows, int64_t cols);
@@ -103,6 +110,9 @@ class FakeQuantizerImpl : public torch::nn::Module {
   at::Tensor osc_prev_codes_, osc_prev_dir_, osc_ema_, osc_ema_codes_, frozen_, frozen_codes_, osc_steps_;
   at::Tensor dead_zone_bias_;  // Tequila, not state
   at::Tensor frozen_levels_;   // E2E-QP (buffer once frozen)
+  at::Tensor centroids_, dkm_tau_;  // DKM (buffers)
+  int64_t last_attention_bytes_ = 0;
+  at::Tensor Dkm(const at::Tensor& x);
 };
 TORCH_MODULE(FakeQuantizer);
 

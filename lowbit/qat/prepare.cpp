@@ -95,6 +95,14 @@ QuantizerConfig StatsQWeight(int bits) {
   return c;
 }
 
+QuantizerConfig DkmWeight(int bits) {
+  QuantizerConfig c;
+  c.format = Format::kPalette;
+  c.estimator = Estimator::kDkm;
+  c.bits = bits;
+  return c;
+}
+
 QuantizerConfig TernaryWeight(bool tequila) {
   QuantizerConfig c;
   c.format = Format::kTernary;
@@ -108,8 +116,8 @@ QuantizerConfig TernaryWeight(bool tequila) {
 
 std::vector<std::string> PresetNames() {
   return {"w8a8",       "w4a8",       "w4a4_lsq",    "w2a2_lsq",        "w4a4_quest", "w2a2_quest", "w1a1_quest",
-          "w4a4_ofq",   "w2a2_ofq",   "ternary_ste", "ternary_tequila", "w4_lsq",     "w2_lsq",     "int8_train",
-          "fp8_train"};
+          "w4a4_ofq",   "w2a2_ofq",   "ternary_ste", "ternary_tequila", "w4_lsq",     "w3_lsq",     "w2_lsq",
+          "dkm4",       "dkm3",       "dkm2",        "int8_train",      "fp8_train"};
 }
 
 QatConfig PresetConfig(const std::string& name) {
@@ -129,8 +137,10 @@ QatConfig PresetConfig(const std::string& name) {
     c.first_last = W8A8();
   } else if (name == "ternary_ste" || name == "ternary_tequila") {
     c.layers = {TernaryWeight(name == "ternary_tequila"), Int8Input(), {}};
-  } else if (name == "w4_lsq" || name == "w2_lsq") {
+  } else if (name == "w4_lsq" || name == "w3_lsq" || name == "w2_lsq") {
     c.layers = {IntWeight(name[1] - '0', Estimator::kLsq), std::nullopt, {}};
+  } else if (name == "dkm4" || name == "dkm3" || name == "dkm2") {
+    c.layers = {DkmWeight(name[3] - '0'), std::nullopt, {}};
   } else if (name == "w4a4_quest" || name == "w2a2_quest" || name == "w1a1_quest") {
     const int bits = name[1] - '0';
     c.layers = {Quest(bits), Quest(bits), {}};

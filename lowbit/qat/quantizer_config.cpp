@@ -18,6 +18,7 @@ const char* FormatName(Format f) {
     case Format::kFp8E4M3: return "fp8_e4m3";
     case Format::kFp8E5M2: return "fp8_e5m2";
     case Format::kFp4E2M1: return "fp4_e2m1";
+    case Format::kPalette: return "palette";
   }
   return "?";
 }
@@ -32,6 +33,7 @@ const char* EstimatorName(Estimator e) {
     case Estimator::kQuest: return "quest";
     case Estimator::kStochastic: return "stochastic";
     case Estimator::kStatsQ: return "statsq";
+    case Estimator::kDkm: return "dkm";
   }
   return "?";
 }
@@ -62,6 +64,8 @@ void CheckQuantizerConfig(const QuantizerConfig& c, const std::string& where) {
               c.percentile);
   TORCH_CHECK(c.pact_init >= 0, where, ": pact_init must be >= 0 (0: first batch), got ", c.pact_init);
   const bool int_like = c.format == Format::kInt || c.format == Format::kTernary;
+  TORCH_CHECK(c.format != Format::kPalette || c.estimator == Estimator::kDkm, where,
+              ": a palette is learned by dkm; got estimator ", EstimatorName(c.estimator));
   TORCH_CHECK(c.freeze_threshold >= 0 && c.freeze_threshold <= 1, where,
               ": freeze_threshold must be in [0, 1] (0: off), got ", c.freeze_threshold);
   TORCH_CHECK(c.oscillation_momentum > 0 && c.oscillation_momentum <= 1, where,
@@ -96,6 +100,15 @@ void CheckQuantizerConfig(const QuantizerConfig& c, const std::string& where) {
     case Estimator::kStochastic:
       TORCH_CHECK(c.format != Format::kBinary, where, ": stochastic rounding is not defined for binary");
       break;
+    case Estimator::kDkm:
+      TORCH_CHECK(c.format == Format::kPalette && c.granularity == Granularity::kPerTensor, where,
+                  ": dkm learns one palette per tensor (format palette, per tensor), got ", ToString(c));
+      TORCH_CHECK(c.bits >= 1 && c.bits <= 8, where, ": dkm bits must be in [1, 8], got ", c.bits);
+      TORCH_CHECK(c.dkm_temperature > 0 && std::isfinite(c.dkm_temperature), where,
+                  ": dkm_temperature must be > 0, got ", c.dkm_temperature);
+      TORCH_CHECK(c.dkm_iters >= 1 && c.dkm_iters <= 100, where, ": dkm_iters must be in [1, 100], got ",
+                  c.dkm_iters);
+      break;
     case Estimator::kStatsQ:
       TORCH_CHECK(c.format == Format::kInt && c.symmetric && c.is_signed && c.bits >= 2, where,
                   ": statsq is a signed symmetric int grid of >= 2 bits (its levels are half-integers), got ",
@@ -110,6 +123,7 @@ std::pair<int64_t, int64_t> IntRange(const QuantizerConfig& c) {
   switch (c.format) {
     case Format::kTernary: return {-1, 1};
     case Format::kBinary: return {0, 1};
+    case Format::kPalette: return {0, (int64_t{1} << c.bits) - 1};  // centroid indices
     default: break;
   }
   if (c.estimator == Estimator::kPact || !c.is_signed) return {0, (int64_t{1} << c.bits) - 1};
@@ -118,6 +132,9 @@ std::pair<int64_t, int64_t> IntRange(const QuantizerConfig& c) {
 }
 
 std::string ToString(const QuantizerConfig& c) {
+  if (c.format == Format::kPalette) {
+    return absl::StrCat("palette", c.bits, "-dkm-t", c.dkm_temperature, c.dkm_unique ? "-unique" : "");
+  }
   std::string s = c.format == Format::kInt ? absl::StrCat("int", c.bits, c.symmetric ? "-sym" : "-affine",
                                                           c.is_signed ? "" : "-unsigned")
                                            : FormatName(c.format);

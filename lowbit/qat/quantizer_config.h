@@ -23,6 +23,7 @@ enum class Format {
   kFp8E4M3,  // scale * e4m3 (max 448)
   kFp8E5M2,  // scale * e5m2 (max 57344)
   kFp4E2M1,  // scale * e2m1 (max 6)
+  kPalette,  // 2^bits learned centroids per tensor (DKM), any values
 };
 
 enum class Granularity { kPerTensor, kPerChannel, kPerGroup };
@@ -36,6 +37,7 @@ enum class Estimator {
   kQuest,       // Hadamard + Gaussian-optimal clipping + trust mask (Panferov et al. 2025)
   kStochastic,  // stochastic rounding, identity gradient
   kStatsQ,      // weights: scale 2 mean|w| per group, half-integer grid, STE (OFQ, Liu et al. 2023)
+  kDkm,         // kPalette weights: differentiable k-means (DKM, Cho et al. 2022; eDKM 2023)
 };
 
 enum class Observer {
@@ -72,6 +74,14 @@ struct QuantizerConfig {
   // gradient. 0: off.
   double freeze_threshold = 0.0;
   double oscillation_momentum = 0.01;
+  // kDkm: the soft assignment's temperature, relative to the weights' standard
+  // deviation at the first forward; the k-means iterations per forward (stopping early once the
+  // centroids move less than 1e-6 std); eDKM's uniquification (the
+  // attention map over the distinct fp16 values of the weights, not every
+  // weight).
+  double dkm_temperature = 0.05;
+  int64_t dkm_iters = 5;
+  bool dkm_unique = true;
   // Ternary weights: Tequila's dead-zone bias (see qat/fake_quantizer.h).
   bool dead_zone_bias = false;
   double dead_zone_lambda = 1e-3;  // initial value of the learned per-channel lambda

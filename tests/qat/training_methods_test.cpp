@@ -224,6 +224,100 @@ TEST(StatsQ, ConvertRoundTripsWithFrozenElements) {
   EXPECT_TRUE(torch::allclose(model->forward(x), y, 1e-5, 1e-6));
 }
 
+QuantizerConfig Dkm(int bits, double temperature, int64_t iters, bool unique) {
+  QuantizerConfig c;
+  c.format = Format::kPalette;
+  c.estimator = Estimator::kDkm;
+  c.bits = bits;
+  c.dkm_temperature = temperature;
+  c.dkm_iters = iters;
+  c.dkm_unique = unique;
+  return c;
+}
+
+// DKM's forward written out: A = softmax(-|w - c| / tau);
+// c <- A^T w / A^T 1, `iters` times from the centroids given; w_hat = A c.
+at::Tensor DkmReference(const at::Tensor& w, at::Tensor c, double tau, int iters) {
+  const at::Tensor u = w.reshape({-1, 1}).to(torch::kDouble);
+  c = c.to(torch::kDouble);
+  for (int i = 0; i < iters; ++i) {
+    const at::Tensor a = torch::softmax(-(u - c.view({1, -1})).abs() / tau, 1);
+    c = (a * u).sum(0) / a.sum(0);
+  }
+  const at::Tensor a = torch::softmax(-(u - c.view({1, -1})).abs() / tau, 1);
+  return a.matmul(c.view({-1, 1})).view(w.sizes()).to(torch::kFloat);
+}
+
+TEST(Dkm, SoftAssignmentMatchesTheFormulaAndFiniteDifferences) {
+  torch::manual_seed(6);
+  const at::Tensor w0 = torch::randn({4, 6});
+  FakeQuantizer q(Dkm(2, 0.3, 3, /*unique=*/false), 1, true);
+  q->forward(w0);  // initialises the centroids from quantiles, then iterates
+  const at::Tensor c0 = q->Centroids().clone();
+  auto run = [&](const at::Tensor& w) {
+    torch::NoGradGuard no_grad;
+    q->Centroids().copy_(c0);  // each evaluation starts from the same centroids
+    return q->forward(w);
+  };
+  EXPECT_TRUE(torch::allclose(run(w0), DkmReference(w0, c0, 0.3 * w0.std().item<double>(), 3), 1e-4, 1e-5));
+  // d(sum r * w_hat)/dw by autograd against central differences.
+  const at::Tensor r = torch::randn({4, 6});
+  q->Centroids().copy_(c0);
+  const at::Tensor w = w0.clone().requires_grad_();
+  (q->forward(w) * r).sum().backward();
+  const double h = 1e-2;
+  for (int64_t i = 0; i < w0.numel(); i += 5) {
+    at::Tensor plus = w0.clone(), minus = w0.clone();
+    plus.view({-1})[i] += h;
+    minus.view({-1})[i] -= h;
+    const double fd = ((run(plus) - run(minus)) * r).sum().item<double>() / (2 * h);
+    EXPECT_NEAR(w.grad().view({-1})[i].item<double>(), fd, 2e-2 * std::max(1.0, std::abs(fd))) << "element " << i;
+  }
+}
+
+// eDKM: over weights that take few distinct fp16 values the attention map
+// has one row per distinct value, and the result is DKM's.
+TEST(Dkm, UniquifiedAttentionMapIsSmallerAndGivesTheSameWeights) {
+  torch::manual_seed(7);
+  const at::Tensor levels = torch::randn({50}).to(torch::kHalf).to(torch::kFloat);
+  const at::Tensor w = levels.index_select(0, torch::randint(50, {40, 100}).view({-1})).view({40, 100});
+  FakeQuantizer full(Dkm(3, 0.1, 4, false), 1, true), unique(Dkm(3, 0.1, 4, true), 1, true);
+  const at::Tensor a = full->forward(w), b = unique->forward(w);
+  EXPECT_TRUE(torch::allclose(a, b, 1e-4, 1e-5));
+  EXPECT_TRUE(torch::allclose(full->Centroids(), unique->Centroids(), 1e-4, 1e-5));
+  const int64_t distinct = std::get<0>(at::_unique(w)).numel();
+  EXPECT_EQ(unique->LastAttentionBytes() * 4000, full->LastAttentionBytes() * distinct);
+}
+
+TEST(Dkm, ConvertStoresPaletteIndicesAndTheCodebook) {
+  torch::manual_seed(8);
+  torch::nn::Sequential model(torch::nn::Linear(16, 32), torch::nn::ReLU(), torch::nn::Linear(32, 4));
+  Prepare(*model, PresetConfig("dkm3"));
+  torch::optim::Adam opt(model->parameters(), torch::optim::AdamOptions(1e-2));
+  const at::Tensor x = torch::randn({64, 16});
+  for (int s = 0; s < 20; ++s) {
+    opt.zero_grad();
+    model->forward(x).pow(2).mean().backward();
+    opt.step();
+  }
+  model->eval();
+  const at::Tensor y = model->forward(x).detach();
+  Convert(*model);
+  EXPECT_TRUE(torch::allclose(model->forward(x), y, 1e-5, 1e-6));
+  auto* layer = dynamic_cast<QuantizedLinearImpl*>(model->ptr(0).get());
+  ASSERT_NE(layer, nullptr);
+  EXPECT_EQ(layer->weight_scale.numel(), 8);
+  EXPECT_LE(std::get<0>(at::_unique(layer->Weight())).numel(), 8) << "every weight is one of 8 centroids";
+  const std::string path = ::testing::TempDir() + "dkm.lbq";
+  SaveQuantized(*model, path);
+  torch::nn::Sequential fresh(torch::nn::Linear(16, 32), torch::nn::ReLU(), torch::nn::Linear(32, 4));
+  Prepare(*fresh, PresetConfig("dkm3"));
+  fresh->forward(x);
+  Convert(*fresh);
+  LoadQuantized(*fresh, path);
+  EXPECT_TRUE(torch::equal(fresh->forward(x), model->forward(x)));
+}
+
 TEST(TrainingMethods, BadSettingsAreNamed) {
   QuantizerConfig c = StatsQ(4);
   ExpectError([&] { FakeQuantizer(c, 1, /*is_weight=*/false); }, "statsq is for weights");
@@ -243,6 +337,11 @@ TEST(TrainingMethods, BadSettingsAreNamed) {
   ExpectError([&] { FreezeLevels(*model); }, "no prepared layers");
   Prepare(*model, PresetConfig("w8a8"));
   ExpectError([&] { FreezeLevels(*model); }, "needs an lsq or lsq+ weight quantizer");
+  ExpectError([&] { CheckQuantizerConfig(Dkm(3, 0, 5, true), "w"); }, "dkm_temperature must be > 0, got 0");
+  ExpectError([&] { CheckQuantizerConfig(Dkm(3, 0.1, 0, true), "w"); }, "dkm_iters must be in [1, 100], got 0");
+  QuantizerConfig palette = Dkm(3, 0.1, 5, true);
+  palette.estimator = Estimator::kSte;
+  ExpectError([&] { CheckQuantizerConfig(palette, "w"); }, "a palette is learned by dkm");
 }
 
 }  // namespace
