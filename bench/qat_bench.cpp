@@ -4,9 +4,14 @@
 //    (fake_quantize_per_tensor/per_channel_affine and the learnable LSQ
 //    op's forward+backward): ratio_vs_memcpy, speedup_vs_aten;
 //  - one layer's forward+backward with each preset against the fp32 layer
-//    (Linear 1024 -> 1024 on a batch of 256): ratio_vs_fp32 = time / fp32 time.
+//    (Linear 1024 -> 1024 on a batch of 256): ratio_vs_fp32 = time / fp32 time;
+//  - DKM on the GPT small preset's weight shapes (N(0, 0.02) weights): the
+//    attention maps' bytes and the forward+backward time with eDKM's
+//    uniquification and without (bench "dkm_memory").
 #include <cstdio>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -16,6 +21,7 @@
 #include "lowbit/kernels/fake_quant.h"
 #include "lowbit/launch/init.h"
 #include "lowbit/qat/estimators.h"
+#include "lowbit/qat/fake_quantizer.h"
 #include "lowbit/qat/prepare.h"
 
 ABSL_FLAG(int64_t, floats, 1 << 24, "elements per kernel call");
@@ -105,6 +111,29 @@ int main(int argc, char** argv) {
                 "\"ratio_vs_fp32\":%.4g}\n",
                 preset.c_str(), static_cast<long long>(b), static_cast<long long>(f), t, t / t_fp32);
     std::fflush(stdout);
+  }
+  // DKM on the GPT small preset's matrices (n_embd 384): the attention map is
+  // what DKM keeps for backward; eDKM builds it over distinct fp16 values.
+  for (const auto& [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{1152, 384}, {384, 384}, {1536, 384}, {384, 1536}}) {
+    for (int bits : {2, 4}) {
+      for (bool unique : {false, true}) {
+        lowbit::qat::QuantizerConfig c;
+        c.format = lowbit::qat::Format::kPalette;
+        c.estimator = lowbit::qat::Estimator::kDkm;
+        c.bits = bits;
+        c.dkm_unique = unique;
+        lowbit::qat::FakeQuantizer q(c, 1, true);
+        torch::manual_seed(2);
+        const at::Tensor w = (torch::randn({rows, cols}) * 0.02).requires_grad_();
+        q->forward(w);  // initialise the centroids
+        const double t = BestSeconds([&] { q->forward(w).sum().backward(); }, 3);
+        std::printf("{\"bench\":\"dkm_memory\",\"shape\":\"%lldx%lld\",\"bits\":%d,\"unique\":%s,"
+                    "\"attention_bytes\":%lld,\"weight_bytes\":%lld,\"seconds\":%.6g}\n",
+                    static_cast<long long>(rows), static_cast<long long>(cols), bits, unique ? "true" : "false",
+                    static_cast<long long>(q->LastAttentionBytes()), static_cast<long long>(rows * cols * 4), t);
+        std::fflush(stdout);
+      }
+    }
   }
   return 0;
 }

@@ -231,19 +231,23 @@ double MeanFlipFraction(torch::nn::Module& module) {
 }
 
 std::vector<at::Tensor> FreezeLevels(torch::nn::Module& module) {
-  std::vector<QuantLayer*> layers;
+  std::vector<std::pair<std::string, QuantLayer*>> layers;
   internal::WalkChildren(module, "", [&](torch::nn::Module&, const std::string&, const std::string& dotted,
                                          torch::nn::Module& child) {
     auto* q = dynamic_cast<QuantLayer*>(&child);
     if (q == nullptr || !q->configured()) return true;
     TORCH_CHECK(q->weight_quantizer, "FreezeLevels: layer '", dotted, "' has no weight quantizer");
-    layers.push_back(q);
+    TORCH_CHECK(q->weight_quantizer->config().estimator == Estimator::kLsq ||
+                    q->weight_quantizer->config().estimator == Estimator::kLsqPlus,
+                "FreezeLevels: E2E-QP trains the weight quantizer's step size, so it needs lsq or lsq+ weights; layer '",
+                dotted, "' has ", ToString(q->weight_quantizer->config()));
+    layers.emplace_back(dotted, q);
     return false;
   });
   TORCH_CHECK(!layers.empty(), "FreezeLevels: the model has no prepared layers (call Prepare first)");
   for (auto& p : module.parameters()) p.requires_grad_(false);
   std::vector<at::Tensor> trainable;
-  for (QuantLayer* q : layers) {
+  for (auto& [dotted, q] : layers) {
     q->weight_quantizer->FreezeLevels(q->Weight());
     for (FakeQuantizer* fq : {&q->weight_quantizer, &q->input_quantizer}) {
       if (!*fq) continue;

@@ -336,7 +336,7 @@ TEST(TrainingMethods, BadSettingsAreNamed) {
   torch::nn::Sequential model(torch::nn::Linear(4, 4));
   ExpectError([&] { FreezeLevels(*model); }, "no prepared layers");
   Prepare(*model, PresetConfig("w8a8"));
-  ExpectError([&] { FreezeLevels(*model); }, "needs an lsq or lsq+ weight quantizer");
+  ExpectError([&] { FreezeLevels(*model); }, "needs lsq or lsq+ weights; layer '0' has int8-sym-per_channel-ste");
   ExpectError([&] { CheckQuantizerConfig(Dkm(3, 0, 5, true), "w"); }, "dkm_temperature must be > 0, got 0");
   ExpectError([&] { CheckQuantizerConfig(Dkm(3, 0.1, 0, true), "w"); }, "dkm_iters must be in [1, 100], got 0");
   QuantizerConfig palette = Dkm(3, 0.1, 5, true);
