@@ -81,6 +81,8 @@ ABSL_FLAG(std::string, compeft_base, "",
           "--compeft_alphas, apply it to the base and report the file size and validation loss");
 ABSL_FLAG(std::string, compeft_densities, "0.01,0.05,0.1", "ComPEFT: fractions of each tensor kept");
 ABSL_FLAG(std::string, compeft_alphas, "1,2,4", "ComPEFT: scales alpha (times std of the task vector) to try");
+ABSL_FLAG(bool, qk_reparam, false,
+          "with --qat: attention scores from each head's quantized W_q^T W_k (OFQ's query-key reparameterisation)");
 ABSL_FLAG(bool, e2e_qp, false,
           "EfficientQAT's E2E-QP: after --qat (lsq weights) fix the integer weights and train only the step sizes");
 ABSL_FLAG(int64_t, eval_interval, 100, "steps between validation and progress lines");
@@ -98,7 +100,7 @@ using lowbit::comm::ProcessGroup;
 struct Config {
   gpt::GptConfig model;
   std::string preset, corpus, prompt, init_model, save_model;
-  bool e2e_qp = false;
+  bool e2e_qp = false, qk_reparam = false;
   int64_t steps, stop_at, batch_size, lr_warmup, eval_interval, val_windows, sample_chars;
   double min_lr_ratio, grad_clip, weight_decay, temperature;
   ex::Methods m;
@@ -123,7 +125,11 @@ std::string ValidateFlags(const Config& c) {
   if (!(c.temperature > 0)) return absl::StrCat("--temperature must be > 0, got ", c.temperature);
   if (c.prompt.empty()) return "--prompt must not be empty";
   if (c.e2e_qp && c.m.qat.empty()) return "--e2e_qp trains the step sizes of --qat's quantizers; set --qat (e.g. w4_lsq)";
-  return ex::ValidateMethods(c.m);
+  if (std::string invalid = ex::ValidateMethods(c.m); !invalid.empty()) return invalid;
+  if (c.qk_reparam && (c.m.qat.empty() || !lowbit::qat::PresetConfig(c.m.qat).layers.weight)) {
+    return "--qk_reparam quantizes each head's W_q^T W_k as --qat quantizes weights; set --qat with weights (e.g. w4a4_ofq)";
+  }
+  return "";
 }
 
 // Linear warm-up to the peak, then cosine decay to min_lr_ratio x peak at the last step.
@@ -162,7 +168,7 @@ std::vector<std::string> TrainingSettings(const Config& c, const lowbit::sparsit
       absl::StrCat("--batch_size=", c.batch_size), absl::StrCat("--lr_warmup=", c.lr_warmup),
       absl::StrCat("--min_lr_ratio=", c.min_lr_ratio), absl::StrCat("--grad_clip=", c.grad_clip),
       absl::StrCat("--weight_decay=", c.weight_decay), absl::StrCat("--val_windows=", c.val_windows),
-      absl::StrCat("vocab_size=", c.model.vocab_size), absl::StrCat("--e2e_qp=", c.e2e_qp),
+      absl::StrCat("vocab_size=", c.model.vocab_size), absl::StrCat("--e2e_qp=", c.e2e_qp), absl::StrCat("--qk_reparam=", c.qk_reparam),
       absl::StrCat("--init_model=", c.init_model)};
   for (const std::string& line : ex::MethodSettings(c.m)) lines.push_back(line);
   if (sparsifier != nullptr) {
@@ -203,6 +209,7 @@ int Run(Config c) {
   }();
   if (!c.init_model.empty()) torch::load(model, c.init_model);
   if (!c.m.qat.empty()) lowbit::qat::Prepare(*model, lowbit::qat::PresetConfig(c.m.qat));
+  if (c.qk_reparam) model->EnableQkReparam(*lowbit::qat::PresetConfig(c.m.qat).layers.weight);
   if (!c.m.qat.empty() && c.m.resume.empty()) {
     // Initial LSQ steps, PACT alphas and observer ranges from windows that
     // are the same on every rank; a resumed run restores them.
@@ -456,6 +463,7 @@ int main(int argc, char** argv) {
   c.init_model = absl::GetFlag(FLAGS_init_model);
   c.save_model = absl::GetFlag(FLAGS_save_model);
   c.e2e_qp = absl::GetFlag(FLAGS_e2e_qp);
+  c.qk_reparam = absl::GetFlag(FLAGS_qk_reparam);
   c.stop_at = absl::GetFlag(FLAGS_stop_at);
   c.batch_size = absl::GetFlag(FLAGS_batch_size);
   c.lr_warmup = absl::GetFlag(FLAGS_lr_warmup);

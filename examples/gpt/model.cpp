@@ -1,5 +1,7 @@
 #include "examples/gpt/model.h"
 
+#include "lowbit/qat/qk_reparam.h"
+
 #include <cmath>
 #include <limits>
 
@@ -44,12 +46,29 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(const GptConfig& c) : n_head_(c
   future_ = torch::ones({c.block_size, c.block_size}, torch::kBool).triu(1);
 }
 
+void CausalSelfAttentionImpl::EnableQkReparam(const lowbit::qat::QuantizerConfig& weight) {
+  TORCH_CHECK(!qk_quantizer, "EnableQkReparam: enabled already");
+  TORCH_CHECK(c_attn->configured(), "EnableQkReparam: call it after qat::Prepare (c_attn is not quantized)");
+  const int64_t scales = weight.granularity == lowbit::qat::Granularity::kPerChannel ? n_head_ * n_embd_ : 1;
+  qk_quantizer = register_module("qk_quantizer", lowbit::qat::FakeQuantizer(weight, scales, /*is_weight=*/true));
+  qk_quantizer->SetWeightShape(n_head_ * n_embd_, n_embd_);
+}
+
 at::Tensor CausalSelfAttentionImpl::forward(const at::Tensor& x) {
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2), hd = n_embd_ / n_head_;
   std::vector<at::Tensor> qkv = c_attn(x).split(n_embd_, 2);
   auto heads = [&](const at::Tensor& t) { return t.view({B, T, n_head_, hd}).transpose(1, 2); };  // [B, H, T, hd]
-  const at::Tensor q = heads(qkv[0]), k = heads(qkv[1]), v = heads(qkv[2]);
-  at::Tensor att = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(hd)));
+  const at::Tensor v = heads(qkv[2]);
+  at::Tensor att;
+  if (qk_quantizer) {
+    // The scores from the quantized input and each head's quantized W_q^T W_k.
+    const at::Tensor xq =
+        c_attn->input_quantizer ? c_attn->input_quantizer->forward(x.reshape({-1, C})).view(x.sizes()) : x;
+    att = lowbit::qat::QkReparamScores(xq, c_attn->weight, c_attn->bias, n_head_, qk_quantizer.get());
+  } else {
+    att = torch::matmul(heads(qkv[0]), heads(qkv[1]).transpose(-2, -1));
+  }
+  att = att * (1.0 / std::sqrt(static_cast<double>(hd)));
   att = att.masked_fill(future_.narrow(0, 0, T).narrow(1, 0, T), -std::numeric_limits<float>::infinity());
   att = attn_dropout(torch::softmax(att, -1));
   const at::Tensor y = torch::matmul(att, v).transpose(1, 2).contiguous().view({B, T, C});
@@ -74,6 +93,10 @@ BlockImpl::BlockImpl(const GptConfig& c) {
 at::Tensor BlockImpl::forward(const at::Tensor& x) {
   at::Tensor y = x + attn(ln_1(x));
   return y + mlp(ln_2(y));
+}
+
+void GptImpl::EnableQkReparam(const lowbit::qat::QuantizerConfig& weight) {
+  for (const auto& block : *h) block->as<BlockImpl>()->attn->EnableQkReparam(weight);
 }
 
 GptImpl::GptImpl(const GptConfig& c) : config_(c) {

@@ -22,6 +22,7 @@
 #include <torch/nn/pimpl.h>
 
 #include "lowbit/qat/quant_modules.h"
+#include "lowbit/qat/quantizer_config.h"
 
 namespace lowbit::examples::gpt {
 
@@ -52,6 +53,10 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
 
   lowbit::qat::Linear c_attn{nullptr}, c_proj{nullptr};
   torch::nn::Dropout attn_dropout{nullptr}, resid_dropout{nullptr};
+  // OFQ's query-key reparameterisation (qat/qk_reparam.h): the scores come
+  // from each head's W_q^T W_k quantized by this weight quantizer; null: off.
+  lowbit::qat::FakeQuantizer qk_quantizer{nullptr};
+  void EnableQkReparam(const lowbit::qat::QuantizerConfig& weight);
 
  private:
   int64_t n_head_, n_embd_;
@@ -91,6 +96,10 @@ class GptImpl : public torch::nn::Module {
   at::Tensor Loss(const at::Tensor& idx, const at::Tensor& targets);
 
   const GptConfig& config() const { return config_; }
+  // Every block's attention scores from its quantized W_q^T W_k (OFQ's
+  // query-key reparameterisation), quantized as `weight` says. After
+  // qat::Prepare; before the optimizer and DDP (it adds quantizer state).
+  void EnableQkReparam(const lowbit::qat::QuantizerConfig& weight);
 
   torch::nn::Embedding wte{nullptr}, wpe{nullptr};
   torch::nn::Dropout drop{nullptr};

@@ -12,6 +12,7 @@
 #include "lowbit/qat/convert.h"
 #include "lowbit/qat/fake_quantizer.h"
 #include "lowbit/qat/prepare.h"
+#include "lowbit/qat/qk_reparam.h"
 #include "lowbit/qat/quant_modules.h"
 #include "tests/common/expect_error.h"
 
@@ -316,6 +317,38 @@ TEST(Dkm, ConvertStoresPaletteIndicesAndTheCodebook) {
   Convert(*fresh);
   LoadQuantized(*fresh, path);
   EXPECT_TRUE(torch::equal(fresh->forward(x), model->forward(x)));
+}
+
+// OFQ's query-key reparameterisation: without a quantizer the scores are
+// q k^T exactly (biases included); with one, x Q(W_q,h^T W_k,h) x^T plus the
+// bias terms, and the gradient reaches W_q and W_k through the product.
+TEST(QkReparam, ScoresFromTheQuantizedProduct) {
+  torch::manual_seed(9);
+  const int64_t B = 2, T = 5, C = 8, H = 2, hd = C / H;
+  const at::Tensor x = torch::randn({B, T, C});
+  const at::Tensor w = torch::randn({3 * C, C}).requires_grad_();
+  const at::Tensor b = torch::randn({3 * C});
+  auto heads = [&](const at::Tensor& t) { return t.view({B, T, H, hd}).transpose(1, 2); };
+  const at::Tensor qkv = torch::nn::functional::linear(x, w, b);
+  const at::Tensor want = torch::matmul(heads(qkv.narrow(2, 0, C)), heads(qkv.narrow(2, C, C)).transpose(-2, -1));
+  EXPECT_TRUE(torch::allclose(QkReparamScores(x, w, b, H, nullptr), want, 1e-4, 1e-4));
+  FakeQuantizer q(StatsQ(2), H * C, true);
+  q->SetWeightShape(H * C, C);
+  const at::Tensor s = QkReparamScores(x, w, b, H, q.get());
+  at::Tensor m = torch::matmul(w.detach().narrow(0, 0, C).view({H, hd, C}).transpose(1, 2),
+                               w.detach().narrow(0, C, C).view({H, hd, C}));
+  const at::Tensor sc = 2 * m.reshape({H * C, C}).abs().mean(1, true);
+  const at::Tensor mq =
+      (sc * ((torch::round(torch::clamp(m.reshape({H * C, C}) / sc, -1, 1 - 1e-6) * 2 - 0.5) + 0.5) / 2))
+          .view({H, C, C});
+  const at::Tensor bias_terms =
+      want - torch::matmul(x.unsqueeze(1), torch::matmul(m, x.unsqueeze(1).transpose(-2, -1)));
+  const at::Tensor expect =
+      torch::matmul(x.unsqueeze(1), torch::matmul(mq, x.unsqueeze(1).transpose(-2, -1))) + bias_terms;
+  EXPECT_TRUE(torch::allclose(s, expect, 1e-3, 1e-3));
+  s.sum().backward();
+  EXPECT_GT(w.grad().narrow(0, 0, 2 * C).abs().sum().item<double>(), 0);
+  EXPECT_EQ(w.grad().narrow(0, 2 * C, C).abs().sum().item<double>(), 0) << "the value rows are not in the scores";
 }
 
 TEST(TrainingMethods, BadSettingsAreNamed) {
