@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Markdown tables of scripts/training_methods.sh's results (docs/training_methods.md).
+
+Usage: training_methods_table.py DIR, where DIR holds gpt_spam.jsonl,
+gpt_qat.jsonl, gpt_dkm.jsonl, fashion.jsonl, compeft.log and dkm_memory.jsonl
+(missing files leave their rows out).
+"""
+import json
+import os
+import re
+import sys
+
+
+def rows(path):
+    out = {}
+    if os.path.exists(path):
+        for line in open(path):
+            line = line.strip()
+            if line.startswith("{"):
+                d = json.loads(line)
+                out[d["label"]] = d
+    return out
+
+
+def fmt(v, digits=4):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def main(d):
+    gpt = {}
+    for name in ("gpt_spam", "gpt_qat", "gpt_dkm", "gpt_qkr"):
+        gpt.update(rows(os.path.join(d, name + ".jsonl")))
+    fm = rows(os.path.join(d, "fashion.jsonl"))
+    loss = lambda label: gpt.get(label, {}).get("val_loss")
+    acc = lambda label: fm.get(label, {}).get("test_accuracy")
+
+    print("### SPAM and Stable-SPAM against AdamW\n")
+    print("| optimizer | lr | GPT val loss (fp32) | GPT val loss (W4A4) | Fashion acc. (fp32) | Fashion acc. (W4A4) |")
+    print("|---|---|---|---|---|---|")
+    for opt in ("AdamW", "SPAM", "Stable-SPAM", "Stable-SPAM 8-bit"):
+        for lr in ("1e-3", "3e-3"):
+            label = f"{opt} {lr}"
+            w4 = f"W4A4 {label}"
+            if not any(x in gpt or x in fm for x in (label, w4)):
+                continue
+            print(f"| {opt} | {lr} | {fmt(loss(label))} | {fmt(loss(w4))} | {fmt(acc(label))} | {fmt(acc(w4))} |")
+
+    def qat_table(title, labels):
+        print(f"\n### {title}\n")
+        print("| method | GPT val loss | weight flips/step | frozen | Fashion acc. | flips/step | frozen |")
+        print("|---|---|---|---|---|---|---|")
+        for label in labels:
+            g, f = gpt.get(label, {}), fm.get(label, {})
+            if not g and not f:
+                continue
+            print(f"| {label} | {fmt(g.get('val_loss'))} | {fmt(g.get('weight_flip_fraction'), 5)} | "
+                  f"{fmt(g.get('frozen_weight_fraction'), 5)} | {fmt(f.get('test_accuracy'))} | "
+                  f"{fmt(f.get('weight_flip_fraction'), 5)} | {fmt(f.get('frozen_weight_fraction'), 5)} |")
+
+    qat_table("OFQ against LSQ", ["W4A4 LSQ", "W4A4 AdamW 1e-3", "W4A4 OFQ", "W4A4 OFQ+QKR", "W2A2 LSQ", "W2A2 OFQ",
+                                  "W2A2 OFQ+QKR"])
+    qat_table("Tequila against plain ternary", ["ternary STE", "ternary Tequila"])
+    qat_table("DKM against uniform LSQ (weights only)",
+              ["W4 LSQ", "DKM 4-bit", "W3 LSQ", "DKM 3-bit", "W2 LSQ", "DKM 2-bit"])
+
+    print("\n### E2E-QP: step sizes only, from a trained model\n")
+    base_loss = loss("fp32 base")
+    base_acc = acc("fp32 Adam (base)")
+    print(f"fp32 base: GPT val loss {fmt(base_loss)}, Fashion accuracy {fmt(base_acc)}.\n")
+    print("| bits | GPT: quantized, untrained | E2E-QP | gap closed | QAT fine-tune (all weights) | trainable E2E / all | "
+          "Fashion: untrained | E2E-QP | gap closed | QAT fine-tune |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for b in (4, 2):
+        g = gpt.get(f"W{b} E2E-QP", {})
+        ft = gpt.get(f"W{b} QAT fine-tune", {})
+        f = fm.get(f"W{b} E2E-QP", {})
+        fft = fm.get(f"W{b} QAT fine-tune", {})
+        ptq, e2e = g.get("init_val_loss"), g.get("val_loss")
+        closed = (ptq - e2e) / (ptq - base_loss) if None not in (ptq, e2e, base_loss) and ptq != base_loss else None
+        ratio = (f"{g['trainable_parameters']:,} / {g['parameters']:,}" if g else "-")
+        fptq, fe2e = f.get("init_test_accuracy"), f.get("test_accuracy")
+        fclosed = ((fe2e - fptq) / (base_acc - fptq) if None not in (fptq, fe2e, base_acc) and base_acc != fptq
+                   else None)
+        print(f"| W{b} | {fmt(ptq)} | {fmt(e2e)} | {fmt(None if closed is None else 100 * closed, 1)}% | "
+              f"{fmt(ft.get('val_loss'))} | {ratio} | {fmt(fptq)} | {fmt(fe2e)} | "
+              f"{fmt(None if fclosed is None else 100 * fclosed, 1)}% | {fmt(fft.get('test_accuracy'))} |")
+
+    log = os.path.join(d, "compeft.log")
+    if os.path.exists(log):
+        line = [l for l in open(log) if l.startswith('{"example"')]
+        if line:
+            r = json.loads(line[-1])
+            print("\n### ComPEFT: the Bible -> fortunes task vector\n")
+            print(f"Base (Bible) on the fortunes validation text: {fmt(r['init_val_loss'])}; fine-tuned: "
+                  f"{fmt(r['val_loss'])}; the fp32 task vector: {r['task_vector_fp32_bytes']:,} bytes.\n")
+            print("| density | alpha | file bytes | vs fp32 | val loss with the delta applied |")
+            print("|---|---|---|---|---|")
+            for c in r["compeft"]:
+                print(f"| {c['density']:g} | {c['alpha']:g} | {c['bytes']:,} | "
+                      f"{r['task_vector_fp32_bytes'] / c['bytes']:.1f}x smaller | {fmt(c['val_loss'])} |")
+
+    mem = os.path.join(d, "dkm_memory.jsonl")
+    if os.path.exists(mem):
+        print("\n### DKM's attention maps on the GPT small shapes (one forward, all iterations)\n")
+        print("| shape | bits | DKM bytes | eDKM bytes | smaller | DKM s | eDKM s |")
+        print("|---|---|---|---|---|---|---|")
+        m = {}
+        for l in open(mem):
+            r = json.loads(l)
+            m[(r["shape"], r["bits"], r["unique"])] = r
+        for (shape, bits, unique), r in m.items():
+            if unique:
+                continue
+            u = m.get((shape, bits, True))
+            if u:
+                print(f"| {shape} | {bits} | {r['attention_bytes']:,} | {u['attention_bytes']:,} | "
+                      f"{r['attention_bytes'] / u['attention_bytes']:.1f}x | {r['seconds']:.3f} | {u['seconds']:.3f} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "build/training_methods")
