@@ -82,7 +82,10 @@ ABSL_FLAG(int, bits, defaults::kQsgdBits, "qsgd bits per element, 1-8");
 ABSL_FLAG(int, scale_norm, defaults::kOneBitScaleNorm, "onebit scale per block: 2 = RMS (DeepSpeed), 1 = mean |g|");
 ABSL_FLAG(std::string, rounding, "", "qsgd/ternary: stochastic or nearest (empty: qsgd stochastic, ternary nearest)");
 ABSL_FLAG(int64_t, block, defaults::kBlock, "qsgd/ternary/onebit elements per scale");
-ABSL_FLAG(double, density, -1, "topk/randomk fraction of elements sent, in (0, 1] (-1: the hook's default, topk 0.01, randomk 0.1)");
+ABSL_FLAG(double, density, -1,
+          "topk/randomk/compeft fraction of elements sent, in (0, 1] (-1: the hook's default, topk 0.01, randomk 0.1, "
+          "compeft 0.05)");
+ABSL_FLAG(double, alpha, 1.0, "--hook compeft: each tensor's kept entries are +-alpha * its standard deviation");
 ABSL_FLAG(int, rank, defaults::kPowerSgdRank, "powersgd rank");
 ABSL_FLAG(int64_t, start_iter, -1, "uncompressed steps first (-1: powersgd 10, others 0)");
 ABSL_FLAG(bool, warm_start, true, "powersgd: reuse Q across steps");
