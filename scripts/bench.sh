@@ -17,7 +17,8 @@
 #   optim8bit the 8-bit optimizers' step time and state bytes against
 #             torch::optim's fp32 ones at 1M, 10M and 50M parameters
 #   qat       fake-quantization kernels against a memory copy and ATen's
-#             fake_quantize ops; a QAT layer's step against the fp32 layer
+#             fake_quantize ops; a QAT layer's step against the fp32 layer;
+#             DKM's attention-map bytes with and without eDKM's uniquification
 #   sparsity  N:M and magnitude mask kernels against a memory copy and ATen;
 #             the compressed N:M bytes; Sparsifier::Step against Adam's step
 #   blas      the examples' speed with each BLAS Debian offers LibTorch, same

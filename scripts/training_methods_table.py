@@ -12,13 +12,27 @@ import sys
 
 
 def rows(path):
-    out = {}
+    """label -> the first seed's row, with every numeric field averaged over the label's seeds and
+    `seeds` (how many) and `spread` (max - min of val_loss or test_accuracy) added."""
+    runs = {}
     if os.path.exists(path):
         for line in open(path):
             line = line.strip()
             if line.startswith("{"):
                 d = json.loads(line)
-                out[d["label"]] = d
+                runs.setdefault(d["label"], []).append(d)
+    out = {}
+    for label, ds in runs.items():
+        row = dict(ds[0])
+        for key, value in ds[0].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                vals = [d[key] for d in ds if isinstance(d.get(key), (int, float))]
+                row[key] = sum(vals) / len(vals)
+        row["seeds"] = len(ds)
+        metric = "val_loss" if "val_loss" in ds[0] else "test_accuracy"
+        vals = [d[metric] for d in ds]
+        row["spread"] = max(vals) - min(vals)
+        out[label] = row
     return out
 
 
@@ -28,22 +42,30 @@ def fmt(v, digits=4):
 
 def main(d):
     gpt = {}
-    for name in ("gpt_spam", "gpt_qat", "gpt_dkm", "gpt_qkr"):
+    for name in ("gpt_spam", "gpt_qat", "gpt_dkm", "gpt_qkr", "gpt_extra"):
         gpt.update(rows(os.path.join(d, name + ".jsonl")))
     fm = rows(os.path.join(d, "fashion.jsonl"))
     loss = lambda label: gpt.get(label, {}).get("val_loss")
     acc = lambda label: fm.get(label, {}).get("test_accuracy")
 
+    def loss_cell(label):
+        g = gpt.get(label)
+        if not g:
+            return "-"
+        if g["seeds"] > 1:
+            return f"{g['val_loss']:.4f} (mean of {g['seeds']} seeds, spread {g['spread']:.4f})"
+        return f"{g['val_loss']:.4f}"
+
     print("### SPAM and Stable-SPAM against AdamW\n")
     print("| optimizer | lr | GPT val loss (fp32) | GPT val loss (W4A4) | Fashion acc. (fp32) | Fashion acc. (W4A4) |")
     print("|---|---|---|---|---|---|")
-    for opt in ("AdamW", "SPAM", "Stable-SPAM", "Stable-SPAM 8-bit"):
-        for lr in ("1e-3", "3e-3"):
+    for lr in ("1e-3", "3e-3", "1e-2"):
+        for opt in ("AdamW", "SPAM", "Stable-SPAM", "Stable-SPAM 8-bit"):
             label = f"{opt} {lr}"
             w4 = f"W4A4 {label}"
             if not any(x in gpt or x in fm for x in (label, w4)):
                 continue
-            print(f"| {opt} | {lr} | {fmt(loss(label))} | {fmt(loss(w4))} | {fmt(acc(label))} | {fmt(acc(w4))} |")
+            print(f"| {opt} | {lr} | {loss_cell(label)} | {loss_cell(w4)} | {fmt(acc(label))} | {fmt(acc(w4))} |")
 
     def qat_table(title, labels):
         print(f"\n### {title}\n")
@@ -98,6 +120,19 @@ def main(d):
             for c in r["compeft"]:
                 print(f"| {c['density']:g} | {c['alpha']:g} | {c['bytes']:,} | "
                       f"{r['task_vector_fp32_bytes'] / c['bytes']:.1f}x smaller | {fmt(c['val_loss'])} |")
+
+    hooks = [l for l in ("compeft 5% (EF)", "DiLoCo H=50 compeft 5%") if l in gpt]
+    if hooks:
+        print("\n### ComPEFT as the exchange (GPT, 4 ranks)\n")
+        print(f"Against fp32 AdamW with uncompressed DDP: {fmt(loss('AdamW 1e-3'))}, "
+              f"{gpt.get('AdamW 1e-3', {}).get('bytes_sent_per_step', 0):,.0f} bytes sent per step and rank.\n")
+        print("| exchange | val loss | bytes sent per step and rank | fewer than fp32 DDP |")
+        print("|---|---|---|---|")
+        dense = gpt.get("AdamW 1e-3", {}).get("bytes_sent_per_step")
+        for label in hooks:
+            g = gpt[label]
+            ratio = f"{dense / g['bytes_sent_per_step']:.0f}x" if dense and g["bytes_sent_per_step"] else "-"
+            print(f"| {label} | {fmt(g['val_loss'])} | {g['bytes_sent_per_step']:,.0f} | {ratio} |")
 
     mem = os.path.join(d, "dkm_memory.jsonl")
     if os.path.exists(mem):
