@@ -179,7 +179,9 @@ int Run(const Config& c) {
   const bool e2e_qp = absl::GetFlag(FLAGS_e2e_qp);
   TORCH_CHECK(!e2e_qp || !c.m.qat.empty(), "--e2e_qp trains the step sizes of --qat's quantizers; set --qat (e.g. w4_lsq)");
   if (!init_model.empty()) torch::load(model, init_model);
-  if (!c.m.qat.empty()) lowbit::qat::Prepare(*model, lowbit::qat::PresetConfig(c.m.qat));
+  if (!c.m.qat.empty()) {
+    lowbit::qat::Prepare(*model, lowbit::qat::PresetConfig(c.m.qat, int64_t{c.epochs} * steps_per_epoch));
+  }
   if (!c.m.qat.empty() && c.m.resume.empty()) {
     // Initial LSQ steps, PACT alphas and observer ranges from one batch that
     // is the same on every rank (the first 256 training images); a resumed

@@ -323,7 +323,8 @@ at::Tensor FakeQuantizerImpl::ApplyFreezing(const at::Tensor& y) {
     osc_ema_.mul_(1 - m).add_(oscillated, m);
     osc_prev_dir_.copy_(at::where(delta.ne(0), dir, osc_prev_dir_));
     osc_prev_codes_.copy_(codes);
-    const at::Tensor newly = osc_ema_.gt(config_.freeze_threshold).logical_and(frozen_.eq(0));
+    const bool may_freeze = osc_steps_.item<double>() > static_cast<double>(config_.freeze_start);
+    const at::Tensor newly = osc_ema_.gt(may_freeze ? config_.freeze_threshold : 2.0).logical_and(frozen_.eq(0));
     frozen_codes_.copy_(at::where(newly, torch::round(osc_ema_codes_).clamp(qmin_, qmax_), frozen_codes_));
     frozen_.copy_(at::where(newly, at::ones_like(frozen_), frozen_));
     osc_ema_codes_.mul_(1 - m).add_(codes, m);

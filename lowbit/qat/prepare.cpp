@@ -156,6 +156,18 @@ QatConfig PresetConfig(const std::string& name) {
   return c;
 }
 
+QatConfig PresetConfig(const std::string& name, int64_t total_steps) {
+  TORCH_CHECK(total_steps >= 0, "PresetConfig: total_steps must be >= 0, got ", total_steps);
+  QatConfig c = PresetConfig(name);
+  const auto start = static_cast<int64_t>(kOfqFreezeStartFraction * static_cast<double>(total_steps));
+  auto set = [&](std::optional<QuantizerConfig>& q) {
+    if (q && q->freeze_threshold > 0) q->freeze_start = start;
+  };
+  set(c.layers.weight);
+  if (c.first_last) set(c.first_last->weight);
+  return c;
+}
+
 std::vector<std::string> Prepare(torch::nn::Module& module, const QatConfig& config) {
   const std::vector<Found> layers = Collect(module);
   auto set = std::make_shared<internal::PreparedSet>();

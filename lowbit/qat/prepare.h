@@ -42,6 +42,10 @@ struct QatConfig {
 // w8a8, w4a8, w4a4_lsq, w4a4_quest, w2a2_quest, w1a1_quest, int8_train,
 // fp8_train (README, QAT section, says what each quantizes how).
 QatConfig PresetConfig(const std::string& name);
+// The same for a run of `total_steps` optimizer steps: the OFQ presets then
+// start freezing oscillating weights halfway (kOfqFreezeStartFraction).
+QatConfig PresetConfig(const std::string& name, int64_t total_steps);
+inline constexpr double kOfqFreezeStartFraction = 0.5;
 std::vector<std::string> PresetNames();
 
 // Replaces the layers; returns their dotted names. Throws if a layer is

@@ -68,6 +68,7 @@ void CheckQuantizerConfig(const QuantizerConfig& c, const std::string& where) {
               ": a palette is learned by dkm; got estimator ", EstimatorName(c.estimator));
   TORCH_CHECK(c.freeze_threshold >= 0 && c.freeze_threshold <= 1, where,
               ": freeze_threshold must be in [0, 1] (0: off), got ", c.freeze_threshold);
+  TORCH_CHECK(c.freeze_start >= 0, where, ": freeze_start must be >= 0, got ", c.freeze_start);
   TORCH_CHECK(c.oscillation_momentum > 0 && c.oscillation_momentum <= 1, where,
               ": oscillation_momentum must be in (0, 1], got ", c.oscillation_momentum);
   TORCH_CHECK(c.freeze_threshold == 0 || (int_like && c.estimator != Estimator::kQuest &&

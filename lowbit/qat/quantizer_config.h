@@ -74,6 +74,10 @@ struct QuantizerConfig {
   // gradient. 0: off.
   double freeze_threshold = 0.0;
   double oscillation_momentum = 0.01;
+  // Training forwards before freezing may start (the tracking runs from the
+  // first): OFQ anneals at the end of training, and freezing from the start
+  // froze 69% of a GPT's weights during warm-up (docs/training_methods.md).
+  int64_t freeze_start = 0;
   // kDkm: the soft assignment's temperature, relative to the weights' standard
   // deviation at the first forward; the k-means iterations per forward (stopping early once the
   // centroids move less than 1e-6 std); eDKM's uniquification (the

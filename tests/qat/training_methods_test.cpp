@@ -102,6 +102,29 @@ TEST(OscillationFreezing, OscillatingWeightsFreezeAndStayFrozen) {
   EXPECT_TRUE(torch::equal(r->forward(probe), q->forward(probe)));
 }
 
+// freeze_start: the tracking runs from the first forward, the freezing waits.
+TEST(OscillationFreezing, FreezeStartDelaysFreezing) {
+  QuantizerConfig c = StatsQ(4, /*freeze=*/0.05);
+  c.oscillation_momentum = 0.1;
+  c.freeze_start = 6;
+  FakeQuantizer q(c, 2, true);
+  q->SetWeightShape(2, 64);
+  torch::manual_seed(1);
+  at::Tensor base = torch::randn({2, 64}) * 0.1;
+  const double step = 2 * base[0].abs().mean().item<double>() / 8;
+  base[0][0] = 3 * step;
+  int frozen_at = -1;
+  for (int t = 0; t < 12 && frozen_at < 0; ++t) {
+    at::Tensor w = base.clone();
+    w[0][0] += (t % 2 ? 0.2 : -0.2) * step;
+    q->forward(w);
+    if (q->FrozenMask()[0][0].item<bool>()) frozen_at = t;
+  }
+  EXPECT_EQ(frozen_at, 6) << "oscillating since forward 2, frozen once 6 forwards have passed";
+  EXPECT_EQ(PresetConfig("w4a4_ofq", 600).layers.weight->freeze_start, 300);
+  EXPECT_EQ(PresetConfig("w4a4_lsq", 600).layers.weight->freeze_start, 0);
+}
+
 LayerConfig Ternary(bool tequila, double lambda) {
   QuantizerConfig w;
   w.format = Format::kTernary;
