@@ -31,7 +31,8 @@ Stable-SPAM 3e-3|--optimizer stable_spam --lr 3e-3;Stable-SPAM 8-bit 1e-3|--opti
 W4A4 AdamW 1e-3|--qat w4a4_lsq --lr 1e-3;W4A4 AdamW 3e-3|--qat w4a4_lsq --lr 3e-3;\
 W4A4 SPAM 3e-3|--qat w4a4_lsq --optimizer spam --lr 3e-3;W4A4 Stable-SPAM 1e-3|--qat w4a4_lsq --optimizer stable_spam --lr 1e-3;\
 W4A4 Stable-SPAM 3e-3|--qat w4a4_lsq --optimizer stable_spam --lr 3e-3;\
-W4A4 Stable-SPAM 8-bit 3e-3|--qat w4a4_lsq --optimizer stable_spam8bit --lr 3e-3"
+W4A4 Stable-SPAM 8-bit 3e-3|--qat w4a4_lsq --optimizer stable_spam8bit --lr 3e-3;\
+W4A4 AdamW 1e-2|--qat w4a4_lsq --lr 1e-2;W4A4 Stable-SPAM 1e-2|--qat w4a4_lsq --optimizer stable_spam --lr 1e-2"
 base=$out/gpt_base.pt
 gpt_rows qat "fp32 base|--save_model $base;W2A2 LSQ|--qat w2a2_lsq;W4A4 OFQ|--qat w4a4_ofq;W2A2 OFQ|--qat w2a2_ofq;\
 W4A4 OFQ+QKR|--qat w4a4_ofq --qk_reparam;W2A2 OFQ+QKR|--qat w2a2_ofq --qk_reparam;\
@@ -42,6 +43,7 @@ W4 QAT fine-tune|--init_model $base --qat w4_lsq --steps 200 --lr 1e-3 --lr_warm
 W2 QAT fine-tune|--init_model $base --qat w2_lsq --steps 200 --lr 1e-3 --lr_warmup 10"
 gpt_rows dkm "W4 LSQ|--qat w4_lsq;W3 LSQ|--qat w3_lsq;W2 LSQ|--qat w2_lsq;DKM 4-bit|--qat dkm4;DKM 3-bit|--qat dkm3;\
 DKM 2-bit|--qat dkm2"
+gpt_rows extra "compeft 5% (EF)|--hook compeft --density 0.05"
 # ComPEFT: a base on the Bible with the fortunes' bytes in its vocabulary,
 # fine-tuned on fortunes-min for 200 steps; the task vector at 1, 5 and 10%.
 if [ ! -s "$out/compeft.log" ]; then
