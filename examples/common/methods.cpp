@@ -111,8 +111,11 @@ ABSL_FLAG(std::string, checkpoint, "", "if set, a directory: save model, optimiz
 ABSL_FLAG(std::string, resume, "", "if set, continue from this checkpoint directory");
 ABSL_FLAG(double, bucket_cap_mb, 25.0, "DDP bucket size in MB");
 ABSL_FLAG(std::string, qat, "",
-          "quantization-aware or low-bit training: w8a8, w4a8, w4a4_lsq, w4a4_quest, w2a2_quest, w1a1_quest, "
+          "quantization-aware or low-bit training: w8a8, w4a8, w4a4_lsq, w2a2_lsq, w4a4_quest, w2a2_quest, "
+          "w1a1_quest, w4a4_ofq, w2a2_ofq, ternary_ste, ternary_tequila, w4_lsq, w3_lsq, w2_lsq, dkm4, dkm3, dkm2, "
           "int8_train, fp8_train (empty: fp32)");
+ABSL_FLAG(double, dead_zone_lambda, -1,
+          "--qat ternary_tequila: lambda of Tequila's dead-zone bias (-1: the preset's, 1e-3)");
 ABSL_FLAG(int64_t, sparsity_steps, 0,
           "optimizer steps the --sparsity schedules (PGF, GMP) span (0: this run's; a run stopped for --resume "
           "sets the whole run's)");
@@ -188,6 +191,7 @@ Methods MethodsFromFlags(const std::string& optimizer, const std::string& sparsi
   m.checkpoint = absl::GetFlag(FLAGS_checkpoint);
   m.resume = absl::GetFlag(FLAGS_resume);
   m.qat = absl::GetFlag(FLAGS_qat);
+  m.dead_zone_lambda = absl::GetFlag(FLAGS_dead_zone_lambda);
   m.threads = absl::GetFlag(FLAGS_threads);
   m.bucket_cap_mb = absl::GetFlag(FLAGS_bucket_cap_mb);
   m.percentile_clipping = absl::GetFlag(FLAGS_percentile_clipping);
@@ -302,6 +306,9 @@ std::string ValidateMethods(const Methods& m) {
   if (!(m.outer_lr > 0)) return absl::StrCat("--outer_lr must be > 0, got ", m.outer_lr);
   if (!(m.outer_momentum >= 0 && m.outer_momentum < 1)) {
     return absl::StrCat("--outer_momentum must be in [0, 1), got ", m.outer_momentum);
+  }
+  if (FlagSet("dead_zone_lambda") && !(m.dead_zone_lambda >= 0)) {
+    return absl::StrCat("--dead_zone_lambda must be >= 0, got ", m.dead_zone_lambda);
   }
   if (FlagSet("reset_interval") && absl::GetFlag(FLAGS_reset_interval) < 0) {
     return absl::StrCat("--reset_interval must be >= 0 (0: never), got ", absl::GetFlag(FLAGS_reset_interval));
@@ -441,6 +448,17 @@ void RegisterHook(comm::DistributedDataParallel& ddp, std::shared_ptr<comm::Proc
   ddp.RegisterCommHook(MakeExchange(m, pg, on_adapt));
 }
 
+lowbit::qat::QatConfig QatPreset(const Methods& m, int64_t total_steps) {
+  lowbit::qat::QatConfig c = lowbit::qat::PresetConfig(m.qat, total_steps);
+  if (m.dead_zone_lambda >= 0) {
+    for (std::optional<lowbit::qat::LayerConfig>* lc : {&c.first_last}) {
+      if (*lc && (*lc)->weight && (*lc)->weight->dead_zone_bias) (*lc)->weight->dead_zone_lambda = m.dead_zone_lambda;
+    }
+    if (c.layers.weight && c.layers.weight->dead_zone_bias) c.layers.weight->dead_zone_lambda = m.dead_zone_lambda;
+  }
+  return c;
+}
+
 void SetLearningRate(torch::optim::Optimizer& optimizer, double lr) {
   for (torch::optim::OptimizerParamGroup& g : optimizer.param_groups()) g.options().set_lr(lr);
 }
@@ -545,7 +563,8 @@ std::vector<std::string> MethodSettings(const Methods& m) {
           absl::StrCat("--outer=", m.outer, ",sync_every=", m.sync_every, ",outer_lr=", m.outer_lr,
                        ",outer_momentum=", m.outer_momentum, ",fragments=", m.fragments,
                        ",fragment_delay=", m.fragment_delay, ",merge_alpha=", m.merge_alpha),
-          absl::StrCat("--two_level=", m.two_level, ",ranks_per_host=", m.ranks_per_host)};
+          absl::StrCat("--two_level=", m.two_level, ",ranks_per_host=", m.ranks_per_host),
+          absl::StrCat("--dead_zone_lambda=", m.dead_zone_lambda)};
 }
 
 }  // namespace lowbit::examples

@@ -34,6 +34,9 @@ struct SparseConfig;
 namespace lowbit::optim {
 class DiLoCo;
 }  // namespace lowbit::optim
+namespace lowbit::qat {
+struct QatConfig;
+}  // namespace lowbit::qat
 
 ABSL_DECLARE_FLAG(double, lr);
 ABSL_DECLARE_FLAG(uint64_t, seed);
@@ -71,6 +74,7 @@ struct Methods {
   int ranks_per_host = 0;
   int64_t sync_every = 50, fragments = 1, fragment_delay = 0;
   double outer_lr = 0.7, outer_momentum = 0.9, merge_alpha = 0.0;
+  double dead_zone_lambda = -1;  // --dead_zone_lambda; -1: the preset's
 };
 
 // Reads the shared flags; `default_lr` stands in for --lr when it was not given.
@@ -121,6 +125,10 @@ std::unique_ptr<optim::DiLoCo> MakeOuter(const Methods& m, const std::vector<at:
 // adaptive hooks' per-layer decisions are printed as "L-GreCo step N: ...".
 void RegisterHook(comm::DistributedDataParallel& ddp, std::shared_ptr<comm::ProcessGroup> pg, const Methods& m,
                   bool print_decisions);
+
+// --qat's preset for a run of total_steps optimizer steps (qat::PresetConfig),
+// with --dead_zone_lambda applied.
+lowbit::qat::QatConfig QatPreset(const Methods& m, int64_t total_steps);
 
 // Sets every parameter group's learning rate (schedules).
 void SetLearningRate(torch::optim::Optimizer& optimizer, double lr);

@@ -180,7 +180,7 @@ int Run(const Config& c) {
   TORCH_CHECK(!e2e_qp || !c.m.qat.empty(), "--e2e_qp trains the step sizes of --qat's quantizers; set --qat (e.g. w4_lsq)");
   if (!init_model.empty()) torch::load(model, init_model);
   if (!c.m.qat.empty()) {
-    lowbit::qat::Prepare(*model, lowbit::qat::PresetConfig(c.m.qat, int64_t{c.epochs} * steps_per_epoch));
+    lowbit::qat::Prepare(*model, lowbit::examples::QatPreset(c.m, int64_t{c.epochs} * steps_per_epoch));
   }
   if (!c.m.qat.empty() && c.m.resume.empty()) {
     // Initial LSQ steps, PACT alphas and observer ranges from one batch that

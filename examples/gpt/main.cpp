@@ -208,7 +208,7 @@ int Run(Config c) {
     return n;
   }();
   if (!c.init_model.empty()) torch::load(model, c.init_model);
-  if (!c.m.qat.empty()) lowbit::qat::Prepare(*model, lowbit::qat::PresetConfig(c.m.qat, c.steps));
+  if (!c.m.qat.empty()) lowbit::qat::Prepare(*model, ex::QatPreset(c.m, c.steps));
   if (c.qk_reparam) model->EnableQkReparam(*lowbit::qat::PresetConfig(c.m.qat, c.steps).layers.weight);
   if (!c.m.qat.empty() && c.m.resume.empty()) {
     // Initial LSQ steps, PACT alphas and observer ranges from windows that
