@@ -51,7 +51,7 @@ if [ ! -s "$out/compeft.log" ]; then
     --vocab_corpus "$fortunes" --save_model "$out/gpt_base_union.pt" </dev/null >"$out/compeft_base.log"
   timeout 1800 "${LOWBIT_MPIRUN[@]}" -np 4 "$gpt" --steps 200 --eval_interval 50 --lr 5e-4 --lr_warmup 10 \
     --corpus "$fortunes" --vocab_corpus "$bible" --init_model "$out/gpt_base_union.pt" \
-    --compeft_base "$out/gpt_base_union.pt" --compeft_alphas 0.5,1,2,4 </dev/null >"$out/compeft.log"
+    --compeft_base "$out/gpt_base_union.pt" --compeft_alphas 0.5,1,2,4,6,8,12,16,24,32,48 </dev/null >"$out/compeft.log"
 fi
 f=$out/fashion.jsonl
 touch "$f"

@@ -107,19 +107,34 @@ def main(d):
               f"{fmt(ft.get('val_loss'))} | {ratio} | {fmt(fptq)} | {fmt(fe2e)} | "
               f"{fmt(None if fclosed is None else 100 * fclosed, 1)}% | {fmt(fft.get('test_accuracy'))} |")
 
-    log = os.path.join(d, "compeft.log")
-    if os.path.exists(log):
-        line = [l for l in open(log) if l.startswith('{"example"')]
-        if line:
-            r = json.loads(line[-1])
-            print("\n### ComPEFT: the Bible -> fortunes task vector\n")
-            print(f"Base (Bible) on the fortunes validation text: {fmt(r['init_val_loss'])}; fine-tuned: "
-                  f"{fmt(r['val_loss'])}; the fp32 task vector: {r['task_vector_fp32_bytes']:,} bytes.\n")
-            print("| density | alpha | file bytes | vs fp32 | val loss with the delta applied |")
-            print("|---|---|---|---|---|")
-            for c in r["compeft"]:
-                print(f"| {c['density']:g} | {c['alpha']:g} | {c['bytes']:,} | "
-                      f"{r['task_vector_fp32_bytes'] / c['bytes']:.1f}x smaller | {fmt(c['val_loss'])} |")
+    logs = sorted(f for f in os.listdir(d) if f.startswith("compeft") and f.endswith(".log"))
+    results, head = {}, None
+    for name in logs:
+        for l in open(os.path.join(d, name)):
+            if l.startswith('{"example"'):
+                r = json.loads(l)
+                head = head or r
+                for c in r.get("compeft", []):
+                    results[(c["density"], c["alpha"])] = c
+    if head and results:
+        base, tuned = head["init_val_loss"], head["val_loss"]
+        print("\n### ComPEFT: the Bible -> fortunes task vector\n")
+        print(f"Base (Bible) on the fortunes validation text: {fmt(base)}; fine-tuned: {fmt(tuned)}; "
+              f"the fp32 task vector: {head['task_vector_fp32_bytes']:,} bytes.\n")
+        print("| density | file bytes | vs fp32 | best alpha | val loss with the delta applied | of the fine-tuning's gain |")
+        print("|---|---|---|---|---|---|")
+        for density in sorted({k[0] for k in results}):
+            best = min((c for k, c in results.items() if k[0] == density), key=lambda c: c["val_loss"])
+            gain = (base - best["val_loss"]) / (base - tuned)
+            print(f"| {density:g} | {best['bytes']:,} | {head['task_vector_fp32_bytes'] / best['bytes']:.0f}x smaller | "
+                  f"{best['alpha']:g} | {fmt(best['val_loss'])} | {100 * gain:.0f}% |")
+        print("\nEvery alpha tried (validation loss):\n")
+        alphas = sorted({k[1] for k in results})
+        print("| density | " + " | ".join(f"alpha {a:g}" for a in alphas) + " |")
+        print("|---|" + "---|" * len(alphas))
+        for density in sorted({k[0] for k in results}):
+            cells = [fmt(results[(density, a)]["val_loss"], 3) if (density, a) in results else "-" for a in alphas]
+            print(f"| {density:g} | " + " | ".join(cells) + " |")
 
     hooks = [l for l in ("compeft 5% (EF)", "DiLoCo H=50 compeft 5%") if l in gpt]
     if hooks:
