@@ -114,6 +114,8 @@ ABSL_FLAG(std::string, qat, "",
           "quantization-aware or low-bit training: w8a8, w4a8, w4a4_lsq, w2a2_lsq, w4a4_quest, w2a2_quest, "
           "w1a1_quest, w4a4_ofq, w2a2_ofq, ternary_ste, ternary_tequila, w4_lsq, w3_lsq, w2_lsq, dkm4, dkm3, dkm2, "
           "int8_train, fp8_train (empty: fp32)");
+ABSL_FLAG(double, dkm_temperature, -1,
+          "--qat dkm2|dkm3|dkm4: DKM's temperature relative to the weights' std (-1: the preset's, 0.05)");
 ABSL_FLAG(double, dead_zone_lambda, -1,
           "--qat ternary_tequila: lambda of Tequila's dead-zone bias (-1: the preset's, 1e-3)");
 ABSL_FLAG(int64_t, sparsity_steps, 0,
@@ -192,6 +194,7 @@ Methods MethodsFromFlags(const std::string& optimizer, const std::string& sparsi
   m.resume = absl::GetFlag(FLAGS_resume);
   m.qat = absl::GetFlag(FLAGS_qat);
   m.dead_zone_lambda = absl::GetFlag(FLAGS_dead_zone_lambda);
+  m.dkm_temperature = absl::GetFlag(FLAGS_dkm_temperature);
   m.threads = absl::GetFlag(FLAGS_threads);
   m.bucket_cap_mb = absl::GetFlag(FLAGS_bucket_cap_mb);
   m.percentile_clipping = absl::GetFlag(FLAGS_percentile_clipping);
@@ -306,6 +309,9 @@ std::string ValidateMethods(const Methods& m) {
   if (!(m.outer_lr > 0)) return absl::StrCat("--outer_lr must be > 0, got ", m.outer_lr);
   if (!(m.outer_momentum >= 0 && m.outer_momentum < 1)) {
     return absl::StrCat("--outer_momentum must be in [0, 1), got ", m.outer_momentum);
+  }
+  if (FlagSet("dkm_temperature") && !(m.dkm_temperature > 0)) {
+    return absl::StrCat("--dkm_temperature must be > 0, got ", m.dkm_temperature);
   }
   if (FlagSet("dead_zone_lambda") && !(m.dead_zone_lambda >= 0)) {
     return absl::StrCat("--dead_zone_lambda must be >= 0, got ", m.dead_zone_lambda);
@@ -450,12 +456,13 @@ void RegisterHook(comm::DistributedDataParallel& ddp, std::shared_ptr<comm::Proc
 
 lowbit::qat::QatConfig QatPreset(const Methods& m, int64_t total_steps) {
   lowbit::qat::QatConfig c = lowbit::qat::PresetConfig(m.qat, total_steps);
-  if (m.dead_zone_lambda >= 0) {
-    for (std::optional<lowbit::qat::LayerConfig>* lc : {&c.first_last}) {
-      if (*lc && (*lc)->weight && (*lc)->weight->dead_zone_bias) (*lc)->weight->dead_zone_lambda = m.dead_zone_lambda;
-    }
-    if (c.layers.weight && c.layers.weight->dead_zone_bias) c.layers.weight->dead_zone_lambda = m.dead_zone_lambda;
-  }
+  auto apply = [&](std::optional<lowbit::qat::QuantizerConfig>& w) {
+    if (!w) return;
+    if (m.dead_zone_lambda >= 0 && w->dead_zone_bias) w->dead_zone_lambda = m.dead_zone_lambda;
+    if (m.dkm_temperature > 0 && w->estimator == lowbit::qat::Estimator::kDkm) w->dkm_temperature = m.dkm_temperature;
+  };
+  apply(c.layers.weight);
+  if (c.first_last) apply(c.first_last->weight);
   return c;
 }
 
@@ -564,7 +571,7 @@ std::vector<std::string> MethodSettings(const Methods& m) {
                        ",outer_momentum=", m.outer_momentum, ",fragments=", m.fragments,
                        ",fragment_delay=", m.fragment_delay, ",merge_alpha=", m.merge_alpha),
           absl::StrCat("--two_level=", m.two_level, ",ranks_per_host=", m.ranks_per_host),
-          absl::StrCat("--dead_zone_lambda=", m.dead_zone_lambda)};
+          absl::StrCat("--dead_zone_lambda=", m.dead_zone_lambda, ",dkm_temperature=", m.dkm_temperature)};
 }
 
 }  // namespace lowbit::examples

@@ -75,6 +75,7 @@ struct Methods {
   int64_t sync_every = 50, fragments = 1, fragment_delay = 0;
   double outer_lr = 0.7, outer_momentum = 0.9, merge_alpha = 0.0;
   double dead_zone_lambda = -1;  // --dead_zone_lambda; -1: the preset's
+  double dkm_temperature = -1;   // --dkm_temperature; -1: the preset's
 };
 
 // Reads the shared flags; `default_lr` stands in for --lr when it was not given.
@@ -127,7 +128,7 @@ void RegisterHook(comm::DistributedDataParallel& ddp, std::shared_ptr<comm::Proc
                   bool print_decisions);
 
 // --qat's preset for a run of total_steps optimizer steps (qat::PresetConfig),
-// with --dead_zone_lambda applied.
+// with --dead_zone_lambda and --dkm_temperature applied.
 lowbit::qat::QatConfig QatPreset(const Methods& m, int64_t total_steps);
 
 // Sets every parameter group's learning rate (schedules).
