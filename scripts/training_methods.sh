@@ -40,9 +40,12 @@ ternary STE|--qat ternary_ste;ternary Tequila|--qat ternary_tequila;\
 W4 E2E-QP|--init_model $base --qat w4_lsq --e2e_qp --steps 200 --lr 5e-3 --lr_warmup 10;\
 W2 E2E-QP|--init_model $base --qat w2_lsq --e2e_qp --steps 200 --lr 5e-3 --lr_warmup 10;\
 W4 QAT fine-tune|--init_model $base --qat w4_lsq --steps 200 --lr 1e-3 --lr_warmup 10;\
-W2 QAT fine-tune|--init_model $base --qat w2_lsq --steps 200 --lr 1e-3 --lr_warmup 10"
+W2 QAT fine-tune|--init_model $base --qat w2_lsq --steps 200 --lr 1e-3 --lr_warmup 10;\
+W4 DKM fine-tune|--init_model $base --qat dkm4 --steps 200 --lr 1e-3 --lr_warmup 10;\
+W2 DKM fine-tune|--init_model $base --qat dkm2 --steps 200 --lr 1e-3 --lr_warmup 10;\
+fp32 continued 200 steps|--init_model $base --steps 200 --lr 1e-3 --lr_warmup 10"
 gpt_rows dkm "W4 LSQ|--qat w4_lsq;W3 LSQ|--qat w3_lsq;W2 LSQ|--qat w2_lsq;DKM 4-bit|--qat dkm4;DKM 3-bit|--qat dkm3;\
-DKM 2-bit|--qat dkm2"
+DKM 2-bit|--qat dkm2;DKM 4-bit tau 0.3|--qat dkm4 --dkm_temperature 0.3"
 gpt_rows extra "compeft 5% (EF)|--hook compeft --density 0.05"
 # ComPEFT: a base on the Bible with the fortunes' bytes in its vocabulary,
 # fine-tuned on fortunes-min for 200 steps; the task vector at 1, 5 and 10%.
@@ -80,6 +83,9 @@ fashion_row "W4A4 OFQ" --epochs 3 --qat w4a4_ofq
 fashion_row "W2A2 OFQ" --epochs 3 --qat w2a2_ofq
 fashion_row "ternary STE" --epochs 3 --qat ternary_ste
 fashion_row "ternary Tequila" --epochs 3 --qat ternary_tequila
+fashion_row "ternary Tequila lambda 0.05" --epochs 3 --qat ternary_tequila --dead_zone_lambda 0.05
+fashion_row "ternary Tequila lambda 0.5" --epochs 3 --qat ternary_tequila --dead_zone_lambda 0.5
+fashion_row "DKM 4-bit tau 0.3" --epochs 3 --qat dkm4 --dkm_temperature 0.3
 for b in 4 3 2; do
   fashion_row "W$b LSQ" --epochs 3 --qat w${b}_lsq
   fashion_row "DKM $b-bit" --epochs 3 --qat dkm$b
@@ -87,6 +93,7 @@ done
 for b in 4 2; do
   fashion_row "W$b E2E-QP" --epochs 1 --init_model "$fb" --qat w${b}_lsq --e2e_qp --lr 5e-3
   fashion_row "W$b QAT fine-tune" --epochs 1 --init_model "$fb" --qat w${b}_lsq --lr 1e-3
+  fashion_row "W$b DKM fine-tune" --epochs 1 --init_model "$fb" --qat dkm$b --lr 1e-3
 done
 "$LOWBIT_BUILD/bench/qat_bench" --floats 4096 --features 64 --batch 8 | grep dkm_memory >"$out/dkm_memory.jsonl"
 /usr/bin/python3 "$LOWBIT_ROOT/scripts/training_methods_table.py" "$out"
