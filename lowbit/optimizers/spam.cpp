@@ -146,6 +146,9 @@ at::Tensor Spam::step(LossClosure closure) {
   const bool spike_clip = d.spike_threshold() > 0 && t >= d.clip_delay() &&
                           (d.reset_interval() == 0 || t % d.reset_interval() >= d.clip_delay());
   const auto [beta1, beta2] = d.betas();
+  // Clipped-element counts stay on the parameters' device until the step
+  // ends: one host read per step, not two per parameter.
+  std::vector<at::Tensor> spike_counts, ada_counts;
   for (auto& group : param_groups_) {
     const auto& o = static_cast<const SpamOptions&>(group.options());
     for (at::Tensor& p : group.params()) {
@@ -172,7 +175,7 @@ at::Tensor Spam::step(LossClosure closure) {
         const at::Tensor bound = (v * d.spike_threshold()).sqrt();
         // See Note [Spikes where v is 0].
         const at::Tensor mask = (g.abs() > bound).logical_and_(v > 0);
-        last_.spike_clipped += mask.sum().item<int64_t>();
+        spike_counts.push_back(mask.sum());
         g = at::where(mask, g.sign() * bound, g);
       }
       if (d.stable()) {
@@ -182,7 +185,7 @@ at::Tensor Spam::step(LossClosure closure) {
         s.max_abs.mul_(d.gamma3()).add_(gmax, 1.0 - d.gamma3());
         const at::Tensor bound = s.max_abs / (1.0 - std::pow(d.gamma3(), k));
         const at::Tensor mask = g.abs() > bound;
-        last_.ada_clipped += mask.sum().item<int64_t>();
+        ada_counts.push_back(mask.sum());
         g = at::where(mask, g / gmax * bound, g);
         const at::Tensor norm = g.norm();
         s.norm_m.mul_(d.gamma1()).add_(norm, 1.0 - d.gamma1());
@@ -207,6 +210,8 @@ at::Tensor Spam::step(LossClosure closure) {
       p.unsafeGetTensorImpl()->bump_version();
     }
   }
+  if (!spike_counts.empty()) last_.spike_clipped = at::stack(spike_counts).sum().item<int64_t>();
+  if (!ada_counts.empty()) last_.ada_clipped = at::stack(ada_counts).sum().item<int64_t>();
   return loss;
 }
 

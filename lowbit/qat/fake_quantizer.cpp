@@ -347,10 +347,10 @@ void FakeQuantizerImpl::FreezeLevels(const at::Tensor& weight) {
   frozen_levels_ = register_buffer("frozen_levels", codes.to(at::kFloat));
 }
 
-void FakeQuantizerImpl::TrackFlips(const at::Tensor& y) {
+void FakeQuantizerImpl::TrackFlips(const at::Tensor& y, const at::Tensor& known_codes) {
   if (!is_weight_ || !is_training() || config_.estimator == Estimator::kQuest || IsMiniFloat(config_.format)) return;
   torch::NoGradGuard no_grad;
-  at::Tensor codes = Codes(y).to(torch::kInt16);
+  at::Tensor codes = (known_codes.defined() ? known_codes : Codes(y)).to(torch::kInt16);
   if (prev_codes_.defined() && prev_codes_.sizes() == codes.sizes()) {
     last_flip_fraction_ = codes.ne(prev_codes_).to(torch::kFloat).mean().item<double>();
   }
@@ -456,15 +456,16 @@ at::Tensor FakeQuantizerImpl::forward(const at::Tensor& input) {
     }
   }
   if (frozen_.defined()) y = ApplyFreezing(y);
+  at::Tensor codes;
   if (config_.dead_zone_bias) {
     // Tequila (Tequila: Trapping-free Ternary Quantization, 2025): the
     // dead-zone weights (level 0) come back as a bias, lambda * their row
     // sum, so they get lambda times the output gradient instead of only the
     // straight-through estimate.
-    const at::Tensor dead = Codes(y).eq(0).to(at::kFloat);
-    dead_zone_bias_ = (x * dead).sum(1) * config_.dead_zone_lambda;
+    codes = Codes(y);
+    dead_zone_bias_ = (x * codes.eq(0).to(at::kFloat)).sum(1) * config_.dead_zone_lambda;
   }
-  TrackFlips(y);
+  TrackFlips(y, codes);  // the levels once per forward
   return is_weight_ ? y.view(input.sizes()) : y;
 }
 

@@ -85,7 +85,7 @@ class FakeQuantizerImpl : public torch::nn::Module {
  private:
   at::Tensor Observe(const at::Tensor& x);  // updates scale_/zero_point_ in training
   void InitializeLearned(const at::Tensor& x);
-  void TrackFlips(const at::Tensor& y);
+  void TrackFlips(const at::Tensor& y, const at::Tensor& known_codes = {});  // known_codes: Codes(y) if computed
   at::Tensor Codes(const at::Tensor& y) const;            // integer levels of a quantized [out, fan_in] y
   at::Tensor ApplyFreezing(const at::Tensor& y);          // oscillation tracking and frozen levels
   at::Tensor FromCodes(const at::Tensor& codes) const;    // (codes - zp) * step + offset, differentiable in step
