@@ -1,6 +1,7 @@
 #include "examples/common/methods.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -28,6 +29,7 @@
 #include "lowbit/optimizers/zero_one_adam.h"
 #include "lowbit/qat/prepare.h"
 #include "lowbit/sparsity/sparse_config.h"
+#include "lowbit/train/checkpoint.h"
 
 namespace defaults = lowbit::compress::defaults;
 
@@ -108,7 +110,10 @@ ABSL_FLAG(std::string, backend, "auto", "process group: auto, mpi, gloo, nccl or
 ABSL_FLAG(std::string, metrics_csv, "", "if set, rank 0 writes one CSV row per evaluation here");
 ABSL_FLAG(int, threads, 1, "intra-op threads per rank");
 ABSL_FLAG(std::string, checkpoint, "", "if set, a directory: save model, optimizer, hook state, masks, progress and RNG there");
-ABSL_FLAG(std::string, resume, "", "if set, continue from this checkpoint directory");
+ABSL_FLAG(std::string, resume, "",
+          "if set, continue from this checkpoint directory; 'auto': from --checkpoint's latest complete "
+          "checkpoint, or a fresh start when it has none (for restarting launchers: torchrun --max_restarts, a "
+          "loop around mpirun)");
 ABSL_FLAG(double, bucket_cap_mb, 25.0, "DDP bucket size in MB");
 ABSL_FLAG(std::string, qat, "",
           "quantization-aware or low-bit training: w8a8, w4a8, w4a4_lsq, w2a2_lsq, w4a4_quest, w2a2_quest, "
@@ -557,6 +562,39 @@ int RunMain(const std::string& invalid, const std::function<int()>& run) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;
   }
+}
+
+void ResolveResume(Methods& m, const std::shared_ptr<comm::ProcessGroup>& pg, const char* example) {
+  if (m.resume != "auto") return;
+  TORCH_CHECK(!m.checkpoint.empty(), example,
+              ": --resume auto continues from --checkpoint's directory; set --checkpoint DIR as well");
+  const train::Checkpoint probe(m.checkpoint, pg);
+  m.resume = probe.Found() ? m.checkpoint : "";
+  if (pg->Rank() == 0) {
+    std::cout << example << ": --resume auto: "
+              << (m.resume.empty() ? "no checkpoint in " + m.checkpoint + ", starting fresh"
+                                   : "continuing from " + m.checkpoint)
+              << std::endl;
+  }
+}
+
+ResourceUsage ReadResourceUsage() {
+  ResourceUsage u;
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    std::istringstream fields(line);
+    std::string key;
+    fields >> key;
+    if (key == "VmRSS:") fields >> u.rss_kb;
+    if (key == "Threads:") fields >> u.threads;
+  }
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec); !ec && it != std::filesystem::directory_iterator();
+       it.increment(ec)) {
+    ++u.open_files;
+  }
+  return u;
 }
 
 std::vector<std::string> MethodSettings(const Methods& m) {

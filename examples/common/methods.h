@@ -163,4 +163,19 @@ int RunMain(const std::string& invalid, const std::function<int()>& run);
 // The settings every rank must share that no library object compares.
 std::vector<std::string> MethodSettings(const Methods& m);
 
+// --resume auto (collective): m.resume becomes m.checkpoint when every rank
+// sees a complete checkpoint there, "" (a fresh start) when none does; an
+// error when --checkpoint is unset or only some ranks see one. Rank 0 says
+// which. Any other --resume is left as it is.
+void ResolveResume(Methods& m, const std::shared_ptr<comm::ProcessGroup>& pg, const char* example);
+
+// This process's resident memory, threads and open file descriptors (from
+// /proc/self; zeros where it is missing), for --report_resources.
+struct ResourceUsage {
+  int64_t rss_kb = 0;
+  int64_t threads = 0;
+  int64_t open_files = 0;
+};
+ResourceUsage ReadResourceUsage();
+
 }  // namespace lowbit::examples

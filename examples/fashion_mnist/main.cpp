@@ -47,6 +47,11 @@ ABSL_FLAG(bool, e2e_qp, false,
 ABSL_FLAG(std::string, peer_check_dir, "",
           "write the seeded model's parameters, the first batch and its loss to this folder and exit (what "
           "bench/peers/fashion_ddp.py --check compares against)");
+ABSL_FLAG(int64_t, checkpoint_every, 0,
+          "with --checkpoint: also save every N steps within an epoch (0: at the end of each epoch only)");
+ABSL_FLAG(int64_t, report_resources_every, 0,
+          "every N steps print a JSON line with the largest resident memory, thread and open-file counts of any "
+          "rank (0: never); scripts/soak.sh reads it");
 ABSL_FLAG(std::string, sparsity, "",
           "sparse training of conv2, fc1 and fc2: 2:4_srste, 4:8_srste, 2:4_pgf, gmp90 (empty: dense)");
 
@@ -78,6 +83,7 @@ struct Config {
   int epochs, batch_size, max_train_examples;
   std::string data_dir;
   lowbit::examples::Methods m;
+  int64_t checkpoint_every = 0, report_resources_every = 0;
 };
 
 // Flag values that parse but make no sense, as "--flag must be ..., got ...".
@@ -85,6 +91,13 @@ std::string ValidateFlags(const Config& c) {
   if (c.epochs < 1) return absl::StrCat("--epochs must be >= 1, got ", c.epochs);
   if (c.batch_size < 1) return absl::StrCat("--batch_size must be >= 1, got ", c.batch_size);
   if (c.max_train_examples < 0) return absl::StrCat("--max_train_examples must be >= 0, got ", c.max_train_examples);
+  if (c.checkpoint_every < 0) return absl::StrCat("--checkpoint_every must be >= 0, got ", c.checkpoint_every);
+  if (c.checkpoint_every > 0 && c.m.checkpoint.empty()) {
+    return absl::StrCat("--checkpoint_every ", c.checkpoint_every, " needs --checkpoint DIR to save to");
+  }
+  if (c.report_resources_every < 0) {
+    return absl::StrCat("--report_resources_every must be >= 0, got ", c.report_resources_every);
+  }
   return lowbit::examples::ValidateMethods(c.m);
 }
 
@@ -133,7 +146,19 @@ lowbit::examples::ParamSets AdamWDecayAll(CnnImpl& model) {
   return params;
 }
 
-int Run(const Config& c) {
+// The largest resident memory, thread and open-file counts of any rank.
+void ReportResources(ProcessGroup& pg, int64_t step) {
+  const lowbit::examples::ResourceUsage u = lowbit::examples::ReadResourceUsage();
+  at::Tensor t = torch::tensor({u.rss_kb, u.threads, u.open_files}, torch::kLong);
+  pg.AllReduce(t, lowbit::comm::ReduceOp::kMax)->Wait();
+  if (pg.Rank() == 0) {
+    std::cout << "{\"resources\":{\"step\":" << step << ",\"max_rss_kb\":" << t[0].item<int64_t>()
+              << ",\"max_threads\":" << t[1].item<int64_t>() << ",\"max_open_files\":" << t[2].item<int64_t>()
+              << "}}" << std::endl;
+  }
+}
+
+int Run(Config c) {
   torch::set_num_threads(c.m.threads);
   auto pg_or = lowbit::launch::InitProcessGroup({.backend = *lowbit::launch::ParseBackend(c.m.backend)});
   if (!pg_or.ok()) {
@@ -143,6 +168,7 @@ int Run(const Config& c) {
   std::shared_ptr<ProcessGroup> pg = *pg_or;
   const int rank = pg->Rank(), world = pg->Size();
   const bool lead = rank == 0;
+  lowbit::examples::ResolveResume(c.m, pg, "fashion_mnist");
 
   absl::StatusOr<lowbit::examples::FashionMnist> data = lowbit::examples::LoadFashionMnist(c.data_dir);
   if (!data.ok()) {
@@ -207,10 +233,12 @@ int Run(const Config& c) {
   auto* onebit = dynamic_cast<lowbit::optim::OneBitOptimizer*>(opt.get());
   std::unique_ptr<lowbit::optim::DiLoCo> outer = lowbit::examples::MakeOuter(c.m, model->parameters(), ddp);
   // Model, optimizer, hook state, masks, the epoch and the RNG, per rank.
-  int64_t epochs_done = 0;
+  // steps_done: steps into epoch epochs_done (--checkpoint_every saves within an epoch).
+  int64_t epochs_done = 0, steps_done = 0;
   auto make_checkpoint = [&](const std::string& dir) {
     lowbit::train::Checkpoint ckpt(dir, pg);
     ckpt.Model(*model).Optimizer("optimizer", *opt).Ddp(ddp).Counter("epochs_done", &epochs_done);
+    ckpt.Counter("steps_done", &steps_done);
     if (sparsifier) ckpt.Sparsifier(*sparsifier);
     if (outer) {
       ckpt.State("diloco", [&](torch::serialize::OutputArchive& a) { outer->Save(a); },
@@ -222,12 +250,15 @@ int Run(const Config& c) {
   std::optional<lowbit::train::Checkpoint> checkpoint;
   if (!c.m.checkpoint.empty()) checkpoint.emplace(make_checkpoint(c.m.checkpoint));
   const int start_epoch = static_cast<int>(epochs_done);
+  TORCH_CHECK(steps_done >= 0 && steps_done < steps_per_epoch, "fashion_mnist: the checkpoint in ", c.m.resume,
+              " stopped at step ", steps_done, " of an epoch, but this run's epochs have ", steps_per_epoch, " steps");
 
   std::ofstream csv;
+  const bool fresh = start_epoch == 0 && steps_done == 0;
   if (lead && !c.m.metrics_csv.empty()) {
-    csv.open(c.m.metrics_csv, start_epoch > 0 ? std::ios::app : std::ios::trunc);
+    csv.open(c.m.metrics_csv, fresh ? std::ios::trunc : std::ios::app);
     TORCH_CHECK(csv.good(), "--metrics_csv: cannot write ", c.m.metrics_csv);
-    if (start_epoch == 0) {
+    if (fresh) {
       csv << "epoch,train_loss,test_accuracy,images_per_second,bytes_sent_per_step,comm_seconds_per_step,"
              "wait_seconds_per_step,train_seconds,layer_choices\n";
     }
@@ -244,7 +275,7 @@ int Run(const Config& c) {
   double comm_seconds = 0, wait_seconds = 0, last_epoch_seconds = 0, train_seconds = 0;
   double flip_sum = 0;  // --qat: weight level flips per step, summed over the last epoch
   int64_t flip_steps = 0;
-  int64_t last_epoch_bytes = 0;
+  int64_t last_epoch_bytes = 0, last_epoch_steps = 0;
   for (int epoch = start_epoch; epoch < c.epochs; ++epoch) {
     const auto t_epoch = std::chrono::steady_clock::now();
     torch::Generator gen = at::detail::createCPUGenerator(c.m.seed * 1000003ULL + static_cast<uint64_t>(epoch));
@@ -254,7 +285,10 @@ int Run(const Config& c) {
     double epoch_comm = 0, epoch_wait = 0;
     flip_sum = 0;
     flip_steps = 0;
-    for (int64_t step = 0; step < steps_per_epoch; ++step) {
+    // A run resumed from a checkpoint saved within an epoch starts where it stopped.
+    const int64_t first_step = epoch == start_epoch ? steps_done : 0;
+    const int64_t epoch_steps = steps_per_epoch - first_step;
+    for (int64_t step = first_step; step < steps_per_epoch; ++step) {
       at::Tensor idx = order.narrow(0, (step * world + rank) * c.batch_size, c.batch_size);
       at::Tensor x = data->train.images.index_select(0, idx);
       at::Tensor y = data->train.labels.index_select(0, idx);
@@ -289,21 +323,29 @@ int Run(const Config& c) {
       dense_bytes = s.dense_bytes;
       epoch_comm += s.comm_seconds;
       epoch_wait += s.wait_seconds;
+      const int64_t global_step = epoch * steps_per_epoch + step + 1;
+      if (checkpoint && c.checkpoint_every > 0 && global_step % c.checkpoint_every == 0 && step + 1 < steps_per_epoch) {
+        epochs_done = epoch;
+        steps_done = step + 1;
+        checkpoint->Save();
+      }
+      if (c.report_resources_every > 0 && global_step % c.report_resources_every == 0) ReportResources(*pg, global_step);
     }
     const double epoch_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
-    at::Tensor mean_loss = torch::tensor({loss_sum / steps_per_epoch}, torch::kDouble);
+    at::Tensor mean_loss = torch::tensor({loss_sum / static_cast<double>(epoch_steps)}, torch::kDouble);
     pg->AllReduce(mean_loss, lowbit::comm::ReduceOp::kAvg)->Wait();
     train_loss = mean_loss.item<double>();
     accuracy = TestAccuracy(model, data->test, *pg);
-    images_per_second = static_cast<double>(steps_per_epoch * c.batch_size * world) / epoch_seconds;
+    images_per_second = static_cast<double>(epoch_steps * c.batch_size * world) / epoch_seconds;
     last_epoch_seconds = epoch_seconds;
     train_seconds += epoch_seconds;  // training only: the test pass above is not in epoch_seconds
     last_epoch_bytes = epoch_bytes;
+    last_epoch_steps = epoch_steps;
     bytes_sent += epoch_bytes;
     comm_seconds += epoch_comm;
     wait_seconds += epoch_wait;
-    total_steps += steps_per_epoch;
+    total_steps += epoch_steps;
     if (lead) {
       std::cout << "epoch " << epoch + 1 << "/" << c.epochs << "  loss " << std::fixed << std::setprecision(4)
                 << train_loss << "  test_accuracy " << accuracy << "  images/s " << std::setprecision(0)
@@ -311,14 +353,15 @@ int Run(const Config& c) {
                 << "  comm s " << std::setprecision(2) << epoch_comm << "  wait s " << epoch_wait << std::endl;
       if (csv.is_open()) {
         csv << epoch + 1 << "," << train_loss << "," << accuracy << "," << images_per_second << ","
-            << epoch_bytes / steps_per_epoch << "," << epoch_comm / steps_per_epoch << ","
-            << epoch_wait / steps_per_epoch << "," << train_seconds << "," << lowbit::examples::LayerChoices(ddp)
+            << epoch_bytes / epoch_steps << "," << epoch_comm / static_cast<double>(epoch_steps) << ","
+            << epoch_wait / static_cast<double>(epoch_steps) << "," << train_seconds << "," << lowbit::examples::LayerChoices(ddp)
             << "\n";
         csv.flush();
       }
     }
     if (checkpoint) {
       epochs_done = epoch + 1;
+      steps_done = 0;
       checkpoint->Save();
     }
   }
@@ -337,8 +380,8 @@ int Run(const Config& c) {
               << ",\"images_per_second\":" << images_per_second
               << ",\"bytes_sent_per_step\":" << bytes_sent / steps << ",\"dense_bytes_per_step\":" << dense_bytes
               << ",\"compression_ratio\":" << static_cast<double>(dense_bytes) / std::max<int64_t>(1, bytes_sent / steps)
-              << ",\"last_epoch_bytes_sent_per_step\":" << last_epoch_bytes / steps_per_epoch
-              << ",\"last_epoch_seconds_per_step\":" << last_epoch_seconds / static_cast<double>(steps_per_epoch)
+              << ",\"last_epoch_bytes_sent_per_step\":" << last_epoch_bytes / std::max<int64_t>(last_epoch_steps, 1)
+              << ",\"last_epoch_seconds_per_step\":" << last_epoch_seconds / static_cast<double>(std::max<int64_t>(last_epoch_steps, 1))
               << ",\"skipped_steps\":" << skipped_steps << ",\"hook_config\":\"" << ddp.comm_hook().Config()
               << "\",\"comm_seconds_per_step\":" << comm_seconds / steps
               << ",\"wait_seconds_per_step\":" << wait_seconds / steps << ",\"layer_choices\":\"" << lowbit::examples::LayerChoices(ddp)
@@ -358,6 +401,7 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   Config c{absl::GetFlag(FLAGS_epochs), absl::GetFlag(FLAGS_batch_size), absl::GetFlag(FLAGS_max_train_examples),
            absl::GetFlag(FLAGS_data_dir),
-           lowbit::examples::MethodsFromFlags(absl::GetFlag(FLAGS_optimizer), absl::GetFlag(FLAGS_sparsity), 1e-3)};
+           lowbit::examples::MethodsFromFlags(absl::GetFlag(FLAGS_optimizer), absl::GetFlag(FLAGS_sparsity), 1e-3),
+           absl::GetFlag(FLAGS_checkpoint_every), absl::GetFlag(FLAGS_report_resources_every)};
   return lowbit::examples::RunMain(ValidateFlags(c), [&] { return Run(c); });
 }

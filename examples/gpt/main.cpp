@@ -187,6 +187,7 @@ int Run(Config c) {
   std::shared_ptr<ProcessGroup> pg = *pg_or;
   const int rank = pg->Rank(), world = pg->Size();
   const bool lead = rank == 0;
+  ex::ResolveResume(c.m, pg, "gpt");
 
   const std::string vocab_corpus = absl::GetFlag(FLAGS_vocab_corpus);
   absl::StatusOr<gpt::CharCorpus> corpus = gpt::LoadCharCorpus(

@@ -84,7 +84,7 @@ int Train() {
   if (!absl::GetFlag(FLAGS_checkpoint).empty()) {
     ckpt.emplace(absl::GetFlag(FLAGS_checkpoint), pg);
     ckpt->Model(*model).Optimizer("adam8bit", opt).Ddp(ddp).Counter("epochs_done", &epochs_done);
-    if (ckpt->Exists()) ckpt->Restore();
+    if (ckpt->Found()) ckpt->Restore();
   }
 
   const int64_t batch = 64, n = data->train.images.size(0), steps = n / (batch * world);

@@ -121,6 +121,11 @@ absl::StatusOr<LaunchInfo> Detect(const Environment& env) {
       return absl::InvalidArgumentError(absl::StrCat("MASTER_PORT must be in [1, 65535], got ", info.master_port));
     }
     info.agent_store = GetString(env, "TORCHELASTIC_USE_AGENT_STORE").value_or("") == "True";
+    LOWBIT_RETURN_IF_ERROR(Optional(env, "TORCHELASTIC_RESTART_COUNT", &info.restart_count));
+    if (info.restart_count < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("TORCHELASTIC_RESTART_COUNT must be >= 0, got ", info.restart_count));
+    }
     LOWBIT_RETURN_IF_ERROR(Validate(info, "RANK", "WORLD_SIZE", "LOCAL_RANK"));
   } else if (env.Get("OMPI_COMM_WORLD_RANK")) {
     info.launcher = Launcher::kOpenMpi;

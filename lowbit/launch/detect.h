@@ -32,6 +32,10 @@ struct LaunchInfo {
   int master_port = 0;
   // torchrun's agent already serves the TCPStore at MASTER_ADDR:MASTER_PORT.
   bool agent_store = false;
+  // torchrun's TORCHELASTIC_RESTART_COUNT: how often the agent restarted the
+  // workers. A restarted job's keys go under a new prefix in the agent's
+  // store, which still holds the failed attempt's.
+  int restart_count = 0;
   // GLOO_SOCKET_IFNAME, when set.
   std::string gloo_interface;
   // LOWBIT_BACKEND (auto, mpi, gloo, nccl, local), when set.

@@ -69,6 +69,9 @@ PgOr InitGloo(const LaunchInfo& info, comm::ProcessGroupOptions options) {
   r.master_addr = info.master_addr.empty() ? "127.0.0.1" : info.master_addr;
   r.master_port = info.master_port;
   r.store_is_external = info.agent_store;
+  // As torch.distributed does under torchrun: each attempt its own keys, so a
+  // restarted job never meets the dead attempt's addresses in the agent's store.
+  r.key_prefix = absl::StrCat("lowbit/attempt_", info.restart_count);
   if (r.master_port == 0) {
     if (info.world_size == 1) {
       absl::StatusOr<int> port = FreePort();

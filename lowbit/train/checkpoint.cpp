@@ -187,6 +187,18 @@ std::string Checkpoint::ManifestPath() const { return directory_ + "/manifest"; 
 
 bool Checkpoint::Exists() const { return std::filesystem::exists(ManifestPath()); }
 
+bool Checkpoint::Found() const {
+  at::Tensor seen = torch::zeros({pg_->Size()}, torch::kInt);
+  seen[pg_->Rank()] = Exists() ? 1 : 0;
+  pg_->AllReduce(seen)->Wait();
+  std::vector<std::string> with, without;
+  for (int r = 0; r < pg_->Size(); ++r) (seen[r].item<int>() != 0 ? with : without).push_back(std::to_string(r));
+  TORCH_CHECK(with.empty() || without.empty(), "Checkpoint::Found: rank(s) ", absl::StrJoin(with, ", "), " see ",
+              ManifestPath(), " but rank(s) ", absl::StrJoin(without, ", "),
+              " do not; every rank must see the same checkpoint directory (a shared file system, or a copy per host)");
+  return without.empty();
+}
+
 Checkpoint::Manifest Checkpoint::ReadManifest() const {
   const std::string path = ManifestPath();
   std::string text;

@@ -9,7 +9,7 @@
 //
 //   lowbit::train::Checkpoint ckpt("run1.ckpt", pg);
 //   ckpt.Model(*model).Optimizer("adam", opt).Ddp(ddp).Counter("epoch", &epoch);
-//   if (ckpt.Exists()) ckpt.Restore();     // every rank, same directory
+//   if (ckpt.Found()) ckpt.Restore();      // every rank, same directory
 //   for (; epoch < epochs; ++epoch) {
 //     ...train one epoch...
 //     ckpt.Save();                         // every rank; epoch was advanced
@@ -83,6 +83,12 @@ class Checkpoint {
 
   // Whether the manifest exists (as this rank sees the directory).
   bool Exists() const;
+  // Collective Exists, for restarting jobs (`--resume auto`): true when every
+  // rank sees a complete checkpoint, false when none does, and an error
+  // naming the ranks that do not when only some do (a directory that is not
+  // shared, or a different path). A save that was interrupted never counts:
+  // the manifest only ever names a generation whose files are all written.
+  bool Found() const;
   // Collective. Writes this rank's file under a new generation, then rank 0
   // the manifest that points at it, then removes the previous generation.
   void Save();

@@ -38,6 +38,17 @@ TEST(Detect, Torchrun) {
   EXPECT_EQ(info.master_addr, "10.0.0.1");
   EXPECT_EQ(info.master_port, 29500);
   EXPECT_TRUE(info.agent_store);
+  EXPECT_EQ(info.restart_count, 0);
+}
+
+// A restarted torchrun job: its attempt number keys the store.
+TEST(Detect, TorchrunRestartCount) {
+  LaunchInfo info = DetectOk({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"},
+                              {"TORCHELASTIC_RESTART_COUNT", "2"}});
+  EXPECT_EQ(info.restart_count, 2);
+  const std::string error = DetectError({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"},
+                                         {"MASTER_PORT", "1"}, {"TORCHELASTIC_RESTART_COUNT", "-1"}});
+  EXPECT_NE(error.find("TORCHELASTIC_RESTART_COUNT must be >= 0, got -1"), std::string::npos) << error;
 }
 
 TEST(Detect, TorchrunWithoutMasterAddrIsAnError) {

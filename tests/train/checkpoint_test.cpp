@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 #include <string>
@@ -152,6 +153,59 @@ TEST(CheckpointTest, GenerationsReplaceEachOther) {
     ++files;
   }
   EXPECT_EQ(files, Pg()->Size() + 1);
+}
+
+// What --resume auto relies on: Found() is false before the first save, and
+// a save interrupted at any point (this rank's next file written or half
+// written, the manifest's replacement half written) is never picked: the
+// manifest still names the last complete generation, which restores.
+TEST(CheckpointTest, InterruptedSaveIsNeverPicked) {
+  const std::string dir = Dir("interrupted");
+  TrainingRun a(1, TrainingRun::kEightBit);
+  Checkpoint ckpt = a.Make(dir);
+  EXPECT_FALSE(ckpt.Found());
+  for (int i = 0; i < 3; ++i) a.Step();
+  ckpt.Save();
+  const auto saved = a.net->named_parameters();
+  std::map<std::string, at::Tensor> expected;
+  for (const auto& p : saved) expected[p.key()] = p.value().clone();
+  a.Step();
+  // The next save dies: rank 0 finished its file for generation 2, the last
+  // rank had written part of it, and rank 0 had begun the new manifest.
+  const int rank = Pg()->Rank(), last = Pg()->Size() - 1;
+  std::string bytes;
+  {
+    std::ifstream in(ckpt.RankPath(rank, 1), std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  if (rank == 0) std::ofstream(ckpt.RankPath(rank, 2), std::ios::binary) << bytes;
+  if (rank == last) std::ofstream(ckpt.RankPath(rank, 2) + ".tmp", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  if (rank == 0) std::ofstream(ckpt.ManifestPath() + ".tmp") << "lowbit-checkpoint 1\ngenera";
+  Pg()->Barrier()->Wait();
+
+  TrainingRun b(2, TrainingRun::kEightBit);
+  Checkpoint resumed = b.Make(dir);
+  ASSERT_TRUE(resumed.Found());
+  resumed.Restore();
+  EXPECT_EQ(resumed.generation(), 1);
+  EXPECT_EQ(b.step, 3);
+  for (const auto& p : b.net->named_parameters()) EXPECT_TRUE(torch::equal(p.value(), expected.at(p.key()))) << p.key();
+  // Saving again goes past the dead generation and leaves no debris behind.
+  resumed.Save();
+  EXPECT_EQ(resumed.generation(), 2);
+}
+
+// Ranks that see different directories (one without the checkpoint) are told
+// which, instead of some resuming and others starting fresh.
+TEST(CheckpointTest, FoundOnlyOnSomeRanksIsNamed) {
+  if (Pg()->Size() < 2) GTEST_SKIP() << "needs two ranks";
+  const std::string dir = Dir("found_some");
+  TrainingRun a(1, TrainingRun::kEightBit);
+  a.Make(dir).Save();
+  const std::string other = dir + "_elsewhere";
+  Checkpoint mine = a.Make(Pg()->Rank() == 0 ? dir : other);
+  // Each rank names its own path.
+  ExpectError([&] { (void)mine.Found(); }, "Checkpoint::Found: rank(s) 0 see " + mine.ManifestPath() + " but rank(s) 1 do not");
 }
 
 // DiLoCo through Checkpoint::State: its global copy, outer momentum and step
