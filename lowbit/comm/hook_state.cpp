@@ -21,15 +21,22 @@ void WriteHookState(torch::serialize::OutputArchive& archive, const HookState& s
 
 HookState ReadHookState(torch::serialize::InputArchive& archive, const std::string& prefix) {
   at::Tensor bytes;
-  archive.read(prefix + "names", bytes);
-  const std::string names(static_cast<const char*>(bytes.data_ptr()), bytes.numel());
+  TORCH_CHECK(archive.try_read(prefix + "names", bytes), "ReadHookState: no '", prefix, "names' entry");
+  TORCH_CHECK(bytes.dim() == 1 && (bytes.scalar_type() == at::kByte || bytes.scalar_type() == at::kChar) &&
+                  bytes.device().is_cpu(),
+              "ReadHookState: '", prefix, "names' must be 1-D bytes, got ", bytes.scalar_type(), bytes.sizes());
+  bytes = bytes.contiguous();
+  const std::string names(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
   HookState state;
   size_t begin = 0;
   for (size_t end = names.find('\n'); end != std::string::npos; begin = end + 1, end = names.find('\n', begin)) {
     at::Tensor t;
-    archive.read(prefix + "t" + std::to_string(state.size()), t);
+    const std::string key = prefix + "t" + std::to_string(state.size());
+    TORCH_CHECK(archive.try_read(key, t), "ReadHookState: '", prefix, "names' lists ", state.size() + 1,
+                " or more entries but '", key, "' is missing");
     state.emplace_back(names.substr(begin, end - begin), t);
   }
+  TORCH_CHECK(begin == names.size(), "ReadHookState: '", prefix, "names' does not end with a newline");
   return state;
 }
 

@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "lowbit/kernels/archive_file.h"
 #include "lowbit/kernels/topk.h"
 
 namespace lowbit::compress {
@@ -16,7 +17,9 @@ namespace lowbit::compress {
 namespace {
 
 constexpr char kMagic[4] = {'L', 'B', 'T', 'V'};
-constexpr uint32_t kVersion = 1;
+// 2: a CRC-32 of everything before it ends the file. Version 1 files (no
+// CRC) are still read.
+constexpr uint32_t kVersion = 2;
 constexpr int64_t kHeaderBytes = 8 + 8 + 4;  // numel, k, scale
 
 void PutVarint(std::vector<uint8_t>& out, uint64_t v) {
@@ -166,6 +169,7 @@ int64_t SaveTaskVector(torch::nn::Module& finetuned, torch::nn::Module& base, co
     Put<uint64_t>(out, static_cast<uint64_t>(payload.numel()));
     out.insert(out.end(), payload.data_ptr<uint8_t>(), payload.data_ptr<uint8_t>() + payload.numel());
   }
+  Put<uint32_t>(out, kernels::Crc32(out.data(), out.size()));
   std::ofstream file(path, std::ios::binary | std::ios::trunc);
   file.write(reinterpret_cast<const char*>(out.data()), static_cast<std::streamsize>(out.size()));
   TORCH_CHECK(file.good(), "SaveTaskVector: cannot write ", path);
@@ -177,11 +181,24 @@ void ApplyTaskVector(torch::nn::Module& model, const std::string& path, double s
   TORCH_CHECK(file.good(), "ApplyTaskVector: cannot read ", path);
   const std::vector<uint8_t> data((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
   const std::string what = absl::StrCat("task vector ", path);
-  Reader r(data.data(), static_cast<int64_t>(data.size()), what);
-  const uint8_t* magic = r.Take(4, "the magic");
+  Reader head(data.data(), static_cast<int64_t>(data.size()), what);
+  const uint8_t* magic = head.Take(4, "the magic");
   TORCH_CHECK(std::memcmp(magic, kMagic, 4) == 0, what, ": not a lowbit task vector (no 'LBTV' magic)");
-  const auto version = r.Get<uint32_t>("the version");
-  TORCH_CHECK(version == kVersion, what, ": format version ", version, ", this build reads ", kVersion);
+  const auto version = head.Get<uint32_t>("the version");
+  TORCH_CHECK(version == 1 || version == kVersion, what, ": format version ", version, ", this build reads 1 and ",
+              kVersion);
+  // Version 2: the CRC-32 at the end covers every byte before it, checked before anything is parsed.
+  int64_t body = static_cast<int64_t>(data.size());
+  if (version >= 2) {
+    TORCH_CHECK(data.size() >= 12, what, ": cut short (", data.size(), " bytes)");
+    body -= 4;
+    uint32_t stored;
+    std::memcpy(&stored, data.data() + body, 4);
+    TORCH_CHECK(stored == kernels::Crc32(data.data(), static_cast<size_t>(body)), what,
+                ": its CRC-32 does not match its bytes (the file was changed, damaged or cut short)");
+  }
+  Reader r(data.data(), body, what);
+  r.Take(8, "the header");
   const auto count = r.Get<uint32_t>("the tensor count");
   auto params = model.named_parameters();
   TORCH_CHECK(count == params.size(), what, ": holds ", count, " tensors, the model has ", params.size(),

@@ -15,9 +15,11 @@
 // The same code compresses gradients and DiLoCo's pseudo-gradients:
 // MakeComPeftCompressor (registry name "compeft", with error feedback).
 //
-// File format (little-endian): "LBTV", uint32 version 1, uint32 tensor
+// File format (little-endian): "LBTV", uint32 version 2, uint32 tensor
 // count; per tensor: uint32 name length, the name, uint32 dimensions,
-// int64 each, uint64 payload length, the payload (EncodeSparseTernary).
+// int64 each, uint64 payload length, the payload (EncodeSparseTernary);
+// then the CRC-32 of every byte before it (version 1 files, without it, are
+// still read).
 // Files are untrusted: every length and position is checked before use.
 #pragma once
 

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "lowbit/kernels/archive_file.h"
 #include "lowbit/kernels/fake_quant.h"
 #include "lowbit/qat/internal/layer_walk.h"
 
@@ -165,9 +166,11 @@ void SaveQuantized(torch::nn::Module& module, const std::string& path) {
 
 void LoadQuantized(torch::nn::Module& module, const std::string& path) {
   torch::serialize::InputArchive archive;
-  archive.load_from(path);
+  kernels::LoadArchive(archive, path, "LoadQuantized");
   at::Tensor format;
-  TORCH_CHECK(archive.try_read("format", format) && format.item<int64_t>() == 1, "LoadQuantized: ", path,
+  TORCH_CHECK(archive.try_read("format", format) && format.numel() == 1 && format.scalar_type() == torch::kLong &&
+                  format.item<int64_t>() == 1,
+              "LoadQuantized: ", path,
               " is not a lowbit quantized model (format 1)");
   torch::NoGradGuard no_grad;
   auto load = [&](const std::string& name, at::Tensor& t, bool is_buffer) {

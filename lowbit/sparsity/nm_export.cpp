@@ -2,6 +2,7 @@
 
 #include <torch/serialize.h>
 
+#include "lowbit/kernels/archive_file.h"
 #include "lowbit/kernels/sparse.h"
 
 namespace lowbit::sparsity {
@@ -27,13 +28,18 @@ void ExportNm(const Sparsifier& sparsifier, const std::string& path) {
   archive.save_to(path);
 }
 
-std::map<std::string, at::Tensor> ImportNm(const std::string& path) {
+namespace {
+
+// A LibTorch error's first line (its message without the C++ backtrace).
+std::string FirstLine(const c10::Error& e) { return e.msg().substr(0, e.msg().find('\n')); }
+
+std::map<std::string, at::Tensor> ImportNmUnchecked(const std::string& path) {
   torch::serialize::InputArchive archive;
-  archive.load_from(path);
+  kernels::LoadArchive(archive, path, "ImportNm");
   at::Tensor format;
   archive.read("format", format);
-  TORCH_CHECK(format.item<int64_t>() == 1, "ImportNm: ", path, " has format ", format.item<int64_t>(),
-              ", this build reads 1");
+  TORCH_CHECK(format.numel() == 1 && format.scalar_type() == torch::kLong && format.item<int64_t>() == 1,
+              "has no format 1 (this build reads format 1)");
   std::map<std::string, at::Tensor> out;
   for (const std::string& key : archive.keys()) {
     const std::string suffix = ".values";
@@ -44,11 +50,28 @@ std::map<std::string, at::Tensor> ImportNm(const std::string& path) {
     archive.read(name + ".index", index);
     archive.read(name + ".nm", nm);
     archive.read(name + ".shape", shape);
+    TORCH_CHECK(nm.numel() == 2 && nm.scalar_type() == torch::kLong, "layer '", name, "': nm must be 2 int64s");
+    TORCH_CHECK(shape.dim() == 1 && shape.numel() >= 2 && shape.numel() <= 8 && shape.scalar_type() == torch::kLong,
+                "layer '", name, "': shape must be 2 to 8 int64s, got ", shape.scalar_type(), shape.sizes());
     const int64_t n = nm[0].item<int64_t>(), m = nm[1].item<int64_t>();
     std::vector<int64_t> dims(shape.data_ptr<int64_t>(), shape.data_ptr<int64_t>() + shape.numel());
     out[name] = FromInputMajor(kernels::DecompressNm(values, index, n, m), dims);
   }
   return out;
+}
+
+}  // namespace
+
+std::map<std::string, at::Tensor> ImportNm(const std::string& path) {
+  // Files on disk are untrusted: whatever is wrong, the error names the file.
+  try {
+    return ImportNmUnchecked(path);
+  } catch (const c10::Error& e) {
+    if (e.msg().find(path) != std::string::npos) throw;
+    TORCH_CHECK(false, "ImportNm: ", path, " is not a valid N:M export: ", FirstLine(e));
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, "ImportNm: ", path, " is not a valid N:M export: ", e.what());
+  }
 }
 
 }  // namespace lowbit::sparsity

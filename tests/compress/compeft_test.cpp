@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "lowbit/compress/compeft.h"
+#include "lowbit/kernels/archive_file.h"
 #include "lowbit/compress/registry.h"
 #include "lowbit/comm/local_process_group.h"
 #include "tests/common/expect_error.h"
@@ -93,13 +94,23 @@ TEST(ComPeft, DamagedFilesAreRefusedAndChangeNothing) {
   bad[0] = 'X';
   write(bad);
   ExpectError([&] { ApplyTaskVector(target, path); }, "no 'LBTV' magic");
-  write(good + "extra");
+  // Files whose CRC-32 is right but whose contents are not (made by hand):
+  // the structure is checked as well.
+  auto signed_bytes = [](std::string body) {
+    const uint32_t crc = kernels::Crc32(body.data(), body.size());
+    body.append(reinterpret_cast<const char*>(&crc), 4);
+    return body;
+  };
+  const std::string body = good.substr(0, good.size() - 4);
+  write(body + "extra");
+  ExpectError([&] { ApplyTaskVector(target, path); }, "its CRC-32 does not match its bytes");
+  write(signed_bytes(body + "extra"));
   ExpectError([&] { ApplyTaskVector(target, path); }, "bytes left over");
   // The first tensor's element count (after magic, version, count, name, dims, length).
   bad = good;
   const size_t at = 4 + 4 + 4 + 4 + std::string("fc1.weight").size() + 4 + 16 + 8;
   bad[at] = static_cast<char>(bad[at] + 1);
-  write(bad);
+  write(signed_bytes(bad.substr(0, bad.size() - 4)));
   ExpectError([&] { ApplyTaskVector(target, path); }, "'fc1.weight': ComPEFT payload: it holds 601 elements");
   struct Other : torch::nn::Module {
     Other() { register_module("fc1", torch::nn::Linear(20, 31)); }
