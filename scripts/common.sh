@@ -1,6 +1,8 @@
 # Shared by demo.sh, test.sh and bench.sh: installs what is missing (Debian
-# packages only), configures and builds lowbit into build/. Quiet when nothing
-# needs doing. Source it; it defines lowbit_setup and LOWBIT_MPIRUN.
+# packages only), configures and builds lowbit into build/ (LOWBIT_BUILD;
+# LOWBIT_CMAKE_ARGS adds configure options, LOWBIT_TARGETS limits what is
+# built). Quiet when nothing needs doing. Source it; it defines lowbit_setup
+# and LOWBIT_MPIRUN.
 
 LOWBIT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LOWBIT_BUILD=${LOWBIT_BUILD:-$LOWBIT_ROOT/build}
@@ -46,13 +48,16 @@ lowbit_setup() {
   if [ ! -f "$LOWBIT_BUILD/build.ninja" ]; then
     echo "lowbit: configuring $LOWBIT_BUILD"
     mkdir -p "$LOWBIT_BUILD"
-    cmake -S "$LOWBIT_ROOT" -B "$LOWBIT_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release >"$LOWBIT_BUILD/configure.log" 2>&1 \
+    cmake -S "$LOWBIT_ROOT" -B "$LOWBIT_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release ${LOWBIT_CMAKE_ARGS:-} \
+      >"$LOWBIT_BUILD/configure.log" 2>&1 \
       || { cat "$LOWBIT_BUILD/configure.log"; return 1; }
     grep -A 12 'lowbit .* configuration' "$LOWBIT_BUILD/configure.log" | sed 's/^-- //'
   fi
   # Two cores: two jobs. Only errors and the final line are shown.
   local log="$LOWBIT_BUILD/build.log"
-  if ! ninja -C "$LOWBIT_BUILD" -j "${LOWBIT_JOBS:-2}" >"$log" 2>&1; then
+  # LOWBIT_TARGETS: only these (default: everything).
+  # shellcheck disable=SC2086
+  if ! ninja -C "$LOWBIT_BUILD" -j "${LOWBIT_JOBS:-2}" ${LOWBIT_TARGETS:-} >"$log" 2>&1; then
     grep -E -A 5 'error|FAILED' "$log" | head -n 60
     echo "lowbit: build failed; full log in $log"
     return 1
