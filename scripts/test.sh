@@ -23,7 +23,9 @@ if [[ "${1:-}" == --sanitize=* ]]; then
   esac
   LOWBIT_CMAKE_ARGS="-DLOWBIT_SANITIZE=$sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLOWBIT_BUILD_BENCH=OFF"
   supp=$LOWBIT_ROOT/scripts/sanitizers
-  export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=0:${ASAN_OPTIONS:-}"
+  # Whole allocation stacks (through OpenMPI's and LibTorch's code, built
+  # without frame pointers), so that the suppressions can match them.
+  export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:fast_unwind_on_malloc=0:malloc_context_size=40:${ASAN_OPTIONS:-}"
   export LSAN_OPTIONS="suppressions=$supp/lsan.supp:print_suppressions=0:${LSAN_OPTIONS:-}"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:suppressions=$supp/ubsan.supp:${UBSAN_OPTIONS:-}"
   export TSAN_OPTIONS="suppressions=$supp/tsan.supp:halt_on_error=1:second_deadlock_stack=1:${TSAN_OPTIONS:-}"

@@ -81,7 +81,7 @@ absl::StatusOr<at::Tensor> ReadIdx(const std::string& path, int dims) {
     return absl::DataLossError(absl::StrCat(path, " holds ", data, " bytes of data, its header says ", count));
   }
   at::Tensor t = at::empty(shape, at::kByte);
-  std::memcpy(t.data_ptr(), bytes->data() + header, count);
+  if (count > 0) std::memcpy(t.data_ptr(), bytes->data() + header, count);
   return t;
 }
 

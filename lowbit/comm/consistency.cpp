@@ -24,7 +24,7 @@ void CheckSameOnAllRanks(ProcessGroup& pg, const std::vector<std::string>& lines
   std::string text;
   for (const auto& line : lines) text += line + "\n";
   at::Tensor bytes = at::empty({static_cast<int64_t>(text.size())}, at::kByte);
-  std::memcpy(bytes.data_ptr(), text.data(), text.size());
+  if (!text.empty()) std::memcpy(bytes.data_ptr(), text.data(), text.size());
   auto work = pg.AllGatherV(bytes);
   work->Wait();
   const std::vector<at::Tensor> all = work->Result();

@@ -15,7 +15,7 @@ void WriteHookState(torch::serialize::OutputArchive& archive, const HookState& s
     names += state[i].first + "\n";
   }
   at::Tensor bytes = at::empty({static_cast<int64_t>(names.size())}, at::kByte);
-  std::memcpy(bytes.data_ptr(), names.data(), names.size());
+  if (!names.empty()) std::memcpy(bytes.data_ptr(), names.data(), names.size());  // an empty tensor has no data
   archive.write(prefix + "names", bytes);
 }
 

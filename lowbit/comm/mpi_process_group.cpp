@@ -474,7 +474,7 @@ std::shared_ptr<Work> MpiProcessGroup::DoAllGather(at::Tensor output, at::Tensor
       std::vector<int64_t> bytes(c->size, block), offsets(c->size);
       for (int r = 0; r < c->size; ++r) offsets[r] = r * block;
       uint8_t* out = static_cast<uint8_t*>(output.data_ptr());
-      std::memcpy(out + offsets[c->rank], input.data_ptr(), static_cast<size_t>(block));
+      if (block > 0) std::memcpy(out + offsets[c->rank], input.data_ptr(), static_cast<size_t>(block));
       RingAllGather(c->comm, c->rank, c->size, out, bytes, offsets);
       return;
     }
@@ -507,7 +507,7 @@ std::shared_ptr<Work> MpiProcessGroup::DoAllGatherV(at::Tensor input) {
         offsets[r] = int64_t{displs[r]} * element;
       }
       uint8_t* out = static_cast<uint8_t*>(output.data_ptr());
-      std::memcpy(out + offsets[c->rank], input.data_ptr(), static_cast<size_t>(bytes[c->rank]));
+      if (bytes[c->rank] > 0) std::memcpy(out + offsets[c->rank], input.data_ptr(), static_cast<size_t>(bytes[c->rank]));
       RingAllGather(c->comm, c->rank, size, out, bytes, offsets);
     } else {
       const MPI_Datatype type = w->Type(input.scalar_type());

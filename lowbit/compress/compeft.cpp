@@ -225,7 +225,7 @@ void ApplyTaskVector(torch::nn::Module& model, const std::string& path, double s
                 name, "'");
     const uint8_t* payload = r.Take(static_cast<int64_t>(payload_len), "a payload");
     at::Tensor bytes = at::empty({static_cast<int64_t>(payload_len)}, at::kByte);
-    std::memcpy(bytes.data_ptr<uint8_t>(), payload, payload_len);
+    if (payload_len > 0) std::memcpy(bytes.data_ptr<uint8_t>(), payload, payload_len);
     at::Tensor delta = at::empty({p->numel()}, at::kFloat);
     try {
       DecodeSparseTernary(bytes, delta, /*accumulate=*/false);
