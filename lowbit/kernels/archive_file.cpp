@@ -35,7 +35,8 @@ struct Bytes {
   const std::string& b;
   bool Has(uint64_t at, uint64_t n) const { return at <= b.size() && n <= b.size() - at; }
   uint32_t U16(uint64_t at) const {
-    return static_cast<uint32_t>(static_cast<uint8_t>(b[at])) | static_cast<uint32_t>(static_cast<uint8_t>(b[at + 1])) << 8;
+    return static_cast<uint32_t>(static_cast<uint8_t>(b[at])) | static_cast<uint32_t>(static_cast<uint8_t>(b[at + 1]))
+                                                                    << 8;
   }
   uint32_t U32(uint64_t at) const { return U16(at) | U16(at + 2) << 16; }
 };
@@ -60,8 +61,7 @@ void CheckZipFile(const std::string& path, const std::string& who) {
   }
   const uint32_t entries = z.U16(end + 10), cd_size = z.U32(end + 12), cd_offset = z.U32(end + 16);
   if (entries == 0xFFFF || cd_size == 0xFFFFFFFFu || cd_offset == 0xFFFFFFFFu) return;  // zip64: LibTorch checks
-  TORCH_CHECK(z.U16(end + 4) == 0 && z.U16(end + 6) == 0 && z.U16(end + 8) == entries, bad,
-              "a multi-disk end record");
+  TORCH_CHECK(z.U16(end + 4) == 0 && z.U16(end + 6) == 0 && z.U16(end + 8) == entries, bad, "a multi-disk end record");
   TORCH_CHECK(z.Has(cd_offset, cd_size) && cd_offset + cd_size <= end, bad, "the central directory (", cd_size,
               " bytes at ", cd_offset, ") lies outside the file");
   struct Entry {
@@ -76,8 +76,8 @@ void CheckZipFile(const std::string& path, const std::string& who) {
     const uint32_t method = z.U16(at + 10), crc = z.U32(at + 16), packed = z.U32(at + 20), size = z.U32(at + 24);
     const uint32_t name_len = z.U16(at + 28), extra_len = z.U16(at + 30), comment_len = z.U16(at + 32);
     const uint32_t local = z.U32(at + 42);
-    TORCH_CHECK(at + 46 + name_len + extra_len + comment_len <= cd_offset + cd_size, bad, "central directory entry ",
-                e, " runs past the directory");
+    TORCH_CHECK(at + 46 + name_len + extra_len + comment_len <= cd_offset + cd_size, bad, "central directory entry ", e,
+                " runs past the directory");
     const std::string name = data.substr(at + 46, name_len);
     // What LibTorch's reader (miniz) would take as a folder, an encrypted or
     // patched entry, or a method it cannot unpack: none of these are in a
@@ -87,12 +87,12 @@ void CheckZipFile(const std::string& path, const std::string& who) {
                     name.back() != '/',
                 bad, "entry '", name, "' is not a plain file entry (flags ", flags, ", method ", method,
                 ", attributes ", external, ")");
-    TORCH_CHECK(z.Has(local, 30 + uint64_t{name_len}) && z.U32(local) == 0x04034b50u, bad, "the local header of '", name,
-                "' is missing or damaged");
+    TORCH_CHECK(z.Has(local, 30 + uint64_t{name_len}) && z.U32(local) == 0x04034b50u, bad, "the local header of '",
+                name, "' is missing or damaged");
     const uint32_t local_name_len = z.U16(local + 26), local_extra_len = z.U16(local + 28);
-    TORCH_CHECK(z.U16(local + 8) == method && local_name_len == name_len &&
-                    data.compare(local + 30, name_len, name) == 0,
-                bad, "the local header of '", name, "' disagrees with the central directory");
+    TORCH_CHECK(
+        z.U16(local + 8) == method && local_name_len == name_len && data.compare(local + 30, name_len, name) == 0, bad,
+        "the local header of '", name, "' disagrees with the central directory");
     const uint64_t begin = local + 30 + uint64_t{local_name_len} + local_extra_len;
     TORCH_CHECK(z.Has(begin, packed) && begin + packed <= cd_offset, bad, "the data of '", name, "' (", packed,
                 " bytes at ", begin, ") lies outside the file");

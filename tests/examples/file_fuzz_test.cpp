@@ -101,8 +101,8 @@ Tally Fuzz(const std::string& format, const std::string& path, const std::functi
     } catch (const std::exception& e) {
       ++t.errors;
       const std::string what = e.what();
-      EXPECT_NE(what.find(path), std::string::npos) << format << " case " << i << ": the error does not name "
-                                                   << path << ": " << what.substr(0, 300);
+      EXPECT_NE(what.find(path), std::string::npos)
+          << format << " case " << i << ": the error does not name " << path << ": " << what.substr(0, 300);
       continue;
     }
     if (same()) {
@@ -178,11 +178,13 @@ TEST(FileFuzz, FashionMnistIdx) {
   EXPECT_GT(gz.errors, kCases / 2);
   // The IDX bytes damaged, then gzipped: a damaged header (huge or zero
   // dimensions, wrong magic) is refused; damaged pixels are other pixels.
-  const Tally raw = Fuzz("idx (unpacked bytes)", files.train_images, load, same, true, 12, Gzip, files.train_images_raw);
+  const Tally raw =
+      Fuzz("idx (unpacked bytes)", files.train_images, load, same, true, 12, Gzip, files.train_images_raw);
   EXPECT_GT(raw.errors, kCases / 4);
   const std::string labels = files.dir + "/train-labels-idx1-ubyte.gz";
   auto load_labels = [&](const std::string& p) { load(p); };
-  Fuzz("idx labels (unpacked bytes)", labels, load_labels, [] { return true; }, true, 13, Gzip, files.train_labels_raw);
+  Fuzz(
+      "idx labels (unpacked bytes)", labels, load_labels, [] { return true; }, true, 13, Gzip, files.train_labels_raw);
 }
 
 TEST(FileFuzz, GptCorpus) {
@@ -197,7 +199,8 @@ TEST(FileFuzz, GptCorpus) {
     got = examples::gpt::Decode(*c, torch::cat({c->train, c->val}));
   };
   // Every byte of a text is content: damage is other text, or too short a text.
-  Fuzz("gpt corpus", path, load, [&] { return got == text; }, true, 21);
+  Fuzz(
+      "gpt corpus", path, load, [&] { return got == text; }, true, 21);
 }
 
 TEST(FileFuzz, QuantizedModel) {
@@ -222,7 +225,8 @@ TEST(FileFuzz, QuantizedModel) {
     fresh = make();
     qat::LoadQuantized(*fresh, p);
   };
-  Fuzz("quantized model (Convert)", path, load, [&] { return torch::equal(fresh->forward(x), want); }, false, 31);
+  Fuzz(
+      "quantized model (Convert)", path, load, [&] { return torch::equal(fresh->forward(x), want); }, false, 31);
 }
 
 TEST(FileFuzz, NmExport) {
@@ -267,7 +271,8 @@ TEST(FileFuzz, ComPeftTaskVector) {
     reset();
     compress::ApplyTaskVector(*target, p);
   };
-  Fuzz("ComPEFT task vector", path, load, [&] { return torch::equal(target->weight, want); }, false, 51);
+  Fuzz(
+      "ComPEFT task vector", path, load, [&] { return torch::equal(target->weight, want); }, false, 51);
 }
 
 // A comm hook's saved state (residuals, warm starts) in a LibTorch archive
