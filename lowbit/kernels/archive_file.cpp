@@ -5,6 +5,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -45,10 +46,16 @@ struct Bytes {
 
 uint32_t Crc32(const void* data, size_t n) { return Crc32Bytes(static_cast<const char*>(data), n); }
 
-void CheckZipFile(const std::string& path, const std::string& who) {
+namespace {
+
+std::string ReadWholeFile(const std::string& path, const std::string& who) {
   std::ifstream in(path, std::ios::binary);
   TORCH_CHECK(in.good(), who, ": cannot read ", path);
-  const std::string data{std::istreambuf_iterator<char>(in), {}};
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+// CheckZipFile on bytes already read (`path` only names them in errors).
+void CheckZipBytes(const std::string& data, const std::string& path, const std::string& who) {
   const Bytes z{data};
   const std::string bad = who + ": " + path + " is not a whole LibTorch archive: ";
   // The end-of-central-directory record: 22 bytes and a comment of up to 65,535.
@@ -110,7 +117,8 @@ void CheckZipFile(const std::string& path, const std::string& who) {
   // LibTorch's own reader, then checked against their CRC-32. Its record
   // names leave out the archive's top folder.
   try {
-    caffe2::serialize::PyTorchStreamReader reader(path);
+    std::istringstream stream(data);
+    caffe2::serialize::PyTorchStreamReader reader(&stream);
     for (const Entry& e : compressed) {
       const size_t slash = e.name.find('/');
       TORCH_CHECK(slash != std::string::npos, bad, "entry '", e.name, "' is outside the archive's folder");
@@ -126,10 +134,19 @@ void CheckZipFile(const std::string& path, const std::string& who) {
   }
 }
 
+}  // namespace
+
+void CheckZipFile(const std::string& path, const std::string& who) {
+  CheckZipBytes(ReadWholeFile(path, who), path, who);
+}
+
 void LoadArchive(torch::serialize::InputArchive& archive, const std::string& path, const std::string& who) {
-  CheckZipFile(path, who);
+  // One read of the file: the bytes that were checked are the bytes loaded.
+  std::string data = ReadWholeFile(path, who);
+  CheckZipBytes(data, path, who);
+  std::istringstream bytes(std::move(data));
   try {
-    archive.load_from(path);
+    archive.load_from(bytes);
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, who, ": ", path, " is not a readable LibTorch archive: ", e.msg().substr(0, e.msg().find('\n')));
   } catch (const std::exception& e) {

@@ -30,7 +30,7 @@ uint32_t Crc32(const void* data, size_t n);
 // Zip64 files (over 4 GiB or 65,535 entries) are not checked here.
 void CheckZipFile(const std::string& path, const std::string& who);
 
-// CheckZipFile, then archive.load_from(path), with LibTorch's errors
+// CheckZipFile, then archive.load_from on the same bytes (the file is read once), with LibTorch's errors
 // rethrown naming `who` and `path`.
 void LoadArchive(torch::serialize::InputArchive& archive, const std::string& path, const std::string& who);
 
