@@ -19,6 +19,16 @@ endforeach()
 install(FILES ${PROJECT_BINARY_DIR}/generated/lowbit/config.h
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/lowbit)
 install(EXPORT lowbitTargets NAMESPACE lowbit:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/lowbit)
+# The raw CUDA kernels (lowbit::cuda_kernels, which needs CUDA::cudart) are a
+# component of their own, so that a CPU-only consumer never needs the CUDA
+# toolkit (tests/consumer/run.sh configures one with the toolkit hidden).
+get_property(lowbit_cuda_targets GLOBAL PROPERTY LOWBIT_CUDA_EXPORTED_TARGETS)
+if(lowbit_cuda_targets)
+  install(TARGETS ${lowbit_cuda_targets} EXPORT lowbitCudaTargets
+    ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+    LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(EXPORT lowbitCudaTargets NAMESPACE lowbit:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/lowbit)
+endif()
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/lowbitConfig.cmake.in
   ${PROJECT_BINARY_DIR}/lowbitConfig.cmake INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/lowbit)
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/lowbitConfigVersion.cmake

@@ -119,6 +119,9 @@ ABSL_FLAG(std::string, qat, "",
           "quantization-aware or low-bit training: w8a8, w4a8, w4a4_lsq, w2a2_lsq, w4a4_quest, w2a2_quest, "
           "w1a1_quest, w4a4_ofq, w2a2_ofq, ternary_ste, ternary_tequila, w4_lsq, w3_lsq, w2_lsq, dkm4, dkm3, dkm2, "
           "int8_train, fp8_train (empty: fp32)");
+ABSL_FLAG(bool, calibrate, true,
+          "--qat: run qat::Calibrate on the first 256 training examples before training (false: each quantizer "
+          "initializes from the first training batch it sees; DDP then gives every rank rank 0's values)");
 ABSL_FLAG(double, dkm_temperature, -1,
           "--qat dkm2|dkm3|dkm4: DKM's temperature relative to the weights' std (-1: the preset's, 0.05)");
 ABSL_FLAG(double, dead_zone_lambda, -1,
@@ -198,6 +201,7 @@ Methods MethodsFromFlags(const std::string& optimizer, const std::string& sparsi
   m.checkpoint = absl::GetFlag(FLAGS_checkpoint);
   m.resume = absl::GetFlag(FLAGS_resume);
   m.qat = absl::GetFlag(FLAGS_qat);
+  m.calibrate = absl::GetFlag(FLAGS_calibrate);
   m.dead_zone_lambda = absl::GetFlag(FLAGS_dead_zone_lambda);
   m.dkm_temperature = absl::GetFlag(FLAGS_dkm_temperature);
   m.threads = absl::GetFlag(FLAGS_threads);

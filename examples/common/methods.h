@@ -76,6 +76,7 @@ struct Methods {
   double outer_lr = 0.7, outer_momentum = 0.9, merge_alpha = 0.0;
   double dead_zone_lambda = -1;  // --dead_zone_lambda; -1: the preset's
   double dkm_temperature = -1;   // --dkm_temperature; -1: the preset's
+  bool calibrate = true;         // --calibrate: qat::Calibrate before training
 };
 
 // Reads the shared flags; `default_lr` stands in for --lr when it was not given.

@@ -208,7 +208,7 @@ int Run(Config c) {
   if (!c.m.qat.empty()) {
     lowbit::qat::Prepare(*model, lowbit::examples::QatPreset(c.m, int64_t{c.epochs} * steps_per_epoch));
   }
-  if (!c.m.qat.empty() && c.m.resume.empty()) {
+  if (!c.m.qat.empty() && c.m.resume.empty() && c.m.calibrate) {
     // Initial LSQ steps, PACT alphas and observer ranges from one batch that
     // is the same on every rank (the first 256 training images); a resumed
     // run restores them.

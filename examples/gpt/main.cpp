@@ -211,7 +211,7 @@ int Run(Config c) {
   if (!c.init_model.empty()) torch::load(model, c.init_model);
   if (!c.m.qat.empty()) lowbit::qat::Prepare(*model, ex::QatPreset(c.m, c.steps));
   if (c.qk_reparam) model->EnableQkReparam(*lowbit::qat::PresetConfig(c.m.qat, c.steps).layers.weight);
-  if (!c.m.qat.empty() && c.m.resume.empty()) {
+  if (!c.m.qat.empty() && c.m.resume.empty() && c.m.calibrate) {
     // Initial LSQ steps, PACT alphas and observer ranges from windows that
     // are the same on every rank; a resumed run restores them.
     const at::Tensor w = gpt::TrainWindows(*corpus, 32, c.model.block_size, c.m.seed, /*rank=*/-1, /*step=*/0);

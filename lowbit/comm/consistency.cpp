@@ -6,6 +6,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "lowbit/base/error.h"
+
 namespace lowbit::comm {
 namespace {
 
@@ -34,8 +36,8 @@ void CheckSameOnAllRanks(ProcessGroup& pg, const std::vector<std::string>& lines
     for (size_t i = 0; i < std::max(reference.size(), other.size()); ++i) {
       const std::string a = i < reference.size() ? reference[i] : "<nothing>";
       const std::string b = i < other.size() ? other[i] : "<nothing>";
-      TORCH_CHECK(a == b, who, ": the ", what, " on rank ", r, " differs from rank 0; first difference at entry ", i,
-                  ": rank 0 has '", a, "', rank ", r, " has '", b, "'");
+      LOWBIT_CHECK(a == b, who, ": the ", what, " on rank ", r, " differs from rank 0; first difference at entry ", i,
+                   ": rank 0 has '", a, "', rank ", r, " has '", b, "'");
     }
   }
 }

@@ -1,15 +1,19 @@
 #include "lowbit/comm/distributed_data_parallel.h"
 
-#include <chrono>
-#include <map>
-#include <mutex>
-#include <sstream>
-
+#include <absl/strings/str_cat.h>
+#include <absl/strings/str_join.h>
 #include <torch/csrc/autograd/engine.h>
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/nn/module.h>
 
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <sstream>
+
+#include "lowbit/base/error.h"
 #include "lowbit/comm/consistency.h"
 
 namespace lowbit::comm {
@@ -41,6 +45,8 @@ double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
 }
 
+const c10::TensorImpl* Key(const at::Tensor& t) { return t.unsafeGetTensorImpl(); }
+
 std::string Describe(const std::string& name, const at::Tensor& t) {
   std::ostringstream out;
   out << name << " " << t.scalar_type() << " " << t.sizes();
@@ -68,8 +74,14 @@ struct DistributedDataParallel::Impl : std::enable_shared_from_this<Impl> {
   std::shared_ptr<ProcessGroup> pg;
   DdpOptions options;
   std::shared_ptr<CommHook> hook;
-  std::string hook_owner;  // see RegisterOwnedCommHook
+  bool hook_registered = false;   // RegisterCommHook replaced the default
+  std::string hook_owner;         // see RegisterOwnedCommHook
+  std::string hook_owner_option;  // the owner's option that takes a hook
   std::vector<Slot> slots;
+  // Note [Parameters added after DDP]: the bucketed parameters' and the
+  // frozen ones' TensorImpls at construction, sorted.
+  std::vector<const c10::TensorImpl*> bucketed_keys;
+  std::vector<const c10::TensorImpl*> frozen_keys;
   std::vector<Bucket> buckets;
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
 
@@ -89,8 +101,14 @@ struct DistributedDataParallel::Impl : std::enable_shared_from_this<Impl> {
   uint64_t step_id = 0;
   size_t next_to_launch = 0;
   double launch_seconds = 0.0;  // this step's time in RunHook
-  TrafficCounters traffic_at_start;
+  TrafficCounters traffic_at_start;  // of the active step
   DdpStepStats last;
+  // The window DdpStepStats::bytes_sent covers for `last`: from its step's
+  // start to the next step's start (window_closed), or to now.
+  TrafficCounters last_window_start;
+  TrafficCounters last_window_end;
+  bool window_closed = true;
+  bool has_last = false;  // a step has finished
 
   void BuildBuckets() {
     std::vector<std::pair<std::string, at::Tensor>> params;
@@ -165,12 +183,72 @@ struct DistributedDataParallel::Impl : std::enable_shared_from_this<Impl> {
     slot.param.mutable_grad() = slot.grad_alias;
   }
 
+  // Note [Parameters added after DDP]
+  // Buckets are built from the parameters the module has when DDP is
+  // constructed. A parameter registered later (qat::Prepare's step sizes, a
+  // late register_parameter, requires_grad turned on) would train on this
+  // rank's gradient alone, and one removed would leave its bucket slot
+  // stale: the ranks drift apart with no error. So each synchronised step
+  // starts by comparing the module's trainable parameters (by TensorImpl,
+  // which Module::load's and a checkpoint's in-place set_/copy_ keep) with
+  // the bucketed ones, and throws naming the difference. Every rank whose
+  // model changed throws before it launches any collective of the step.
+  // A bucketed parameter frozen later is not an error: it gets no gradient
+  // and is sent as zeros, like any unused parameter.
+  void CheckParameters() {
+    std::vector<const c10::TensorImpl*> trainable, all;
+    for (const at::Tensor& p : module->parameters(/*recurse=*/true)) {
+      all.push_back(Key(p));
+      if (p.requires_grad()) trainable.push_back(Key(p));
+    }
+    std::sort(trainable.begin(), trainable.end());
+    if (trainable == bucketed_keys) return;
+    std::sort(all.begin(), all.end());
+    std::vector<std::string> added, unfrozen, removed;
+    for (const auto& item : module->named_parameters(/*recurse=*/true)) {
+      const at::Tensor& p = item.value();
+      if (!p.requires_grad() || std::binary_search(bucketed_keys.begin(), bucketed_keys.end(), Key(p))) continue;
+      (std::binary_search(frozen_keys.begin(), frozen_keys.end(), Key(p)) ? unfrozen : added)
+          .push_back(Describe(item.key(), p));
+    }
+    for (const Slot& slot : slots) {
+      if (!std::binary_search(all.begin(), all.end(), Key(slot.param))) removed.push_back(slot.name);
+    }
+    if (added.empty() && unfrozen.empty() && removed.empty()) return;
+    std::string problem;
+    if (!added.empty()) {
+      absl::StrAppend(&problem, " The model has ", added.size(),
+                      " trainable parameter(s) that DDP's buckets do not: ", absl::StrJoin(added, ", "),
+                      ". Their gradients would never be averaged. Parameters registered after DDP was built "
+                      "(qat::Prepare after DistributedDataParallel, a late register_parameter, a layer replaced by a "
+                      "new one) are not seen: call Prepare, and anything else that adds parameters, "
+                      "before constructing DistributedDataParallel.");
+    }
+    if (!unfrozen.empty()) {
+      absl::StrAppend(&problem, " Parameter(s) ", absl::StrJoin(unfrozen, ", "),
+                      " were frozen (requires_grad false) when DDP was built and train now, unaveraged: set "
+                      "requires_grad before constructing DistributedDataParallel.");
+    }
+    if (!removed.empty()) {
+      absl::StrAppend(&problem, " DDP's buckets hold ", removed.size(),
+                      " parameter(s) the model no longer has: ", absl::StrJoin(removed, ", "),
+                      ". Replace layers before constructing DistributedDataParallel.");
+    }
+    LOWBIT_CHECK(false, "DistributedDataParallel on rank ", pg->Rank(),
+                 ": the model's parameters changed after DDP was built.", problem);
+  }
+
   // Starts a synchronised step if none is active: Finish() runs when this
   // backward pass ends. Called with mu held.
   void BeginStep() {
     if (step_active) return;
+    CheckParameters();
     step_active = true;
     traffic_at_start = pg->Traffic();
+    if (!window_closed) {
+      last_window_end = traffic_at_start;
+      window_closed = true;
+    }
     std::weak_ptr<Impl> weak = weak_from_this();
     auto token = std::make_shared<StepToken>(weak, ++step_id);
     torch::autograd::Engine::get_default_engine().queue_callback([weak, token] {
@@ -183,8 +261,8 @@ struct DistributedDataParallel::Impl : std::enable_shared_from_this<Impl> {
     if (no_sync_depth > 0) return;
     BeginStep();
     Slot& slot = slots[s];
-    TORCH_CHECK(!slot.ready, "DistributedDataParallel: parameter '", slot.name,
-                "' got its gradient twice in one synchronised step; run extra backward passes under NoSync()");
+    LOWBIT_CHECK(!slot.ready, "DistributedDataParallel: parameter '", slot.name,
+                 "' got its gradient twice in one synchronised step; run extra backward passes under NoSync()");
     AdoptGrad(slot);
     slot.ready = true;
     --buckets[slot.bucket].pending;
@@ -235,11 +313,15 @@ struct DistributedDataParallel::Impl : std::enable_shared_from_this<Impl> {
     stats.launch_seconds = launch_seconds;
     stats.buckets = static_cast<int>(buckets.size());
     const TrafficCounters now = pg->Traffic();
-    stats.bytes_sent = now.bytes_sent - traffic_at_start.bytes_sent;
-    stats.bytes_received = now.bytes_received - traffic_at_start.bytes_received;
+    stats.exchange_bytes_sent = now.bytes_sent - traffic_at_start.bytes_sent;
+    stats.exchange_bytes_received = now.bytes_received - traffic_at_start.bytes_received;
     last = stats;
+    last_window_start = traffic_at_start;
+    window_closed = false;
     ResetStep();
     if (options.broadcast_buffers) BroadcastBuffers();
+    if (!has_last) BroadcastParameters();  // See Note [Parameters set by the first forward]
+    has_last = true;
   }
 
   // Step `step`'s callback is gone. If the step is still active, its backward
@@ -286,6 +368,19 @@ struct DistributedDataParallel::Impl : std::enable_shared_from_this<Impl> {
         offset += t.numel();
       }
     }
+  }
+
+  // Note [Parameters set by the first forward]
+  // Some parameters get their values in the first forward, from the batch it
+  // sees: a QAT quantizer's LSQ step sizes and PACT clips when Calibrate was
+  // skipped. Each rank sees its own batch, so each would start from its own
+  // values, and averaged gradients never bring them together. After the
+  // first synchronised backward (before any optimizer step), DDP broadcasts
+  // rank 0's parameters once more, as it did at construction.
+  void BroadcastParameters() {
+    if (pg->Size() == 1) return;
+    std::vector<at::Tensor> params = module->parameters(/*recurse=*/true);
+    if (!params.empty()) BroadcastFromRankZero(params);
   }
 
   void BroadcastBuffers() {
@@ -340,12 +435,12 @@ void ReattachIfReplaced(const std::weak_ptr<DistributedDataParallel::Impl>& weak
 DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Module> module,
                                                  std::shared_ptr<ProcessGroup> pg, DdpOptions options)
     : impl_(std::make_shared<Impl>()) {
-  TORCH_CHECK(module != nullptr, "DistributedDataParallel: module is null");
-  TORCH_CHECK(pg != nullptr, "DistributedDataParallel: process group is null");
-  TORCH_CHECK(options.first_bucket_mb > 0, "DistributedDataParallel: first_bucket_mb must be > 0, got ",
-              options.first_bucket_mb);
-  TORCH_CHECK(options.bucket_cap_mb > 0, "DistributedDataParallel: bucket_cap_mb must be > 0, got ",
-              options.bucket_cap_mb);
+  LOWBIT_CHECK(module != nullptr, "DistributedDataParallel: module is null");
+  LOWBIT_CHECK(pg != nullptr, "DistributedDataParallel: process group is null");
+  LOWBIT_CHECK(options.first_bucket_mb > 0, "DistributedDataParallel: first_bucket_mb must be > 0, got ",
+               options.first_bucket_mb);
+  LOWBIT_CHECK(options.bucket_cap_mb > 0, "DistributedDataParallel: bucket_cap_mb must be > 0, got ",
+               options.bucket_cap_mb);
   impl_->module = std::move(module);
   impl_->pg = std::move(pg);
   impl_->options = options;
@@ -370,6 +465,12 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
   BroadcastState();
 
   impl_->BuildBuckets();
+  for (const auto& slot : impl_->slots) impl_->bucketed_keys.push_back(Key(slot.param));
+  for (const at::Tensor& p : impl_->module->parameters(true)) {
+    if (!p.requires_grad()) impl_->frozen_keys.push_back(Key(p));
+  }
+  std::sort(impl_->bucketed_keys.begin(), impl_->bucketed_keys.end());
+  std::sort(impl_->frozen_keys.begin(), impl_->frozen_keys.end());
   for (size_t s = 0; s < impl_->slots.size(); ++s) {
     auto accumulator = torch::autograd::impl::grad_accumulator(impl_->slots[s].param);
     accumulator->add_post_hook(std::make_unique<GradReadyHook>(impl_, s));
@@ -386,21 +487,55 @@ ProcessGroup& DistributedDataParallel::process_group() const { return *impl_->pg
 std::shared_ptr<ProcessGroup> DistributedDataParallel::shared_process_group() const { return impl_->pg; }
 CommHook& DistributedDataParallel::comm_hook() const { return *impl_->hook; }
 
-void DistributedDataParallel::RegisterCommHook(std::shared_ptr<CommHook> hook) {
-  TORCH_CHECK(hook != nullptr, "RegisterCommHook: hook is null");
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  TORCH_CHECK(!impl_->step_active, "RegisterCommHook: cannot replace the hook during a backward pass");
-  TORCH_CHECK(impl_->hook_owner.empty(), "RegisterCommHook: the comm hook belongs to ", impl_->hook_owner,
-              ", which does its own exchange; registering '", hook->Name(),
-              "' would silently break it (give that exchange to ", impl_->hook_owner, "'s own options instead)");
-  CheckSameOnAllRanks(*impl_->pg, {hook->Config()}, "comm hook configuration", "DistributedDataParallel");
-  impl_->hook = std::move(hook);
+namespace {
+
+// "; give that exchange to X instead" for an owner with a hook option.
+std::string OwnerAdvice(const std::string& owner, const std::string& option) {
+  if (option.empty()) return absl::StrCat(" (", owner, " takes no comm hook)");
+  return absl::StrCat(" (give that exchange to ", option, " instead)");
 }
 
-void DistributedDataParallel::RegisterOwnedCommHook(std::shared_ptr<CommHook> hook, const std::string& owner) {
+}  // namespace
+
+void DistributedDataParallel::RegisterCommHook(std::shared_ptr<CommHook> hook) {
+  LOWBIT_CHECK(hook != nullptr, "RegisterCommHook: hook is null");
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  LOWBIT_CHECK(!impl_->step_active, "RegisterCommHook: cannot replace the hook during a backward pass");
+  LOWBIT_CHECK(impl_->hook_owner.empty(), "RegisterCommHook: the comm hook belongs to ", impl_->hook_owner,
+               ", which does its own exchange; registering '", hook->Name(), "' would silently break it",
+               OwnerAdvice(impl_->hook_owner, impl_->hook_owner_option));
+  LOWBIT_CHECK(!impl_->hook_registered, "RegisterCommHook: comm hook '", impl_->hook->Config(),
+               "' is already registered; registering '", hook->Config(),
+               "' would silently replace it (DDP runs one hook). Call UnregisterCommHook() first to switch hooks");
+  CheckSameOnAllRanks(*impl_->pg, {hook->Config()}, "comm hook configuration", "DistributedDataParallel");
+  impl_->hook = std::move(hook);
+  impl_->hook_registered = true;
+}
+
+void DistributedDataParallel::UnregisterCommHook() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  LOWBIT_CHECK(!impl_->step_active, "UnregisterCommHook: cannot change the hook during a backward pass");
+  LOWBIT_CHECK(impl_->hook_owner.empty(), "UnregisterCommHook: the comm hook belongs to ", impl_->hook_owner,
+               ", which does its own exchange");
+  impl_->hook = std::make_shared<AllReduceHook>(impl_->pg);
+  impl_->hook_registered = false;
+}
+
+void DistributedDataParallel::RegisterOwnedCommHook(std::shared_ptr<CommHook> hook, const std::string& owner,
+                                                    const std::string& exchange_option) {
+  LOWBIT_CHECK(hook != nullptr, owner, ": its comm hook is null");
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    LOWBIT_CHECK(impl_->hook_owner.empty(), owner, ": DDP's comm hook already belongs to ", impl_->hook_owner,
+                 "; one optimizer owns a DDP's exchange");
+    LOWBIT_CHECK(!impl_->hook_registered, owner, " does its own exchange, but comm hook '", impl_->hook->Config(),
+                 "' is registered on this DDP and would be silently dropped: do not register it",
+                 OwnerAdvice(owner, exchange_option));
+  }
   RegisterCommHook(std::move(hook));
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->hook_owner = owner;
+  impl_->hook_owner_option = exchange_option;
 }
 
 std::string DistributedDataParallel::comm_hook_owner() const {
@@ -418,7 +553,15 @@ void DistributedDataParallel::BroadcastState() {
   if (!state.empty()) impl_->BroadcastFromRankZero(state);
 }
 
-const DdpStepStats& DistributedDataParallel::LastStepStats() const { return impl_->last; }
+DdpStepStats DistributedDataParallel::LastStepStats() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  DdpStepStats stats = impl_->last;
+  if (!impl_->has_last) return stats;
+  const TrafficCounters end = impl_->window_closed ? impl_->last_window_end : impl_->pg->Traffic();
+  stats.bytes_sent = end.bytes_sent - impl_->last_window_start.bytes_sent;
+  stats.bytes_received = end.bytes_received - impl_->last_window_start.bytes_received;
+  return stats;
+}
 
 std::vector<std::vector<std::string>> DistributedDataParallel::BucketLayout() const {
   std::vector<std::vector<std::string>> layout;

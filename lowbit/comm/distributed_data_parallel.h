@@ -19,6 +19,16 @@
 //
 // Gradient accumulation: backward passes inside `auto guard = ddp.NoSync();`
 // only accumulate locally; the next backward outside it averages the sum.
+//
+// Build DDP after everything that adds parameters to the model
+// (lowbit::qat::Prepare, a late register_parameter, requires_grad turned
+// on): its buckets hold the parameters it found then. Each synchronised
+// step, when the first bucketed gradient arrives, DDP compares the model's
+// trainable parameters with its buckets (one walk over the module tree, a
+// few microseconds for the GPT example's 42 tensors; bench/ddp_bench) and
+// throws on every rank, naming the tensors, if one was added or removed:
+// otherwise those gradients would never be averaged and the ranks would
+// drift apart without a word.
 #pragma once
 
 #include <cstdint>
@@ -44,8 +54,19 @@ struct DdpOptions {
 
 // What one synchronised step cost. Bytes as in TrafficCounters.
 struct DdpStepStats {
+  // What the process group carried from the start of this step's backward to
+  // the start of the next one's (for the latest step: to the LastStepStats()
+  // call): the bucket exchanges, the buffer broadcast, and the exchange of an
+  // optimizer that owns DDP's hook (the 1-bit family, DiLoCo, DeMo), which
+  // runs in its step() after backward. Collectives of the program's own in
+  // that window (an evaluation's allreduce, a checkpoint's agreement) count
+  // too.
   int64_t bytes_sent = 0;
   int64_t bytes_received = 0;
+  // The bucket exchanges of backward alone (zero while an owning optimizer's
+  // hook keeps gradients local).
+  int64_t exchange_bytes_sent = 0;
+  int64_t exchange_bytes_received = 0;
   // Gradient bytes of the step, i.e. what an uncompressed allreduce carries.
   int64_t dense_bytes = 0;
   // Sum of the durations of the step's bucket exchanges.
@@ -76,14 +97,27 @@ class DistributedDataParallel {
   ProcessGroup& process_group() const;
   std::shared_ptr<ProcessGroup> shared_process_group() const;
 
-  // Replaces the comm hook (default: AllReduceHook). The hook's Config() must
-  // be the same on every rank; a mismatch throws on all ranks. Throws, naming
-  // the owner, once an optimizer owns the hook (RegisterOwnedCommHook).
+  // Sets the comm hook in place of the default AllReduceHook. Once: a second
+  // registration throws naming both hooks (DDP runs one hook, so the second
+  // would silently drop the first; to switch hooks mid-run, call
+  // UnregisterCommHook() first; to combine methods, see TwoLevelHook and the
+  // compression hook's options). The hook's Config() must be the same on
+  // every rank; a mismatch throws on all ranks. Throws, naming the owner and
+  // its option, once an optimizer owns the hook (RegisterOwnedCommHook).
   void RegisterCommHook(std::shared_ptr<CommHook> hook);
-  // For optimizers that do their own exchange (the 1-bit family, DiLoCo):
-  // registers `hook`, and from then on every RegisterCommHook throws naming
-  // `owner`, since another hook would silently break that optimizer.
-  void RegisterOwnedCommHook(std::shared_ptr<CommHook> hook, const std::string& owner);
+  // Back to the default AllReduceHook, so that RegisterCommHook may set
+  // another. The old hook's state (error feedback, warm starts) goes with it.
+  // Throws when an optimizer owns the hook.
+  void UnregisterCommHook();
+  // For optimizers that do their own exchange (the 1-bit family, DiLoCo,
+  // DeMo): registers `hook`, and from then on RegisterCommHook and
+  // UnregisterCommHook throw naming `owner` and `exchange_option` (the
+  // owner's option that takes a hook for the exchange it does allow, e.g.
+  // "OneBitAdamOptions::averaging_hook"; empty when it has none), since
+  // another hook would silently break that optimizer. Throws the same way if
+  // the user already registered a hook, which the owner would silently drop.
+  void RegisterOwnedCommHook(std::shared_ptr<CommHook> hook, const std::string& owner,
+                             const std::string& exchange_option = "");
   // The owner's name, empty when no optimizer owns the hook.
   std::string comm_hook_owner() const;
   CommHook& comm_hook() const;
@@ -110,7 +144,9 @@ class DistributedDataParallel {
   // Broadcasts rank 0's parameters and buffers to all ranks.
   void BroadcastState();
 
-  const DdpStepStats& LastStepStats() const;
+  // The latest synchronised step's statistics (see DdpStepStats::bytes_sent
+  // for the window its bytes cover).
+  DdpStepStats LastStepStats() const;
   // Parameter names per bucket, in launch order.
   std::vector<std::vector<std::string>> BucketLayout() const;
 

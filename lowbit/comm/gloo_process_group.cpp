@@ -1,10 +1,12 @@
 #include "lowbit/comm/gloo_process_group.h"
 
 #include <ATen/ATen.h>
+
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "lowbit/base/error.h"
 #include "lowbit/kernels/scale.h"
 
 namespace lowbit::comm {
@@ -42,11 +44,11 @@ class GlooWork final : public Work {
         work_->wait();
         if (finisher_) finisher_();
       } catch (const std::exception& e) {
-        error_ = c10::str(description_, " failed: ", e.what());
+        error_ = c10::str(description_, " failed: ", ::lowbit::base::Message(e));
       }
       seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     }
-    TORCH_CHECK(error_.empty(), error_);
+    LOWBIT_CHECK(error_.empty(), error_);
   }
   bool IsCompleted() override { return work_->isCompleted(); }
   std::vector<at::Tensor> Result() override { return result_; }
@@ -73,11 +75,11 @@ struct GlooProcessGroup::State {
 
 GlooProcessGroup::GlooProcessGroup(const GlooRendezvous& r, ProcessGroupOptions options)
     : ProcessGroup(options), state_(std::make_unique<State>()), rank_(r.rank), size_(r.world_size) {
-  TORCH_CHECK(r.world_size >= 1, "Gloo process group: world_size must be >= 1, got ", r.world_size);
-  TORCH_CHECK(r.rank >= 0 && r.rank < r.world_size, "Gloo process group: rank must be in [0, ",
-              r.world_size, "), got ", r.rank);
-  TORCH_CHECK(r.master_port >= 0 && r.master_port <= 65535,
-              "Gloo process group: master_port must be in [0, 65535], got ", r.master_port);
+  LOWBIT_CHECK(r.world_size >= 1, "Gloo process group: world_size must be >= 1, got ", r.world_size);
+  LOWBIT_CHECK(r.rank >= 0 && r.rank < r.world_size, "Gloo process group: rank must be in [0, ", r.world_size,
+               "), got ", r.rank);
+  LOWBIT_CHECK(r.master_port >= 0 && r.master_port <= 65535,
+               "Gloo process group: master_port must be in [0, 65535], got ", r.master_port);
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<uint16_t>(r.master_port);
   store_options.isServer = !r.store_is_external && r.rank == 0;
@@ -197,9 +199,9 @@ absl::StatusOr<std::shared_ptr<ProcessGroup>> CreateGlooProcessGroup(const GlooR
     return std::shared_ptr<ProcessGroup>(std::make_shared<GlooProcessGroup>(rendezvous, options));
   } catch (const std::exception& e) {
     return absl::UnavailableError(std::string("cannot create the Gloo process group (store at ") +
-                                  rendezvous.master_addr + ":" + std::to_string(rendezvous.master_port) +
-                                  ", rank " + std::to_string(rendezvous.rank) + " of " +
-                                  std::to_string(rendezvous.world_size) + "): " + e.what());
+                                  rendezvous.master_addr + ":" + std::to_string(rendezvous.master_port) + ", rank " +
+                                  std::to_string(rendezvous.rank) + " of " + std::to_string(rendezvous.world_size) +
+                                  "): " + ::lowbit::base::Message(e));
   }
 }
 

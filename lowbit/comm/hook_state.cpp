@@ -1,10 +1,11 @@
-#include "lowbit/comm/comm_hook.h"
-
 #include <ATen/ATen.h>
 #include <c10/util/Logging.h>
 #include <torch/serialize/archive.h>
 
 #include <cstring>
+
+#include "lowbit/base/error.h"
+#include "lowbit/comm/comm_hook.h"
 
 namespace lowbit::comm {
 
@@ -21,10 +22,10 @@ void WriteHookState(torch::serialize::OutputArchive& archive, const HookState& s
 
 HookState ReadHookState(torch::serialize::InputArchive& archive, const std::string& prefix) {
   at::Tensor bytes;
-  TORCH_CHECK(archive.try_read(prefix + "names", bytes), "ReadHookState: no '", prefix, "names' entry");
-  TORCH_CHECK(bytes.dim() == 1 && (bytes.scalar_type() == at::kByte || bytes.scalar_type() == at::kChar) &&
-                  bytes.device().is_cpu(),
-              "ReadHookState: '", prefix, "names' must be 1-D bytes, got ", bytes.scalar_type(), bytes.sizes());
+  LOWBIT_CHECK(archive.try_read(prefix + "names", bytes), "ReadHookState: no '", prefix, "names' entry");
+  LOWBIT_CHECK(bytes.dim() == 1 && (bytes.scalar_type() == at::kByte || bytes.scalar_type() == at::kChar) &&
+                   bytes.device().is_cpu(),
+               "ReadHookState: '", prefix, "names' must be 1-D bytes, got ", bytes.scalar_type(), bytes.sizes());
   bytes = bytes.contiguous();
   const std::string names(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(bytes.numel()));
   HookState state;
@@ -32,11 +33,11 @@ HookState ReadHookState(torch::serialize::InputArchive& archive, const std::stri
   for (size_t end = names.find('\n'); end != std::string::npos; begin = end + 1, end = names.find('\n', begin)) {
     at::Tensor t;
     const std::string key = prefix + "t" + std::to_string(state.size());
-    TORCH_CHECK(archive.try_read(key, t), "ReadHookState: '", prefix, "names' lists ", state.size() + 1,
-                " or more entries but '", key, "' is missing");
+    LOWBIT_CHECK(archive.try_read(key, t), "ReadHookState: '", prefix, "names' lists ", state.size() + 1,
+                 " or more entries but '", key, "' is missing");
     state.emplace_back(names.substr(begin, end - begin), t);
   }
-  TORCH_CHECK(begin == names.size(), "ReadHookState: '", prefix, "names' does not end with a newline");
+  LOWBIT_CHECK(begin == names.size(), "ReadHookState: '", prefix, "names' does not end with a newline");
   return state;
 }
 

@@ -1,20 +1,21 @@
 #include "lowbit/comm/mpi_process_group.h"
 
+#include <ATen/ATen.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
 #include <algorithm>
 #include <climits>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
-#include <condition_variable>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
 
-#include <ATen/ATen.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
+#include "lowbit/base/error.h"
 #include "lowbit/comm/backends.h"
 #include "lowbit/comm/internal/mpi_check.h"
 #include "lowbit/kernels/scale.h"
@@ -36,8 +37,8 @@ struct MinF { float operator()(float a, float b) const { return a < b ? a : b; }
 struct MaxF { float operator()(float a, float b) const { return a > b ? a : b; } };
 
 int CheckedCount(int64_t n, const char* what) {
-  TORCH_CHECK(n <= INT_MAX, "MPI process group: ", what, " has ", n,
-              " elements, more than MPI's int count allows (", INT_MAX, ")");
+  LOWBIT_CHECK(n <= INT_MAX, "MPI process group: ", what, " has ", n, " elements, more than MPI's int count allows (",
+               INT_MAX, ")");
   return static_cast<int>(n);
 }
 
@@ -102,9 +103,8 @@ struct MpiProcessGroup::Worker {
     } else {
       LOWBIT_MPI_CHECK(MPI_Query_thread(&provided));
     }
-    TORCH_CHECK(provided >= MPI_THREAD_SERIALIZED,
-                "MPI process group: MPI provides thread level ", provided,
-                ", lowbit needs at least MPI_THREAD_SERIALIZED (", MPI_THREAD_SERIALIZED, ")");
+    LOWBIT_CHECK(provided >= MPI_THREAD_SERIALIZED, "MPI process group: MPI provides thread level ", provided,
+                 ", lowbit needs at least MPI_THREAD_SERIALIZED (", MPI_THREAD_SERIALIZED, ")");
     LOWBIT_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &comm));
     LOWBIT_MPI_CHECK(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN));
     LOWBIT_MPI_CHECK(MPI_Comm_rank(comm, &rank));
@@ -119,9 +119,9 @@ struct MpiProcessGroup::Worker {
     // must, since they choose the algorithms every rank runs.
     int agreed[3] = {local_size == size ? 1 : 0, static_cast<int>(hosts), -static_cast<int>(hosts)};
     LOWBIT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, agreed, 3, MPI_INT, MPI_MIN, comm));
-    TORCH_CHECK(agreed[1] == -agreed[2], "MpiProcessGroup: ProcessGroupOptions::hosts (LOWBIT_HOSTS) differs across ",
-                "ranks: this rank has '", ToString(hosts), "', the ranks' settings range from '",
-                ToString(static_cast<Hosts>(agreed[1])), "' to '", ToString(static_cast<Hosts>(-agreed[2])), "'");
+    LOWBIT_CHECK(agreed[1] == -agreed[2], "MpiProcessGroup: ProcessGroupOptions::hosts (LOWBIT_HOSTS) differs across ",
+                 "ranks: this rank has '", ToString(hosts), "', the ranks' settings range from '",
+                 ToString(static_cast<Hosts>(agreed[1])), "' to '", ToString(static_cast<Hosts>(-agreed[2])), "'");
     one_node = hosts == Hosts::kDetect ? agreed[0] == 1 : hosts == Hosts::kOne;
     LOWBIT_MPI_CHECK(MPI_Type_contiguous(2, MPI_BYTE, &half));
     LOWBIT_MPI_CHECK(MPI_Type_commit(&half));
@@ -194,7 +194,8 @@ struct MpiProcessGroup::Worker {
       case at::kChar: return MPI_INT8_T;
       case at::kInt: return MPI_INT32_T;
       case at::kLong: return MPI_INT64_T;
-      default: TORCH_CHECK(false, "MPI process group: no MPI type for dtype ", t);
+      default:
+        LOWBIT_CHECK(false, "MPI process group: no MPI type for dtype ", t);
     }
   }
 
@@ -247,8 +248,8 @@ HostGroups MpiProcessGroup::DoSplitByHost(int ranks_per_host) {
   std::shared_ptr<const Comm> c = comm_;
   const bool one_node = comm_->one_node;
   Enqueue(Describe("SplitByHost", at::Tensor()), {}, [c, local, cross, ranks_per_host, one_node] {
-    TORCH_CHECK(ranks_per_host == 0 || c->size % ranks_per_host == 0, "SplitByHost: ranks_per_host (",
-                ranks_per_host, ") must divide the world size (", c->size, ")");
+    LOWBIT_CHECK(ranks_per_host == 0 || c->size % ranks_per_host == 0, "SplitByHost: ranks_per_host (", ranks_per_host,
+                 ") must divide the world size (", c->size, ")");
     if (ranks_per_host == 0) {
       LOWBIT_MPI_CHECK(MPI_Comm_split_type(c->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local->comm));
     } else {
@@ -259,8 +260,8 @@ HostGroups MpiProcessGroup::DoSplitByHost(int ranks_per_host) {
     LOWBIT_MPI_CHECK(MPI_Comm_size(local->comm, &local->size));
     int sizes[2] = {local->size, -local->size};
     LOWBIT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, sizes, 2, MPI_INT, MPI_MIN, c->comm));
-    TORCH_CHECK(sizes[0] == -sizes[1], "SplitByHost: every host must hold the same number of ranks; they hold ",
-                sizes[0], " to ", -sizes[1]);
+    LOWBIT_CHECK(sizes[0] == -sizes[1], "SplitByHost: every host must hold the same number of ranks; they hold ",
+                 sizes[0], " to ", -sizes[1]);
     LOWBIT_MPI_CHECK(MPI_Comm_split(c->comm, local->rank, c->rank, &cross->comm));
     LOWBIT_MPI_CHECK(MPI_Comm_set_errhandler(cross->comm, MPI_ERRORS_RETURN));
     LOWBIT_MPI_CHECK(MPI_Comm_rank(cross->comm, &cross->rank));
@@ -296,8 +297,8 @@ MpiProcessGroup::~MpiProcessGroup() {
 
 std::shared_ptr<Work> MpiProcessGroup::Enqueue(std::string description, std::vector<at::Tensor> result,
                                                std::function<void()> run, std::function<void()> finisher) {
-  TORCH_CHECK(!worker_->timed_out, description,
-              ": the MPI process group is unusable because an earlier collective timed out");
+  LOWBIT_CHECK(!worker_->timed_out, description,
+               ": the MPI process group is unusable because an earlier collective timed out");
   auto work = std::make_shared<AsyncWork>(std::move(description), std::move(result), options_.timeout);
   if (finisher) work->SetFinisher(std::move(finisher));
   std::weak_ptr<Worker> weak = worker_;
@@ -570,7 +571,7 @@ absl::StatusOr<std::shared_ptr<ProcessGroup>> CreateMpiProcessGroup(ProcessGroup
   try {
     return std::shared_ptr<ProcessGroup>(std::make_shared<MpiProcessGroup>(options));
   } catch (const std::exception& e) {
-    return absl::UnavailableError(std::string("cannot create the MPI process group: ") + e.what());
+    return absl::UnavailableError(std::string("cannot create the MPI process group: ") + ::lowbit::base::Message(e));
   }
 }
 

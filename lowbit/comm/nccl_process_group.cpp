@@ -1,31 +1,31 @@
 #include "lowbit/comm/nccl_process_group.h"
 
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
 #include <nccl.h>
 
 #include <chrono>
 #include <thread>
 
-#include <ATen/ATen.h>
-#include <c10/cuda/CUDACachingAllocator.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-
+#include "lowbit/base/error.h"
 #include "lowbit/comm/backends.h"
 
 // Throws with file:line and NCCL's own message.
-#define LOWBIT_NCCL_CHECK(call)                                                                \
-  do {                                                                                         \
-    const ncclResult_t lowbit_nccl_rc_ = (call);                                               \
-    TORCH_CHECK(lowbit_nccl_rc_ == ncclSuccess, #call, " failed at ", __FILE__, ":", __LINE__, \
-                ": ", ncclGetErrorString(lowbit_nccl_rc_));                                    \
+#define LOWBIT_NCCL_CHECK(call)                                                                                   \
+  do {                                                                                                            \
+    const ncclResult_t lowbit_nccl_rc_ = (call);                                                                  \
+    LOWBIT_CHECK(lowbit_nccl_rc_ == ncclSuccess, #call, " failed at ", ::lowbit::base::SourcePath(__FILE__), ":", \
+                 __LINE__, ": ", ncclGetErrorString(lowbit_nccl_rc_));                                            \
   } while (0)
 
-#define LOWBIT_CUDA_CHECK(call)                                                              \
-  do {                                                                                       \
-    const cudaError_t lowbit_cuda_rc_ = (call);                                              \
-    TORCH_CHECK(lowbit_cuda_rc_ == cudaSuccess, #call, " failed at ", __FILE__, ":", __LINE__, \
-                ": ", cudaGetErrorString(lowbit_cuda_rc_));                                  \
+#define LOWBIT_CUDA_CHECK(call)                                                                                   \
+  do {                                                                                                            \
+    const cudaError_t lowbit_cuda_rc_ = (call);                                                                   \
+    LOWBIT_CHECK(lowbit_cuda_rc_ == cudaSuccess, #call, " failed at ", ::lowbit::base::SourcePath(__FILE__), ":", \
+                 __LINE__, ": ", cudaGetErrorString(lowbit_cuda_rc_));                                            \
   } while (0)
 
 namespace lowbit::comm {
@@ -41,7 +41,8 @@ ncclDataType_t NcclType(at::ScalarType t) {
     case at::kChar: return ncclInt8;
     case at::kInt: return ncclInt32;
     case at::kLong: return ncclInt64;
-    default: TORCH_CHECK(false, "NCCL process group: no NCCL type for dtype ", t);
+    default:
+      LOWBIT_CHECK(false, "NCCL process group: no NCCL type for dtype ", t);
   }
 }
 
@@ -96,7 +97,7 @@ class NcclWork final : public Work {
 
   void Wait() override {
     if (waited_) {
-      TORCH_CHECK(error_.empty(), error_);
+      LOWBIT_CHECK(error_.empty(), error_);
       return;
     }
     waited_ = true;
@@ -109,13 +110,13 @@ class NcclWork final : public Work {
         error_ = c10::str(description_, " did not complete within ",
                           std::chrono::duration<double>(timeout_).count(),
                           " s: a peer rank has probably died or hung; the NCCL communicator was aborted");
-        TORCH_CHECK(false, error_);
+        LOWBIT_CHECK(false, error_);
       }
       std::this_thread::yield();
     }
     if (status != cudaSuccess) {
       error_ = c10::str(description_, " failed: ", cudaGetErrorString(status));
-      TORCH_CHECK(false, error_);
+      LOWBIT_CHECK(false, error_);
     }
     seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
     if (finisher_) finisher_();
@@ -158,8 +159,7 @@ std::shared_ptr<Work> Launch(const std::shared_ptr<NcclProcessGroup::State>& sta
   }
   {
     std::lock_guard<std::mutex> lock(state->mu);
-    TORCH_CHECK(state->comm != nullptr, description,
-                ": the NCCL communicator was aborted after an earlier failure");
+    LOWBIT_CHECK(state->comm != nullptr, description, ": the NCCL communicator was aborted after an earlier failure");
     launch(state->comm->get(), stream);
   }
   LOWBIT_CUDA_CHECK(cudaEventCreateWithFlags(&end, cudaEventDisableTiming));
@@ -174,7 +174,7 @@ std::shared_ptr<Work> Launch(const std::shared_ptr<NcclProcessGroup::State>& sta
 
 NcclProcessGroup::NcclProcessGroup(std::shared_ptr<ProcessGroup> bootstrap, int device, ProcessGroupOptions options)
     : ProcessGroup(options), state_(std::make_shared<State>()) {
-  TORCH_CHECK(bootstrap != nullptr, "NCCL process group: bootstrap group is null");
+  LOWBIT_CHECK(bootstrap != nullptr, "NCCL process group: bootstrap group is null");
   rank_ = bootstrap->Rank();
   size_ = bootstrap->Size();
   state_->device = device;
@@ -289,7 +289,7 @@ absl::StatusOr<std::shared_ptr<ProcessGroup>> CreateNcclProcessGroup(std::shared
     return std::shared_ptr<ProcessGroup>(std::make_shared<NcclProcessGroup>(std::move(bootstrap), device, options));
   } catch (const std::exception& e) {
     return absl::UnavailableError(std::string("cannot create the NCCL process group on CUDA device ") +
-                                  std::to_string(device) + ": " + e.what());
+                                  std::to_string(device) + ": " + ::lowbit::base::Message(e));
   }
 }
 

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <absl/strings/str_cat.h>
 
+#include "lowbit/base/error.h"
+
 namespace lowbit::comm {
 
 std::string ToString(ReduceOp op) {
@@ -48,14 +50,13 @@ int64_t Bytes(const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.e
 }  // namespace
 
 void ProcessGroup::CheckTensor(const char* op, const char* name, const at::Tensor& t) const {
-  TORCH_CHECK(t.defined(), op, ": `", name, "` is an undefined tensor");
-  TORCH_CHECK(t.is_contiguous(), op, ": `", name, "` must be contiguous, got sizes ", t.sizes(),
-              " and strides ", t.strides());
-  TORCH_CHECK(IsSupportedDtype(t.scalar_type()), op, ": `", name, "` has unsupported dtype ",
-              t.scalar_type(),
-              " (supported: float32, float64, float16, bfloat16, uint8, int8, int32, int64)");
-  TORCH_CHECK(AcceptsDevice(t), op, ": the ", Backend(), " process group cannot take `", name,
-              "` on device ", t.device());
+  LOWBIT_CHECK(t.defined(), op, ": `", name, "` is an undefined tensor");
+  LOWBIT_CHECK(t.is_contiguous(), op, ": `", name, "` must be contiguous, got sizes ", t.sizes(), " and strides ",
+               t.strides());
+  LOWBIT_CHECK(IsSupportedDtype(t.scalar_type()), op, ": `", name, "` has unsupported dtype ", t.scalar_type(),
+               " (supported: float32, float64, float16, bfloat16, uint8, int8, int32, int64)");
+  LOWBIT_CHECK(AcceptsDevice(t), op, ": the ", Backend(), " process group cannot take `", name, "` on device ",
+               t.device());
 }
 
 void ProcessGroup::Count(int64_t sent, int64_t received) {
@@ -70,8 +71,8 @@ void ProcessGroup::Count(int64_t sent, int64_t received) {
 }
 
 HostGroups SplitByHost(const std::shared_ptr<ProcessGroup>& pg, int ranks_per_host) {
-  TORCH_CHECK(pg != nullptr, "SplitByHost: process group is null");
-  TORCH_CHECK(ranks_per_host >= 0, "SplitByHost: ranks_per_host must be >= 0 (0: detect), got ", ranks_per_host);
+  LOWBIT_CHECK(pg != nullptr, "SplitByHost: process group is null");
+  LOWBIT_CHECK(ranks_per_host >= 0, "SplitByHost: ranks_per_host must be >= 0 (0: detect), got ", ranks_per_host);
   HostGroups groups = pg->DoSplitByHost(ranks_per_host);
   groups.local->traffic_parent_ = pg;
   groups.cross->traffic_parent_ = pg;
@@ -79,8 +80,9 @@ HostGroups SplitByHost(const std::shared_ptr<ProcessGroup>& pg, int ranks_per_ho
 }
 
 HostGroups ProcessGroup::DoSplitByHost(int ranks_per_host) {
-  TORCH_CHECK(false, "SplitByHost: the ", Backend(), " process group cannot be split by host; the two-level "
-              "exchange needs the MPI backend");
+  LOWBIT_CHECK(false, "SplitByHost: the ", Backend(),
+               " process group cannot be split by host; the two-level "
+               "exchange needs the MPI backend");
 }
 
 TrafficCounters ProcessGroup::Traffic() const {
@@ -95,8 +97,8 @@ std::string ProcessGroup::Describe(const char* op, const at::Tensor& t) const {
 
 std::shared_ptr<Work> ProcessGroup::AllReduce(at::Tensor tensor, ReduceOp op) {
   CheckTensor("AllReduce", "tensor", tensor);
-  TORCH_CHECK(op != ReduceOp::kAvg || at::isFloatingType(tensor.scalar_type()),
-              "AllReduce: op avg needs a floating dtype, got ", tensor.scalar_type());
+  LOWBIT_CHECK(op != ReduceOp::kAvg || at::isFloatingType(tensor.scalar_type()),
+               "AllReduce: op avg needs a floating dtype, got ", tensor.scalar_type());
   Count(Bytes(tensor), Bytes(tensor));
   return DoAllReduce(std::move(tensor), op);
 }
@@ -104,10 +106,10 @@ std::shared_ptr<Work> ProcessGroup::AllReduce(at::Tensor tensor, ReduceOp op) {
 std::shared_ptr<Work> ProcessGroup::AllGather(at::Tensor output, at::Tensor input) {
   CheckTensor("AllGather", "input", input);
   CheckTensor("AllGather", "output", output);
-  TORCH_CHECK(output.scalar_type() == input.scalar_type(), "AllGather: output dtype ",
-              output.scalar_type(), " differs from input dtype ", input.scalar_type());
-  TORCH_CHECK(output.numel() == input.numel() * Size(), "AllGather: output has ", output.numel(),
-              " elements, expected world size ", Size(), " x input ", input.numel());
+  LOWBIT_CHECK(output.scalar_type() == input.scalar_type(), "AllGather: output dtype ", output.scalar_type(),
+               " differs from input dtype ", input.scalar_type());
+  LOWBIT_CHECK(output.numel() == input.numel() * Size(), "AllGather: output has ", output.numel(),
+               " elements, expected world size ", Size(), " x input ", input.numel());
   Count(Bytes(input), Bytes(input) * (Size() - 1));
   return DoAllGather(std::move(output), std::move(input));
 }
@@ -123,12 +125,12 @@ std::shared_ptr<Work> ProcessGroup::AllGatherV(at::Tensor input) {
 std::shared_ptr<Work> ProcessGroup::ReduceScatter(at::Tensor output, at::Tensor input, ReduceOp op) {
   CheckTensor("ReduceScatter", "input", input);
   CheckTensor("ReduceScatter", "output", output);
-  TORCH_CHECK(output.scalar_type() == input.scalar_type(), "ReduceScatter: output dtype ",
-              output.scalar_type(), " differs from input dtype ", input.scalar_type());
-  TORCH_CHECK(input.numel() == output.numel() * Size(), "ReduceScatter: input has ", input.numel(),
-              " elements, expected world size ", Size(), " x output ", output.numel());
-  TORCH_CHECK(op != ReduceOp::kAvg || at::isFloatingType(input.scalar_type()),
-              "ReduceScatter: op avg needs a floating dtype, got ", input.scalar_type());
+  LOWBIT_CHECK(output.scalar_type() == input.scalar_type(), "ReduceScatter: output dtype ", output.scalar_type(),
+               " differs from input dtype ", input.scalar_type());
+  LOWBIT_CHECK(input.numel() == output.numel() * Size(), "ReduceScatter: input has ", input.numel(),
+               " elements, expected world size ", Size(), " x output ", output.numel());
+  LOWBIT_CHECK(op != ReduceOp::kAvg || at::isFloatingType(input.scalar_type()),
+               "ReduceScatter: op avg needs a floating dtype, got ", input.scalar_type());
   Count(Bytes(output) * (Size() - 1), Bytes(output) * (Size() - 1));
   return DoReduceScatter(std::move(output), std::move(input), op);
 }
@@ -136,11 +138,11 @@ std::shared_ptr<Work> ProcessGroup::ReduceScatter(at::Tensor output, at::Tensor 
 std::shared_ptr<Work> ProcessGroup::AllToAll(at::Tensor output, at::Tensor input) {
   CheckTensor("AllToAll", "input", input);
   CheckTensor("AllToAll", "output", output);
-  TORCH_CHECK(output.scalar_type() == input.scalar_type(), "AllToAll: output dtype ",
-              output.scalar_type(), " differs from input dtype ", input.scalar_type());
-  TORCH_CHECK(input.numel() == output.numel() && input.numel() % Size() == 0,
-              "AllToAll: input (", input.numel(), ") and output (", output.numel(),
-              ") must have the same number of elements, divisible by the world size ", Size());
+  LOWBIT_CHECK(output.scalar_type() == input.scalar_type(), "AllToAll: output dtype ", output.scalar_type(),
+               " differs from input dtype ", input.scalar_type());
+  LOWBIT_CHECK(input.numel() == output.numel() && input.numel() % Size() == 0, "AllToAll: input (", input.numel(),
+               ") and output (", output.numel(),
+               ") must have the same number of elements, divisible by the world size ", Size());
   const int64_t chunk = Bytes(input) / Size();
   Count(chunk * (Size() - 1), chunk * (Size() - 1));
   return DoAllToAll(std::move(output), std::move(input));
@@ -148,7 +150,7 @@ std::shared_ptr<Work> ProcessGroup::AllToAll(at::Tensor output, at::Tensor input
 
 std::shared_ptr<Work> ProcessGroup::Broadcast(at::Tensor tensor, int root) {
   CheckTensor("Broadcast", "tensor", tensor);
-  TORCH_CHECK(root >= 0 && root < Size(), "Broadcast: root must be in [0, ", Size(), "), got ", root);
+  LOWBIT_CHECK(root >= 0 && root < Size(), "Broadcast: root must be in [0, ", Size(), "), got ", root);
   Count(Rank() == root ? Bytes(tensor) : 0, Rank() == root ? 0 : Bytes(tensor));
   return DoBroadcast(std::move(tensor), root);
 }

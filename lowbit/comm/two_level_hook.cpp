@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "lowbit/base/error.h"
 #include "lowbit/comm/consistency.h"
 #include "lowbit/comm/work.h"
 #include "lowbit/kernels/scale.h"
@@ -13,11 +14,11 @@ namespace lowbit::comm {
 
 TwoLevelHook::TwoLevelHook(std::shared_ptr<ProcessGroup> pg, const InnerFactory& make_inner, int ranks_per_host)
     : pg_(std::move(pg)), ranks_per_host_(ranks_per_host) {
-  TORCH_CHECK(pg_ != nullptr, "TwoLevelHook: process group is null");
-  TORCH_CHECK(make_inner != nullptr, "TwoLevelHook: the inner hook's factory is null");
+  LOWBIT_CHECK(pg_ != nullptr, "TwoLevelHook: process group is null");
+  LOWBIT_CHECK(make_inner != nullptr, "TwoLevelHook: the inner hook's factory is null");
   groups_ = SplitByHost(pg_, ranks_per_host);
   inner_ = make_inner(groups_.cross);
-  TORCH_CHECK(inner_ != nullptr, "TwoLevelHook: the factory made no inner hook");
+  LOWBIT_CHECK(inner_ != nullptr, "TwoLevelHook: the factory made no inner hook");
   CheckSameOnAllRanks(*pg_, {Config()}, "settings", "TwoLevelHook");
 }
 

@@ -2,6 +2,8 @@
 
 #include <c10/util/Exception.h>
 
+#include "lowbit/base/error.h"
+
 namespace lowbit::comm {
 
 AsyncWork::AsyncWork(std::string description, std::vector<at::Tensor> result,
@@ -12,9 +14,8 @@ void AsyncWork::Wait() {
   std::unique_lock<std::mutex> lock(mu_);
   if (!cv_.wait_for(lock, timeout_, [this] { return done_; })) {
     if (on_timeout_) on_timeout_();
-    TORCH_CHECK(false, description_, " did not complete within ",
-                std::chrono::duration<double>(timeout_).count(),
-                " s: a peer rank has probably died, hung, or stopped calling the same collectives");
+    LOWBIT_CHECK(false, description_, " did not complete within ", std::chrono::duration<double>(timeout_).count(),
+                 " s: a peer rank has probably died, hung, or stopped calling the same collectives");
   }
   if (error_) std::rethrow_exception(error_);
 }

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <limits>
 
+#include "lowbit/base/error.h"
 #include "lowbit/compress/lgreco.h"
 #include "lowbit/kernels/internal/counter_rng.h"
 
@@ -40,7 +41,7 @@ std::string FormatValue(std::optional<double> value) { return value ? absl::StrC
 class NameOverride final : public LayerRule {
  public:
   NameOverride(std::string pattern, std::optional<double> value) : pattern_(std::move(pattern)), value_(value) {
-    TORCH_CHECK(!pattern_.empty(), "layer override: the name pattern is empty");
+    LOWBIT_CHECK(!pattern_.empty(), "layer override: the name pattern is empty");
   }
   bool Enabled(const std::string& name, const std::vector<int64_t>&) const override {
     return fnmatch(pattern_.c_str(), name.c_str(), 0) == 0;
@@ -61,7 +62,7 @@ class NameOverride final : public LayerRule {
 class SkipSmall final : public LayerRule {
  public:
   SkipSmall(int64_t min_numel, bool compress_1d) : min_numel_(min_numel), compress_1d_(compress_1d) {
-    TORCH_CHECK(min_numel >= 0, "skip rule: min_compress_numel must be >= 0, got ", min_numel);
+    LOWBIT_CHECK(min_numel >= 0, "skip rule: min_compress_numel must be >= 0, got ", min_numel);
   }
   bool Enabled(const std::string&, const std::vector<int64_t>& shape) const override {
     const int64_t n = Numel(shape);
@@ -85,15 +86,15 @@ class Adaptive final : public LayerRule {
 void CheckValue(AdaptiveFamily family, double v, const char* what) {
   switch (family) {
     case AdaptiveFamily::kTopK:
-      TORCH_CHECK(v > 0.0 && v <= 1.0, "adaptive_topk: ", what, " density must be in (0, 1], got ", v);
+      LOWBIT_CHECK(v > 0.0 && v <= 1.0, "adaptive_topk: ", what, " density must be in (0, 1], got ", v);
       break;
     case AdaptiveFamily::kQsgd:
-      TORCH_CHECK(v >= 1.0 && v <= 8.0 && v == std::floor(v), "adaptive_qsgd: ", what,
-                  " bits must be an integer in [1, 8], got ", v);
+      LOWBIT_CHECK(v >= 1.0 && v <= 8.0 && v == std::floor(v), "adaptive_qsgd: ", what,
+                   " bits must be an integer in [1, 8], got ", v);
       break;
     case AdaptiveFamily::kPowerSgd:
-      TORCH_CHECK(v >= 1.0 && v <= 1e6 && v == std::floor(v), "adaptive_powersgd: ", what,
-                  " rank must be an integer >= 1, got ", v);
+      LOWBIT_CHECK(v >= 1.0 && v <= 1e6 && v == std::floor(v), "adaptive_powersgd: ", what,
+                   " rank must be an integer >= 1, got ", v);
       break;
   }
 }
@@ -156,8 +157,8 @@ class CompressorFamily : public AdaptiveHook::Family {
  public:
   CompressorFamily(std::shared_ptr<comm::ProcessGroup> pg, CompressionHookOptions options)
       : hook_(std::move(pg), std::move(options)) {
-    TORCH_CHECK(hook_.exchange() != Exchange::kTwoPhase,
-                "adaptive hooks need the allgather exchange (per-layer messages), got twophase");
+    LOWBIT_CHECK(hook_.exchange() != Exchange::kTwoPhase,
+                 "adaptive hooks need the allgather exchange (per-layer messages), got twophase");
   }
   comm::CommHook& Hook() override { return hook_; }
   const comm::CommHook& Hook() const override { return hook_; }
@@ -278,24 +279,23 @@ class PowerSgdFamily final : public AdaptiveHook::Family {
 
 AdaptiveHook::AdaptiveHook(std::shared_ptr<comm::ProcessGroup> pg, AdaptiveOptions options)
     : pg_(std::move(pg)), options_(std::move(options)) {
-  TORCH_CHECK(pg_ != nullptr, "AdaptiveHook: process group is null");
+  LOWBIT_CHECK(pg_ != nullptr, "AdaptiveHook: process group is null");
   const std::string who = "adaptive_" + ToString(options_.family);
-  TORCH_CHECK(!options_.candidates.empty(), who, ": the candidate set is empty");
+  LOWBIT_CHECK(!options_.candidates.empty(), who, ": the candidate set is empty");
   CheckValue(options_.family, options_.default_value, "default");
   for (double v : options_.candidates) CheckValue(options_.family, v, "candidate");
-  TORCH_CHECK(options_.period >= 1, who, ": adapt period must be >= 1 step, got ", options_.period);
-  TORCH_CHECK(options_.window >= 1 && options_.window <= options_.period, who, ": adapt window must be in [1, period=",
-              options_.period, "], got ", options_.window);
-  TORCH_CHECK(std::isfinite(options_.alpha) && options_.alpha > 0.0, who, ": adapt alpha must be > 0, got ",
-              options_.alpha);
-  TORCH_CHECK(options_.bins >= 1 && options_.bins <= 1000000, who, ": bins must be in [1, 1e6], got ",
-              options_.bins);
+  LOWBIT_CHECK(options_.period >= 1, who, ": adapt period must be >= 1 step, got ", options_.period);
+  LOWBIT_CHECK(options_.window >= 1 && options_.window <= options_.period, who,
+               ": adapt window must be in [1, period=", options_.period, "], got ", options_.window);
+  LOWBIT_CHECK(std::isfinite(options_.alpha) && options_.alpha > 0.0, who, ": adapt alpha must be > 0, got ",
+               options_.alpha);
+  LOWBIT_CHECK(options_.bins >= 1 && options_.bins <= 1000000, who, ": bins must be in [1, 1e6], got ", options_.bins);
   auto& c = options_.candidates;
   c.push_back(options_.default_value);
   std::sort(c.begin(), c.end());
   c.erase(std::unique(c.begin(), c.end()), c.end());
   if (options_.rules.empty()) options_.rules = DefaultLayerRules(options_.family, 1024, false);
-  for (const auto& rule : options_.rules) TORCH_CHECK(rule != nullptr, who, ": a layer rule is null");
+  for (const auto& rule : options_.rules) LOWBIT_CHECK(rule != nullptr, who, ": a layer rule is null");
   switch (options_.family) {
     case AdaptiveFamily::kTopK: {
       TopKOptions topk = options_.topk;
@@ -462,9 +462,9 @@ void AdaptiveHook::CheckSameChoices() {
   at::Tensor all = at::empty({pg_->Size()}, at::kLong);
   pg_->AllGather(all, hash)->Wait();
   for (int r = 0; r < pg_->Size(); ++r) {
-    TORCH_CHECK(all[r].item<int64_t>() == all[0].item<int64_t>(), Name(), ": rank ", r,
-                " restored other per-layer choices (or step) than rank 0; this rank has step ", mine,
-                " (were the ranks restored from different checkpoints?)");
+    LOWBIT_CHECK(all[r].item<int64_t>() == all[0].item<int64_t>(), Name(), ": rank ", r,
+                 " restored other per-layer choices (or step) than rank 0; this rank has step ", mine,
+                 " (were the ranks restored from different checkpoints?)");
   }
 }
 
@@ -525,10 +525,11 @@ void AdaptiveHook::LoadStateDict(const comm::HookState& state) {
     } else if (name.rfind("lgreco/sum/", 0) == 0) {
       sums[name.substr(11)] = tensor.clone();
     } else if (name.rfind("lgreco/", 0) == 0) {
-      TORCH_CHECK(false, Name(), " hook state: unknown entry '", name, "'");
+      LOWBIT_CHECK(false, Name(), " hook state: unknown entry '", name, "'");
     }
   }
-  TORCH_CHECK(step.has_value() && decisions.has_value(), Name(), " hook state: missing lgreco/step or lgreco/decisions");
+  LOWBIT_CHECK(step.has_value() && decisions.has_value(), Name(),
+               " hook state: missing lgreco/step or lgreco/decisions");
   for (const auto& [name, v] : values) {
     if (v) CheckValue(options_.family, *v, ("restored value of '" + name + "':").c_str());
   }

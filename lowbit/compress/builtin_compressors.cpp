@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "lowbit/base/error.h"
 #include "lowbit/kernels/internal/counter_rng.h"
 #include "lowbit/kernels/quantize.h"
 #include "lowbit/kernels/sign.h"
@@ -25,7 +26,8 @@ at::Tensor Compressor::EncodeWithFeedback(const at::Tensor& grad, const at::Tens
 
 void Compressor::DecodeSum(const std::vector<at::Tensor>& messages, const std::vector<EncodeContext>& ctxs,
                            at::Tensor& out, double divisor) const {
-  TORCH_CHECK(!messages.empty() && messages.size() == ctxs.size(), Name(), ": DecodeSum needs one context per message");
+  LOWBIT_CHECK(!messages.empty() && messages.size() == ctxs.size(), Name(),
+               ": DecodeSum needs one context per message");
   for (size_t r = 0; r < messages.size(); ++r) Decode(messages[r], ctxs[r], out, /*accumulate=*/r > 0);
   if (divisor != 1.0) out.div_(divisor);
 }
@@ -45,8 +47,8 @@ std::string ToString(Exchange exchange) {
 namespace {
 
 void CheckInput(const char* who, const at::Tensor& x) {
-  TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 1, who,
-              ": input must be a contiguous 1-D float32 tensor, got ", x.scalar_type(), " of shape ", x.sizes());
+  LOWBIT_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() == 1, who,
+               ": input must be a contiguous 1-D float32 tensor, got ", x.scalar_type(), " of shape ", x.sizes());
 }
 
 void Store(at::Tensor& out, const at::Tensor& value, bool accumulate) {
@@ -71,8 +73,8 @@ at::Tensor FromBytes(const at::Tensor& bytes, int64_t offset, int64_t count, at:
 class CastCompressor final : public Compressor {
  public:
   explicit CastCompressor(at::ScalarType dtype) : dtype_(dtype) {
-    TORCH_CHECK(dtype == at::kHalf || dtype == at::kBFloat16, "cast compressor: dtype must be Half or BFloat16, got ",
-                dtype);
+    LOWBIT_CHECK(dtype == at::kHalf || dtype == at::kBFloat16, "cast compressor: dtype must be Half or BFloat16, got ",
+                 dtype);
   }
   std::string Name() const override { return dtype_ == at::kHalf ? "fp16" : "bf16"; }
   std::string Config() const override { return Name(); }
@@ -116,8 +118,8 @@ class QuantizeCompressor final : public Compressor {
   }
   void Decode(const at::Tensor& message, const EncodeContext&, at::Tensor& out, bool accumulate) const override {
     const int64_t n = out.numel();
-    TORCH_CHECK(message.numel() == FixedMessageBytes(n), name_, ": message of ", message.numel(),
-                " bytes cannot hold ", n, " elements");
+    LOWBIT_CHECK(message.numel() == FixedMessageBytes(n), name_, ": message of ", message.numel(),
+                 " bytes cannot hold ", n, " elements");
     const int64_t nblocks = kernels::NumBlocks(n, spec_);
     at::Tensor scales = FromBytes(message, 0, nblocks, at::kFloat);
     at::Tensor codes = message.narrow(0, nblocks * 4, kernels::PackedCodeBytes(n, spec_));
@@ -148,8 +150,8 @@ class QuantizeCompressor final : public Compressor {
 class SignCompressor final : public Compressor {
  public:
   SignCompressor(int64_t block, int scale_norm) : block_(block), scale_norm_(scale_norm) {
-    TORCH_CHECK(block >= 0 && block % 8 == 0, "onebit block must be 0 or a positive multiple of 8, got ", block);
-    TORCH_CHECK(scale_norm == 1 || scale_norm == 2, "onebit scale_norm must be 1 or 2, got ", scale_norm);
+    LOWBIT_CHECK(block >= 0 && block % 8 == 0, "onebit block must be 0 or a positive multiple of 8, got ", block);
+    LOWBIT_CHECK(scale_norm == 1 || scale_norm == 2, "onebit scale_norm must be 1 or 2, got ", scale_norm);
   }
   std::string Name() const override { return "onebit"; }
   std::string Config() const override {
@@ -170,8 +172,8 @@ class SignCompressor final : public Compressor {
   }
   void Decode(const at::Tensor& message, const EncodeContext&, at::Tensor& out, bool accumulate) const override {
     const int64_t n = out.numel();
-    TORCH_CHECK(message.numel() == FixedMessageBytes(n), "onebit: message of ", message.numel(),
-                " bytes cannot hold ", n, " elements");
+    LOWBIT_CHECK(message.numel() == FixedMessageBytes(n), "onebit: message of ", message.numel(), " bytes cannot hold ",
+                 n, " elements");
     const int64_t nblocks = NumBlocks(n);
     kernels::UnpackSigns(message.narrow(0, 4 * nblocks, (n + 7) / 8), FromBytes(message, 0, nblocks, at::kFloat),
                          BlockFor(n), out, accumulate);
@@ -184,8 +186,8 @@ class SignCompressor final : public Compressor {
     const int64_t nblocks = NumBlocks(n);
     std::vector<at::Tensor> bits, scales;
     for (const at::Tensor& message : messages) {
-      TORCH_CHECK(message.numel() == FixedMessageBytes(n), "onebit: message of ", message.numel(),
-                  " bytes cannot hold ", n, " elements");
+      LOWBIT_CHECK(message.numel() == FixedMessageBytes(n), "onebit: message of ", message.numel(),
+                   " bytes cannot hold ", n, " elements");
       bits.push_back(message.narrow(0, 4 * nblocks, (n + 7) / 8));
       scales.push_back(FromBytes(message, 0, nblocks, at::kFloat));
     }
@@ -213,7 +215,7 @@ class SignCompressor final : public Compressor {
 };
 
 void CheckDensity(double density) {
-  TORCH_CHECK(density > 0.0 && density <= 1.0, "density must be in (0, 1], got ", density);
+  LOWBIT_CHECK(density > 0.0 && density <= 1.0, "density must be in (0, 1], got ", density);
 }
 
 // Message: int32 indices[k], then float values[k].
@@ -221,9 +223,9 @@ class TopKCompressor final : public Compressor {
  public:
   explicit TopKCompressor(const TopKOptions& options) : options_(options) {
     CheckDensity(options.density);
-    TORCH_CHECK(options.sample_ratio >= 0.0 && options.sample_ratio <= 1.0,
-                "top-k sample_ratio must be in [0, 1], got ", options.sample_ratio);
-    TORCH_CHECK(options.warmup_steps >= 0, "top-k warmup_steps must be >= 0, got ", options.warmup_steps);
+    LOWBIT_CHECK(options.sample_ratio >= 0.0 && options.sample_ratio <= 1.0,
+                 "top-k sample_ratio must be in [0, 1], got ", options.sample_ratio);
+    LOWBIT_CHECK(options.warmup_steps >= 0, "top-k warmup_steps must be >= 0, got ", options.warmup_steps);
   }
   std::string Name() const override { return "topk"; }
   std::string Config() const override {
@@ -250,7 +252,7 @@ class TopKCompressor final : public Compressor {
   }
 
   void Decode(const at::Tensor& message, const EncodeContext&, at::Tensor& out, bool accumulate) const override {
-    TORCH_CHECK(message.numel() % 8 == 0, "topk: message of ", message.numel(), " bytes is not (index, value) pairs");
+    LOWBIT_CHECK(message.numel() % 8 == 0, "topk: message of ", message.numel(), " bytes is not (index, value) pairs");
     const int64_t k = message.numel() / 8;
     if (!accumulate) out.zero_();
     at::Tensor idx = FromBytes(message, 0, k, at::kInt);
@@ -295,8 +297,8 @@ class RandomKCompressor final : public Compressor {
   }
   void Decode(const at::Tensor& message, const EncodeContext& ctx, at::Tensor& out, bool accumulate) const override {
     at::Tensor idx = kernels::RandomSubset(ctx.shared_key, out.numel(), density_, out.device());
-    TORCH_CHECK(idx.numel() == message.numel(), "randomk: message has ", message.numel(), " values, the key selects ",
-                idx.numel());
+    LOWBIT_CHECK(idx.numel() == message.numel(), "randomk: message has ", message.numel(), " values, the key selects ",
+                 idx.numel());
     if (!accumulate) out.zero_();
     at::Tensor values = message.to(at::kFloat).contiguous();
     kernels::ScatterAdd(idx, values, out);
@@ -323,7 +325,7 @@ std::shared_ptr<Compressor> MakeCastCompressor(at::ScalarType dtype) {
 }
 
 std::shared_ptr<Compressor> MakeQsgdCompressor(int bits, int64_t block, bool stochastic) {
-  TORCH_CHECK(bits >= 1 && bits <= 8, "qsgd bits must be in [1, 8], got ", bits);
+  LOWBIT_CHECK(bits >= 1 && bits <= 8, "qsgd bits must be in [1, 8], got ", bits);
   kernels::QuantSpec spec;
   spec.bits = bits;
   spec.levels = (1 << bits) - 1;

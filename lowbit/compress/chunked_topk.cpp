@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "lowbit/base/error.h"
+
 namespace lowbit::compress {
 namespace {
 
@@ -14,8 +16,8 @@ int64_t TailK(int64_t tail, int64_t chunk, int64_t k) {
 }  // namespace
 
 void CheckChunkedTopK(const char* who, int64_t chunk, int64_t k) {
-  TORCH_CHECK(chunk >= 1 && chunk <= 32768, who, ": chunk must be in [1, 32768], got ", chunk);
-  TORCH_CHECK(k >= 1 && k <= chunk, who, ": topk must be in [1, chunk = ", chunk, "], got ", k);
+  LOWBIT_CHECK(chunk >= 1 && chunk <= 32768, who, ": chunk must be in [1, 32768], got ", chunk);
+  LOWBIT_CHECK(k >= 1 && k <= chunk, who, ": topk must be in [1, chunk = ", chunk, "], got ", k);
 }
 
 int64_t ChunkedTopKCount(int64_t numel, int64_t chunk, int64_t k) {
@@ -25,7 +27,7 @@ int64_t ChunkedTopKCount(int64_t numel, int64_t chunk, int64_t k) {
 
 ChunkedSelection ChunkedTopK(const at::Tensor& flat, int64_t chunk, int64_t k) {
   CheckChunkedTopK("ChunkedTopK", chunk, k);
-  TORCH_CHECK(flat.dim() == 1, "ChunkedTopK: the tensor must be flat, got ", flat.sizes());
+  LOWBIT_CHECK(flat.dim() == 1, "ChunkedTopK: the tensor must be flat, got ", flat.sizes());
   const int64_t n = flat.numel(), full = n / chunk, tail = n % chunk;
   std::vector<at::Tensor> index, values;
   if (full > 0) {

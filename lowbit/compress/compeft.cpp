@@ -1,14 +1,15 @@
 #include "lowbit/compress/compeft.h"
 
+#include <torch/torch.h>
+
 #include <cmath>
 #include <cstring>
 #include <fstream>
 #include <map>
 #include <vector>
 
-#include <torch/torch.h>
-
 #include "absl/strings/str_cat.h"
+#include "lowbit/base/error.h"
 #include "lowbit/kernels/archive_file.h"
 #include "lowbit/kernels/topk.h"
 
@@ -42,8 +43,8 @@ class Reader {
   Reader(const uint8_t* data, int64_t size, std::string what) : data_(data), size_(size), what_(std::move(what)) {}
   template <typename T>
   T Get(const char* field) {
-    TORCH_CHECK(pos_ + static_cast<int64_t>(sizeof(T)) <= size_, what_, ": cut short reading ", field, " at byte ",
-                pos_, " of ", size_);
+    LOWBIT_CHECK(pos_ + static_cast<int64_t>(sizeof(T)) <= size_, what_, ": cut short reading ", field, " at byte ",
+                 pos_, " of ", size_);
     T v;
     std::memcpy(&v, data_ + pos_, sizeof(T));
     pos_ += sizeof(T);
@@ -56,11 +57,11 @@ class Reader {
       v |= static_cast<uint64_t>(b & 0x7f) << shift;
       if ((b & 0x80) == 0) return v;
     }
-    TORCH_CHECK(false, what_, ": ", field, " is not a valid varint at byte ", pos_);
+    LOWBIT_CHECK(false, what_, ": ", field, " is not a valid varint at byte ", pos_);
   }
   const uint8_t* Take(int64_t n, const char* field) {
-    TORCH_CHECK(n >= 0 && pos_ + n <= size_, what_, ": cut short reading ", field, " (", n, " bytes at byte ", pos_,
-                " of ", size_, ")");
+    LOWBIT_CHECK(n >= 0 && pos_ + n <= size_, what_, ": cut short reading ", field, " (", n, " bytes at byte ", pos_,
+                 " of ", size_, ")");
     const uint8_t* p = data_ + pos_;
     pos_ += n;
     return p;
@@ -77,13 +78,13 @@ class Reader {
 }  // namespace
 
 void CheckComPeftOptions(const ComPeftOptions& o) {
-  TORCH_CHECK(o.density > 0 && o.density <= 1, "ComPEFT: density must be in (0, 1], got ", o.density);
-  TORCH_CHECK(o.alpha > 0 && std::isfinite(o.alpha), "ComPEFT: alpha must be > 0, got ", o.alpha);
+  LOWBIT_CHECK(o.density > 0 && o.density <= 1, "ComPEFT: density must be in (0, 1], got ", o.density);
+  LOWBIT_CHECK(o.alpha > 0 && std::isfinite(o.alpha), "ComPEFT: alpha must be > 0, got ", o.alpha);
 }
 
 at::Tensor EncodeSparseTernary(const at::Tensor& tau, const ComPeftOptions& o) {
   CheckComPeftOptions(o);
-  TORCH_CHECK(tau.scalar_type() == at::kFloat, "ComPEFT: tensors must be float32, got ", tau.scalar_type());
+  LOWBIT_CHECK(tau.scalar_type() == at::kFloat, "ComPEFT: tensors must be float32, got ", tau.scalar_type());
   const at::Tensor x = tau.detach().reshape({-1}).contiguous().cpu();
   const int64_t n = x.numel();
   const int64_t k =
@@ -113,28 +114,28 @@ at::Tensor EncodeSparseTernary(const at::Tensor& tau, const ComPeftOptions& o) {
 }
 
 void DecodeSparseTernary(const at::Tensor& payload, at::Tensor& out, bool accumulate) {
-  TORCH_CHECK(payload.scalar_type() == at::kByte && payload.dim() == 1, "ComPEFT: a payload is 1-D uint8, got ",
-              payload.scalar_type(), " ", payload.sizes());
-  TORCH_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous(), "ComPEFT: out must be contiguous float32");
+  LOWBIT_CHECK(payload.scalar_type() == at::kByte && payload.dim() == 1, "ComPEFT: a payload is 1-D uint8, got ",
+               payload.scalar_type(), " ", payload.sizes());
+  LOWBIT_CHECK(out.scalar_type() == at::kFloat && out.is_contiguous(), "ComPEFT: out must be contiguous float32");
   const at::Tensor bytes = payload.contiguous().cpu();
   Reader r(bytes.data_ptr<uint8_t>(), bytes.numel(), "ComPEFT payload");
   const auto n = r.Get<int64_t>("the element count");
   const auto k = r.Get<int64_t>("the kept count");
   const auto scale = r.Get<float>("the scale");
-  TORCH_CHECK(n == out.numel(), "ComPEFT payload: it holds ", n, " elements, the tensor has ", out.numel());
-  TORCH_CHECK(k >= 0 && k <= n, "ComPEFT payload: kept count ", k, " is outside [0, ", n, "]");
-  TORCH_CHECK(std::isfinite(scale) && scale >= 0, "ComPEFT payload: the scale is ", scale);
+  LOWBIT_CHECK(n == out.numel(), "ComPEFT payload: it holds ", n, " elements, the tensor has ", out.numel());
+  LOWBIT_CHECK(k >= 0 && k <= n, "ComPEFT payload: kept count ", k, " is outside [0, ", n, "]");
+  LOWBIT_CHECK(std::isfinite(scale) && scale >= 0, "ComPEFT payload: the scale is ", scale);
   std::vector<int64_t> positions(static_cast<size_t>(k));
   int64_t prev = -1;
   for (int64_t i = 0; i < k; ++i) {
     const uint64_t gap = r.Varint("a position");
-    TORCH_CHECK(gap < static_cast<uint64_t>(n) && prev + 1 + static_cast<int64_t>(gap) < n,
-                "ComPEFT payload: position ", i, " lies past the tensor's ", n, " elements");
+    LOWBIT_CHECK(gap < static_cast<uint64_t>(n) && prev + 1 + static_cast<int64_t>(gap) < n,
+                 "ComPEFT payload: position ", i, " lies past the tensor's ", n, " elements");
     prev += 1 + static_cast<int64_t>(gap);
     positions[static_cast<size_t>(i)] = prev;
   }
   const uint8_t* signs = r.Take((k + 7) / 8, "the signs");
-  TORCH_CHECK(r.pos() == r.size(), "ComPEFT payload: ", r.size() - r.pos(), " bytes left over after ", k, " entries");
+  LOWBIT_CHECK(r.pos() == r.size(), "ComPEFT payload: ", r.size() - r.pos(), " bytes left over after ", k, " entries");
   at::Tensor idx = at::empty({k}, at::kLong), val = at::empty({k}, at::kFloat);
   int64_t* ip = idx.data_ptr<int64_t>();
   float* vp = val.data_ptr<float>();
@@ -158,9 +159,9 @@ int64_t SaveTaskVector(torch::nn::Module& finetuned, torch::nn::Module& base, co
   torch::NoGradGuard no_grad;
   for (const auto& item : params) {
     const at::Tensor* b = base_params.find(item.key());
-    TORCH_CHECK(b != nullptr, "SaveTaskVector: the base model has no parameter '", item.key(), "'");
-    TORCH_CHECK(b->sizes() == item.value().sizes(), "SaveTaskVector: '", item.key(), "' is ", item.value().sizes(),
-                " in the fine-tuned model and ", b->sizes(), " in the base");
+    LOWBIT_CHECK(b != nullptr, "SaveTaskVector: the base model has no parameter '", item.key(), "'");
+    LOWBIT_CHECK(b->sizes() == item.value().sizes(), "SaveTaskVector: '", item.key(), "' is ", item.value().sizes(),
+                 " in the fine-tuned model and ", b->sizes(), " in the base");
     Put<uint32_t>(out, static_cast<uint32_t>(item.key().size()));
     out.insert(out.end(), item.key().begin(), item.key().end());
     Put<uint32_t>(out, static_cast<uint32_t>(item.value().dim()));
@@ -172,57 +173,57 @@ int64_t SaveTaskVector(torch::nn::Module& finetuned, torch::nn::Module& base, co
   Put<uint32_t>(out, kernels::Crc32(out.data(), out.size()));
   std::ofstream file(path, std::ios::binary | std::ios::trunc);
   file.write(reinterpret_cast<const char*>(out.data()), static_cast<std::streamsize>(out.size()));
-  TORCH_CHECK(file.good(), "SaveTaskVector: cannot write ", path);
+  LOWBIT_CHECK(file.good(), "SaveTaskVector: cannot write ", path);
   return static_cast<int64_t>(out.size());
 }
 
 void ApplyTaskVector(torch::nn::Module& model, const std::string& path, double scale) {
   std::ifstream file(path, std::ios::binary);
-  TORCH_CHECK(file.good(), "ApplyTaskVector: cannot read ", path);
+  LOWBIT_CHECK(file.good(), "ApplyTaskVector: cannot read ", path);
   const std::vector<uint8_t> data((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
   const std::string what = absl::StrCat("task vector ", path);
   Reader head(data.data(), static_cast<int64_t>(data.size()), what);
   const uint8_t* magic = head.Take(4, "the magic");
-  TORCH_CHECK(std::memcmp(magic, kMagic, 4) == 0, what, ": not a lowbit task vector (no 'LBTV' magic)");
+  LOWBIT_CHECK(std::memcmp(magic, kMagic, 4) == 0, what, ": not a lowbit task vector (no 'LBTV' magic)");
   const auto version = head.Get<uint32_t>("the version");
-  TORCH_CHECK(version == 1 || version == kVersion, what, ": format version ", version, ", this build reads 1 and ",
-              kVersion);
+  LOWBIT_CHECK(version == 1 || version == kVersion, what, ": format version ", version, ", this build reads 1 and ",
+               kVersion);
   // Version 2: the CRC-32 at the end covers every byte before it, checked before anything is parsed.
   int64_t body = static_cast<int64_t>(data.size());
   if (version >= 2) {
-    TORCH_CHECK(data.size() >= 12, what, ": cut short (", data.size(), " bytes)");
+    LOWBIT_CHECK(data.size() >= 12, what, ": cut short (", data.size(), " bytes)");
     body -= 4;
     uint32_t stored;
     std::memcpy(&stored, data.data() + body, 4);
-    TORCH_CHECK(stored == kernels::Crc32(data.data(), static_cast<size_t>(body)), what,
-                ": its CRC-32 does not match its bytes (the file was changed, damaged or cut short)");
+    LOWBIT_CHECK(stored == kernels::Crc32(data.data(), static_cast<size_t>(body)), what,
+                 ": its CRC-32 does not match its bytes (the file was changed, damaged or cut short)");
   }
   Reader r(data.data(), body, what);
   r.Take(8, "the header");
   const auto count = r.Get<uint32_t>("the tensor count");
   auto params = model.named_parameters();
-  TORCH_CHECK(count == params.size(), what, ": holds ", count, " tensors, the model has ", params.size(),
-              " parameters");
+  LOWBIT_CHECK(count == params.size(), what, ": holds ", count, " tensors, the model has ", params.size(),
+               " parameters");
   // Decode everything first, then add: a bad file changes nothing.
   std::vector<std::pair<at::Tensor*, at::Tensor>> deltas;
   for (uint32_t t = 0; t < count; ++t) {
     const auto name_len = r.Get<uint32_t>("a name length");
-    TORCH_CHECK(name_len <= 4096, what, ": name length ", name_len, " of tensor ", t);
+    LOWBIT_CHECK(name_len <= 4096, what, ": name length ", name_len, " of tensor ", t);
     const uint8_t* name_bytes = r.Take(name_len, "a name");
     const std::string name(reinterpret_cast<const char*>(name_bytes), name_len);
     at::Tensor* p = params.find(name);
-    TORCH_CHECK(p != nullptr, what, ": the model has no parameter '", name, "'");
+    LOWBIT_CHECK(p != nullptr, what, ": the model has no parameter '", name, "'");
     const auto dims = r.Get<uint32_t>("a dimension count");
-    TORCH_CHECK(static_cast<int64_t>(dims) == p->dim(), what, ": '", name, "' has ", dims, " dimensions, the model's ",
-                p->dim());
+    LOWBIT_CHECK(static_cast<int64_t>(dims) == p->dim(), what, ": '", name, "' has ", dims, " dimensions, the model's ",
+                 p->dim());
     for (uint32_t d = 0; d < dims; ++d) {
       const auto size = r.Get<int64_t>("a dimension");
-      TORCH_CHECK(size == p->size(d), what, ": '", name, "' has size ", size, " in dimension ", d, ", the model's ",
-                  p->size(d));
+      LOWBIT_CHECK(size == p->size(d), what, ": '", name, "' has size ", size, " in dimension ", d, ", the model's ",
+                   p->size(d));
     }
     const auto payload_len = r.Get<uint64_t>("a payload length");
-    TORCH_CHECK(payload_len <= static_cast<uint64_t>(r.size()), what, ": payload of ", payload_len, " bytes for '",
-                name, "'");
+    LOWBIT_CHECK(payload_len <= static_cast<uint64_t>(r.size()), what, ": payload of ", payload_len, " bytes for '",
+                 name, "'");
     const uint8_t* payload = r.Take(static_cast<int64_t>(payload_len), "a payload");
     at::Tensor bytes = at::empty({static_cast<int64_t>(payload_len)}, at::kByte);
     if (payload_len > 0) std::memcpy(bytes.data_ptr<uint8_t>(), payload, payload_len);
@@ -230,11 +231,11 @@ void ApplyTaskVector(torch::nn::Module& model, const std::string& path, double s
     try {
       DecodeSparseTernary(bytes, delta, /*accumulate=*/false);
     } catch (const c10::Error& e) {
-      TORCH_CHECK(false, what, ": '", name, "': ", e.msg());
+      LOWBIT_CHECK(false, what, ": '", name, "': ", e.msg());
     }
     deltas.emplace_back(p, delta.view(p->sizes()));
   }
-  TORCH_CHECK(r.pos() == r.size(), what, ": ", r.size() - r.pos(), " bytes left over");
+  LOWBIT_CHECK(r.pos() == r.size(), what, ": ", r.size() - r.pos(), " bytes left over");
   torch::NoGradGuard no_grad;
   for (auto& [p, delta] : deltas) p->add_(delta.to(p->device()), scale);
 }

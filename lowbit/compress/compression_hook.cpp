@@ -2,12 +2,13 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <c10/core/DeviceGuard.h>
 #include <absl/strings/str_cat.h>
+#include <c10/core/DeviceGuard.h>
 
 #include <cmath>
 #include <limits>
 
+#include "lowbit/base/error.h"
 #include "lowbit/compress/internal/hook_state.h"
 #include "lowbit/compress/internal/serial_worker.h"
 #include "lowbit/kernels/internal/counter_rng.h"
@@ -93,28 +94,28 @@ struct CompressionHook::Pending {
 
 CompressionHook::CompressionHook(std::shared_ptr<comm::ProcessGroup> pg, CompressionHookOptions options)
     : pg_(std::move(pg)), options_(std::move(options)) {
-  TORCH_CHECK(pg_ != nullptr, "CompressionHook: process group is null");
-  TORCH_CHECK(options_.compressor != nullptr, "CompressionHook: compressor is null");
+  LOWBIT_CHECK(pg_ != nullptr, "CompressionHook: process group is null");
+  LOWBIT_CHECK(options_.compressor != nullptr, "CompressionHook: compressor is null");
   if (!options_.error_feedback) options_.error_feedback = MakeErrorFeedback("ef");
   exchange_ = options_.exchange.value_or(options_.compressor->DefaultExchange());
-  TORCH_CHECK(options_.compressor->Supports(exchange_), "CompressionHook: compressor ",
-              options_.compressor->Name(), " cannot use the ", ToString(exchange_), " exchange");
-  TORCH_CHECK(exchange_ != Exchange::kTwoPhase || options_.compressor->FixedMessageBytes(64) >= 0,
-              "CompressionHook: the two-phase exchange needs fixed-size messages");
-  TORCH_CHECK(options_.min_compress_numel >= 0, "CompressionHook: min_compress_numel must be >= 0, got ",
-              options_.min_compress_numel);
-  TORCH_CHECK(options_.momentum >= 0.0 && options_.momentum < 1.0, "CompressionHook: momentum must be in [0, 1), got ",
-              options_.momentum);
-  TORCH_CHECK(options_.start_iter >= 0, "CompressionHook: start_iter must be >= 0, got ", options_.start_iter);
-  TORCH_CHECK(options_.clip_norm >= 0.0, "CompressionHook: clip_norm must be >= 0, got ", options_.clip_norm);
+  LOWBIT_CHECK(options_.compressor->Supports(exchange_), "CompressionHook: compressor ", options_.compressor->Name(),
+               " cannot use the ", ToString(exchange_), " exchange");
+  LOWBIT_CHECK(exchange_ != Exchange::kTwoPhase || options_.compressor->FixedMessageBytes(64) >= 0,
+               "CompressionHook: the two-phase exchange needs fixed-size messages");
+  LOWBIT_CHECK(options_.min_compress_numel >= 0, "CompressionHook: min_compress_numel must be >= 0, got ",
+               options_.min_compress_numel);
+  LOWBIT_CHECK(options_.momentum >= 0.0 && options_.momentum < 1.0, "CompressionHook: momentum must be in [0, 1), got ",
+               options_.momentum);
+  LOWBIT_CHECK(options_.start_iter >= 0, "CompressionHook: start_iter must be >= 0, got ", options_.start_iter);
+  LOWBIT_CHECK(options_.clip_norm >= 0.0, "CompressionHook: clip_norm must be >= 0, got ", options_.clip_norm);
 }
 
 void CompressionHook::SetLayerCompressor(const std::string& name, std::shared_ptr<Compressor> compressor) {
-  TORCH_CHECK(exchange_ != Exchange::kTwoPhase, "CompressionHook: per-layer compressors (for '", name,
-              "') need the allgather or allreduce exchange, not twophase");
-  TORCH_CHECK(compressor == nullptr || compressor->Supports(exchange_), "CompressionHook: compressor ",
-              compressor ? compressor->Config() : "", " for '", name, "' cannot use the ", ToString(exchange_),
-              " exchange");
+  LOWBIT_CHECK(exchange_ != Exchange::kTwoPhase, "CompressionHook: per-layer compressors (for '", name,
+               "') need the allgather or allreduce exchange, not twophase");
+  LOWBIT_CHECK(compressor == nullptr || compressor->Supports(exchange_), "CompressionHook: compressor ",
+               compressor ? compressor->Config() : "", " for '", name, "' cannot use the ", ToString(exchange_),
+               " exchange");
   layer_compressor_[name] = std::move(compressor);
 }
 
@@ -322,14 +323,14 @@ void CompressionHook::DecodeAllGather(Pending& job) {
   std::vector<std::vector<EncodeContext>> contexts(job.compressed.size());
   for (int r = 0; r < world; ++r) {
     const at::Tensor& bytes = all[r];
-    TORCH_CHECK(bytes.numel() >= 8 * count, "compression hook: rank ", r, " sent ", bytes.numel(),
-                " bytes, fewer than its header of ", 8 * count);
+    LOWBIT_CHECK(bytes.numel() >= 8 * count, "compression hook: rank ", r, " sent ", bytes.numel(),
+                 " bytes, fewer than its header of ", 8 * count);
     const at::Tensor lengths = bytes.narrow(0, 0, 8 * count).clone().view(at::kLong);
     const int64_t* len = lengths.data_ptr<int64_t>();
     int64_t offset = 8 * count;
     for (int64_t j = 0; j < count; ++j) {
-      TORCH_CHECK(len[j] >= 0 && offset + len[j] <= bytes.numel(), "compression hook: rank ", r,
-                  " sent a malformed message (tensor ", j, " claims ", len[j], " bytes)");
+      LOWBIT_CHECK(len[j] >= 0 && offset + len[j] <= bytes.numel(), "compression hook: rank ", r,
+                   " sent a malformed message (tensor ", j, " claims ", len[j], " bytes)");
       const uint64_t key = NameKey(job.bucket.parameter_names[job.compressed[j]]);
       messages[j].push_back(bytes.narrow(0, offset, len[j]));
       contexts[j].push_back(Context(r, key, 0, job.step));

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <absl/strings/str_cat.h>
 
+#include "lowbit/base/error.h"
+
 namespace lowbit::compress {
 namespace {
 
@@ -65,7 +67,7 @@ class Ef21Feedback final : public ErrorFeedback {
 class EControlFeedback final : public ErrorFeedback {
  public:
   explicit EControlFeedback(double eta) : eta_(eta) {
-    TORCH_CHECK(eta > 0.0 && eta <= 1.0, "econtrol eta must be in (0, 1], got ", eta);
+    LOWBIT_CHECK(eta > 0.0 && eta <= 1.0, "econtrol eta must be in (0, 1], got ", eta);
   }
   std::string Name() const override { return "econtrol"; }
   std::string Config() const override { return absl::StrCat("econtrol(eta=", eta_, ")"); }
@@ -99,7 +101,7 @@ std::shared_ptr<ErrorFeedback> MakeErrorFeedback(const std::string& name, double
   if (name == "ef") return std::make_shared<ClassicFeedback>();
   if (name == "ef21") return std::make_shared<Ef21Feedback>();
   if (name == "econtrol") return std::make_shared<EControlFeedback>(eta);
-  TORCH_CHECK(false, "error feedback must be none, ef, ef21 or econtrol, got '", name, "'");
+  LOWBIT_CHECK(false, "error feedback must be none, ef, ef21 or econtrol, got '", name, "'");
 }
 
 }  // namespace lowbit::compress

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <limits>
 
+#include "lowbit/base/error.h"
+
 namespace lowbit::compress {
 
 int64_t ErrorBins(double error, double budget, int64_t bins) {
@@ -14,19 +16,19 @@ int64_t ErrorBins(double error, double budget, int64_t bins) {
 }
 
 std::optional<LayerChoice> SolveLayerChoices(const LayerChoiceProblem& p) {
-  TORCH_CHECK(p.bytes.size() == p.errors.size(), "L-GreCo: bytes has ", p.bytes.size(), " layers, errors has ",
-              p.errors.size());
-  TORCH_CHECK(std::isfinite(p.budget) && p.budget > 0.0, "L-GreCo: budget must be finite and > 0, got ", p.budget);
-  TORCH_CHECK(p.bins >= 1 && p.bins <= 10000000, "L-GreCo: bins must be in [1, 1e7], got ", p.bins);
+  LOWBIT_CHECK(p.bytes.size() == p.errors.size(), "L-GreCo: bytes has ", p.bytes.size(), " layers, errors has ",
+               p.errors.size());
+  LOWBIT_CHECK(std::isfinite(p.budget) && p.budget > 0.0, "L-GreCo: budget must be finite and > 0, got ", p.budget);
+  LOWBIT_CHECK(p.bins >= 1 && p.bins <= 10000000, "L-GreCo: bins must be in [1, 1e7], got ", p.bins);
   const size_t layers = p.bytes.size();
   for (size_t l = 0; l < layers; ++l) {
-    TORCH_CHECK(!p.bytes[l].empty(), "L-GreCo: layer ", l, " has an empty candidate set");
-    TORCH_CHECK(p.bytes[l].size() == p.errors[l].size(), "L-GreCo: layer ", l, " has ", p.bytes[l].size(),
-                " sizes but ", p.errors[l].size(), " errors");
+    LOWBIT_CHECK(!p.bytes[l].empty(), "L-GreCo: layer ", l, " has an empty candidate set");
+    LOWBIT_CHECK(p.bytes[l].size() == p.errors[l].size(), "L-GreCo: layer ", l, " has ", p.bytes[l].size(),
+                 " sizes but ", p.errors[l].size(), " errors");
     for (size_t c = 0; c < p.bytes[l].size(); ++c) {
-      TORCH_CHECK(p.bytes[l][c] >= 0, "L-GreCo: layer ", l, " candidate ", c, " has size ", p.bytes[l][c]);
-      TORCH_CHECK(std::isfinite(p.errors[l][c]) && p.errors[l][c] >= 0.0, "L-GreCo: layer ", l, " candidate ", c,
-                  " has error ", p.errors[l][c]);
+      LOWBIT_CHECK(p.bytes[l][c] >= 0, "L-GreCo: layer ", l, " candidate ", c, " has size ", p.bytes[l][c]);
+      LOWBIT_CHECK(std::isfinite(p.errors[l][c]) && p.errors[l][c] >= 0.0, "L-GreCo: layer ", l, " candidate ", c,
+                   " has error ", p.errors[l][c]);
     }
   }
   constexpr int64_t kNone = std::numeric_limits<int64_t>::max();

@@ -7,6 +7,7 @@
 #include <limits>
 #include <tuple>
 
+#include "lowbit/base/error.h"
 #include "lowbit/compress/compression_hook.h"
 #include "lowbit/compress/internal/hook_state.h"
 #include "lowbit/kernels/internal/counter_rng.h"
@@ -67,11 +68,11 @@ struct PowerSgdHook::Pending {
 
 PowerSgdHook::PowerSgdHook(std::shared_ptr<comm::ProcessGroup> pg, PowerSgdOptions options)
     : pg_(std::move(pg)), options_(options) {
-  TORCH_CHECK(pg_ != nullptr, "PowerSgdHook: process group is null");
-  TORCH_CHECK(options_.rank >= 1, "powersgd rank must be >= 1, got ", options_.rank);
-  TORCH_CHECK(options_.start_iter >= 0, "powersgd start_iter must be >= 0, got ", options_.start_iter);
-  TORCH_CHECK(options_.min_compression_rate >= 1.0, "powersgd min_compression_rate must be >= 1, got ",
-              options_.min_compression_rate);
+  LOWBIT_CHECK(pg_ != nullptr, "PowerSgdHook: process group is null");
+  LOWBIT_CHECK(options_.rank >= 1, "powersgd rank must be >= 1, got ", options_.rank);
+  LOWBIT_CHECK(options_.start_iter >= 0, "powersgd start_iter must be >= 0, got ", options_.start_iter);
+  LOWBIT_CHECK(options_.min_compression_rate >= 1.0, "powersgd min_compression_rate must be >= 1, got ",
+               options_.min_compression_rate);
 }
 
 std::string PowerSgdHook::Config() const {
@@ -81,7 +82,7 @@ std::string PowerSgdHook::Config() const {
 }
 
 void PowerSgdHook::SetLayerRank(const std::string& name, int rank) {
-  TORCH_CHECK(rank >= 0, "powersgd rank for '", name, "' must be >= 0 (0: uncompressed), got ", rank);
+  LOWBIT_CHECK(rank >= 0, "powersgd rank for '", name, "' must be >= 0 (0: uncompressed), got ", rank);
   layer_rank_[name] = rank;
 }
 

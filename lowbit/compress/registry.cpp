@@ -1,21 +1,21 @@
 #include "lowbit/compress/registry.h"
 
-#include <c10/util/Exception.h>
-
 #include <absl/strings/numbers.h>
 #include <absl/strings/str_cat.h>
 #include <absl/strings/str_join.h>
 #include <absl/strings/str_split.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
 
+#include "lowbit/base/error.h"
 #include "lowbit/compress/adaptive_hook.h"
+#include "lowbit/compress/builtin_compressors.h"
 #include "lowbit/compress/compeft.h"
 #include "lowbit/compress/compression_hook.h"
-#include "lowbit/compress/builtin_compressors.h"
 #include "lowbit/compress/powersgd_hook.h"
 #include "lowbit/compress/sparseloco_hook.h"
 
@@ -27,7 +27,7 @@ std::optional<Exchange> ParseExchange(const std::string& name) {
   if (name == "allreduce") return Exchange::kAllReduce;
   if (name == "allgather") return Exchange::kAllGather;
   if (name == "twophase") return Exchange::kTwoPhase;
-  TORCH_CHECK(false, "exchange must be auto, allreduce, allgather or twophase, got '", name, "'");
+  LOWBIT_CHECK(false, "exchange must be auto, allreduce, allgather or twophase, got '", name, "'");
 }
 
 // "pattern=value,pattern=plain" -> rules, in order.
@@ -36,16 +36,16 @@ std::vector<std::shared_ptr<LayerRule>> ParseOverrides(const std::string& text) 
   if (text.empty()) return rules;
   for (absl::string_view item : absl::StrSplit(text, ',')) {
     const size_t eq = item.rfind('=');
-    TORCH_CHECK(eq != absl::string_view::npos && eq > 0 && eq + 1 < item.size(),
-                "adapt override must be pattern=value or pattern=plain, got '", std::string(item), "'");
+    LOWBIT_CHECK(eq != absl::string_view::npos && eq > 0 && eq + 1 < item.size(),
+                 "adapt override must be pattern=value or pattern=plain, got '", std::string(item), "'");
     const std::string pattern(item.substr(0, eq));
     const absl::string_view value = item.substr(eq + 1);
     double v = 0;
     if (value == "plain") {
       rules.push_back(NameOverrideRule(pattern, std::nullopt));
     } else {
-      TORCH_CHECK(absl::SimpleAtod(value, &v), "adapt override for '", pattern,
-                  "' must be a number or plain, got '", std::string(value), "'");
+      LOWBIT_CHECK(absl::SimpleAtod(value, &v), "adapt override for '", pattern, "' must be a number or plain, got '",
+                   std::string(value), "'");
       rules.push_back(NameOverrideRule(pattern, v));
     }
   }
@@ -161,8 +161,8 @@ class Values {
       if (s == nullptr) {
         std::vector<std::string> keys;
         for (const HookSetting& k : hook.settings) keys.push_back(k.key);
-        TORCH_CHECK(false, "hook '", hook.name, "' has no setting '", key, "'",
-                    keys.empty() ? std::string(" (it takes none)") : "; its settings: " + absl::StrJoin(keys, ", "));
+        LOWBIT_CHECK(false, "hook '", hook.name, "' has no setting '", key, "'",
+                     keys.empty() ? std::string(" (it takes none)") : "; its settings: " + absl::StrJoin(keys, ", "));
       }
       Check(*s, value);
       text_[key] = value;
@@ -191,19 +191,19 @@ class Values {
         double v = 0;
         const bool number = absl::SimpleAtod(value, &v) && std::isfinite(v);
         const bool integral = s.kind == Kind::kDouble || (number && std::floor(v) == v);
-        TORCH_CHECK(number && integral, where, " must be ", s.kind == Kind::kInt ? "an integer" : "a number",
-                    ", got '", value, "'");
+        LOWBIT_CHECK(number && integral, where, " must be ", s.kind == Kind::kInt ? "an integer" : "a number",
+                     ", got '", value, "'");
         const bool low_ok = s.min_open ? v > s.min : v >= s.min;
-        TORCH_CHECK(low_ok && v <= s.max, where, " must be in ", s.Range(), ", got ", value);
+        LOWBIT_CHECK(low_ok && v <= s.max, where, " must be in ", s.Range(), ", got ", value);
         break;
       }
       case Kind::kBool:
-        TORCH_CHECK(value == "true" || value == "false" || value == "1" || value == "0", where,
-                    " must be true or false, got '", value, "'");
+        LOWBIT_CHECK(value == "true" || value == "false" || value == "1" || value == "0", where,
+                     " must be true or false, got '", value, "'");
         break;
       case Kind::kChoice:
-        TORCH_CHECK(std::find(s.choices.begin(), s.choices.end(), value) != s.choices.end(), where, " must be ",
-                    s.Range(), ", got '", value, "'");
+        LOWBIT_CHECK(std::find(s.choices.begin(), s.choices.end(), value) != s.choices.end(), where, " must be ",
+                     s.Range(), ", got '", value, "'");
         break;
       case Kind::kText:
         break;
@@ -280,15 +280,15 @@ std::shared_ptr<comm::CommHook> MakeAdaptiveHook(std::shared_ptr<comm::ProcessGr
     o.compression = CompressionFrom(name, v);
   }
   const std::string& candidates = v.Text("adapt_candidates");
-  TORCH_CHECK(!candidates.empty(), "hook '", name, "': setting 'adapt_candidates' is empty (use auto, or a ",
-              "comma-separated list)");
+  LOWBIT_CHECK(!candidates.empty(), "hook '", name, "': setting 'adapt_candidates' is empty (use auto, or a ",
+               "comma-separated list)");
   if (candidates == "auto") {
     o.candidates = DefaultCandidates(o.family, o.default_value);
   } else {
     for (absl::string_view item : absl::StrSplit(candidates, ',')) {
       double c = 0;
-      TORCH_CHECK(absl::SimpleAtod(item, &c), "hook '", name, "': setting 'adapt_candidates' must be numbers, got '",
-                  candidates, "'");
+      LOWBIT_CHECK(absl::SimpleAtod(item, &c), "hook '", name, "': setting 'adapt_candidates' must be numbers, got '",
+                   candidates, "'");
       o.candidates.push_back(c);
     }
   }
@@ -342,7 +342,7 @@ const HookInfo& FindHook(const std::string& name) {
     if (h.name == name) return h;
     names.push_back(h.name);
   }
-  TORCH_CHECK(false, "unknown comm hook '", name, "'; known: ", absl::StrJoin(names, ", "));
+  LOWBIT_CHECK(false, "unknown comm hook '", name, "'; known: ", absl::StrJoin(names, ", "));
 }
 
 std::shared_ptr<comm::CommHook> MakeCommHook(std::shared_ptr<comm::ProcessGroup> pg, const std::string& name,
@@ -352,8 +352,8 @@ std::shared_ptr<comm::CommHook> MakeCommHook(std::shared_ptr<comm::ProcessGroup>
   if (name == "allreduce" || name == "none") return std::make_shared<comm::AllReduceHook>(std::move(pg));
   if (name == "powersgd") return std::make_shared<PowerSgdHook>(std::move(pg), PowerSgdFrom(v));
   if (name == "sparseloco") {
-    TORCH_CHECK(v.Int("topk") <= v.Int("chunk"), "comm hook 'sparseloco': topk must be <= chunk (", v.Int("chunk"),
-                "), got ", v.Int("topk"));
+    LOWBIT_CHECK(v.Int("topk") <= v.Int("chunk"), "comm hook 'sparseloco': topk must be <= chunk (", v.Int("chunk"),
+                 "), got ", v.Int("topk"));
     return std::make_shared<SparseLoCoHook>(std::move(pg), SparseLoCoHookOptions()
                                                                .chunk(v.Int("chunk"))
                                                                .topk(v.Int("topk"))
@@ -365,18 +365,19 @@ std::shared_ptr<comm::CommHook> MakeCommHook(std::shared_ptr<comm::ProcessGroup>
   return std::make_shared<CompressionHook>(std::move(pg), CompressionFrom(name, v));
 }
 
-std::shared_ptr<comm::CommHook> MakeCommHook(std::shared_ptr<comm::ProcessGroup> pg, const std::string& spec) {
+std::shared_ptr<comm::CommHook> MakeCommHook(std::shared_ptr<comm::ProcessGroup> pg, const std::string& spec,
+                                             AdaptCallback on_adapt) {
   const size_t colon = spec.find(':');
   HookSettings settings;
   if (colon != std::string::npos) {
     for (absl::string_view item : absl::StrSplit(spec.substr(colon + 1), ',', absl::SkipEmpty())) {
       const size_t eq = item.find('=');
-      TORCH_CHECK(eq != absl::string_view::npos && eq > 0, "comm hook '", spec,
-                  "': settings must be key=value, got '", std::string(item), "'");
+      LOWBIT_CHECK(eq != absl::string_view::npos && eq > 0, "comm hook '", spec, "': settings must be key=value, got '",
+                   std::string(item), "'");
       settings.emplace_back(std::string(item.substr(0, eq)), std::string(item.substr(eq + 1)));
     }
   }
-  return MakeCommHook(std::move(pg), spec.substr(0, colon), settings);
+  return MakeCommHook(std::move(pg), spec.substr(0, colon), settings, std::move(on_adapt));
 }
 
 }  // namespace lowbit::compress

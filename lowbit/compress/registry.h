@@ -73,7 +73,12 @@ using AdaptCallback = std::function<void(int64_t step, const std::string& summar
 std::shared_ptr<comm::CommHook> MakeCommHook(std::shared_ptr<comm::ProcessGroup> pg, const std::string& name,
                                        const HookSettings& settings, AdaptCallback on_adapt = {});
 // "name" or "name:key=value,key=value". adapt_overrides, whose value has
-// commas, is set through the other overload.
-std::shared_ptr<comm::CommHook> MakeCommHook(std::shared_ptr<comm::ProcessGroup> pg, const std::string& spec);
+// commas, is set through the other overload. `on_adapt` as there:
+//
+//   MakeCommHook(pg, "adaptive_qsgd:period=100", [](int64_t step, const std::string& changes) {
+//     std::cout << "L-GreCo step " << step << ": " << changes << "\n";
+//   });
+std::shared_ptr<comm::CommHook> MakeCommHook(std::shared_ptr<comm::ProcessGroup> pg, const std::string& spec,
+                                             AdaptCallback on_adapt = {});
 
 }  // namespace lowbit::compress

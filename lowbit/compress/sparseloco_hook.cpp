@@ -1,12 +1,13 @@
 #include "lowbit/compress/sparseloco_hook.h"
 
 #include <ATen/ATen.h>
-#include <absl/strings/str_cat.h>
 #include <ATen/core/grad_mode.h>
+#include <absl/strings/str_cat.h>
 
 #include <cmath>
 #include <vector>
 
+#include "lowbit/base/error.h"
 #include "lowbit/comm/work.h"
 #include "lowbit/compress/chunked_topk.h"
 #include "lowbit/kernels/scale.h"
@@ -62,14 +63,14 @@ at::Tensor Unpack(const at::Tensor& packed, int64_t bits, int64_t count) {
 
 SparseLoCoHook::SparseLoCoHook(std::shared_ptr<comm::ProcessGroup> pg, SparseLoCoHookOptions options)
     : pg_(std::move(pg)), options_(options) {
-  TORCH_CHECK(pg_ != nullptr, "SparseLoCoHook: process group is null");
+  LOWBIT_CHECK(pg_ != nullptr, "SparseLoCoHook: process group is null");
   CheckChunkedTopK("SparseLoCoHook", options_.chunk(), options_.topk());
   const int64_t b = options_.bits();
-  TORCH_CHECK(b == 1 || b == 2 || b == 4 || b == 8, "SparseLoCoHook: bits must be 1, 2, 4 or 8, got ", b);
-  TORCH_CHECK(options_.decay() >= 0.0 && options_.decay() <= 1.0, "SparseLoCoHook: decay must be in [0, 1], got ",
-              options_.decay());
-  TORCH_CHECK(options_.range_sigmas() > 0.0 && std::isfinite(options_.range_sigmas()),
-              "SparseLoCoHook: range_sigmas must be > 0, got ", options_.range_sigmas());
+  LOWBIT_CHECK(b == 1 || b == 2 || b == 4 || b == 8, "SparseLoCoHook: bits must be 1, 2, 4 or 8, got ", b);
+  LOWBIT_CHECK(options_.decay() >= 0.0 && options_.decay() <= 1.0, "SparseLoCoHook: decay must be in [0, 1], got ",
+               options_.decay());
+  LOWBIT_CHECK(options_.range_sigmas() > 0.0 && std::isfinite(options_.range_sigmas()),
+               "SparseLoCoHook: range_sigmas must be > 0, got ", options_.range_sigmas());
 }
 
 std::string SparseLoCoHook::Config() const {
@@ -87,9 +88,9 @@ std::shared_ptr<comm::Work> SparseLoCoHook::RunHook(comm::GradBucket& bucket) {
   at::NoGradGuard no_grad;
   const int64_t chunk = options_.chunk(), k = options_.topk(), bits = options_.bits();
   const size_t n = bucket.gradients.size();
-  TORCH_CHECK(bucket.parameter_names.size() == n && bucket.offsets.size() == n, "SparseLoCoHook: bucket ", bucket.index,
-              " has ", n, " gradients but ", bucket.parameter_names.size(), " names and ", bucket.offsets.size(),
-              " offsets");
+  LOWBIT_CHECK(bucket.parameter_names.size() == n && bucket.offsets.size() == n, "SparseLoCoHook: bucket ",
+               bucket.index, " has ", n, " gradients but ", bucket.parameter_names.size(), " names and ",
+               bucket.offsets.size(), " offsets");
   std::vector<int64_t> counts;
   for (const at::Tensor& g : bucket.gradients) counts.push_back(ChunkedTopKCount(g.numel(), chunk, k));
   const Layout l = MakeLayout(counts, bits);
@@ -183,9 +184,9 @@ comm::HookState SparseLoCoHook::StateDict() const {
 void SparseLoCoHook::LoadStateDict(const comm::HookState& state) {
   std::map<std::string, at::Tensor> loaded;
   for (const auto& [name, t] : state) {
-    TORCH_CHECK(name.rfind("error/", 0) == 0, "SparseLoCoHook: unexpected state entry '", name, "'");
-    TORCH_CHECK(t.scalar_type() == at::kFloat, "SparseLoCoHook: state entry '", name, "' has dtype ", t.scalar_type(),
-                ", expected float");
+    LOWBIT_CHECK(name.rfind("error/", 0) == 0, "SparseLoCoHook: unexpected state entry '", name, "'");
+    LOWBIT_CHECK(t.scalar_type() == at::kFloat, "SparseLoCoHook: state entry '", name, "' has dtype ", t.scalar_type(),
+                 ", expected float");
     loaded[name.substr(6)] = t.clone();
   }
   error_ = std::move(loaded);

@@ -1,5 +1,9 @@
 #include "lowbit/kernels/archive_file.h"
 
+#include <c10/util/Exception.h>
+#include <caffe2/serialize/inline_container.h>
+#include <torch/serialize/input-archive.h>
+
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -9,9 +13,7 @@
 #include <string>
 #include <vector>
 
-#include <c10/util/Exception.h>
-#include <caffe2/serialize/inline_container.h>
-#include <torch/serialize/input-archive.h>
+#include "lowbit/base/error.h"
 
 namespace lowbit::kernels {
 namespace {
@@ -50,7 +52,7 @@ namespace {
 
 std::string ReadWholeFile(const std::string& path, const std::string& who) {
   std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK(in.good(), who, ": cannot read ", path);
+  LOWBIT_CHECK(in.good(), who, ": cannot read ", path);
   return {std::istreambuf_iterator<char>(in), {}};
 }
 
@@ -59,18 +61,18 @@ void CheckZipBytes(const std::string& data, const std::string& path, const std::
   const Bytes z{data};
   const std::string bad = who + ": " + path + " is not a whole LibTorch archive: ";
   // The end-of-central-directory record: 22 bytes and a comment of up to 65,535.
-  TORCH_CHECK(data.size() >= 22, bad, "it has ", data.size(), " bytes");
+  LOWBIT_CHECK(data.size() >= 22, bad, "it has ", data.size(), " bytes");
   uint64_t end = data.size() - 22;
   const uint64_t lowest = data.size() >= 22 + 65535 ? data.size() - 22 - 65535 : 0;
   while (z.U32(end) != 0x06054b50u || end + 22 + z.U16(end + 20) != data.size()) {
-    TORCH_CHECK(end > lowest, bad, "no end-of-central-directory record");
+    LOWBIT_CHECK(end > lowest, bad, "no end-of-central-directory record");
     --end;
   }
   const uint32_t entries = z.U16(end + 10), cd_size = z.U32(end + 12), cd_offset = z.U32(end + 16);
   if (entries == 0xFFFF || cd_size == 0xFFFFFFFFu || cd_offset == 0xFFFFFFFFu) return;  // zip64: LibTorch checks
-  TORCH_CHECK(z.U16(end + 4) == 0 && z.U16(end + 6) == 0 && z.U16(end + 8) == entries, bad, "a multi-disk end record");
-  TORCH_CHECK(z.Has(cd_offset, cd_size) && cd_offset + cd_size <= end, bad, "the central directory (", cd_size,
-              " bytes at ", cd_offset, ") lies outside the file");
+  LOWBIT_CHECK(z.U16(end + 4) == 0 && z.U16(end + 6) == 0 && z.U16(end + 8) == entries, bad, "a multi-disk end record");
+  LOWBIT_CHECK(z.Has(cd_offset, cd_size) && cd_offset + cd_size <= end, bad, "the central directory (", cd_size,
+               " bytes at ", cd_offset, ") lies outside the file");
   struct Entry {
     std::string name;
     uint32_t crc, size;
@@ -78,35 +80,35 @@ void CheckZipBytes(const std::string& data, const std::string& path, const std::
   std::vector<Entry> compressed;
   uint64_t at = cd_offset;
   for (uint32_t e = 0; e < entries; ++e) {
-    TORCH_CHECK(z.Has(at, 46) && at + 46 <= cd_offset + cd_size && z.U32(at) == 0x02014b50u, bad,
-                "central directory entry ", e, " is damaged");
+    LOWBIT_CHECK(z.Has(at, 46) && at + 46 <= cd_offset + cd_size && z.U32(at) == 0x02014b50u, bad,
+                 "central directory entry ", e, " is damaged");
     const uint32_t method = z.U16(at + 10), crc = z.U32(at + 16), packed = z.U32(at + 20), size = z.U32(at + 24);
     const uint32_t name_len = z.U16(at + 28), extra_len = z.U16(at + 30), comment_len = z.U16(at + 32);
     const uint32_t local = z.U32(at + 42);
-    TORCH_CHECK(at + 46 + name_len + extra_len + comment_len <= cd_offset + cd_size, bad, "central directory entry ", e,
-                " runs past the directory");
+    LOWBIT_CHECK(at + 46 + name_len + extra_len + comment_len <= cd_offset + cd_size, bad, "central directory entry ",
+                 e, " runs past the directory");
     const std::string name = data.substr(at + 46, name_len);
     // What LibTorch's reader (miniz) would take as a folder, an encrypted or
     // patched entry, or a method it cannot unpack: none of these are in a
     // file torch::save wrote, and a folder reads as no bytes at all.
     const uint32_t flags = z.U16(at + 8), external = z.U32(at + 38);
-    TORCH_CHECK((flags & 0x61) == 0 && (method == 0 || method == 8) && (external & 0x10) == 0 && !name.empty() &&
-                    name.back() != '/',
-                bad, "entry '", name, "' is not a plain file entry (flags ", flags, ", method ", method,
-                ", attributes ", external, ")");
-    TORCH_CHECK(z.Has(local, 30 + uint64_t{name_len}) && z.U32(local) == 0x04034b50u, bad, "the local header of '",
-                name, "' is missing or damaged");
+    LOWBIT_CHECK((flags & 0x61) == 0 && (method == 0 || method == 8) && (external & 0x10) == 0 && !name.empty() &&
+                     name.back() != '/',
+                 bad, "entry '", name, "' is not a plain file entry (flags ", flags, ", method ", method,
+                 ", attributes ", external, ")");
+    LOWBIT_CHECK(z.Has(local, 30 + uint64_t{name_len}) && z.U32(local) == 0x04034b50u, bad, "the local header of '",
+                 name, "' is missing or damaged");
     const uint32_t local_name_len = z.U16(local + 26), local_extra_len = z.U16(local + 28);
-    TORCH_CHECK(
+    LOWBIT_CHECK(
         z.U16(local + 8) == method && local_name_len == name_len && data.compare(local + 30, name_len, name) == 0, bad,
         "the local header of '", name, "' disagrees with the central directory");
     const uint64_t begin = local + 30 + uint64_t{local_name_len} + local_extra_len;
-    TORCH_CHECK(z.Has(begin, packed) && begin + packed <= cd_offset, bad, "the data of '", name, "' (", packed,
-                " bytes at ", begin, ") lies outside the file");
+    LOWBIT_CHECK(z.Has(begin, packed) && begin + packed <= cd_offset, bad, "the data of '", name, "' (", packed,
+                 " bytes at ", begin, ") lies outside the file");
     if (method == 0) {
-      TORCH_CHECK(packed == size, bad, "'", name, "' is stored with ", packed, " bytes but says ", size);
-      TORCH_CHECK(Crc32(data.data() + begin, packed) == crc, bad, "the CRC-32 of '", name,
-                  "' does not match its bytes (the file was changed or damaged)");
+      LOWBIT_CHECK(packed == size, bad, "'", name, "' is stored with ", packed, " bytes but says ", size);
+      LOWBIT_CHECK(Crc32(data.data() + begin, packed) == crc, bad, "the CRC-32 of '", name,
+                   "' does not match its bytes (the file was changed or damaged)");
     } else {
       compressed.push_back({name, crc, size});
     }
@@ -121,16 +123,16 @@ void CheckZipBytes(const std::string& data, const std::string& path, const std::
     caffe2::serialize::PyTorchStreamReader reader(&stream);
     for (const Entry& e : compressed) {
       const size_t slash = e.name.find('/');
-      TORCH_CHECK(slash != std::string::npos, bad, "entry '", e.name, "' is outside the archive's folder");
+      LOWBIT_CHECK(slash != std::string::npos, bad, "entry '", e.name, "' is outside the archive's folder");
       auto [bytes, n] = reader.getRecord(e.name.substr(slash + 1));
-      TORCH_CHECK(n == e.size && Crc32(static_cast<const char*>(bytes.get()), n) == e.crc, bad, "the CRC-32 of '",
-                  e.name, "' does not match its bytes (the file was changed or damaged)");
+      LOWBIT_CHECK(n == e.size && Crc32(static_cast<const char*>(bytes.get()), n) == e.crc, bad, "the CRC-32 of '",
+                   e.name, "' does not match its bytes (the file was changed or damaged)");
     }
   } catch (const c10::Error& e) {
     if (e.msg().find(path) != std::string::npos) throw;
-    TORCH_CHECK(false, bad, e.msg().substr(0, e.msg().find('\n')));
+    LOWBIT_CHECK(false, bad, e.msg().substr(0, e.msg().find('\n')));
   } catch (const std::exception& e) {
-    TORCH_CHECK(false, bad, e.what());
+    LOWBIT_CHECK(false, bad, ::lowbit::base::Message(e));
   }
 }
 
@@ -148,9 +150,10 @@ void LoadArchive(torch::serialize::InputArchive& archive, const std::string& pat
   try {
     archive.load_from(bytes);
   } catch (const c10::Error& e) {
-    TORCH_CHECK(false, who, ": ", path, " is not a readable LibTorch archive: ", e.msg().substr(0, e.msg().find('\n')));
+    LOWBIT_CHECK(false, who, ": ", path,
+                 " is not a readable LibTorch archive: ", e.msg().substr(0, e.msg().find('\n')));
   } catch (const std::exception& e) {
-    TORCH_CHECK(false, who, ": ", path, " is not a readable LibTorch archive: ", e.what());
+    LOWBIT_CHECK(false, who, ": ", path, " is not a readable LibTorch archive: ", ::lowbit::base::Message(e));
   }
 }
 

@@ -1,3 +1,5 @@
+#include "lowbit/kernels/internal/cuda_dispatch.h"
+
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -6,6 +8,7 @@
 #include <mutex>
 #include <utility>
 
+#include "lowbit/base/error.h"
 #include "lowbit/kernels/cuda/fake_quant.cuh"
 #include "lowbit/kernels/cuda/optim8bit.cuh"
 #include "lowbit/kernels/cuda/quantize.cuh"
@@ -13,7 +16,6 @@
 #include "lowbit/kernels/cuda/sign.cuh"
 #include "lowbit/kernels/cuda/sparse.cuh"
 #include "lowbit/kernels/cuda/topk.cuh"
-#include "lowbit/kernels/internal/cuda_dispatch.h"
 
 namespace lowbit::kernels::internal {
 namespace {
@@ -21,7 +23,7 @@ namespace {
 cudaStream_t Stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
 void Check(cudaError_t err, const char* kernel) {
-  TORCH_CHECK(err == cudaSuccess, "lowbit ", kernel, " kernel launch failed: ", cudaGetErrorString(err));
+  LOWBIT_CHECK(err == cudaSuccess, "lowbit ", kernel, " kernel launch failed: ", cudaGetErrorString(err));
 }
 
 // The dynamic map's tables on `device`, copied once per device and map.

@@ -1,16 +1,17 @@
 #include <c10/util/Exception.h>
 
+#include "lowbit/base/error.h"
 #include "lowbit/kernels/internal/cuda_dispatch.h"
 
 namespace lowbit::kernels::internal {
 namespace {
 
 [[noreturn]] void NoCuda(const at::Tensor& t) {
-  TORCH_CHECK(false, "lowbit was built against a LibTorch without CUDA, but got a tensor on ", t.device());
+  LOWBIT_CHECK(false, "lowbit was built against a LibTorch without CUDA, but got a tensor on ", t.device());
 }
 
 [[noreturn]] void NoCudaOn(const at::Device& device) {
-  TORCH_CHECK(false, "lowbit was built against a LibTorch without CUDA, but got a tensor on ", device);
+  LOWBIT_CHECK(false, "lowbit was built against a LibTorch without CUDA, but got a tensor on ", device);
 }
 
 }  // namespace

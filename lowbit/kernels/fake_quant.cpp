@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "lowbit/base/error.h"
 #include "lowbit/kernels/cpu/fake_quant.h"
 #include "lowbit/kernels/internal/checks.h"
 #include "lowbit/kernels/internal/cuda_dispatch.h"
@@ -30,7 +31,7 @@ cpu::Groups GroupsOf(const at::Tensor& x, const ScaleLayout& layout) {
     case ScaleLayout::kPerGroup:
       return {n, layout.group_size, n / layout.group_size};
   }
-  TORCH_CHECK(false, "unknown ScaleLayout kind ", static_cast<int>(layout.kind));
+  LOWBIT_CHECK(false, "unknown ScaleLayout kind ", static_cast<int>(layout.kind));
 }
 
 void CheckScales(const char* op, const at::Tensor& x, const at::Tensor& t, const char* name, int64_t want) {
@@ -45,15 +46,15 @@ const float* PtrOrNull(const at::Tensor& t) { return t.defined() ? t.data_ptr<fl
 void CheckGrid(const char* op, const at::Tensor& x, const at::Tensor& scale, const at::Tensor& zero_point,
                const at::Tensor& offset, int64_t qmin, int64_t qmax, const ScaleLayout& layout) {
   internal::CheckTensor(op, "x", x, at::kFloat);
-  TORCH_CHECK(qmin < qmax, op, ": qmin must be < qmax, got qmin ", qmin, " and qmax ", qmax);
-  TORCH_CHECK(qmin >= -(int64_t{1} << 16) && qmax <= (int64_t{1} << 16), op,
-              ": the integer grid must lie within +-65536, got [", qmin, ", ", qmax, "]");
+  LOWBIT_CHECK(qmin < qmax, op, ": qmin must be < qmax, got qmin ", qmin, " and qmax ", qmax);
+  LOWBIT_CHECK(qmin >= -(int64_t{1} << 16) && qmax <= (int64_t{1} << 16), op,
+               ": the integer grid must lie within +-65536, got [", qmin, ", ", qmax, "]");
   const int64_t k = NumScales(x, layout);
-  TORCH_CHECK(scale.defined(), op, ": scale is undefined");
+  LOWBIT_CHECK(scale.defined(), op, ": scale is undefined");
   CheckScales(op, x, scale, "scale", k);
   CheckScales(op, x, zero_point, "zero_point", k);
   CheckScales(op, x, offset, "offset", k);
-  TORCH_CHECK(scale.gt(0).all().item<bool>(), op, ": scale must be > 0, got min ", scale.min().item<float>());
+  LOWBIT_CHECK(scale.gt(0).all().item<bool>(), op, ": scale must be > 0, got min ", scale.min().item<float>());
 }
 
 }  // namespace
@@ -63,18 +64,18 @@ int64_t NumScales(const at::Tensor& x, const ScaleLayout& layout) {
     case ScaleLayout::kPerTensor:
       return 1;
     case ScaleLayout::kPerChannel:
-      TORCH_CHECK(layout.axis >= 0 && layout.axis < x.dim(), "per-channel axis must be in [0, ", x.dim(),
-                  ") for a ", x.dim(), "-D tensor, got ", layout.axis);
+      LOWBIT_CHECK(layout.axis >= 0 && layout.axis < x.dim(), "per-channel axis must be in [0, ", x.dim(), ") for a ",
+                   x.dim(), "-D tensor, got ", layout.axis);
       return x.size(layout.axis);
     case ScaleLayout::kPerGroup: {
-      TORCH_CHECK(x.dim() >= 1, "per-group scales need at least a 1-D tensor, got a scalar");
+      LOWBIT_CHECK(x.dim() >= 1, "per-group scales need at least a 1-D tensor, got a scalar");
       const int64_t last = x.size(-1);
-      TORCH_CHECK(layout.group_size >= 1 && last % layout.group_size == 0, "group_size must divide the last ",
-                  "dimension (", last, "), got ", layout.group_size);
+      LOWBIT_CHECK(layout.group_size >= 1 && last % layout.group_size == 0, "group_size must divide the last ",
+                   "dimension (", last, "), got ", layout.group_size);
       return x.numel() / layout.group_size;
     }
   }
-  TORCH_CHECK(false, "unknown ScaleLayout kind ", static_cast<int>(layout.kind));
+  LOWBIT_CHECK(false, "unknown ScaleLayout kind ", static_cast<int>(layout.kind));
 }
 
 at::Tensor FakeQuantizeInt(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& zero_point,
@@ -158,10 +159,10 @@ at::Tensor FakeQuantizeMiniFloat(const at::Tensor& x, const at::Tensor& scale, M
 at::Tensor QuestQuantizeRows(const at::Tensor& x, double clip_factor, int64_t bits, at::Tensor* mask,
                              at::Tensor* clips) {
   internal::CheckTensor("QuestQuantizeRows", "x", x, at::kFloat);
-  TORCH_CHECK(x.dim() == 2, "QuestQuantizeRows: x must be 2-D (rows x cols), got ", x.dim(), "-D");
-  TORCH_CHECK(bits >= 1 && bits <= 8, "QuestQuantizeRows: bits must be in [1, 8], got ", bits);
-  TORCH_CHECK(clip_factor > 0, "QuestQuantizeRows: clip_factor must be > 0, got ", clip_factor);
-  TORCH_CHECK(mask != nullptr, "QuestQuantizeRows: mask must be given");
+  LOWBIT_CHECK(x.dim() == 2, "QuestQuantizeRows: x must be 2-D (rows x cols), got ", x.dim(), "-D");
+  LOWBIT_CHECK(bits >= 1 && bits <= 8, "QuestQuantizeRows: bits must be in [1, 8], got ", bits);
+  LOWBIT_CHECK(clip_factor > 0, "QuestQuantizeRows: clip_factor must be > 0, got ", clip_factor);
+  LOWBIT_CHECK(mask != nullptr, "QuestQuantizeRows: mask must be given");
   at::Tensor y = at::empty_like(x);
   *mask = at::empty(x.sizes(), x.options().dtype(at::kBool));
   float* clip_ptr = nullptr;
@@ -183,8 +184,8 @@ at::Tensor QuestQuantizeRows(const at::Tensor& x, double clip_factor, int64_t bi
 
 at::Tensor StochasticRoundInt(const at::Tensor& x, double scale, int64_t qmin, int64_t qmax, uint64_t key) {
   internal::CheckTensor("StochasticRoundInt", "x", x, at::kFloat);
-  TORCH_CHECK(scale > 0, "StochasticRoundInt: scale must be > 0, got ", scale);
-  TORCH_CHECK(qmin < qmax, "StochasticRoundInt: qmin must be < qmax, got ", qmin, " and ", qmax);
+  LOWBIT_CHECK(scale > 0, "StochasticRoundInt: scale must be > 0, got ", scale);
+  LOWBIT_CHECK(qmin < qmax, "StochasticRoundInt: qmin must be < qmax, got ", qmin, " and ", qmax);
   at::Tensor y = at::empty_like(x);
   if (x.is_cuda()) {
     internal::StochasticRoundIntCuda(x.device(), x.data_ptr<float>(), x.numel(), static_cast<float>(scale),
@@ -198,7 +199,7 @@ at::Tensor StochasticRoundInt(const at::Tensor& x, double scale, int64_t qmin, i
 
 at::Tensor StochasticRoundMiniFloat(const at::Tensor& x, double scale, MiniFloat format, uint64_t key) {
   internal::CheckTensor("StochasticRoundMiniFloat", "x", x, at::kFloat);
-  TORCH_CHECK(scale > 0, "StochasticRoundMiniFloat: scale must be > 0, got ", scale);
+  LOWBIT_CHECK(scale > 0, "StochasticRoundMiniFloat: scale must be > 0, got ", scale);
   at::Tensor y = at::empty_like(x);
   if (x.is_cuda()) {
     internal::StochasticRoundMiniFloatCuda(x.device(), x.data_ptr<float>(), x.numel(), static_cast<float>(scale),
@@ -212,10 +213,10 @@ at::Tensor StochasticRoundMiniFloat(const at::Tensor& x, double scale, MiniFloat
 
 void FastWalshHadamard_(at::Tensor& x, int64_t block) {
   internal::CheckTensor("FastWalshHadamard_", "x", x, at::kFloat);
-  TORCH_CHECK(x.dim() >= 1, "FastWalshHadamard_: x must have at least one dimension");
+  LOWBIT_CHECK(x.dim() >= 1, "FastWalshHadamard_: x must have at least one dimension");
   const int64_t cols = x.size(-1);
-  TORCH_CHECK(block >= 1 && (block & (block - 1)) == 0 && cols % block == 0, "FastWalshHadamard_: block must be ",
-              "a power of two dividing the last dimension (", cols, "), got ", block);
+  LOWBIT_CHECK(block >= 1 && (block & (block - 1)) == 0 && cols % block == 0, "FastWalshHadamard_: block must be ",
+               "a power of two dividing the last dimension (", cols, "), got ", block);
   if (x.numel() == 0) return;
   if (x.is_cuda()) {
     internal::FastWalshHadamardCuda(x.device(), x.data_ptr<float>(), x.numel() / cols, cols, block);

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "lowbit/base/error.h"
 #include "lowbit/kernels/cpu/optim8bit.h"
 #include "lowbit/kernels/internal/checks.h"
 #include "lowbit/kernels/internal/cuda_dispatch.h"
@@ -13,8 +14,8 @@ const DynamicCode& HostDynamicCode(bool is_signed) {
   static const DynamicCode* codes = [] {
     static DynamicCode built[2];
     for (int s = 0; s < 2; ++s) {
-      TORCH_CHECK(cpu::BuildDynamicCode(s == 1, &built[s]), "lowbit internal error: the ",
-                  s == 1 ? "signed" : "unsigned", " dynamic map has two midpoints in one encoding cell");
+      LOWBIT_CHECK(cpu::BuildDynamicCode(s == 1, &built[s]), "lowbit internal error: the ",
+                   s == 1 ? "signed" : "unsigned", " dynamic map has two midpoints in one encoding cell");
     }
     return built;
   }();
@@ -55,8 +56,8 @@ void CheckState(const char* name, const OptimState& s, const at::Tensor& param, 
 }  // namespace
 
 void CheckOptimBlock(int64_t block) {
-  TORCH_CHECK(IsOptimBlock(block), "8-bit optimizer block size must be a power of two in [", kMinOptimBlock, ", ",
-              kMaxOptimBlock, "], got ", block);
+  LOWBIT_CHECK(IsOptimBlock(block), "8-bit optimizer block size must be a power of two in [", kMinOptimBlock, ", ",
+               kMaxOptimBlock, "], got ", block);
 }
 
 int64_t NumOptimBlocks(int64_t n, int64_t block) { return (n + block - 1) / block; }
@@ -106,15 +107,15 @@ void FusedOptimizerStep(const OptimStepArgs& args, at::Tensor& param, const at::
   internal::CheckNumel("FusedOptimizerStep", "grad", grad, param.numel());
   internal::CheckSameDevice("FusedOptimizerStep", param, grad);
   const bool quantized = (m != nullptr && m->quantized()) || (v != nullptr && v->quantized());
-  TORCH_CHECK(m == nullptr || v == nullptr || m->quantized() == v->quantized(),
-              "FusedOptimizerStep: m is ", m != nullptr && m->quantized() ? "8-bit" : "fp32", " but v is ",
-              v != nullptr && v->quantized() ? "8-bit" : "fp32", "; both must be the same");
+  LOWBIT_CHECK(m == nullptr || v == nullptr || m->quantized() == v->quantized(), "FusedOptimizerStep: m is ",
+               m != nullptr && m->quantized() ? "8-bit" : "fp32", " but v is ",
+               v != nullptr && v->quantized() ? "8-bit" : "fp32", "; both must be the same");
   if (quantized) CheckOptimBlock(block);
   if (m != nullptr) CheckState("m", *m, param, block);
   if (v != nullptr) CheckState("v", *v, param, block);
   const bool known = internal::DispatchRule(args.rule, m != nullptr, v != nullptr, [](auto, auto, auto) {});
-  TORCH_CHECK(known, "FusedOptimizerStep: ", RuleName(args.rule), " does not take ", m != nullptr ? "a" : "no",
-              " first state (m) and ", v != nullptr ? "a" : "no", " second state (v)");
+  LOWBIT_CHECK(known, "FusedOptimizerStep: ", RuleName(args.rule), " does not take ", m != nullptr ? "a" : "no",
+               " first state (m) and ", v != nullptr ? "a" : "no", " second state (v)");
   if (param.is_cuda()) return internal::FusedOptimizerStepCuda(args, param, grad, m, v, block);
   if (quantized) {
     cpu::OptimizerStep8bit(args, param.data_ptr<float>(), grad.data_ptr<float>(), param.numel(), block,

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "lowbit/base/error.h"
 #include "lowbit/kernels/cpu/quantize.h"
 #include "lowbit/kernels/internal/checks.h"
 #include "lowbit/kernels/internal/cuda_dispatch.h"
@@ -9,10 +10,10 @@
 namespace lowbit::kernels {
 
 void CheckQuantSpec(const QuantSpec& spec) {
-  TORCH_CHECK(spec.bits >= 1 && spec.bits <= 8, "quantization bits must be in [1, 8], got ", spec.bits);
-  TORCH_CHECK(spec.levels >= 1 && spec.levels < (1 << spec.bits), "quantization levels must be in [1, ",
-              (1 << spec.bits) - 1, "] for ", spec.bits, " bits, got ", spec.levels);
-  TORCH_CHECK(spec.block >= 1, "quantization block must be >= 1, got ", spec.block);
+  LOWBIT_CHECK(spec.bits >= 1 && spec.bits <= 8, "quantization bits must be in [1, 8], got ", spec.bits);
+  LOWBIT_CHECK(spec.levels >= 1 && spec.levels < (1 << spec.bits), "quantization levels must be in [1, ",
+               (1 << spec.bits) - 1, "] for ", spec.bits, " bits, got ", spec.levels);
+  LOWBIT_CHECK(spec.block >= 1, "quantization block must be >= 1, got ", spec.block);
 }
 
 namespace {
@@ -39,7 +40,7 @@ int64_t PackedCodeBytes(int64_t n, const QuantSpec& spec) { return cpu::PackedCo
 void BlockAbsMax(const at::Tensor& x, int64_t block, at::Tensor& scales) {
   internal::CheckTensor("BlockAbsMax", "x", x, at::kFloat);
   internal::CheckTensor("BlockAbsMax", "scales", scales, at::kFloat);
-  TORCH_CHECK(block >= 1, "BlockAbsMax: block must be >= 1, got ", block);
+  LOWBIT_CHECK(block >= 1, "BlockAbsMax: block must be >= 1, got ", block);
   internal::CheckNumel("BlockAbsMax", "scales", scales, (x.numel() + block - 1) / block);
   internal::CheckSameDevice("BlockAbsMax", x, scales);
   if (x.is_cuda()) return internal::BlockAbsMaxCuda(x, block, scales);

@@ -2,15 +2,16 @@
 
 #include <ATen/ATen.h>
 
+#include "lowbit/base/error.h"
 #include "lowbit/kernels/cpu/scale.h"
 #include "lowbit/kernels/internal/cuda_dispatch.h"
 
 namespace lowbit::kernels {
 
 void ScaleInPlace(at::Tensor& t, double factor) {
-  TORCH_CHECK(t.is_contiguous(), "ScaleInPlace: tensor must be contiguous, got strides ", t.strides());
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()),
-              "ScaleInPlace: tensor must be floating point, got ", t.scalar_type());
+  LOWBIT_CHECK(t.is_contiguous(), "ScaleInPlace: tensor must be contiguous, got strides ", t.strides());
+  LOWBIT_CHECK(at::isFloatingType(t.scalar_type()), "ScaleInPlace: tensor must be floating point, got ",
+               t.scalar_type());
   if (t.scalar_type() != at::kFloat) {
     t.mul_(factor);
     return;
@@ -23,7 +24,7 @@ void ScaleInPlace(at::Tensor& t, double factor) {
       internal::ScaleFloatCuda(t, static_cast<float>(factor));
       return;
     default:
-      TORCH_CHECK(false, "ScaleInPlace: unsupported device ", t.device());
+      LOWBIT_CHECK(false, "ScaleInPlace: unsupported device ", t.device());
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "lowbit/base/error.h"
 #include "lowbit/kernels/cpu/sign.h"
 #include "lowbit/kernels/internal/checks.h"
 #include "lowbit/kernels/internal/cuda_dispatch.h"
@@ -27,7 +28,7 @@ void UnpackSigns(const at::Tensor& bits, const at::Tensor& scales, int64_t block
   internal::CheckTensor("UnpackSigns", "bits", bits, at::kByte);
   internal::CheckTensor("UnpackSigns", "scales", scales, at::kFloat);
   internal::CheckTensor("UnpackSigns", "out", out, at::kFloat);
-  TORCH_CHECK(block >= 8 && block % 8 == 0, "UnpackSigns: block must be a positive multiple of 8, got ", block);
+  LOWBIT_CHECK(block >= 8 && block % 8 == 0, "UnpackSigns: block must be a positive multiple of 8, got ", block);
   internal::CheckNumel("UnpackSigns", "bits", bits, (out.numel() + 7) / 8);
   internal::CheckNumel("UnpackSigns", "scales", scales, (out.numel() + block - 1) / block);
   internal::CheckSameDevice("UnpackSigns", bits, out);
@@ -39,16 +40,16 @@ void UnpackSigns(const at::Tensor& bits, const at::Tensor& scales, int64_t block
 
 void UnpackSignsSum(const std::vector<at::Tensor>& bits, const std::vector<at::Tensor>& scales, int64_t block,
                     double divisor, at::Tensor& out) {
-  TORCH_CHECK(!bits.empty() && bits.size() == scales.size(), "UnpackSignsSum: needs as many scales (",
-              scales.size(), ") as bit vectors (", bits.size(), "), at least one");
-  TORCH_CHECK(divisor > 0, "UnpackSignsSum: divisor must be > 0, got ", divisor);
+  LOWBIT_CHECK(!bits.empty() && bits.size() == scales.size(), "UnpackSignsSum: needs as many scales (", scales.size(),
+               ") as bit vectors (", bits.size(), "), at least one");
+  LOWBIT_CHECK(divisor > 0, "UnpackSignsSum: divisor must be > 0, got ", divisor);
   if (out.is_cuda()) {
     for (size_t r = 0; r < bits.size(); ++r) UnpackSigns(bits[r], scales[r], block, out, /*accumulate=*/r > 0);
     if (divisor != 1.0) out.div_(divisor);
     return;
   }
   internal::CheckTensor("UnpackSignsSum", "out", out, at::kFloat);
-  TORCH_CHECK(block >= 8 && block % 8 == 0, "UnpackSignsSum: block must be a positive multiple of 8, got ", block);
+  LOWBIT_CHECK(block >= 8 && block % 8 == 0, "UnpackSignsSum: block must be a positive multiple of 8, got ", block);
   std::vector<const uint8_t*> bit_ptrs;
   std::vector<const float*> scale_ptrs;
   for (size_t r = 0; r < bits.size(); ++r) {
@@ -68,8 +69,8 @@ void UnpackSignsSum(const std::vector<at::Tensor>& bits, const std::vector<at::T
 void BlockScales(const at::Tensor& x, int64_t block, int p, at::Tensor& scales) {
   internal::CheckTensor("BlockScales", "x", x, at::kFloat);
   internal::CheckTensor("BlockScales", "scales", scales, at::kFloat);
-  TORCH_CHECK(block >= 1, "BlockScales: block must be >= 1, got ", block);
-  TORCH_CHECK(p == 1 || p == 2, "BlockScales: p must be 1 or 2, got ", p);
+  LOWBIT_CHECK(block >= 1, "BlockScales: block must be >= 1, got ", block);
+  LOWBIT_CHECK(p == 1 || p == 2, "BlockScales: p must be 1 or 2, got ", p);
   const int64_t n = x.numel();
   const int64_t nblocks = (n + block - 1) / block;
   internal::CheckNumel("BlockScales", "scales", scales, nblocks);
@@ -86,15 +87,15 @@ void BlockScales(const at::Tensor& x, int64_t block, int p, at::Tensor& scales) 
 
 void PackSignsWithScales(const at::Tensor& x, int64_t block, int p, at::Tensor& scales, at::Tensor& bits) {
   internal::CheckTensor("PackSignsWithScales", "x", x, at::kFloat);
-  TORCH_CHECK(block >= 8 && block % 8 == 0, "PackSignsWithScales: block must be a positive multiple of 8, got ",
-              block);
+  LOWBIT_CHECK(block >= 8 && block % 8 == 0, "PackSignsWithScales: block must be a positive multiple of 8, got ",
+               block);
   if (x.is_cuda()) {
     BlockScales(x, block, p, scales);
     return PackSignsInto(x, bits);
   }
   internal::CheckTensor("PackSignsWithScales", "scales", scales, at::kFloat);
   internal::CheckTensor("PackSignsWithScales", "bits", bits, at::kByte);
-  TORCH_CHECK(p == 1 || p == 2, "PackSignsWithScales: p must be 1 or 2, got ", p);
+  LOWBIT_CHECK(p == 1 || p == 2, "PackSignsWithScales: p must be 1 or 2, got ", p);
   internal::CheckNumel("PackSignsWithScales", "scales", scales, (x.numel() + block - 1) / block);
   internal::CheckNumel("PackSignsWithScales", "bits", bits, (x.numel() + 7) / 8);
   internal::CheckSameDevice("PackSignsWithScales", x, scales);
@@ -123,8 +124,8 @@ void PackSignsWithFeedback(const at::Tensor& g, const at::Tensor& e, at::Tensor&
     residual.sub_(sent);
     return;
   }
-  TORCH_CHECK(block >= 8 && block % 8 == 0, op, ": block must be a positive multiple of 8, got ", block);
-  TORCH_CHECK(p == 1 || p == 2, op, ": p must be 1 or 2, got ", p);
+  LOWBIT_CHECK(block >= 8 && block % 8 == 0, op, ": block must be a positive multiple of 8, got ", block);
+  LOWBIT_CHECK(p == 1 || p == 2, op, ": p must be 1 or 2, got ", p);
   internal::CheckTensor(op, "scales", scales, at::kFloat);
   internal::CheckTensor(op, "bits", bits, at::kByte);
   internal::CheckNumel(op, "scales", scales, (g.numel() + block - 1) / block);

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 
+#include "lowbit/base/error.h"
 #include "lowbit/kernels/cpu/sparse.h"
 #include "lowbit/kernels/internal/checks.h"
 #include "lowbit/kernels/internal/cuda_dispatch.h"
@@ -14,22 +15,22 @@ namespace lowbit::kernels {
 namespace {
 
 void CheckNm(const char* op, int64_t n, int64_t m) {
-  TORCH_CHECK(m >= 1 && m <= 128, op, ": m must be in [1, 128], got ", m);
-  TORCH_CHECK(n >= 1 && n <= m, op, ": n must be in [1, m = ", m, "], got ", n);
+  LOWBIT_CHECK(m >= 1 && m <= 128, op, ": m must be in [1, 128], got ", m);
+  LOWBIT_CHECK(n >= 1 && n <= m, op, ": n must be in [1, m = ", m, "], got ", n);
 }
 
 void CheckRows(const char* op, const char* name, const at::Tensor& t, at::ScalarType dtype, int64_t multiple) {
   internal::CheckTensor(op, name, t, dtype);
-  TORCH_CHECK(t.dim() == 2, op, ": ", name, " must be 2-D [rows, cols], got ", t.dim(), "-D");
-  TORCH_CHECK(t.size(1) % multiple == 0, op, ": ", name, "'s columns (", t.size(1), ") must be a multiple of ",
-              multiple);
+  LOWBIT_CHECK(t.dim() == 2, op, ": ", name, " must be 2-D [rows, cols], got ", t.dim(), "-D");
+  LOWBIT_CHECK(t.size(1) % multiple == 0, op, ": ", name, "'s columns (", t.size(1), ") must be a multiple of ",
+               multiple);
 }
 
 uint8_t* Bytes(at::Tensor& t) { return reinterpret_cast<uint8_t*>(t.data_ptr()); }
 const uint8_t* Bytes(const at::Tensor& t) { return reinterpret_cast<const uint8_t*>(t.data_ptr()); }
 
 void CheckSparsity(const char* op, double sparsity) {
-  TORCH_CHECK(sparsity >= 0.0 && sparsity < 1.0, op, ": sparsity must be in [0, 1), got ", sparsity);
+  LOWBIT_CHECK(sparsity >= 0.0 && sparsity < 1.0, op, ": sparsity must be in [0, 1), got ", sparsity);
 }
 
 // Bool mask with the k lowest scores false, ties to the lower flat index;
@@ -68,7 +69,7 @@ NmCompressed CompressNm(const at::Tensor& w, const at::Tensor& mask, int64_t n, 
   CheckNm("CompressNm", n, m);
   CheckRows("CompressNm", "w", w, at::kFloat, m);
   internal::CheckTensor("CompressNm", "mask", mask, at::kBool);
-  TORCH_CHECK(mask.sizes() == w.sizes(), "CompressNm: mask must have w's shape ", w.sizes(), ", got ", mask.sizes());
+  LOWBIT_CHECK(mask.sizes() == w.sizes(), "CompressNm: mask must have w's shape ", w.sizes(), ", got ", mask.sizes());
   internal::CheckSameDevice("CompressNm", w, mask);
   const int64_t groups = w.numel() / m;
   NmCompressed c{at::empty({w.size(0), w.size(1) / m * n}, w.options()),
@@ -81,8 +82,8 @@ NmCompressed CompressNm(const at::Tensor& w, const at::Tensor& mask, int64_t n, 
     bad = cpu::NmCompress(w.data_ptr<float>(), Bytes(mask), groups, static_cast<int>(m), static_cast<int>(n),
                           c.values.data_ptr<float>(), Bytes(c.index));
   }
-  TORCH_CHECK(bad == 0, "CompressNm: ", bad, " of ", groups, " groups of the mask do not keep exactly n = ", n,
-              " of m = ", m);
+  LOWBIT_CHECK(bad == 0, "CompressNm: ", bad, " of ", groups, " groups of the mask do not keep exactly n = ", n,
+               " of m = ", m);
   return c;
 }
 
@@ -90,8 +91,8 @@ at::Tensor DecompressNm(const at::Tensor& values, const at::Tensor& index, int64
   CheckNm("DecompressNm", n, m);
   CheckRows("DecompressNm", "values", values, at::kFloat, n);
   CheckRows("DecompressNm", "index", index, at::kByte, n);
-  TORCH_CHECK(index.sizes() == values.sizes(), "DecompressNm: index must have values' shape ", values.sizes(),
-              ", got ", index.sizes());
+  LOWBIT_CHECK(index.sizes() == values.sizes(), "DecompressNm: index must have values' shape ", values.sizes(),
+               ", got ", index.sizes());
   internal::CheckSameDevice("DecompressNm", values, index);
   const int64_t groups = values.numel() / n;
   at::Tensor out = at::empty({values.size(0), values.size(1) / n * m}, values.options());
@@ -103,26 +104,26 @@ at::Tensor DecompressNm(const at::Tensor& values, const at::Tensor& index, int64
     bad = cpu::NmDecompress(values.data_ptr<float>(), Bytes(index), groups, static_cast<int>(m), static_cast<int>(n),
                             out.data_ptr<float>());
   }
-  TORCH_CHECK(bad == 0, "DecompressNm: ", bad, " of ", groups, " groups have an index >= m = ", m,
-              " or indices that do not increase");
+  LOWBIT_CHECK(bad == 0, "DecompressNm: ", bad, " of ", groups, " groups have an index >= m = ", m,
+               " or indices that do not increase");
   return out;
 }
 
 at::Tensor MagnitudeMask(const at::Tensor& w, double sparsity) {
   CheckSparsity("MagnitudeMask", sparsity);
-  TORCH_CHECK(w.defined() && w.is_floating_point(), "MagnitudeMask: w must be a floating-point tensor");
+  LOWBIT_CHECK(w.defined() && w.is_floating_point(), "MagnitudeMask: w must be a floating-point tensor");
   const int64_t k = static_cast<int64_t>(std::llround(sparsity * static_cast<double>(w.numel())));
   return PruneLowest(w.detach().abs(), k);
 }
 
 at::Tensor BlockMagnitudeMask(const at::Tensor& w, double sparsity, int64_t block_rows, int64_t block_cols) {
   CheckSparsity("BlockMagnitudeMask", sparsity);
-  TORCH_CHECK(w.defined() && w.is_floating_point() && w.dim() == 2,
-              "BlockMagnitudeMask: w must be a 2-D floating-point tensor");
-  TORCH_CHECK(block_rows >= 1 && block_cols >= 1, "BlockMagnitudeMask: block must be at least 1 x 1, got ",
-              block_rows, " x ", block_cols);
-  TORCH_CHECK(w.size(0) % block_rows == 0 && w.size(1) % block_cols == 0, "BlockMagnitudeMask: block ", block_rows,
-              " x ", block_cols, " must tile w's shape ", w.sizes());
+  LOWBIT_CHECK(w.defined() && w.is_floating_point() && w.dim() == 2,
+               "BlockMagnitudeMask: w must be a 2-D floating-point tensor");
+  LOWBIT_CHECK(block_rows >= 1 && block_cols >= 1, "BlockMagnitudeMask: block must be at least 1 x 1, got ", block_rows,
+               " x ", block_cols);
+  LOWBIT_CHECK(w.size(0) % block_rows == 0 && w.size(1) % block_cols == 0, "BlockMagnitudeMask: block ", block_rows,
+               " x ", block_cols, " must tile w's shape ", w.sizes());
   const int64_t br = w.size(0) / block_rows, bc = w.size(1) / block_cols;
   at::Tensor scores = w.detach().abs().reshape({br, block_rows, bc, block_cols}).sum(at::IntArrayRef{1, 3});
   const int64_t k = static_cast<int64_t>(std::llround(sparsity * static_cast<double>(br * bc)));

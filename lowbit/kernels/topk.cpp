@@ -9,6 +9,7 @@
 #include <optional>
 #include <vector>
 
+#include "lowbit/base/error.h"
 #include "lowbit/kernels/cpu/topk.h"
 #include "lowbit/kernels/internal/checks.h"
 #include "lowbit/kernels/internal/cuda_dispatch.h"
@@ -18,8 +19,7 @@ namespace {
 
 void CheckInput(const char* op, const at::Tensor& x) {
   internal::CheckTensor(op, "x", x, at::kFloat);
-  TORCH_CHECK(x.numel() <= std::numeric_limits<int32_t>::max(), op, ": at most 2^31 - 1 elements, got ",
-              x.numel());
+  LOWBIT_CHECK(x.numel() <= std::numeric_limits<int32_t>::max(), op, ": at most 2^31 - 1 elements, got ", x.numel());
 }
 
 std::pair<at::Tensor, at::Tensor> GatherCpu(const at::Tensor& x, float threshold, int64_t count,
@@ -145,7 +145,7 @@ std::optional<std::pair<at::Tensor, at::Tensor>> TopKBySample(const at::Tensor& 
 std::pair<at::Tensor, at::Tensor> TopKByMagnitude(const at::Tensor& x, int64_t k) {
   CheckInput("TopKByMagnitude", x);
   const int64_t n = x.numel();
-  TORCH_CHECK(k >= 0 && k <= n, "TopKByMagnitude: k must be in [0, ", n, "], got ", k);
+  LOWBIT_CHECK(k >= 0 && k <= n, "TopKByMagnitude: k must be in [0, ", n, "], got ", k);
   if (k == 0) {
     return {at::empty({0}, x.options().dtype(at::kInt)), at::empty({0}, x.options())};
   }
@@ -179,9 +179,8 @@ std::pair<at::Tensor, at::Tensor> SelectAtLeast(const at::Tensor& x, float thres
 }
 
 at::Tensor RandomSubset(uint64_t key, int64_t n, double density, c10::Device device) {
-  TORCH_CHECK(n >= 0 && n <= std::numeric_limits<int32_t>::max(), "RandomSubset: n must be in [0, 2^31), got ",
-              n);
-  TORCH_CHECK(density > 0.0 && density <= 1.0, "RandomSubset: density must be in (0, 1], got ", density);
+  LOWBIT_CHECK(n >= 0 && n <= std::numeric_limits<int32_t>::max(), "RandomSubset: n must be in [0, 2^31), got ", n);
+  LOWBIT_CHECK(density > 0.0 && density <= 1.0, "RandomSubset: density must be in (0, 1], got ", density);
   at::Tensor idx = at::empty({n}, at::TensorOptions().dtype(at::kInt));
   const int64_t count = cpu::RandomSubset(key, n, static_cast<float>(density), idx.data_ptr<int32_t>());
   return idx.narrow(0, 0, count).clone().to(device);
@@ -191,16 +190,15 @@ void ScatterAdd(const at::Tensor& idx, const at::Tensor& val, at::Tensor& out) {
   internal::CheckTensor("ScatterAdd", "idx", idx, at::kInt);
   internal::CheckTensor("ScatterAdd", "val", val, at::kFloat);
   internal::CheckTensor("ScatterAdd", "out", out, at::kFloat);
-  TORCH_CHECK(idx.numel() == val.numel(), "ScatterAdd: idx has ", idx.numel(), " elements but val has ",
-              val.numel());
+  LOWBIT_CHECK(idx.numel() == val.numel(), "ScatterAdd: idx has ", idx.numel(), " elements but val has ", val.numel());
   internal::CheckSameDevice("ScatterAdd", idx, out);
   internal::CheckSameDevice("ScatterAdd", val, out);
   if (idx.numel() > 0) {
     // A corrupt index must not write outside `out`.
     const int64_t lo = idx.min().item<int32_t>();
     const int64_t hi = idx.max().item<int32_t>();
-    TORCH_CHECK(lo >= 0 && hi < out.numel(), "ScatterAdd: indices must be in [0, ", out.numel(), "), got [", lo,
-                ", ", hi, "]");
+    LOWBIT_CHECK(lo >= 0 && hi < out.numel(), "ScatterAdd: indices must be in [0, ", out.numel(), "), got [", lo, ", ",
+                 hi, "]");
   }
   if (out.is_cuda()) return internal::ScatterAddCuda(idx, val, out);
   cpu::ScatterAdd(idx.data_ptr<int32_t>(), val.data_ptr<float>(), idx.numel(), out.data_ptr<float>());

@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 
+#include "lowbit/base/error.h"
 #include "lowbit/kernels/optim8bit.h"
 
 namespace lowbit::optim {
@@ -45,7 +46,7 @@ std::string Key(size_t i, const std::string& name) { return "p" + std::to_string
 }  // namespace
 
 void KeepFp32State(const at::Tensor& param) {
-  TORCH_CHECK(param.defined(), "KeepFp32State: param is undefined");
+  LOWBIT_CHECK(param.defined(), "KeepFp32State: param is undefined");
   Fp32Marks& marks = Marks();
   std::lock_guard<std::mutex> lock(marks.mu);
   marks.params.erase(std::remove_if(marks.params.begin(), marks.params.end(), [](const WeakImpl& w) { return w.expired(); }),
@@ -62,27 +63,27 @@ bool KeepsFp32State(const at::Tensor& param) {
 namespace internal {
 
 void CheckLr(const std::string& what, double lr) {
-  TORCH_CHECK(lr > 0 && std::isfinite(lr), what, ": lr must be > 0, got ", lr);
+  LOWBIT_CHECK(lr > 0 && std::isfinite(lr), what, ": lr must be > 0, got ", lr);
 }
 
 void CheckBeta(const std::string& what, const char* name, double beta) {
-  TORCH_CHECK(beta >= 0 && beta < 1, what, ": ", name, " must be in [0, 1), got ", beta);
+  LOWBIT_CHECK(beta >= 0 && beta < 1, what, ": ", name, " must be in [0, 1), got ", beta);
 }
 
 void CheckPositive(const std::string& what, const char* name, double value) {
-  TORCH_CHECK(value > 0 && std::isfinite(value), what, ": ", name, " must be > 0, got ", value);
+  LOWBIT_CHECK(value > 0 && std::isfinite(value), what, ": ", name, " must be > 0, got ", value);
 }
 
 void CheckNonNegative(const std::string& what, const char* name, double value) {
-  TORCH_CHECK(value >= 0 && std::isfinite(value), what, ": ", name, " must be >= 0, got ", value);
+  LOWBIT_CHECK(value >= 0 && std::isfinite(value), what, ": ", name, " must be >= 0, got ", value);
 }
 
 void CheckSettings(const std::string& what, const Blockwise8bitSettings& s) {
-  TORCH_CHECK(kernels::IsOptimBlock(s.block_size), what, ": block_size must be a power of two in [",
-              kernels::kMinOptimBlock, ", ", kernels::kMaxOptimBlock, "], got ", s.block_size);
-  TORCH_CHECK(s.min_8bit_size >= 0, what, ": min_8bit_size must be >= 0, got ", s.min_8bit_size);
-  TORCH_CHECK(s.percentile_clipping >= 1 && s.percentile_clipping <= 100, what,
-              ": percentile_clipping must be in [1, 100] (100: off), got ", s.percentile_clipping);
+  LOWBIT_CHECK(kernels::IsOptimBlock(s.block_size), what, ": block_size must be a power of two in [",
+               kernels::kMinOptimBlock, ", ", kernels::kMaxOptimBlock, "], got ", s.block_size);
+  LOWBIT_CHECK(s.min_8bit_size >= 0, what, ": min_8bit_size must be >= 0, got ", s.min_8bit_size);
+  LOWBIT_CHECK(s.percentile_clipping >= 1 && s.percentile_clipping <= 100, what,
+               ": percentile_clipping must be in [1, 100] (100: off), got ", s.percentile_clipping);
 }
 
 }  // namespace internal
@@ -116,8 +117,8 @@ void Blockwise8bitOptimizer::CheckGroups() const {
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     Check(param_groups_[g].options(), g);
     for (const at::Tensor& p : param_groups_[g].params()) {
-      TORCH_CHECK(p.scalar_type() == at::kFloat, Name(), ": parameters must be float32, got ", p.scalar_type(),
-                  " for a parameter of shape ", p.sizes(), " in group ", g);
+      LOWBIT_CHECK(p.scalar_type() == at::kFloat, Name(), ": parameters must be float32, got ", p.scalar_type(),
+                   " for a parameter of shape ", p.sizes(), " in group ", g);
     }
   }
 }
@@ -175,19 +176,19 @@ at::Tensor Blockwise8bitOptimizer::step(LossClosure closure) {
     for (at::Tensor& p : param_groups_[g].params()) {
       const at::Tensor& grad = p.grad();
       if (!grad.defined()) continue;
-      TORCH_CHECK(!grad.is_sparse(), Name(), ": sparse gradients are not supported (parameter of shape ", p.sizes(),
-                  " in group ", g, ")");
-      TORCH_CHECK(p.scalar_type() == at::kFloat && p.is_contiguous(), Name(),
-                  ": parameters must be contiguous float32, got ", p.scalar_type(), " of shape ", p.sizes(),
-                  " in group ", g);
+      LOWBIT_CHECK(!grad.is_sparse(), Name(), ": sparse gradients are not supported (parameter of shape ", p.sizes(),
+                   " in group ", g, ")");
+      LOWBIT_CHECK(p.scalar_type() == at::kFloat && p.is_contiguous(), Name(),
+                   ": parameters must be contiguous float32, got ", p.scalar_type(), " of shape ", p.sizes(),
+                   " in group ", g);
       auto it = state_.find(p.unsafeGetTensorImpl());
       const StepPlan plan = Plan(options, (it == state_.end() ? 0 : it->second->step) + 1);
       ParamState& state = it == state_.end() ? CreateState(p, plan, settings) : *it->second;
-      TORCH_CHECK(plan.has_m == state.m.defined() && plan.has_v == state.v.defined(), Name(),
-                  ": group ", g, "'s settings now need ", plan.has_m ? "a" : "no", " momentum state and ",
-                  plan.has_v ? "a" : "no", " second-moment state, but the parameter of shape ", p.sizes(),
-                  " was created with ", state.m.defined() ? "a" : "no", " and ", state.v.defined() ? "a" : "no",
-                  " (momentum changed between 0 and non-zero after the first step?)");
+      LOWBIT_CHECK(plan.has_m == state.m.defined() && plan.has_v == state.v.defined(), Name(), ": group ", g,
+                   "'s settings now need ", plan.has_m ? "a" : "no", " momentum state and ", plan.has_v ? "a" : "no",
+                   " second-moment state, but the parameter of shape ", p.sizes(), " was created with ",
+                   state.m.defined() ? "a" : "no", " and ", state.v.defined() ? "a" : "no",
+                   " (momentum changed between 0 and non-zero after the first step?)");
       ++state.step;
       kernels::OptimStepArgs args = plan.args;
       args.grad_scale = static_cast<float>(ClipScale(state, grad, settings));
@@ -237,23 +238,23 @@ void Blockwise8bitOptimizer::save(torch::serialize::OutputArchive& archive) cons
 void Blockwise8bitOptimizer::load(torch::serialize::InputArchive& archive) {
   std::map<std::string, at::Tensor> saved;
   c10::IValue dict;
-  TORCH_CHECK(archive.try_read(kArchiveKey, dict) && dict.isGenericDict(), Name(),
-              ": the archive holds no 8-bit optimizer state (format ", kFormat, ")");
+  LOWBIT_CHECK(archive.try_read(kArchiveKey, dict) && dict.isGenericDict(), Name(),
+               ": the archive holds no 8-bit optimizer state (format ", kFormat, ")");
   for (const auto& item : dict.toGenericDict()) {
-    TORCH_CHECK(item.key().isString() && item.value().isTensor(), Name(), ": malformed 8-bit optimizer state");
+    LOWBIT_CHECK(item.key().isString() && item.value().isTensor(), Name(), ": malformed 8-bit optimizer state");
     saved[item.key().toStringRef()] = item.value().toTensor();
   }
-  TORCH_CHECK(saved.count("format") && saved.count("groups") && saved.count("parameters"), Name(),
-              ": the archive holds no 8-bit optimizer state");
-  TORCH_CHECK(saved["format"].item<int64_t>() == kFormat, Name(), ": archive format ", saved["format"].item<int64_t>(),
-              ", this build reads ", kFormat);
+  LOWBIT_CHECK(saved.count("format") && saved.count("groups") && saved.count("parameters"), Name(),
+               ": the archive holds no 8-bit optimizer state");
+  LOWBIT_CHECK(saved["format"].item<int64_t>() == kFormat, Name(), ": archive format ", saved["format"].item<int64_t>(),
+               ", this build reads ", kFormat);
   const int64_t groups = saved["groups"].item<int64_t>();
-  TORCH_CHECK(groups == static_cast<int64_t>(param_groups_.size()), Name(), ": the archive has ", groups,
-              " parameter groups, this optimizer has ", param_groups_.size());
+  LOWBIT_CHECK(groups == static_cast<int64_t>(param_groups_.size()), Name(), ": the archive has ", groups,
+               " parameter groups, this optimizer has ", param_groups_.size());
   int64_t total = 0;
   for (const auto& group : param_groups_) total += static_cast<int64_t>(group.params().size());
-  TORCH_CHECK(saved["parameters"].item<int64_t>() == total, Name(), ": the archive has state for ",
-              saved["parameters"].item<int64_t>(), " parameters, this optimizer has ", total);
+  LOWBIT_CHECK(saved["parameters"].item<int64_t>() == total, Name(), ": the archive has state for ",
+               saved["parameters"].item<int64_t>(), " parameters, this optimizer has ", total);
 
   std::unordered_map<const c10::TensorImpl*, std::unique_ptr<ParamState>> loaded;
   size_t i = 0;
@@ -268,10 +269,10 @@ void Blockwise8bitOptimizer::load(torch::serialize::InputArchive& archive) {
       const at::TensorOptions on = at::TensorOptions().device(p.device());
       auto read = [&](const std::string& name, int64_t numel, at::ScalarType dtype) {
         auto it = saved.find(Key(index, name));
-        TORCH_CHECK(it != saved.end(), Name(), ": archive entry '", Key(index, name), "' is missing");
-        TORCH_CHECK(it->second.numel() == numel && it->second.scalar_type() == dtype, Name(), ": archive entry '",
-                    Key(index, name), "' is ", it->second.scalar_type(), " with ", it->second.numel(),
-                    " elements; parameter ", index, " (shape ", p.sizes(), ") needs ", dtype, " with ", numel);
+        LOWBIT_CHECK(it != saved.end(), Name(), ": archive entry '", Key(index, name), "' is missing");
+        LOWBIT_CHECK(it->second.numel() == numel && it->second.scalar_type() == dtype, Name(), ": archive entry '",
+                     Key(index, name), "' is ", it->second.scalar_type(), " with ", it->second.numel(),
+                     " elements; parameter ", index, " (shape ", p.sizes(), ") needs ", dtype, " with ", numel);
         return it->second.to(on.dtype(dtype)).clone();
       };
       for (auto [name, st] : {std::make_pair("m", &s->m), std::make_pair("v", &s->v)}) {
@@ -289,7 +290,7 @@ void Blockwise8bitOptimizer::load(torch::serialize::InputArchive& archive) {
   }
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     const std::string key = "group" + std::to_string(g) + "/lr";
-    TORCH_CHECK(saved.count(key), Name(), ": archive entry '", key, "' is missing");
+    LOWBIT_CHECK(saved.count(key), Name(), ": archive entry '", key, "' is missing");
     param_groups_[g].options().set_lr(saved[key].item<double>());
   }
   state_ = std::move(loaded);
@@ -316,10 +317,10 @@ bool Blockwise8bitOptimizer::Is8bit(const at::Tensor& param) const {
 
 at::Tensor Blockwise8bitOptimizer::DequantizedState(const at::Tensor& param, const std::string& name) const {
   auto it = state_.find(param.unsafeGetTensorImpl());
-  TORCH_CHECK(it != state_.end(), Name(), ": the parameter of shape ", param.sizes(), " has no state yet");
+  LOWBIT_CHECK(it != state_.end(), Name(), ": the parameter of shape ", param.sizes(), " has no state yet");
   const ParamState& s = *it->second;
-  TORCH_CHECK((name == "m" && s.m.defined()) || (name == "v" && s.v.defined()), Name(), ": no state '", name,
-              "' for the parameter of shape ", param.sizes());
+  LOWBIT_CHECK((name == "m" && s.m.defined()) || (name == "v" && s.v.defined()), Name(), ": no state '", name,
+               "' for the parameter of shape ", param.sizes());
   const kernels::OptimState& st = name == "m" ? s.m : s.v;
   if (!st.quantized()) return st.values.view(param.sizes()).clone();
   at::Tensor out = at::empty({param.numel()}, st.absmax.options());

@@ -78,7 +78,7 @@ struct StepPlan {
 };
 
 // How an 8-bit optimizer's options type plugs in: `Name()`, `Check(group)`
-// (TORCH_CHECKs naming the optimizer, group, parameter and value), and
+// (LOWBIT_CHECKs naming the optimizer, group, parameter and value), and
 // `Plan(t)` for the parameter's step t (1-based).
 class Blockwise8bitOptimizer : public torch::optim::Optimizer {
  public:
@@ -143,7 +143,7 @@ class Optimizer8bit final : public Blockwise8bitOptimizer {
   }
 };
 
-// TORCH_CHECKs the options types share; `what` names optimizer and group
+// LOWBIT_CHECKs the options types share; `what` names optimizer and group
 // ("Adam8bit group 0").
 namespace internal {
 void CheckLr(const std::string& what, double lr);

@@ -9,6 +9,7 @@
 #include <map>
 #include <sstream>
 
+#include "lowbit/base/error.h"
 #include "lowbit/comm/comm_hook.h"
 #include "lowbit/comm/consistency.h"
 #include "lowbit/comm/distributed_data_parallel.h"
@@ -89,25 +90,26 @@ void Side(int64_t n, int64_t chunk, int64_t* s, int64_t* padded) {
 DeMo::DeMo(std::vector<torch::optim::OptimizerParamGroup> groups, std::shared_ptr<comm::ProcessGroup> pg,
            DeMoOptions defaults)
     : torch::optim::Optimizer(std::move(groups), std::make_unique<DeMoOptions>(defaults)), pg_(std::move(pg)) {
-  TORCH_CHECK(pg_ != nullptr, "DeMo: process group is null");
+  LOWBIT_CHECK(pg_ != nullptr, "DeMo: process group is null");
   const auto& d = static_cast<const DeMoOptions&>(*defaults_);
-  TORCH_CHECK(d.beta() >= 0.0 && d.beta() <= 1.0, "DeMo: beta must be in [0, 1], got ", d.beta());
-  TORCH_CHECK(d.chunk() >= 1 && d.chunk() <= 128,
-              "DeMo: chunk must be in [1, 128] (a tile's positions travel as "
-              "16 bits), got ",
-              d.chunk());
-  TORCH_CHECK(d.topk() >= 1, "DeMo: topk must be >= 1, got ", d.topk());
+  LOWBIT_CHECK(d.beta() >= 0.0 && d.beta() <= 1.0, "DeMo: beta must be in [0, 1], got ", d.beta());
+  LOWBIT_CHECK(d.chunk() >= 1 && d.chunk() <= 128,
+               "DeMo: chunk must be in [1, 128] (a tile's positions travel as "
+               "16 bits), got ",
+               d.chunk());
+  LOWBIT_CHECK(d.topk() >= 1, "DeMo: topk must be >= 1, got ", d.topk());
   std::vector<std::string> lines{absl::StrCat("DeMo(beta=", d.beta(), ",chunk=", d.chunk(), ",topk=", d.topk(), ")")};
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     const auto& o = static_cast<const DeMoOptions&>(param_groups_[g].options());
-    TORCH_CHECK(o.lr() > 0.0, "DeMo: lr must be > 0, got ", o.lr(), " (group ", g, ")");
-    TORCH_CHECK(o.weight_decay() >= 0.0, "DeMo: weight_decay must be >= 0, got ", o.weight_decay(), " (group ", g, ")");
+    LOWBIT_CHECK(o.lr() > 0.0, "DeMo: lr must be > 0, got ", o.lr(), " (group ", g, ")");
+    LOWBIT_CHECK(o.weight_decay() >= 0.0, "DeMo: weight_decay must be >= 0, got ", o.weight_decay(), " (group ", g,
+                 ")");
     lines.push_back(absl::StrCat("group ", g, " weight_decay=", o.weight_decay(),
                                  " parameters=", param_groups_[g].params().size()));
     for (const at::Tensor& p : param_groups_[g].params()) {
       const size_t i = params_.size();
-      TORCH_CHECK(p.defined() && p.scalar_type() == at::kFloat && p.layout() == at::kStrided, "DeMo: parameter ", i,
-                  " must be a dense float32 tensor, got ", p.defined() ? toString(p.scalar_type()) : "undefined");
+      LOWBIT_CHECK(p.defined() && p.scalar_type() == at::kFloat && p.layout() == at::kStrided, "DeMo: parameter ", i,
+                   " must be a dense float32 tensor, got ", p.defined() ? toString(p.scalar_type()) : "undefined");
       params_.push_back(p);
       group_of_.push_back(g);
       std::ostringstream shape;
@@ -115,7 +117,7 @@ DeMo::DeMo(std::vector<torch::optim::OptimizerParamGroup> groups, std::shared_pt
       lines.push_back(shape.str());
     }
   }
-  TORCH_CHECK(!params_.empty(), "DeMo: no parameters");
+  LOWBIT_CHECK(!params_.empty(), "DeMo: no parameters");
   for (const auto& line : lines) absl::StrAppend(&config_, line, "\n");
   comm::CheckSameOnAllRanks(*pg_, lines, "settings or parameter shapes", "DeMo");
 
@@ -259,26 +261,26 @@ void DeMo::load(torch::serialize::InputArchive& archive) {
   std::map<std::string, at::Tensor> saved;
   for (auto& [name, tensor] : comm::ReadHookState(archive, "demo_")) saved[name] = tensor;
   for (const char* key : {"step", "parameters"}) {
-    TORCH_CHECK(saved.count(key) && saved[key].numel() == 1, "DeMo: the archive has no '", key,
-                "' entry; not a DeMo state");
+    LOWBIT_CHECK(saved.count(key) && saved[key].numel() == 1, "DeMo: the archive has no '", key,
+                 "' entry; not a DeMo state");
   }
-  TORCH_CHECK(saved["parameters"].item<int64_t>() == static_cast<int64_t>(params_.size()), "DeMo: the archive holds ",
-              saved["parameters"].item<int64_t>(), " parameters, this optimizer has ", params_.size());
+  LOWBIT_CHECK(saved["parameters"].item<int64_t>() == static_cast<int64_t>(params_.size()), "DeMo: the archive holds ",
+               saved["parameters"].item<int64_t>(), " parameters, this optimizer has ", params_.size());
   const int64_t step = saved["step"].item<int64_t>();
-  TORCH_CHECK(step >= 0, "DeMo: the archive's step is ", step);
+  LOWBIT_CHECK(step >= 0, "DeMo: the archive's step is ", step);
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < momentum_.size(); ++i) {
     const std::string key = absl::StrCat("momentum/", i);
     auto it = saved.find(key);
-    TORCH_CHECK(it != saved.end(), "DeMo: the archive has no '", key, "' entry");
-    TORCH_CHECK(it->second.sizes() == momentum_[i].sizes() && it->second.scalar_type() == at::kFloat,
-                "DeMo: archive entry '", key, "' has shape ", it->second.sizes(), " and dtype ",
-                it->second.scalar_type(), ", parameter ", i, " is ", momentum_[i].sizes(), " float");
+    LOWBIT_CHECK(it != saved.end(), "DeMo: the archive has no '", key, "' entry");
+    LOWBIT_CHECK(it->second.sizes() == momentum_[i].sizes() && it->second.scalar_type() == at::kFloat,
+                 "DeMo: archive entry '", key, "' has shape ", it->second.sizes(), " and dtype ",
+                 it->second.scalar_type(), ", parameter ", i, " is ", momentum_[i].sizes(), " float");
     momentum_[i].copy_(it->second);
   }
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     auto it = saved.find(absl::StrCat("group", g, "/lr"));
-    TORCH_CHECK(it != saved.end() && it->second.numel() == 1, "DeMo: the archive has no learning rate for group ", g);
+    LOWBIT_CHECK(it != saved.end() && it->second.numel() == 1, "DeMo: the archive has no learning rate for group ", g);
     param_groups_[g].options().set_lr(it->second.item<double>());
   }
   step_ = step;

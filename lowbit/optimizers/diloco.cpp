@@ -10,6 +10,7 @@
 #include <map>
 #include <sstream>
 
+#include "lowbit/base/error.h"
 #include "lowbit/comm/consistency.h"
 #include "lowbit/comm/distributed_data_parallel.h"
 #include "lowbit/kernels/scale.h"
@@ -18,21 +19,21 @@ namespace lowbit::optim {
 
 DiLoCo::DiLoCo(std::vector<at::Tensor> params, std::shared_ptr<comm::ProcessGroup> pg, DiLoCoOptions options)
     : params_(std::move(params)), pg_(std::move(pg)), options_(std::move(options)) {
-  TORCH_CHECK(pg_ != nullptr, "DiLoCo: process group is null");
-  TORCH_CHECK(options_.sync_every() >= 1, "DiLoCo: sync_every must be >= 1, got ", options_.sync_every());
-  TORCH_CHECK(options_.outer_lr() > 0.0, "DiLoCo: outer_lr must be > 0, got ", options_.outer_lr());
-  TORCH_CHECK(options_.outer_momentum() >= 0.0 && options_.outer_momentum() < 1.0,
-              "DiLoCo: outer_momentum must be in [0, 1), got ", options_.outer_momentum());
-  TORCH_CHECK(!params_.empty(), "DiLoCo: no parameters");
+  LOWBIT_CHECK(pg_ != nullptr, "DiLoCo: process group is null");
+  LOWBIT_CHECK(options_.sync_every() >= 1, "DiLoCo: sync_every must be >= 1, got ", options_.sync_every());
+  LOWBIT_CHECK(options_.outer_lr() > 0.0, "DiLoCo: outer_lr must be > 0, got ", options_.outer_lr());
+  LOWBIT_CHECK(options_.outer_momentum() >= 0.0 && options_.outer_momentum() < 1.0,
+               "DiLoCo: outer_momentum must be in [0, 1), got ", options_.outer_momentum());
+  LOWBIT_CHECK(!params_.empty(), "DiLoCo: no parameters");
   const int64_t h = options_.sync_every(), p_count = options_.fragments(), tau = options_.fragment_delay();
-  TORCH_CHECK(p_count >= 1 && p_count <= static_cast<int64_t>(params_.size()), "DiLoCo: fragments must be in [1, ",
-              params_.size(), "] (the number of parameter tensors), got ", p_count);
-  TORCH_CHECK(p_count <= h, "DiLoCo: fragments (", p_count, ") must be <= sync_every (", h,
-              "): the fragments sync one at a time, each once every sync_every steps");
-  TORCH_CHECK(tau >= 0 && tau < h / p_count, "DiLoCo: fragment_delay must be in [0, sync_every / fragments) = [0, ",
-              h / p_count, ") so that a fragment lands before the next starts, got ", tau);
-  TORCH_CHECK(options_.merge_alpha() >= 0.0 && options_.merge_alpha() <= 1.0,
-              "DiLoCo: merge_alpha must be in [0, 1], got ", options_.merge_alpha());
+  LOWBIT_CHECK(p_count >= 1 && p_count <= static_cast<int64_t>(params_.size()), "DiLoCo: fragments must be in [1, ",
+               params_.size(), "] (the number of parameter tensors), got ", p_count);
+  LOWBIT_CHECK(p_count <= h, "DiLoCo: fragments (", p_count, ") must be <= sync_every (", h,
+               "): the fragments sync one at a time, each once every sync_every steps");
+  LOWBIT_CHECK(tau >= 0 && tau < h / p_count, "DiLoCo: fragment_delay must be in [0, sync_every / fragments) = [0, ",
+               h / p_count, ") so that a fragment lands before the next starts, got ", tau);
+  LOWBIT_CHECK(options_.merge_alpha() >= 0.0 && options_.merge_alpha() <= 1.0,
+               "DiLoCo: merge_alpha must be in [0, 1], got ", options_.merge_alpha());
   std::vector<std::string> lines{
       absl::StrCat("DiLoCo(sync_every=", h, ",outer_lr=", options_.outer_lr(),
                    ",outer_momentum=", options_.outer_momentum(), ",nesterov=", options_.nesterov(),
@@ -46,10 +47,10 @@ DiLoCo::DiLoCo(std::vector<at::Tensor> params, std::shared_ptr<comm::ProcessGrou
   std::vector<int64_t> cumulative{0};
   for (size_t i = 0; i < params_.size(); ++i) {
     const at::Tensor& p = params_[i];
-    TORCH_CHECK(p.defined() && p.scalar_type() == at::kFloat && p.layout() == at::kStrided, "DiLoCo: parameter ", i,
-                " must be a dense float32 tensor, got ", p.defined() ? toString(p.scalar_type()) : "undefined");
-    TORCH_CHECK(p.device() == params_.front().device(), "DiLoCo: parameter ", i, " is on ", p.device(),
-                ", parameter 0 on ", params_.front().device(), "; all must share one device");
+    LOWBIT_CHECK(p.defined() && p.scalar_type() == at::kFloat && p.layout() == at::kStrided, "DiLoCo: parameter ", i,
+                 " must be a dense float32 tensor, got ", p.defined() ? toString(p.scalar_type()) : "undefined");
+    LOWBIT_CHECK(p.device() == params_.front().device(), "DiLoCo: parameter ", i, " is on ", p.device(),
+                 ", parameter 0 on ", params_.front().device(), "; all must share one device");
     std::ostringstream shape;
     shape << "parameter " << i << " " << p.sizes();
     lines.push_back(shape.str());
@@ -119,7 +120,7 @@ DiLoCo::DiLoCo(std::vector<at::Tensor> params, std::shared_ptr<comm::ProcessGrou
 
 DiLoCo::DiLoCo(std::vector<at::Tensor> params, comm::DistributedDataParallel& ddp, DiLoCoOptions options)
     : DiLoCo(std::move(params), ddp.shared_process_group(), std::move(options)) {
-  ddp.RegisterOwnedCommHook(std::make_shared<comm::LocalHook>(), "DiLoCo");
+  ddp.RegisterOwnedCommHook(std::make_shared<comm::LocalHook>(), "DiLoCo", "DiLoCoOptions::exchange_hook");
 }
 
 DiLoCo::~DiLoCo() {
@@ -252,16 +253,16 @@ void DiLoCo::Load(torch::serialize::InputArchive& archive) {
   std::map<std::string, at::Tensor> saved;
   for (auto& [name, tensor] : comm::ReadHookState(archive, "diloco_")) saved[name] = tensor;
   for (const char* key : {"step", "parameters", "fragments"}) {
-    TORCH_CHECK(saved.count(key) && saved[key].numel() == 1, "DiLoCo: the archive has no '", key,
-                "' entry; not a DiLoCo state");
+    LOWBIT_CHECK(saved.count(key) && saved[key].numel() == 1, "DiLoCo: the archive has no '", key,
+                 "' entry; not a DiLoCo state");
   }
   const int64_t count = saved["parameters"].item<int64_t>();
-  TORCH_CHECK(count == static_cast<int64_t>(params_.size()), "DiLoCo: the archive holds state for ", count,
-              " parameters, this DiLoCo has ", params_.size());
+  LOWBIT_CHECK(count == static_cast<int64_t>(params_.size()), "DiLoCo: the archive holds state for ", count,
+               " parameters, this DiLoCo has ", params_.size());
   const int64_t step = saved["step"].item<int64_t>();
-  TORCH_CHECK(step >= 0, "DiLoCo: the archive's step is ", step);
-  TORCH_CHECK(saved["fragments"].item<int64_t>() == options_.fragments(), "DiLoCo: the archive was saved with ",
-              saved["fragments"].item<int64_t>(), " fragments, this DiLoCo has ", options_.fragments());
+  LOWBIT_CHECK(step >= 0, "DiLoCo: the archive's step is ", step);
+  LOWBIT_CHECK(saved["fragments"].item<int64_t>() == options_.fragments(), "DiLoCo: the archive was saved with ",
+               saved["fragments"].item<int64_t>(), " fragments, this DiLoCo has ", options_.fragments());
   // Which fragment the schedule has in flight after `step`: the one started
   // at a step in (step - tau, step].
   int64_t inflight = -1, inflight_since = 0;
@@ -273,17 +274,17 @@ void DiLoCo::Load(torch::serialize::InputArchive& archive) {
     }
   }
   const bool saved_inflight = saved.count("inflight/fragment") > 0;
-  TORCH_CHECK(
+  LOWBIT_CHECK(
       saved_inflight == (inflight >= 0) && (!saved_inflight || saved["inflight/fragment"].item<int64_t>() == inflight),
       "DiLoCo: at step ", step, " the schedule has ",
       inflight >= 0 ? absl::StrCat("fragment ", inflight) : std::string("no fragment"), " in flight, the archive ",
       saved_inflight ? absl::StrCat("fragment ", saved["inflight/fragment"].item<int64_t>()) : "none");
   auto load = [&](const std::string& name, size_t i, at::Tensor& into) {
     auto it = saved.find(name);
-    TORCH_CHECK(it != saved.end(), "DiLoCo: the archive has no '", name, "' entry (saved with other settings?)");
-    TORCH_CHECK(it->second.sizes() == params_[i].sizes() && it->second.scalar_type() == at::kFloat,
-                "DiLoCo: archive entry '", name, "' has shape ", it->second.sizes(), " and dtype ",
-                it->second.scalar_type(), ", parameter ", i, " is ", params_[i].sizes(), " float");
+    LOWBIT_CHECK(it != saved.end(), "DiLoCo: the archive has no '", name, "' entry (saved with other settings?)");
+    LOWBIT_CHECK(it->second.sizes() == params_[i].sizes() && it->second.scalar_type() == at::kFloat,
+                 "DiLoCo: archive entry '", name, "' has shape ", it->second.sizes(), " and dtype ",
+                 it->second.scalar_type(), ", parameter ", i, " is ", params_[i].sizes(), " float");
     into.copy_(it->second);
   };
   torch::NoGradGuard no_grad;
@@ -291,8 +292,8 @@ void DiLoCo::Load(torch::serialize::InputArchive& archive) {
   for (size_t i = 0; i < momentum_.size(); ++i) load(absl::StrCat("momentum/", i), i, momentum_[i]);
   if (options_.exchange_hook()) {
     at::Tensor names;
-    TORCH_CHECK(archive.try_read("diloco_exchange_names", names), "DiLoCo: this DiLoCo has an exchange hook (",
-                options_.exchange_hook()->Config(), ") but the archive holds no state for it");
+    LOWBIT_CHECK(archive.try_read("diloco_exchange_names", names), "DiLoCo: this DiLoCo has an exchange hook (",
+                 options_.exchange_hook()->Config(), ") but the archive holds no state for it");
     options_.exchange_hook()->LoadStateDict(comm::ReadHookState(archive, "diloco_exchange_"));
   }
   for (Fragment& f : fragments_) {
@@ -303,11 +304,11 @@ void DiLoCo::Load(torch::serialize::InputArchive& archive) {
   if (inflight >= 0) {
     Fragment& f = fragments_[inflight];
     const at::Tensor& delta = saved["inflight/delta"];
-    TORCH_CHECK(delta.numel() == f.numel && delta.scalar_type() == at::kFloat,
-                "DiLoCo: archive entry 'inflight/delta' has ",
-                delta.numel(), " elements, fragment ", inflight, " has ", f.numel);
-    TORCH_CHECK(saved.count("inflight/bad") && saved["inflight/bad"].numel() == 1,
-                "DiLoCo: the archive has no 'inflight/bad' entry");
+    LOWBIT_CHECK(delta.numel() == f.numel && delta.scalar_type() == at::kFloat,
+                 "DiLoCo: archive entry 'inflight/delta' has ", delta.numel(), " elements, fragment ", inflight,
+                 " has ", f.numel);
+    LOWBIT_CHECK(saved.count("inflight/bad") && saved["inflight/bad"].numel() == 1,
+                 "DiLoCo: the archive has no 'inflight/bad' entry");
     f.bucket.buffer.copy_(delta.reshape({-1}));
     f.started = inflight_since;
     f.bad = saved["inflight/bad"].item<int64_t>() != 0;

@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "lowbit/base/error.h"
 #include "lowbit/comm/distributed_data_parallel.h"
 
 namespace lowbit::optim {
@@ -29,7 +30,7 @@ OneBitAdam::OneBitAdam(std::vector<torch::optim::OptimizerParamGroup> groups, st
     : OneBitOptimizer(std::move(groups), std::make_unique<OneBitAdamOptions>(defaults), std::move(pg), ddp),
       freeze_step_(defaults.freeze_step()),
       bias_correction_(defaults.bias_correction()) {
-  TORCH_CHECK(freeze_step_ >= 0, "OneBitAdam: freeze_step must be >= 0, got ", freeze_step_);
+  LOWBIT_CHECK(freeze_step_ >= 0, "OneBitAdam: freeze_step must be >= 0, got ", freeze_step_);
   std::string groups_config;
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     const auto& o = static_cast<const OneBitAdamOptions&>(param_groups_[g].options());

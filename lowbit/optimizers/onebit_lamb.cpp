@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "lowbit/base/error.h"
 #include "lowbit/comm/distributed_data_parallel.h"
 
 namespace lowbit::optim {
@@ -30,14 +31,14 @@ OneBitLamb::OneBitLamb(std::vector<torch::optim::OptimizerParamGroup> groups, st
     : OneBitOptimizer(std::move(groups), std::make_unique<OneBitLambOptions>(defaults), std::move(pg), ddp),
       options_(defaults) {
   const OneBitLambOptions& d = defaults;
-  TORCH_CHECK(d.freeze_step() >= 0, "OneBitLamb: freeze_step must be >= 0, got ", d.freeze_step());
-  TORCH_CHECK(d.min_coeff() > 0 && d.min_coeff() <= d.max_coeff(), "OneBitLamb: need 0 < min_coeff <= max_coeff, got ",
-              d.min_coeff(), " and ", d.max_coeff());
-  TORCH_CHECK(d.coeff_beta() >= 0 && d.coeff_beta() < 1, "OneBitLamb: coeff_beta must be in [0, 1), got ",
-              d.coeff_beta());
-  TORCH_CHECK(d.factor_min() > 0 && d.factor_min() <= d.factor_max(),
-              "OneBitLamb: need 0 < factor_min <= factor_max, got ", d.factor_min(), " and ", d.factor_max());
-  TORCH_CHECK(d.factor_threshold() >= 0, "OneBitLamb: factor_threshold must be >= 0, got ", d.factor_threshold());
+  LOWBIT_CHECK(d.freeze_step() >= 0, "OneBitLamb: freeze_step must be >= 0, got ", d.freeze_step());
+  LOWBIT_CHECK(d.min_coeff() > 0 && d.min_coeff() <= d.max_coeff(), "OneBitLamb: need 0 < min_coeff <= max_coeff, got ",
+               d.min_coeff(), " and ", d.max_coeff());
+  LOWBIT_CHECK(d.coeff_beta() >= 0 && d.coeff_beta() < 1, "OneBitLamb: coeff_beta must be in [0, 1), got ",
+               d.coeff_beta());
+  LOWBIT_CHECK(d.factor_min() > 0 && d.factor_min() <= d.factor_max(),
+               "OneBitLamb: need 0 < factor_min <= factor_max, got ", d.factor_min(), " and ", d.factor_max());
+  LOWBIT_CHECK(d.factor_threshold() >= 0, "OneBitLamb: factor_threshold must be >= 0, got ", d.factor_threshold());
   std::string groups_config;
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     const auto& o = static_cast<const OneBitLambOptions&>(param_groups_[g].options());

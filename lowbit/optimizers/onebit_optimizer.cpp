@@ -7,10 +7,11 @@
 #include <cmath>
 #include <sstream>
 
-#include "lowbit/compress/compression_hook.h"
-#include "lowbit/compress/builtin_compressors.h"
+#include "lowbit/base/error.h"
 #include "lowbit/comm/consistency.h"
 #include "lowbit/comm/distributed_data_parallel.h"
+#include "lowbit/compress/builtin_compressors.h"
+#include "lowbit/compress/compression_hook.h"
 
 namespace lowbit::optim {
 namespace {
@@ -63,20 +64,21 @@ void OneBitOptimizer::Initialize(const std::string& name, const std::string& set
   name_ = name;
   block_ = block;
   averaging_hook_ = std::move(averaging_hook);
-  TORCH_CHECK(pg_ != nullptr, name, ": process group is null");
-  TORCH_CHECK(averaging_hook_ == nullptr || ddp_ != nullptr, name, ": averaging_hook (",
-              averaging_hook_ ? averaging_hook_->Config() : "", ") needs the optimizer built on a DistributedDataParallel");
-  TORCH_CHECK(block >= 0 && block % 8 == 0, name, ": block must be 0 or a positive multiple of 8, got ", block);
+  LOWBIT_CHECK(pg_ != nullptr, name, ": process group is null");
+  LOWBIT_CHECK(averaging_hook_ == nullptr || ddp_ != nullptr, name, ": averaging_hook (",
+               averaging_hook_ ? averaging_hook_->Config() : "",
+               ") needs the optimizer built on a DistributedDataParallel");
+  LOWBIT_CHECK(block >= 0 && block % 8 == 0, name, ": block must be 0 or a positive multiple of 8, got ", block);
   std::vector<std::string> lines{absl::StrCat(name, "(", settings, ",averaging_hook=",
                                               averaging_hook_ ? averaging_hook_->Config() : "allreduce", ")")};
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     for (const at::Tensor& p : param_groups_[g].params()) {
       const size_t i = params_.size();
-      TORCH_CHECK(p.scalar_type() == at::kFloat, name, ": parameter ", i, " has dtype ", p.scalar_type(),
-                  "; only float32 parameters are supported");
-      TORCH_CHECK(p.layout() == at::kStrided, name, ": parameter ", i, " is not a dense tensor");
-      TORCH_CHECK(params_.empty() || p.device() == params_.front().device(), name, ": parameter ", i, " is on ",
-                  p.device(), ", parameter 0 on ", params_.front().device(), "; all must share one device");
+      LOWBIT_CHECK(p.scalar_type() == at::kFloat, name, ": parameter ", i, " has dtype ", p.scalar_type(),
+                   "; only float32 parameters are supported");
+      LOWBIT_CHECK(p.layout() == at::kStrided, name, ": parameter ", i, " is not a dense tensor");
+      LOWBIT_CHECK(params_.empty() || p.device() == params_.front().device(), name, ": parameter ", i, " is on ",
+                   p.device(), ", parameter 0 on ", params_.front().device(), "; all must share one device");
       std::ostringstream shape;
       shape << "parameter " << i << " " << p.sizes();
       lines.push_back(shape.str());
@@ -84,7 +86,7 @@ void OneBitOptimizer::Initialize(const std::string& name, const std::string& set
       group_of_.push_back(g);
     }
   }
-  TORCH_CHECK(!params_.empty(), name, ": no parameters to optimize");
+  LOWBIT_CHECK(!params_.empty(), name, ": no parameters to optimize");
   slots_.resize(params_.size());
   masks_.resize(params_.size());
   std::string config;
@@ -93,18 +95,21 @@ void OneBitOptimizer::Initialize(const std::string& name, const std::string& set
   comm::CheckSameOnAllRanks(*pg_, lines, "settings or parameter shapes", name);
   Reset();
   average_next_->store(AveragesGradientsAt(1));
-  if (ddp_ != nullptr) ddp_->RegisterOwnedCommHook(std::make_shared<PhaseHook>(pg_, average_next_, name, averaging_hook_), name);
+  if (ddp_ != nullptr) {
+    ddp_->RegisterOwnedCommHook(std::make_shared<PhaseHook>(pg_, average_next_, name, averaging_hook_), name,
+                                name + "Options::averaging_hook");
+  }
 }
 
 std::string OneBitOptimizer::CheckGroup(const std::string& name, size_t group, double lr,
                                         const std::tuple<double, double>& betas, double eps, double weight_decay) {
   const std::string where = absl::StrCat(name, " (parameter group ", group, ")");
-  TORCH_CHECK(lr > 0.0, where, ": lr must be > 0, got ", lr);
+  LOWBIT_CHECK(lr > 0.0, where, ": lr must be > 0, got ", lr);
   const auto [beta1, beta2] = betas;
-  TORCH_CHECK(beta1 >= 0.0 && beta1 < 1.0, where, ": beta1 must be in [0, 1), got ", beta1);
-  TORCH_CHECK(beta2 >= 0.0 && beta2 < 1.0, where, ": beta2 must be in [0, 1), got ", beta2);
-  TORCH_CHECK(eps > 0.0, where, ": eps must be > 0, got ", eps);
-  TORCH_CHECK(weight_decay >= 0.0, where, ": weight_decay must be >= 0, got ", weight_decay);
+  LOWBIT_CHECK(beta1 >= 0.0 && beta1 < 1.0, where, ": beta1 must be in [0, 1), got ", beta1);
+  LOWBIT_CHECK(beta2 >= 0.0 && beta2 < 1.0, where, ": beta2 must be in [0, 1), got ", beta2);
+  LOWBIT_CHECK(eps > 0.0, where, ": eps must be > 0, got ", eps);
+  LOWBIT_CHECK(weight_decay >= 0.0, where, ": weight_decay must be >= 0, got ", weight_decay);
   if (group_bound_.size() <= group) group_bound_.resize(group + 1, 0.0);
   group_bound_[group] = 1.0 / std::sqrt(1.0 - beta2);
   return absl::StrCat(",group", group, "=", beta1, "/", beta2, "/", eps, "/", weight_decay);
@@ -161,13 +166,13 @@ double OneBitOptimizer::ScalarOr(size_t i, const std::string& name, double fallb
 void OneBitOptimizer::SetMomentumMask(const at::Tensor& param, const at::Tensor& mask) {
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!params_[i].is_same(param)) continue;
-    TORCH_CHECK(mask.sizes() == param.sizes(), name_, ": momentum mask of parameter ", i, " has shape ", mask.sizes(),
-                ", the parameter ", param.sizes());
+    LOWBIT_CHECK(mask.sizes() == param.sizes(), name_, ": momentum mask of parameter ", i, " has shape ", mask.sizes(),
+                 ", the parameter ", param.sizes());
     masks_[i] = mask.to(param.options()).contiguous();
     return;
   }
-  TORCH_CHECK(false, name_, ": SetMomentumMask: the tensor (shape ", param.sizes(), ") is not one of the ",
-              params_.size(), " parameters of this optimizer");
+  LOWBIT_CHECK(false, name_, ": SetMomentumMask: the tensor (shape ", param.sizes(), ") is not one of the ",
+               params_.size(), " parameters of this optimizer");
 }
 
 
@@ -272,11 +277,11 @@ void OneBitOptimizer::load(torch::serialize::InputArchive& archive) {
   std::map<std::string, at::Tensor> by_name;
   for (const auto& [name, tensor] : state) by_name[name] = tensor;
   for (const char* key : {"step", "world_size", "parameters"}) {
-    TORCH_CHECK(by_name.count(key), name_, ": the archive has no '", key, "' entry; not a ", name_, " state");
+    LOWBIT_CHECK(by_name.count(key), name_, ": the archive has no '", key, "' entry; not a ", name_, " state");
   }
   const int64_t count = by_name["parameters"].item<int64_t>();
-  TORCH_CHECK(count == static_cast<int64_t>(params_.size()), name_, ": the archive holds state for ", count,
-              " parameters, this optimizer has ", params_.size());
+  LOWBIT_CHECK(count == static_cast<int64_t>(params_.size()), name_, ": the archive holds state for ", count,
+               " parameters, this optimizer has ", params_.size());
   std::vector<std::map<std::string, at::Tensor>> slots(params_.size());
   std::map<std::string, at::Tensor> extra;
   for (const auto& [name, tensor] : by_name) {
@@ -286,11 +291,11 @@ void OneBitOptimizer::load(torch::serialize::InputArchive& archive) {
       continue;
     }
     const size_t i = std::stoul(name.substr(1, slash - 1));
-    TORCH_CHECK(i < params_.size(), name_, ": archive entry '", name, "' names a parameter out of range");
+    LOWBIT_CHECK(i < params_.size(), name_, ": archive entry '", name, "' names a parameter out of range");
     // Parameters are float32; per-parameter scalars are one double.
     const bool scalar = tensor.scalar_type() == at::kDouble;
-    TORCH_CHECK(scalar ? tensor.numel() == 1 : tensor.sizes() == params_[i].sizes(), name_, ": archive entry '", name,
-                "' has shape ", tensor.sizes(), ", parameter ", i, " has ", params_[i].sizes());
+    LOWBIT_CHECK(scalar ? tensor.numel() == 1 : tensor.sizes() == params_[i].sizes(), name_, ": archive entry '", name,
+                 "' has shape ", tensor.sizes(), ", parameter ", i, " has ", params_[i].sizes());
     slots[i][name.substr(slash + 1)] = tensor.to(scalar ? at::TensorOptions(at::kDouble) : params_[i].options()).clone();
   }
   const int64_t saved_world = by_name["world_size"].item<int64_t>();
@@ -302,13 +307,13 @@ void OneBitOptimizer::load(torch::serialize::InputArchive& archive) {
   if (exchange_ != nullptr && !errors.empty()) {
     exchange_->LoadStateDict(errors);  // warns and starts afresh on another world size
   } else if (saved_world != world()) {
-    TORCH_WARN(name_, ": state saved by ", saved_world, " ranks, loaded on ", world(),
-               "; the compression errors start afresh");
+    base::Warn(c10::str(name_, ": state saved by ", saved_world, " ranks, loaded on ", world(),
+                        "; the compression errors start afresh"));
   }
   if (averaging_hook_) {
     at::Tensor names;
-    TORCH_CHECK(archive.try_read("averaging_names", names), name_, ": this optimizer has an averaging hook (",
-                averaging_hook_->Config(), ") but the archive holds no state for it; was it saved without one?");
+    LOWBIT_CHECK(archive.try_read("averaging_names", names), name_, ": this optimizer has an averaging hook (",
+                 averaging_hook_->Config(), ") but the archive holds no state for it; was it saved without one?");
     averaging_hook_->LoadStateDict(comm::ReadHookState(archive, "averaging_"));
   }
   average_next_->store(AveragesGradientsAt(step_ + 1));

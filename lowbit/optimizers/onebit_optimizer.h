@@ -97,7 +97,7 @@ class OneBitOptimizer : public torch::optim::Optimizer {
   void Initialize(const std::string& name, const std::string& settings, int64_t block,
                   std::shared_ptr<comm::CommHook> averaging_hook = nullptr);
 
-  // TORCH_CHECKs shared by the three (`name`: the optimizer's) for parameter group `group`: lr > 0,
+  // LOWBIT_CHECKs shared by the three (`name`: the optimizer's) for parameter group `group`: lr > 0,
   // betas in [0, 1), eps > 0, weight_decay >= 0. Records the group's bound
   // for NormalisedBounds and returns ",group<g>=beta1/beta2/eps/weight_decay"
   // for the settings compared across ranks. Call once per group, before

@@ -1,8 +1,10 @@
 #include "lowbit/optimizers/optim_8bit.h"
 
+#include <c10/util/Exception.h>
+
 #include <cmath>
 
-#include <c10/util/Exception.h>
+#include "lowbit/base/error.h"
 
 namespace lowbit::optim {
 namespace {
@@ -71,9 +73,9 @@ void SGD8bitOptions::Check(size_t group) const {
   internal::CheckNonNegative(what, "momentum", momentum());
   internal::CheckNonNegative(what, "dampening", dampening());
   internal::CheckNonNegative(what, "weight_decay", weight_decay());
-  TORCH_CHECK(!nesterov() || (momentum() > 0 && dampening() == 0), what,
-              ": nesterov momentum needs momentum > 0 and dampening 0, got momentum ", momentum(), " and dampening ",
-              dampening());
+  LOWBIT_CHECK(!nesterov() || (momentum() > 0 && dampening() == 0), what,
+               ": nesterov momentum needs momentum > 0 and dampening 0, got momentum ", momentum(), " and dampening ",
+               dampening());
   internal::CheckSettings(what, settings());
 }
 

@@ -1,11 +1,12 @@
 #include "lowbit/optimizers/spam.h"
 
+#include <torch/torch.h>
+
 #include <cmath>
 #include <map>
 
-#include <torch/torch.h>
-
 #include "absl/strings/str_cat.h"
+#include "lowbit/base/error.h"
 #include "lowbit/comm/comm_hook.h"
 #include "lowbit/kernels/optim8bit.h"
 
@@ -46,26 +47,26 @@ Spam::Spam(std::vector<torch::optim::OptimizerParamGroup> groups, SpamOptions de
   internal::CheckBeta(what, "betas[0]", std::get<0>(d.betas()));
   internal::CheckBeta(what, "betas[1]", std::get<1>(d.betas()));
   internal::CheckPositive(what, "eps", d.eps());
-  TORCH_CHECK(d.reset_interval() >= 0, what, ": reset_interval must be >= 0 (0: never), got ", d.reset_interval());
-  TORCH_CHECK(d.warmup_steps() >= 0, what, ": warmup_steps must be >= 0, got ", d.warmup_steps());
-  TORCH_CHECK(d.reset_interval() == 0 || d.warmup_steps() < d.reset_interval(), what, ": warmup_steps (",
-              d.warmup_steps(), ") must be below reset_interval (", d.reset_interval(), ")");
+  LOWBIT_CHECK(d.reset_interval() >= 0, what, ": reset_interval must be >= 0 (0: never), got ", d.reset_interval());
+  LOWBIT_CHECK(d.warmup_steps() >= 0, what, ": warmup_steps must be >= 0, got ", d.warmup_steps());
+  LOWBIT_CHECK(d.reset_interval() == 0 || d.warmup_steps() < d.reset_interval(), what, ": warmup_steps (",
+               d.warmup_steps(), ") must be below reset_interval (", d.reset_interval(), ")");
   internal::CheckNonNegative(what, "spike_threshold", d.spike_threshold());
-  TORCH_CHECK(d.clip_delay() >= 0, what, ": clip_delay must be >= 0, got ", d.clip_delay());
+  LOWBIT_CHECK(d.clip_delay() >= 0, what, ": clip_delay must be >= 0, got ", d.clip_delay());
   internal::CheckBeta(what, "gamma1", d.gamma1());
   internal::CheckBeta(what, "gamma2", d.gamma2());
   internal::CheckBeta(what, "gamma3", d.gamma3());
-  TORCH_CHECK(d.state_bits() == 32 || d.state_bits() == 8, what, ": state_bits must be 32 or 8, got ", d.state_bits());
-  TORCH_CHECK(kernels::IsOptimBlock(d.block_size()), what, ": block_size must be a power of two in [",
-              kernels::kMinOptimBlock, ", ", kernels::kMaxOptimBlock, "], got ", d.block_size());
-  TORCH_CHECK(d.min_8bit_size() >= 0, what, ": min_8bit_size must be >= 0, got ", d.min_8bit_size());
+  LOWBIT_CHECK(d.state_bits() == 32 || d.state_bits() == 8, what, ": state_bits must be 32 or 8, got ", d.state_bits());
+  LOWBIT_CHECK(kernels::IsOptimBlock(d.block_size()), what, ": block_size must be a power of two in [",
+               kernels::kMinOptimBlock, ", ", kernels::kMaxOptimBlock, "], got ", d.block_size());
+  LOWBIT_CHECK(d.min_8bit_size() >= 0, what, ": min_8bit_size must be >= 0, got ", d.min_8bit_size());
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     const auto& o = static_cast<const SpamOptions&>(param_groups_[g].options());
     internal::CheckLr(absl::StrCat(what, " group ", g), o.lr());
     internal::CheckNonNegative(absl::StrCat(what, " group ", g), "weight_decay", o.weight_decay());
     for (const at::Tensor& p : param_groups_[g].params()) {
-      TORCH_CHECK(p.scalar_type() == at::kFloat, what, ": parameters must be float32, got ", p.scalar_type(),
-                  " for a parameter of shape ", p.sizes(), " in group ", g);
+      LOWBIT_CHECK(p.scalar_type() == at::kFloat, what, ": parameters must be float32, got ", p.scalar_type(),
+                   " for a parameter of shape ", p.sizes(), " in group ", g);
     }
   }
 }
@@ -153,8 +154,8 @@ at::Tensor Spam::step(LossClosure closure) {
     const auto& o = static_cast<const SpamOptions&>(group.options());
     for (at::Tensor& p : group.params()) {
       if (!p.grad().defined()) continue;
-      TORCH_CHECK(!p.grad().is_sparse(), "Spam: sparse gradients are not supported (parameter of shape ", p.sizes(),
-                  ")");
+      LOWBIT_CHECK(!p.grad().is_sparse(), "Spam: sparse gradients are not supported (parameter of shape ", p.sizes(),
+                   ")");
       ParamState& s = StateOf(p);
       if (last_.reset) {
         for (kernels::OptimState* st : {&s.m, &s.v}) {
@@ -226,7 +227,7 @@ int64_t Spam::StateBytes() const {
 }
 
 at::Tensor Spam::State(const at::Tensor& param, const std::string& name) const {
-  TORCH_CHECK(name == "m" || name == "v", "Spam::State: name must be 'm' or 'v', got '", name, "'");
+  LOWBIT_CHECK(name == "m" || name == "v", "Spam::State: name must be 'm' or 'v', got '", name, "'");
   auto it = state_.find(param.unsafeGetTensorImpl());
   if (it == state_.end()) return {};
   const ParamState& s = *it->second;
@@ -263,15 +264,15 @@ void Spam::load(torch::serialize::InputArchive& archive) {
   std::map<std::string, at::Tensor> saved;
   for (auto& [name, tensor] : comm::ReadHookState(archive, kPrefix)) saved[name] = tensor;
   for (const char* key : {"step", "parameters"}) {
-    TORCH_CHECK(saved.count(key) && saved[key].numel() == 1, "Spam: the archive has no '", key,
-                "' entry; not a Spam state");
+    LOWBIT_CHECK(saved.count(key) && saved[key].numel() == 1, "Spam: the archive has no '", key,
+                 "' entry; not a Spam state");
   }
   int64_t total = 0;
   for (const auto& group : param_groups_) total += static_cast<int64_t>(group.params().size());
-  TORCH_CHECK(saved["parameters"].item<int64_t>() == total, "Spam: the archive has state for ",
-              saved["parameters"].item<int64_t>(), " parameters, this optimizer has ", total);
+  LOWBIT_CHECK(saved["parameters"].item<int64_t>() == total, "Spam: the archive has state for ",
+               saved["parameters"].item<int64_t>(), " parameters, this optimizer has ", total);
   const int64_t step = saved["step"].item<int64_t>();
-  TORCH_CHECK(step >= 0, "Spam: the archive's step is ", step);
+  LOWBIT_CHECK(step >= 0, "Spam: the archive's step is ", step);
   std::unordered_map<const c10::TensorImpl*, std::unique_ptr<ParamState>> loaded;
   size_t i = 0;
   for (auto& group : param_groups_) {
@@ -282,18 +283,18 @@ void Spam::load(torch::serialize::InputArchive& archive) {
       std::unique_ptr<ParamState> s = NewState(p);
       s->step = saved[key + "/step"].item<int64_t>();
       s->stat_step = saved.count(key + "/stat_step") ? saved[key + "/stat_step"].item<int64_t>() : 0;
-      TORCH_CHECK(s->step >= 0 && s->stat_step >= 0, "Spam: '", key, "' has a negative step");
-      TORCH_CHECK(saved.count(key + "/block") && saved[key + "/block"].item<int64_t>() == s->block, "Spam: '", key,
-                  "' was saved with another block_size");
+      LOWBIT_CHECK(s->step >= 0 && s->stat_step >= 0, "Spam: '", key, "' has a negative step");
+      LOWBIT_CHECK(saved.count(key + "/block") && saved[key + "/block"].item<int64_t>() == s->block, "Spam: '", key,
+                   "' was saved with another block_size");
       for (auto& [name, t] : s->Tensors()) {
         auto it = saved.find(key + "/" + name);
-        TORCH_CHECK(t->defined() == (it != saved.end()), "Spam: '", key, "/", name, "' is ",
-                    t->defined() ? "missing from the archive" : "in the archive but not in this optimizer's layout",
-                    " (state_bits, min_8bit_size or stable differ from the saved run's?)");
+        LOWBIT_CHECK(t->defined() == (it != saved.end()), "Spam: '", key, "/", name, "' is ",
+                     t->defined() ? "missing from the archive" : "in the archive but not in this optimizer's layout",
+                     " (state_bits, min_8bit_size or stable differ from the saved run's?)");
         if (!t->defined()) continue;
-        TORCH_CHECK(it->second.sizes() == t->sizes() && it->second.scalar_type() == t->scalar_type(), "Spam: '", key,
-                    "/", name, "' has shape ", it->second.sizes(), " and dtype ", it->second.scalar_type(),
-                    ", expected ", t->sizes(), " and ", t->scalar_type());
+        LOWBIT_CHECK(it->second.sizes() == t->sizes() && it->second.scalar_type() == t->scalar_type(), "Spam: '", key,
+                     "/", name, "' has shape ", it->second.sizes(), " and dtype ", it->second.scalar_type(),
+                     ", expected ", t->sizes(), " and ", t->scalar_type());
         t->copy_(it->second);
       }
       loaded[p.unsafeGetTensorImpl()] = std::move(s);
@@ -301,7 +302,7 @@ void Spam::load(torch::serialize::InputArchive& archive) {
   }
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     auto it = saved.find(absl::StrCat("group", g, "/lr"));
-    TORCH_CHECK(it != saved.end() && it->second.numel() == 1, "Spam: the archive has no learning rate for group ", g);
+    LOWBIT_CHECK(it != saved.end() && it->second.numel() == 1, "Spam: the archive has no learning rate for group ", g);
     param_groups_[g].options().set_lr(it->second.item<double>());
   }
   state_ = std::move(loaded);

@@ -3,6 +3,7 @@
 #include <torch/nn/functional/embedding.h>
 #include <torch/nn/init.h>
 
+#include "lowbit/base/error.h"
 #include "lowbit/optimizers/blockwise_8bit.h"
 
 namespace lowbit::optim {
@@ -12,18 +13,18 @@ StableEmbeddingImpl::StableEmbeddingImpl(torch::nn::EmbeddingOptions options_) :
 }
 
 void StableEmbeddingImpl::reset() {
-  TORCH_CHECK(options.num_embeddings() > 0, "StableEmbedding: num_embeddings must be > 0, got ",
-              options.num_embeddings());
-  TORCH_CHECK(options.embedding_dim() > 0, "StableEmbedding: embedding_dim must be > 0, got ",
-              options.embedding_dim());
+  LOWBIT_CHECK(options.num_embeddings() > 0, "StableEmbedding: num_embeddings must be > 0, got ",
+               options.num_embeddings());
+  LOWBIT_CHECK(options.embedding_dim() > 0, "StableEmbedding: embedding_dim must be > 0, got ",
+               options.embedding_dim());
   if (options.padding_idx()) {
     int64_t& pad = *options.padding_idx();
-    TORCH_CHECK(pad >= -options.num_embeddings() && pad < options.num_embeddings(),
-                "StableEmbedding: padding_idx must be within num_embeddings (", options.num_embeddings(), "), got ",
-                pad);
+    LOWBIT_CHECK(pad >= -options.num_embeddings() && pad < options.num_embeddings(),
+                 "StableEmbedding: padding_idx must be within num_embeddings (", options.num_embeddings(), "), got ",
+                 pad);
     if (pad < 0) pad += options.num_embeddings();
   }
-  TORCH_CHECK(!options._weight().defined(), "StableEmbedding: a given _weight would skip the Xavier initialisation");
+  LOWBIT_CHECK(!options._weight().defined(), "StableEmbedding: a given _weight would skip the Xavier initialisation");
   weight = register_parameter("weight", at::empty({options.num_embeddings(), options.embedding_dim()}));
   {
     at::NoGradGuard no_grad;

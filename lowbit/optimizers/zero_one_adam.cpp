@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "lowbit/base/error.h"
 #include "lowbit/comm/distributed_data_parallel.h"
 
 namespace lowbit::optim {
@@ -43,14 +44,14 @@ ZeroOneAdam::ZeroOneAdam(std::vector<torch::optim::OptimizerParamGroup> groups, 
                          comm::DistributedDataParallel* ddp, const ZeroOneAdamOptions& defaults)
     : OneBitOptimizer(std::move(groups), std::make_unique<ZeroOneAdamOptions>(defaults), std::move(pg), ddp),
       bias_correction_(defaults.bias_correction()) {
-  TORCH_CHECK(defaults.var_freeze_step() >= 0, "ZeroOneAdam: var_freeze_step must be >= 0, got ",
-              defaults.var_freeze_step());
-  TORCH_CHECK(defaults.var_update_scaler() >= 1, "ZeroOneAdam: var_update_scaler must be >= 1, got ",
-              defaults.var_update_scaler());
-  TORCH_CHECK(defaults.local_step_scaler() >= 1, "ZeroOneAdam: local_step_scaler must be >= 1, got ",
-              defaults.local_step_scaler());
-  TORCH_CHECK(defaults.local_step_clipper() >= 1, "ZeroOneAdam: local_step_clipper must be >= 1, got ",
-              defaults.local_step_clipper());
+  LOWBIT_CHECK(defaults.var_freeze_step() >= 0, "ZeroOneAdam: var_freeze_step must be >= 0, got ",
+               defaults.var_freeze_step());
+  LOWBIT_CHECK(defaults.var_update_scaler() >= 1, "ZeroOneAdam: var_update_scaler must be >= 1, got ",
+               defaults.var_update_scaler());
+  LOWBIT_CHECK(defaults.local_step_scaler() >= 1, "ZeroOneAdam: local_step_scaler must be >= 1, got ",
+               defaults.local_step_scaler());
+  LOWBIT_CHECK(defaults.local_step_clipper() >= 1, "ZeroOneAdam: local_step_clipper must be >= 1, got ",
+               defaults.local_step_clipper());
   schedule_.var_freeze_step = defaults.var_freeze_step();
   schedule_.var_update_scaler = defaults.var_update_scaler();
   schedule_.local_step_scaler = defaults.local_step_scaler();
@@ -173,7 +174,7 @@ void ZeroOneAdam::SaveExtra(comm::HookState* out) const {
 
 void ZeroOneAdam::LoadExtra(const std::map<std::string, at::Tensor>& saved) {
   auto it = saved.find("zero_one/schedule");
-  TORCH_CHECK(it != saved.end() && it->second.numel() == 5, "ZeroOneAdam: the archive has no zero_one/schedule entry");
+  LOWBIT_CHECK(it != saved.end() && it->second.numel() == 5, "ZeroOneAdam: the archive has no zero_one/schedule entry");
   const at::Tensor s = it->second.to(at::kLong);
   schedule_.var_interval = s[0].item<int64_t>();
   schedule_.var_counter = s[1].item<int64_t>();

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "lowbit/base/error.h"
 #include "lowbit/kernels/archive_file.h"
 #include "lowbit/kernels/fake_quant.h"
 #include "lowbit/qat/internal/layer_walk.h"
@@ -28,7 +29,7 @@ at::Tensor ByGroup(const at::Tensor& w2d, int64_t layout_kind, int64_t num) {
 }  // namespace
 
 void QuantizedLayerBase::Configure(const LayerConfig&) {
-  TORCH_CHECK(false, "qat: a converted ", name(), " holds integer weights and cannot be prepared again");
+  LOWBIT_CHECK(false, "qat: a converted ", name(), " holds integer weights and cannot be prepared again");
 }
 
 void QuantizedLayerBase::StoreWeight(QuantLayer& source, const at::Tensor& weight, const at::Tensor& source_bias) {
@@ -131,8 +132,8 @@ std::vector<std::string> ConvertLayers(torch::nn::Module& root) {
     if (layer == nullptr) return true;
     if (!layer->weight_quantizer || dynamic_cast<QuantizedLayerBase*>(layer) != nullptr) return false;
     const QuantizerConfig& c = layer->weight_quantizer->config();
-    TORCH_CHECK(!IsMiniFloat(c.format), "Convert: layer '", dotted, "' has ", ToString(c),
-                " weights; Convert stores integer levels (int, ternary, binary, QuEST or palette weights)");
+    LOWBIT_CHECK(!IsMiniFloat(c.format), "Convert: layer '", dotted, "' has ", ToString(c),
+                 " weights; Convert stores integer levels (int, ternary, binary, QuEST or palette weights)");
     const std::shared_ptr<torch::nn::Module> old = parent.named_children()[key];
     if (auto* lin = dynamic_cast<QuantLinearImpl*>(layer)) {
       internal::ReplaceChild(parent, key, old, QuantizedLinear(*lin));
@@ -168,18 +169,17 @@ void LoadQuantized(torch::nn::Module& module, const std::string& path) {
   torch::serialize::InputArchive archive;
   kernels::LoadArchive(archive, path, "LoadQuantized");
   at::Tensor format;
-  TORCH_CHECK(archive.try_read("format", format) && format.numel() == 1 && format.scalar_type() == torch::kLong &&
-                  format.item<int64_t>() == 1,
-              "LoadQuantized: ", path,
-              " is not a lowbit quantized model (format 1)");
+  LOWBIT_CHECK(archive.try_read("format", format) && format.numel() == 1 && format.scalar_type() == torch::kLong &&
+                   format.item<int64_t>() == 1,
+               "LoadQuantized: ", path, " is not a lowbit quantized model (format 1)");
   torch::NoGradGuard no_grad;
   auto load = [&](const std::string& name, at::Tensor& t, bool is_buffer) {
     at::Tensor saved;
-    TORCH_CHECK(archive.try_read(name, saved, is_buffer), "LoadQuantized: ", path, " has no '", name,
-                "' (a different model or config?)");
-    TORCH_CHECK(saved.sizes() == t.sizes() && saved.scalar_type() == t.scalar_type(), "LoadQuantized: '", name,
-                "' is ", saved.scalar_type(), saved.sizes(), " in ", path, ", the model has ", t.scalar_type(),
-                t.sizes());
+    LOWBIT_CHECK(archive.try_read(name, saved, is_buffer), "LoadQuantized: ", path, " has no '", name,
+                 "' (a different model or config?)");
+    LOWBIT_CHECK(saved.sizes() == t.sizes() && saved.scalar_type() == t.scalar_type(), "LoadQuantized: '", name,
+                 "' is ", saved.scalar_type(), saved.sizes(), " in ", path, ", the model has ", t.scalar_type(),
+                 t.sizes());
     t.copy_(saved);
   };
   for (auto& b : module.named_buffers(true)) load(b.key(), b.value(), true);

@@ -1,9 +1,11 @@
 #include "lowbit/qat/estimators.h"
 
-#include <cmath>
-
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
+
+#include <cmath>
+
+#include "lowbit/base/error.h"
 
 namespace lowbit::qat {
 
@@ -209,12 +211,12 @@ double QuestGaussianClip(int64_t bits) {
   static constexpr double kClip[9] = {0.0, 0.7978845587140913, 1.4935346200015913, 2.051068354131873,
                                       2.513930578568423, 2.9160938834961225, 3.276597282593217,
                                       3.6010497188221655, 3.884938678807525};
-  TORCH_CHECK(bits >= 1 && bits <= 8, "QuEST bits must be in [1, 8], got ", bits);
+  LOWBIT_CHECK(bits >= 1 && bits <= 8, "QuEST bits must be in [1, 8], got ", bits);
   return kClip[bits];
 }
 
 int64_t QuestBlock(int64_t cols, int64_t max_block) {
-  TORCH_CHECK(cols >= 1, "QuEST rows must not be empty, got ", cols, " columns");
+  LOWBIT_CHECK(cols >= 1, "QuEST rows must not be empty, got ", cols, " columns");
   int64_t block = 1;
   while (block * 2 <= max_block && cols % (block * 2) == 0) block *= 2;
   return block;
@@ -235,20 +237,20 @@ at::Tensor FakeQuantMiniFloatSte(const at::Tensor& x, const at::Tensor& scale, k
 
 at::Tensor FakeQuantLsq(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& offset, int64_t qmin,
                         int64_t qmax, const kernels::ScaleLayout& layout, double grad_factor) {
-  TORCH_CHECK(grad_factor > 0, "FakeQuantLsq: grad_factor must be > 0, got ", grad_factor);
+  LOWBIT_CHECK(grad_factor > 0, "FakeQuantLsq: grad_factor must be > 0, got ", grad_factor);
   return LsqFunction::apply(x, scale, Opt(offset), qmin, qmax, layout, grad_factor);
 }
 
 at::Tensor FakeQuantPact(const at::Tensor& x, const at::Tensor& alpha, int64_t bits) {
-  TORCH_CHECK(bits >= 1 && bits <= 8, "FakeQuantPact: bits must be in [1, 8], got ", bits);
-  TORCH_CHECK(alpha.numel() == 1, "FakeQuantPact: alpha must have one element, got ", alpha.numel());
+  LOWBIT_CHECK(bits >= 1 && bits <= 8, "FakeQuantPact: bits must be in [1, 8], got ", bits);
+  LOWBIT_CHECK(alpha.numel() == 1, "FakeQuantPact: alpha must have one element, got ", alpha.numel());
   return PactFunction::apply(x, alpha, bits);
 }
 
 at::Tensor FakeQuantQuest(const at::Tensor& x, int64_t bits, int64_t max_block, int64_t dim) {
-  TORCH_CHECK(bits >= 1 && bits <= 8, "FakeQuantQuest: bits must be in [1, 8], got ", bits);
-  TORCH_CHECK(x.dim() >= 1 && dim >= 0 && dim < x.dim(), "FakeQuantQuest: dim must be in [0, ", x.dim(), "), got ",
-              dim);
+  LOWBIT_CHECK(bits >= 1 && bits <= 8, "FakeQuantQuest: bits must be in [1, 8], got ", bits);
+  LOWBIT_CHECK(x.dim() >= 1 && dim >= 0 && dim < x.dim(), "FakeQuantQuest: dim must be in [0, ", x.dim(), "), got ",
+               dim);
   return QuestFunction::apply(x, bits, max_block, dim);
 }
 

@@ -1,9 +1,10 @@
 #include "lowbit/qat/fake_quantizer.h"
 
-#include <cmath>
-
 #include <torch/torch.h>
 
+#include <cmath>
+
+#include "lowbit/base/error.h"
 #include "lowbit/qat/estimators.h"
 
 namespace lowbit::qat {
@@ -28,11 +29,11 @@ FakeQuantizerImpl::FakeQuantizerImpl(QuantizerConfig config, int64_t num_scales,
     : config_(config), num_scales_(num_scales), is_weight_(is_weight) {
   const std::string where = is_weight ? "weight quantizer" : "input quantizer";
   CheckQuantizerConfig(config_, where);
-  TORCH_CHECK(num_scales >= 1, where, ": num_scales must be >= 1, got ", num_scales);
-  TORCH_CHECK(is_weight || config_.granularity != Granularity::kPerGroup, where,
-              ": per-group scales are for weights (activation rows vary with the batch)");
-  TORCH_CHECK(config_.estimator != Estimator::kStochastic || config_.granularity == Granularity::kPerTensor, where,
-              ": stochastic rounding uses one scale per tensor, got ", ToString(config_));
+  LOWBIT_CHECK(num_scales >= 1, where, ": num_scales must be >= 1, got ", num_scales);
+  LOWBIT_CHECK(is_weight || config_.granularity != Granularity::kPerGroup, where,
+               ": per-group scales are for weights (activation rows vary with the batch)");
+  LOWBIT_CHECK(config_.estimator != Estimator::kStochastic || config_.granularity == Granularity::kPerTensor, where,
+               ": stochastic rounding uses one scale per tensor, got ", ToString(config_));
   switch (config_.granularity) {
     case Granularity::kPerTensor: layout_.kind = k::ScaleLayout::kPerTensor; break;
     case Granularity::kPerChannel:
@@ -63,16 +64,16 @@ FakeQuantizerImpl::FakeQuantizerImpl(QuantizerConfig config, int64_t num_scales,
     max_ = register_buffer("running_max", torch::zeros({num_scales}));
   }
   if (config_.estimator == Estimator::kDkm) {
-    TORCH_CHECK(is_weight, where, ": dkm clusters weights");
+    LOWBIT_CHECK(is_weight, where, ": dkm clusters weights");
     centroids_ = register_buffer("centroids", torch::zeros({int64_t{1} << config_.bits}));
     dkm_tau_ = register_buffer("temperature", torch::zeros({1}));
   }
   if (config_.estimator == Estimator::kStatsQ) {
-    TORCH_CHECK(is_weight, where, ": statsq is for weights (its scale is the weights' statistics)");
+    LOWBIT_CHECK(is_weight, where, ": statsq is for weights (its scale is the weights' statistics)");
     offset_ = register_buffer("offset", torch::zeros({num_scales}));
   }
-  TORCH_CHECK(is_weight || (config_.freeze_threshold == 0 && !config_.dead_zone_bias), where,
-              ": freezing and the dead-zone bias are for weights");
+  LOWBIT_CHECK(is_weight || (config_.freeze_threshold == 0 && !config_.dead_zone_bias), where,
+               ": freezing and the dead-zone bias are for weights");
   initialized_ = register_buffer("initialized", torch::zeros({1}));
   if (config_.estimator == Estimator::kStochastic) draws_ = register_buffer("draws", torch::zeros({1}, torch::kDouble));
 }
@@ -192,7 +193,7 @@ at::Tensor FakeQuantizerImpl::Observe(const at::Tensor& x) {
 }
 
 void FakeQuantizerImpl::SetWeightShape(int64_t rows, int64_t cols) {
-  TORCH_CHECK(is_weight_, "SetWeightShape: not a weight quantizer");
+  LOWBIT_CHECK(is_weight_, "SetWeightShape: not a weight quantizer");
   if (config_.freeze_threshold > 0 && !frozen_.defined()) {
     const auto shape = std::vector<int64_t>{rows, cols};
     osc_prev_codes_ = register_buffer("osc_prev_levels", torch::zeros(shape));
@@ -210,7 +211,7 @@ double FakeQuantizerImpl::FrozenFraction() const {
 }
 
 at::Tensor FakeQuantizerImpl::PaletteIndices(const at::Tensor& weight) const {
-  TORCH_CHECK(config_.format == Format::kPalette, "PaletteIndices: not a palette quantizer (", ToString(config_), ")");
+  LOWBIT_CHECK(config_.format == Format::kPalette, "PaletteIndices: not a palette quantizer (", ToString(config_), ")");
   const at::Tensor flat = weight.detach().reshape({-1, 1});
   return std::get<1>((flat - centroids_.view({1, -1})).abs().min(1)).view(weight.sizes());
 }
@@ -334,9 +335,9 @@ at::Tensor FakeQuantizerImpl::ApplyFreezing(const at::Tensor& y) {
 }
 
 void FakeQuantizerImpl::FreezeLevels(const at::Tensor& weight) {
-  TORCH_CHECK(is_weight_ && IsLsq(), "FreezeLevels: E2E-QP trains the weight quantizer's step size, so it needs an ",
-              "lsq or lsq+ weight quantizer, got ", is_weight_ ? ToString(config_) : "an input quantizer");
-  TORCH_CHECK(!frozen_levels_.defined(), "FreezeLevels: the levels are frozen already");
+  LOWBIT_CHECK(is_weight_ && IsLsq(), "FreezeLevels: E2E-QP trains the weight quantizer's step size, so it needs an ",
+               "lsq or lsq+ weight quantizer, got ", is_weight_ ? ToString(config_) : "an input quantizer");
+  LOWBIT_CHECK(!frozen_levels_.defined(), "FreezeLevels: the levels are frozen already");
   torch::NoGradGuard no_grad;
   const at::Tensor w = weight.detach().reshape({weight.size(0), -1});
   if (!initialized()) InitializeLearned(w);
@@ -384,20 +385,20 @@ QuantGrid FakeQuantizerImpl::Grid() const {
 }
 
 at::Tensor FakeQuantizerImpl::forward(const at::Tensor& input) {
-  TORCH_CHECK(input.scalar_type() == at::kFloat, "FakeQuantizer: input must be float32, got ", input.scalar_type());
+  LOWBIT_CHECK(input.scalar_type() == at::kFloat, "FakeQuantizer: input must be float32, got ", input.scalar_type());
   const at::Tensor x = is_weight_ ? input.reshape({input.size(0), -1}) : input;
   if (!is_weight_ && config_.granularity == Granularity::kPerChannel) {
-    TORCH_CHECK(x.dim() >= 2 && x.size(1) == num_scales_, "input quantizer: per-channel scales need ", num_scales_,
-                " channels on dimension 1, got shape ", x.sizes());
+    LOWBIT_CHECK(x.dim() >= 2 && x.size(1) == num_scales_, "input quantizer: per-channel scales need ", num_scales_,
+                 " channels on dimension 1, got shape ", x.sizes());
   }
   if (is_weight_ && layout_.kind == k::ScaleLayout::kPerGroup) {
-    TORCH_CHECK(x.size(1) % config_.group_size == 0, "weight quantizer: group_size ", config_.group_size,
-                " must divide the fan-in ", x.size(1));
+    LOWBIT_CHECK(x.size(1) % config_.group_size == 0, "weight quantizer: group_size ", config_.group_size,
+                 " must divide the fan-in ", x.size(1));
   }
   at::Tensor y;
   if (frozen_levels_.defined()) {
-    TORCH_CHECK(x.sizes() == frozen_levels_.sizes(), "weight quantizer: its levels were frozen for shape ",
-                frozen_levels_.sizes(), ", got ", x.sizes());
+    LOWBIT_CHECK(x.sizes() == frozen_levels_.sizes(), "weight quantizer: its levels were frozen for shape ",
+                 frozen_levels_.sizes(), ", got ", x.sizes());
     return FromCodes(frozen_levels_).view(input.sizes());
   }
   switch (config_.estimator) {

@@ -1,11 +1,11 @@
 #include "lowbit/qat/prepare.h"
 
 #include <fnmatch.h>
-
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "lowbit/base/error.h"
 #include "lowbit/qat/internal/layer_walk.h"
 #include "lowbit/qat/internal/prepared_set.h"
 
@@ -80,8 +80,8 @@ std::vector<Found> Collect(torch::nn::Module& root) {
   internal::WalkChildren(root, "", [&](torch::nn::Module& parent, const std::string& key, const std::string& dotted,
                                        torch::nn::Module& child) {
     auto* q = dynamic_cast<QuantLayer*>(&child);
-    TORCH_CHECK(q == nullptr || !q->configured(), "Prepare: layer '", dotted,
-                "' is already quantized (Prepare runs once per model)");
+    LOWBIT_CHECK(q == nullptr || !q->configured(), "Prepare: layer '", dotted,
+                 "' is already quantized (Prepare runs once per model)");
     if (q == nullptr && !IsPlainLayer(child)) return true;
     out.push_back({&parent, key, dotted});
     return false;
@@ -151,13 +151,13 @@ QatConfig PresetConfig(const std::string& name) {
   } else if (name == "fp8_train") {
     c.layers = {MiniFloat(Format::kFp8E4M3), MiniFloat(Format::kFp8E4M3), {GradientQuant::kFp8E5M2}};
   } else {
-    TORCH_CHECK(false, "unknown QAT preset '", name, "'; known: ", absl::StrJoin(PresetNames(), ", "));
+    LOWBIT_CHECK(false, "unknown QAT preset '", name, "'; known: ", absl::StrJoin(PresetNames(), ", "));
   }
   return c;
 }
 
 QatConfig PresetConfig(const std::string& name, int64_t total_steps) {
-  TORCH_CHECK(total_steps >= 0, "PresetConfig: total_steps must be >= 0, got ", total_steps);
+  LOWBIT_CHECK(total_steps >= 0, "PresetConfig: total_steps must be >= 0, got ", total_steps);
   QatConfig c = PresetConfig(name);
   const auto start = static_cast<int64_t>(kOfqFreezeStartFraction * static_cast<double>(total_steps));
   auto set = [&](std::optional<QuantizerConfig>& q) {
@@ -199,7 +199,7 @@ std::vector<std::string> Prepare(torch::nn::Module& module, const QatConfig& con
         layer = q.get();
       }
     } catch (const c10::Error& e) {
-      TORCH_CHECK(false, "Prepare: layer '", f.dotted, "': ", e.msg());
+      LOWBIT_CHECK(false, "Prepare: layer '", f.dotted, "': ", e.msg());
     }
     layer->Track(set, f.dotted);
     replaced.push_back(f.dotted);
@@ -223,11 +223,11 @@ void Calibrate(torch::nn::Module& module, const std::function<void()>& forward) 
   forward();
   module.train(was_training);
   const std::vector<std::string> unreached = UnreachedLayers(module);
-  TORCH_CHECK(unreached.empty(), "Calibrate: prepared layer(s) ", absl::StrJoin(unreached, ", "),
-              " were not called by the calibration forward: the model calls them through typed torch::nn::Linear/"
-              "Conv2d members, which Prepare cannot replace, so they would run in fp32. Declare those members as "
-              "lowbit::qat::Linear / lowbit::qat::Conv2d (qat/quant_modules.h), or call them through "
-              "lowbit::qat::ForwardLayer");
+  LOWBIT_CHECK(unreached.empty(), "Calibrate: prepared layer(s) ", absl::StrJoin(unreached, ", "),
+               " were not called by the calibration forward: the model calls them through typed torch::nn::Linear/"
+               "Conv2d members, which Prepare cannot replace, so they would run in fp32. Declare those members as "
+               "lowbit::qat::Linear / lowbit::qat::Conv2d (qat/quant_modules.h), or call them through "
+               "lowbit::qat::ForwardLayer");
 }
 
 double MeanFlipFraction(torch::nn::Module& module) {
@@ -248,15 +248,16 @@ std::vector<at::Tensor> FreezeLevels(torch::nn::Module& module) {
                                          torch::nn::Module& child) {
     auto* q = dynamic_cast<QuantLayer*>(&child);
     if (q == nullptr || !q->configured()) return true;
-    TORCH_CHECK(q->weight_quantizer, "FreezeLevels: layer '", dotted, "' has no weight quantizer");
-    TORCH_CHECK(q->weight_quantizer->config().estimator == Estimator::kLsq ||
-                    q->weight_quantizer->config().estimator == Estimator::kLsqPlus,
-                "FreezeLevels: E2E-QP trains the weight quantizer's step size, so it needs lsq or lsq+ weights; layer '",
-                dotted, "' has ", ToString(q->weight_quantizer->config()));
+    LOWBIT_CHECK(q->weight_quantizer, "FreezeLevels: layer '", dotted, "' has no weight quantizer");
+    LOWBIT_CHECK(
+        q->weight_quantizer->config().estimator == Estimator::kLsq ||
+            q->weight_quantizer->config().estimator == Estimator::kLsqPlus,
+        "FreezeLevels: E2E-QP trains the weight quantizer's step size, so it needs lsq or lsq+ weights; layer '",
+        dotted, "' has ", ToString(q->weight_quantizer->config()));
     layers.emplace_back(dotted, q);
     return false;
   });
-  TORCH_CHECK(!layers.empty(), "FreezeLevels: the model has no prepared layers (call Prepare first)");
+  LOWBIT_CHECK(!layers.empty(), "FreezeLevels: the model has no prepared layers (call Prepare first)");
   for (auto& p : module.parameters()) p.requires_grad_(false);
   std::vector<at::Tensor> trainable;
   for (auto& [dotted, q] : layers) {

@@ -2,15 +2,17 @@
 
 #include <torch/torch.h>
 
+#include "lowbit/base/error.h"
+
 namespace lowbit::qat {
 
 at::Tensor QkReparamScores(const at::Tensor& x, const at::Tensor& w_qkv, const at::Tensor& b_qkv, int64_t n_head,
                            FakeQuantizerImpl* quantizer) {
-  TORCH_CHECK(x.dim() == 3, "QkReparamScores: x must be [B, T, C], got ", x.sizes());
+  LOWBIT_CHECK(x.dim() == 3, "QkReparamScores: x must be [B, T, C], got ", x.sizes());
   const int64_t C = x.size(2);
-  TORCH_CHECK(n_head >= 1 && C % n_head == 0, "QkReparamScores: C (", C, ") must divide by n_head (", n_head, ")");
-  TORCH_CHECK(w_qkv.dim() == 2 && w_qkv.size(0) >= 2 * C && w_qkv.size(1) == C,
-              "QkReparamScores: w_qkv must be [>= 2C, C] = [>= ", 2 * C, ", ", C, "], got ", w_qkv.sizes());
+  LOWBIT_CHECK(n_head >= 1 && C % n_head == 0, "QkReparamScores: C (", C, ") must divide by n_head (", n_head, ")");
+  LOWBIT_CHECK(w_qkv.dim() == 2 && w_qkv.size(0) >= 2 * C && w_qkv.size(1) == C,
+               "QkReparamScores: w_qkv must be [>= 2C, C] = [>= ", 2 * C, ", ", C, "], got ", w_qkv.sizes());
   const int64_t hd = C / n_head;
   const at::Tensor wq = w_qkv.narrow(0, 0, C).view({n_head, hd, C});
   const at::Tensor wk = w_qkv.narrow(0, C, C).view({n_head, hd, C});

@@ -3,9 +3,9 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_join.h"
-#include "lowbit/qat/internal/prepared_set.h"
-
+#include "lowbit/base/error.h"
 #include "lowbit/kernels/internal/counter_rng.h"
+#include "lowbit/qat/internal/prepared_set.h"
 
 namespace lowbit::qat {
 
@@ -17,8 +17,8 @@ int64_t NumWeightScales(const QuantizerConfig& c, const at::Tensor& weight) {
     case Granularity::kPerChannel: return weight.size(0);
     case Granularity::kPerGroup: {
       const int64_t fan_in = weight.numel() / weight.size(0);
-      TORCH_CHECK(c.group_size >= 1 && fan_in % c.group_size == 0, "weight quantizer: group_size must divide the ",
-                  "fan-in (", fan_in, "), got ", c.group_size);
+      LOWBIT_CHECK(c.group_size >= 1 && fan_in % c.group_size == 0, "weight quantizer: group_size must divide the ",
+                   "fan-in (", fan_in, "), got ", c.group_size);
       return weight.numel() / c.group_size;
     }
   }
@@ -32,7 +32,7 @@ double QuantLayer::LastFlipFraction() const {
 }
 
 void QuantLayer::SetUp(const LayerConfig& config, const at::Tensor& weight, int64_t in_channels) {
-  TORCH_CHECK(!configured_, "qat: this ", name(), " is configured already (Prepare runs once per model)");
+  LOWBIT_CHECK(!configured_, "qat: this ", name(), " is configured already (Prepare runs once per model)");
   if (config.weight) {
     weight_quantizer = register_module(
         "weight_quantizer", FakeQuantizer(*config.weight, NumWeightScales(*config.weight, weight), /*is_weight=*/true));
@@ -66,11 +66,11 @@ void QuantLayer::Track(const std::shared_ptr<internal::PreparedSet>& set, const 
   std::shared_ptr<bool> called = called_;
   w.register_hook([set, called](const at::Tensor&) {
     if (*called) return;
-    TORCH_CHECK(false, "lowbit::qat: prepared layer(s) ", absl::StrJoin(set->Uncalled(), ", "),
-                " were never called, yet their weights got gradients: the model calls them through typed "
-                "torch::nn::Linear/Conv2d members, which Prepare cannot replace, so they trained in fp32. Declare "
-                "those members as lowbit::qat::Linear / lowbit::qat::Conv2d (qat/quant_modules.h), or call them "
-                "through lowbit::qat::ForwardLayer");
+    LOWBIT_CHECK(false, "lowbit::qat: prepared layer(s) ", absl::StrJoin(set->Uncalled(), ", "),
+                 " were never called, yet their weights got gradients: the model calls them through typed "
+                 "torch::nn::Linear/Conv2d members, which Prepare cannot replace, so they trained in fp32. Declare "
+                 "those members as lowbit::qat::Linear / lowbit::qat::Conv2d (qat/quant_modules.h), or call them "
+                 "through lowbit::qat::ForwardLayer");
   });
 }
 
@@ -124,7 +124,7 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
 }
 
 std::shared_ptr<torch::nn::Module> LinearImpl::clone(const c10::optional<torch::Device>&) const {
-  TORCH_CHECK(false, "lowbit::qat::Linear cannot be cloned (the copy would be a plain torch::nn::Linear)");
+  LOWBIT_CHECK(false, "lowbit::qat::Linear cannot be cloned (the copy would be a plain torch::nn::Linear)");
 }
 
 void LinearImpl::pretty_print(std::ostream& stream) const {
@@ -138,14 +138,14 @@ Conv2dImpl::Conv2dImpl(const torch::nn::Conv2d& source, const LayerConfig& confi
 }
 
 void Conv2dImpl::Configure(const LayerConfig& config) {
-  TORCH_CHECK(c10::holds_alternative<torch::enumtype::kZeros>(options.padding_mode()),
-              "QuantConv2d: only zero padding is supported, got padding mode ",
-              torch::enumtype::get_enum_name(options.padding_mode()));
+  LOWBIT_CHECK(c10::holds_alternative<torch::enumtype::kZeros>(options.padding_mode()),
+               "QuantConv2d: only zero padding is supported, got padding mode ",
+               torch::enumtype::get_enum_name(options.padding_mode()));
   SetUp(config, weight, options.in_channels());
 }
 
 std::shared_ptr<torch::nn::Module> Conv2dImpl::clone(const c10::optional<torch::Device>&) const {
-  TORCH_CHECK(false, "lowbit::qat::Conv2d cannot be cloned (the copy would be a plain torch::nn::Conv2d)");
+  LOWBIT_CHECK(false, "lowbit::qat::Conv2d cannot be cloned (the copy would be a plain torch::nn::Conv2d)");
 }
 
 void Conv2dImpl::pretty_print(std::ostream& stream) const {
@@ -175,8 +175,8 @@ at::Tensor ForwardLayer(torch::nn::Module& layer, const at::Tensor& x) {
   if (auto* q = dynamic_cast<QuantLayer*>(&layer)) return q->forward(x);
   if (auto* l = dynamic_cast<torch::nn::LinearImpl*>(&layer)) return l->forward(x);
   if (auto* c = dynamic_cast<torch::nn::Conv2dImpl*>(&layer)) return c->forward(x);
-  TORCH_CHECK(false, "ForwardLayer: cannot call a ", layer.name(),
-              " (Linear, Conv2d, QuantLinear, QuantConv2d and their converted forms can be called)");
+  LOWBIT_CHECK(false, "ForwardLayer: cannot call a ", layer.name(),
+               " (Linear, Conv2d, QuantLinear, QuantConv2d and their converted forms can be called)");
 }
 
 }  // namespace lowbit::qat

@@ -1,10 +1,11 @@
 #include "lowbit/qat/quantizer_config.h"
 
-#include <cmath>
-
 #include <c10/util/Exception.h>
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
+#include "lowbit/base/error.h"
 
 namespace lowbit::qat {
 
@@ -52,68 +53,66 @@ const char* GranularityName(Granularity g) {
 bool IsMiniFloat(Format f) { return f == Format::kFp8E4M3 || f == Format::kFp8E5M2 || f == Format::kFp4E2M1; }
 
 void CheckQuantizerConfig(const QuantizerConfig& c, const std::string& where) {
-  TORCH_CHECK(c.bits >= 1 && c.bits <= 8, where, ": bits must be in [1, 8], got ", c.bits);
-  TORCH_CHECK(c.format != Format::kInt || c.estimator == Estimator::kQuest || c.bits >= 2 || !c.symmetric ||
-                  !c.is_signed,
-              where, ": a signed symmetric 1-bit integer grid is {-1, 0}; use Format::kBinary for {-s, s}");
-  TORCH_CHECK(c.granularity != Granularity::kPerGroup || c.group_size >= 1, where,
-              ": group_size must be >= 1 for per-group scales, got ", c.group_size);
-  TORCH_CHECK(c.averaging_constant > 0 && c.averaging_constant <= 1, where,
-              ": averaging_constant must be in (0, 1], got ", c.averaging_constant);
-  TORCH_CHECK(c.percentile > 0 && c.percentile <= 100, where, ": percentile must be in (0, 100], got ",
-              c.percentile);
-  TORCH_CHECK(c.pact_init >= 0, where, ": pact_init must be >= 0 (0: first batch), got ", c.pact_init);
+  LOWBIT_CHECK(c.bits >= 1 && c.bits <= 8, where, ": bits must be in [1, 8], got ", c.bits);
+  LOWBIT_CHECK(
+      c.format != Format::kInt || c.estimator == Estimator::kQuest || c.bits >= 2 || !c.symmetric || !c.is_signed,
+      where, ": a signed symmetric 1-bit integer grid is {-1, 0}; use Format::kBinary for {-s, s}");
+  LOWBIT_CHECK(c.granularity != Granularity::kPerGroup || c.group_size >= 1, where,
+               ": group_size must be >= 1 for per-group scales, got ", c.group_size);
+  LOWBIT_CHECK(c.averaging_constant > 0 && c.averaging_constant <= 1, where,
+               ": averaging_constant must be in (0, 1], got ", c.averaging_constant);
+  LOWBIT_CHECK(c.percentile > 0 && c.percentile <= 100, where, ": percentile must be in (0, 100], got ", c.percentile);
+  LOWBIT_CHECK(c.pact_init >= 0, where, ": pact_init must be >= 0 (0: first batch), got ", c.pact_init);
   const bool int_like = c.format == Format::kInt || c.format == Format::kTernary;
-  TORCH_CHECK(c.format != Format::kPalette || c.estimator == Estimator::kDkm, where,
-              ": a palette is learned by dkm; got estimator ", EstimatorName(c.estimator));
-  TORCH_CHECK(c.freeze_threshold >= 0 && c.freeze_threshold <= 1, where,
-              ": freeze_threshold must be in [0, 1] (0: off), got ", c.freeze_threshold);
-  TORCH_CHECK(c.freeze_start >= 0, where, ": freeze_start must be >= 0, got ", c.freeze_start);
-  TORCH_CHECK(c.oscillation_momentum > 0 && c.oscillation_momentum <= 1, where,
-              ": oscillation_momentum must be in (0, 1], got ", c.oscillation_momentum);
-  TORCH_CHECK(c.freeze_threshold == 0 || (int_like && c.estimator != Estimator::kQuest &&
-                                          c.estimator != Estimator::kStochastic && c.estimator != Estimator::kPact),
-              where, ": freezing needs an int or ternary weight grid (not quest, stochastic or pact), got ",
-              ToString(c));
-  TORCH_CHECK(!c.dead_zone_bias || c.format == Format::kTernary, where,
-              ": dead_zone_bias is for ternary weights, got ", ToString(c));
-  TORCH_CHECK(c.dead_zone_lambda >= 0 && std::isfinite(c.dead_zone_lambda), where,
-              ": dead_zone_lambda must be >= 0, got ", c.dead_zone_lambda);
+  LOWBIT_CHECK(c.format != Format::kPalette || c.estimator == Estimator::kDkm, where,
+               ": a palette is learned by dkm; got estimator ", EstimatorName(c.estimator));
+  LOWBIT_CHECK(c.freeze_threshold >= 0 && c.freeze_threshold <= 1, where,
+               ": freeze_threshold must be in [0, 1] (0: off), got ", c.freeze_threshold);
+  LOWBIT_CHECK(c.freeze_start >= 0, where, ": freeze_start must be >= 0, got ", c.freeze_start);
+  LOWBIT_CHECK(c.oscillation_momentum > 0 && c.oscillation_momentum <= 1, where,
+               ": oscillation_momentum must be in (0, 1], got ", c.oscillation_momentum);
+  LOWBIT_CHECK(c.freeze_threshold == 0 || (int_like && c.estimator != Estimator::kQuest &&
+                                           c.estimator != Estimator::kStochastic && c.estimator != Estimator::kPact),
+               where, ": freezing needs an int or ternary weight grid (not quest, stochastic or pact), got ",
+               ToString(c));
+  LOWBIT_CHECK(!c.dead_zone_bias || c.format == Format::kTernary, where,
+               ": dead_zone_bias is for ternary weights, got ", ToString(c));
+  LOWBIT_CHECK(c.dead_zone_lambda >= 0 && std::isfinite(c.dead_zone_lambda), where,
+               ": dead_zone_lambda must be >= 0, got ", c.dead_zone_lambda);
   switch (c.estimator) {
     case Estimator::kLsq:
     case Estimator::kLsqPlus:
-      TORCH_CHECK(int_like, where, ": ", EstimatorName(c.estimator), " needs an int or ternary format, got ",
-                  FormatName(c.format));
-      TORCH_CHECK(c.symmetric, where, ": ", EstimatorName(c.estimator),
-                  " learns its own scale (and offset); set symmetric = true");
+      LOWBIT_CHECK(int_like, where, ": ", EstimatorName(c.estimator), " needs an int or ternary format, got ",
+                   FormatName(c.format));
+      LOWBIT_CHECK(c.symmetric, where, ": ", EstimatorName(c.estimator),
+                   " learns its own scale (and offset); set symmetric = true");
       break;
     case Estimator::kPact:
-      TORCH_CHECK(c.format == Format::kInt && c.granularity == Granularity::kPerTensor, where,
-                  ": pact quantizes activations on one unsigned int grid (int format, per tensor), got ",
-                  FormatName(c.format), " ", GranularityName(c.granularity));
+      LOWBIT_CHECK(c.format == Format::kInt && c.granularity == Granularity::kPerTensor, where,
+                   ": pact quantizes activations on one unsigned int grid (int format, per tensor), got ",
+                   FormatName(c.format), " ", GranularityName(c.granularity));
       break;
     case Estimator::kQuest:
-      TORCH_CHECK(c.format == Format::kInt, where, ": quest needs the int format (its own symmetric grid), got ",
-                  FormatName(c.format));
-      TORCH_CHECK(c.hadamard_block >= 1 && (c.hadamard_block & (c.hadamard_block - 1)) == 0, where,
-                  ": hadamard_block must be a power of two, got ", c.hadamard_block);
+      LOWBIT_CHECK(c.format == Format::kInt, where, ": quest needs the int format (its own symmetric grid), got ",
+                   FormatName(c.format));
+      LOWBIT_CHECK(c.hadamard_block >= 1 && (c.hadamard_block & (c.hadamard_block - 1)) == 0, where,
+                   ": hadamard_block must be a power of two, got ", c.hadamard_block);
       break;
     case Estimator::kStochastic:
-      TORCH_CHECK(c.format != Format::kBinary, where, ": stochastic rounding is not defined for binary");
+      LOWBIT_CHECK(c.format != Format::kBinary, where, ": stochastic rounding is not defined for binary");
       break;
     case Estimator::kDkm:
-      TORCH_CHECK(c.format == Format::kPalette && c.granularity == Granularity::kPerTensor, where,
-                  ": dkm learns one palette per tensor (format palette, per tensor), got ", ToString(c));
-      TORCH_CHECK(c.bits >= 1 && c.bits <= 8, where, ": dkm bits must be in [1, 8], got ", c.bits);
-      TORCH_CHECK(c.dkm_temperature > 0 && std::isfinite(c.dkm_temperature), where,
-                  ": dkm_temperature must be > 0, got ", c.dkm_temperature);
-      TORCH_CHECK(c.dkm_iters >= 1 && c.dkm_iters <= 100, where, ": dkm_iters must be in [1, 100], got ",
-                  c.dkm_iters);
+      LOWBIT_CHECK(c.format == Format::kPalette && c.granularity == Granularity::kPerTensor, where,
+                   ": dkm learns one palette per tensor (format palette, per tensor), got ", ToString(c));
+      LOWBIT_CHECK(c.bits >= 1 && c.bits <= 8, where, ": dkm bits must be in [1, 8], got ", c.bits);
+      LOWBIT_CHECK(c.dkm_temperature > 0 && std::isfinite(c.dkm_temperature), where,
+                   ": dkm_temperature must be > 0, got ", c.dkm_temperature);
+      LOWBIT_CHECK(c.dkm_iters >= 1 && c.dkm_iters <= 100, where, ": dkm_iters must be in [1, 100], got ", c.dkm_iters);
       break;
     case Estimator::kStatsQ:
-      TORCH_CHECK(c.format == Format::kInt && c.symmetric && c.is_signed && c.bits >= 2, where,
-                  ": statsq is a signed symmetric int grid of >= 2 bits (its levels are half-integers), got ",
-                  ToString(c));
+      LOWBIT_CHECK(c.format == Format::kInt && c.symmetric && c.is_signed && c.bits >= 2, where,
+                   ": statsq is a signed symmetric int grid of >= 2 bits (its levels are half-integers), got ",
+                   ToString(c));
       break;
     default:
       break;

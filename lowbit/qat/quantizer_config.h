@@ -91,7 +91,7 @@ struct QuantizerConfig {
   double dead_zone_lambda = 1e-3;  // initial value of the learned per-channel lambda
 };
 
-// Throws (TORCH_CHECK) naming `where`, the field and the value seen.
+// Throws (LOWBIT_CHECK) naming `where`, the field and the value seen.
 void CheckQuantizerConfig(const QuantizerConfig& c, const std::string& where);
 
 // The integer grid [qmin, qmax] of an integer-like format (kInt, kTernary;

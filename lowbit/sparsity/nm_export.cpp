@@ -2,6 +2,7 @@
 
 #include <torch/serialize.h>
 
+#include "lowbit/base/error.h"
 #include "lowbit/kernels/archive_file.h"
 #include "lowbit/kernels/sparse.h"
 
@@ -13,10 +14,10 @@ void ExportNm(const Sparsifier& sparsifier, const std::string& path) {
   torch::NoGradGuard no_grad;
   for (const std::string& name : sparsifier.LayerNames()) {
     const SparseConfig& c = sparsifier.Config(name);
-    TORCH_CHECK(c.pattern == Pattern::kNm, "ExportNm: layer '", name, "' is not N:M sparse (", ToString(c), ")");
+    LOWBIT_CHECK(c.pattern == Pattern::kNm, "ExportNm: layer '", name, "' is not N:M sparse (", ToString(c), ")");
     const int64_t n = ScheduledN(c, sparsifier.step());
-    TORCH_CHECK(n == c.n && PgfBeta(c, sparsifier.step()) == 0.0, "ExportNm: layer '", name,
-                "' has not reached its target yet (at step ", sparsifier.step(), ": ", n, ":", c.m, ")");
+    LOWBIT_CHECK(n == c.n && PgfBeta(c, sparsifier.step()) == 0.0, "ExportNm: layer '", name,
+                 "' has not reached its target yet (at step ", sparsifier.step(), ": ", n, ":", c.m, ")");
     const at::Tensor& w = sparsifier.Weight(name);
     kernels::NmCompressed packed =
         kernels::CompressNm(InputMajor(w.detach()), InputMajor(sparsifier.Mask(name)), c.n, c.m);
@@ -38,8 +39,8 @@ std::map<std::string, at::Tensor> ImportNmUnchecked(const std::string& path) {
   kernels::LoadArchive(archive, path, "ImportNm");
   at::Tensor format;
   archive.read("format", format);
-  TORCH_CHECK(format.numel() == 1 && format.scalar_type() == torch::kLong && format.item<int64_t>() == 1,
-              "has no format 1 (this build reads format 1)");
+  LOWBIT_CHECK(format.numel() == 1 && format.scalar_type() == torch::kLong && format.item<int64_t>() == 1,
+               "has no format 1 (this build reads format 1)");
   std::map<std::string, at::Tensor> out;
   for (const std::string& key : archive.keys()) {
     const std::string suffix = ".values";
@@ -50,9 +51,9 @@ std::map<std::string, at::Tensor> ImportNmUnchecked(const std::string& path) {
     archive.read(name + ".index", index);
     archive.read(name + ".nm", nm);
     archive.read(name + ".shape", shape);
-    TORCH_CHECK(nm.numel() == 2 && nm.scalar_type() == torch::kLong, "layer '", name, "': nm must be 2 int64s");
-    TORCH_CHECK(shape.dim() == 1 && shape.numel() >= 2 && shape.numel() <= 8 && shape.scalar_type() == torch::kLong,
-                "layer '", name, "': shape must be 2 to 8 int64s, got ", shape.scalar_type(), shape.sizes());
+    LOWBIT_CHECK(nm.numel() == 2 && nm.scalar_type() == torch::kLong, "layer '", name, "': nm must be 2 int64s");
+    LOWBIT_CHECK(shape.dim() == 1 && shape.numel() >= 2 && shape.numel() <= 8 && shape.scalar_type() == torch::kLong,
+                 "layer '", name, "': shape must be 2 to 8 int64s, got ", shape.scalar_type(), shape.sizes());
     const int64_t n = nm[0].item<int64_t>(), m = nm[1].item<int64_t>();
     std::vector<int64_t> dims(shape.data_ptr<int64_t>(), shape.data_ptr<int64_t>() + shape.numel());
     out[name] = FromInputMajor(kernels::DecompressNm(values, index, n, m), dims);
@@ -68,9 +69,9 @@ std::map<std::string, at::Tensor> ImportNm(const std::string& path) {
     return ImportNmUnchecked(path);
   } catch (const c10::Error& e) {
     if (e.msg().find(path) != std::string::npos) throw;
-    TORCH_CHECK(false, "ImportNm: ", path, " is not a valid N:M export: ", FirstLine(e));
+    LOWBIT_CHECK(false, "ImportNm: ", path, " is not a valid N:M export: ", FirstLine(e));
   } catch (const std::exception& e) {
-    TORCH_CHECK(false, "ImportNm: ", path, " is not a valid N:M export: ", e.what());
+    LOWBIT_CHECK(false, "ImportNm: ", path, " is not a valid N:M export: ", ::lowbit::base::Message(e));
   }
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "lowbit/base/error.h"
 
 namespace lowbit::sparsity {
 
@@ -47,27 +48,27 @@ SparseConfig GmpConfig(double sparsity, int64_t start_step, int64_t end_step, in
 
 void CheckSparseConfig(const SparseConfig& c, const std::string& where) {
   if (c.pattern == Pattern::kNm) {
-    TORCH_CHECK(c.m >= 2 && c.m <= 128, where, ": m must be in [2, 128], got ", c.m);
-    TORCH_CHECK(c.n >= 1 && c.n < c.m, where, ": N:M needs 1 <= n < m, got ", c.n, ":", c.m);
+    LOWBIT_CHECK(c.m >= 2 && c.m <= 128, where, ": m must be in [2, 128], got ", c.m);
+    LOWBIT_CHECK(c.n >= 1 && c.n < c.m, where, ": N:M needs 1 <= n < m, got ", c.n, ":", c.m);
   } else {
-    TORCH_CHECK(c.sparsity >= 0.0 && c.sparsity < 1.0, where, ": sparsity must be in [0, 1), got ", c.sparsity);
-    TORCH_CHECK(c.initial_sparsity >= 0.0 && c.initial_sparsity <= c.sparsity, where,
-                ": initial_sparsity must be in [0, sparsity = ", c.sparsity, "], got ", c.initial_sparsity);
-    TORCH_CHECK(c.method != Method::kPgf, where, ": pgf steps N:M; it needs the N:M pattern");
+    LOWBIT_CHECK(c.sparsity >= 0.0 && c.sparsity < 1.0, where, ": sparsity must be in [0, 1), got ", c.sparsity);
+    LOWBIT_CHECK(c.initial_sparsity >= 0.0 && c.initial_sparsity <= c.sparsity, where,
+                 ": initial_sparsity must be in [0, sparsity = ", c.sparsity, "], got ", c.initial_sparsity);
+    LOWBIT_CHECK(c.method != Method::kPgf, where, ": pgf steps N:M; it needs the N:M pattern");
   }
-  TORCH_CHECK(!c.global || c.pattern == Pattern::kUnstructured, where,
-              ": global magnitude pruning needs the unstructured pattern");
+  LOWBIT_CHECK(!c.global || c.pattern == Pattern::kUnstructured, where,
+               ": global magnitude pruning needs the unstructured pattern");
   if (c.pattern == Pattern::kBlock) {
-    TORCH_CHECK(c.block_rows >= 1 && c.block_cols >= 1, where, ": block must be at least 1 x 1, got ", c.block_rows,
-                " x ", c.block_cols);
+    LOWBIT_CHECK(c.block_rows >= 1 && c.block_cols >= 1, where, ": block must be at least 1 x 1, got ", c.block_rows,
+                 " x ", c.block_cols);
   }
-  TORCH_CHECK(c.update_every >= 1, where, ": update_every must be >= 1, got ", c.update_every);
-  TORCH_CHECK(c.start_step >= 0 && c.end_step >= 0, where, ": start_step and end_step must be >= 0, got ",
-              c.start_step, " and ", c.end_step);
-  TORCH_CHECK(c.end_step == 0 || c.end_step >= c.start_step, where, ": end_step (", c.end_step,
-              ") must be >= start_step (", c.start_step, ")");
-  TORCH_CHECK(c.srste_lambda >= 0.0, where, ": srste_lambda must be >= 0, got ", c.srste_lambda);
-  TORCH_CHECK(c.pgf_beta0 >= 0.0 && c.pgf_beta0 <= 1.0, where, ": pgf_beta0 must be in [0, 1], got ", c.pgf_beta0);
+  LOWBIT_CHECK(c.update_every >= 1, where, ": update_every must be >= 1, got ", c.update_every);
+  LOWBIT_CHECK(c.start_step >= 0 && c.end_step >= 0, where, ": start_step and end_step must be >= 0, got ",
+               c.start_step, " and ", c.end_step);
+  LOWBIT_CHECK(c.end_step == 0 || c.end_step >= c.start_step, where, ": end_step (", c.end_step,
+               ") must be >= start_step (", c.start_step, ")");
+  LOWBIT_CHECK(c.srste_lambda >= 0.0, where, ": srste_lambda must be >= 0, got ", c.srste_lambda);
+  LOWBIT_CHECK(c.pgf_beta0 >= 0.0 && c.pgf_beta0 <= 1.0, where, ": pgf_beta0 must be in [0, 1], got ", c.pgf_beta0);
 }
 
 std::string ToString(const SparseConfig& c) {

@@ -63,7 +63,7 @@ struct SparseConfig {
 SparseConfig GmpConfig(double sparsity, int64_t start_step, int64_t end_step, int64_t update_every,
                        bool global = false);
 
-// Throws (TORCH_CHECK) naming `where`, the field and the value seen.
+// Throws (LOWBIT_CHECK) naming `where`, the field and the value seen.
 void CheckSparseConfig(const SparseConfig& c, const std::string& where);
 
 // "2:4-srste-every1" and the like: logs, and the check that a checkpoint's

@@ -1,17 +1,19 @@
 #include "lowbit/sparsity/sparsifier.h"
 
 #include <fnmatch.h>
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
-#include <sstream>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/optim/optimizer.h>
 #include <torch/serialize.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+
 #include "absl/strings/str_cat.h"
+#include "lowbit/base/error.h"
 #include "lowbit/kernels/sparse.h"
 
 namespace lowbit::sparsity {
@@ -40,7 +42,7 @@ std::vector<std::pair<std::string, at::Tensor>> Collect(torch::nn::Module& root)
 
 at::Tensor InputMajor(const at::Tensor& weight) {
   if (weight.dim() == 2) return weight.contiguous();
-  TORCH_CHECK(weight.dim() == 4, "InputMajor: weight must be 2-D (Linear) or 4-D (Conv2d), got ", weight.dim(), "-D");
+  LOWBIT_CHECK(weight.dim() == 4, "InputMajor: weight must be 2-D (Linear) or 4-D (Conv2d), got ", weight.dim(), "-D");
   return weight.permute({0, 2, 3, 1}).reshape({-1, weight.size(1)}).contiguous();
 }
 
@@ -66,21 +68,21 @@ Sparsifier::Sparsifier(torch::nn::Module& module, SparseConfig config,
     if (!c) continue;
     const std::string where = absl::StrCat("Sparsifier: layer '", name, "'");
     CheckSparseConfig(*c, where);
-    TORCH_CHECK(weight.scalar_type() == at::kFloat, where, ": weight must be float, got ", weight.scalar_type());
+    LOWBIT_CHECK(weight.scalar_type() == at::kFloat, where, ": weight must be float, got ", weight.scalar_type());
     if (c->pattern == Pattern::kNm) {
       const int64_t in = weight.size(1);
-      TORCH_CHECK(in % c->m == 0, where, ": its input dimension (", in, ") is not a multiple of m = ", c->m,
-                  " for ", c->n, ":", c->m, " sparsity");
+      LOWBIT_CHECK(in % c->m == 0, where, ": its input dimension (", in, ") is not a multiple of m = ", c->m, " for ",
+                   c->n, ":", c->m, " sparsity");
     }
     if (c->pattern == Pattern::kBlock) {
       const int64_t rows = weight.size(0), cols = weight.numel() / weight.size(0);
-      TORCH_CHECK(rows % c->block_rows == 0 && cols % c->block_cols == 0, where, ": block ", c->block_rows, " x ",
-                  c->block_cols, " does not tile its [out, fan_in] weight [", rows, ", ", cols, "]");
+      LOWBIT_CHECK(rows % c->block_rows == 0 && cols % c->block_cols == 0, where, ": block ", c->block_rows, " x ",
+                   c->block_cols, " does not tile its [out, fan_in] weight [", rows, ", ", cols, "]");
     }
     for (const Layer& other : layers_) {
-      TORCH_CHECK(!c->global || !other.config.global || ToString(other.config) == ToString(*c), where,
-                  ": global magnitude pruning needs the same settings on every layer it spans, got ", ToString(*c),
-                  " here and ", ToString(other.config), " on '", other.name, "'");
+      LOWBIT_CHECK(!c->global || !other.config.global || ToString(other.config) == ToString(*c), where,
+                   ": global magnitude pruning needs the same settings on every layer it spans, got ", ToString(*c),
+                   " here and ", ToString(other.config), " on '", other.name, "'");
     }
     Layer l{name, weight, *c, {}, {}};
     if (c->method != Method::kHard) l.dense = weight.detach().clone();
@@ -138,11 +140,35 @@ bool Sparsifier::MaskDue(const Layer& l, int64_t t) const {
   return true;
 }
 
-void Sparsifier::WriteSparse(Layer& l) {
+at::Tensor Sparsifier::SparseWeights(const Layer& l) const {
   const at::Tensor w = l.Source();
   const double beta = PgfBeta(l.config, step_);
-  at::Tensor sparse = beta > 0.0 ? w * at::where(l.mask, 1.0, beta) : w * l.mask;
-  l.weight.detach().copy_(sparse);
+  return beta > 0.0 ? w * at::where(l.mask, 1.0, beta) : w * l.mask;
+}
+
+void Sparsifier::WriteSparse(Layer& l) { l.weight.detach().copy_(SparseWeights(l)); }
+
+// Note [Weights overwritten under the Sparsifier]
+// The masks (and for SR-STE and PGF the dense weights) are this rank's,
+// taken from the weights the Sparsifier saw when it was built or loaded. If
+// something overwrote the parameters after that, the Sparsifier would go on
+// from stale state: DistributedDataParallel built after the Sparsifier on
+// ranks that did not all start from the same weights broadcasts rank 0's
+// (sparse) weights, so every other rank writes its own dense weights back
+// at the first step and the ranks train apart. So the first step after
+// construction or Load checks, once, that each parameter still holds what
+// the Sparsifier wrote.
+void Sparsifier::CheckWeightsUnchanged() const {
+  torch::NoGradGuard no_grad;
+  for (const Layer& l : layers_) {
+    LOWBIT_CHECK(at::equal(l.weight.detach(), SparseWeights(l)), "Sparsifier: layer '", l.name,
+                 "': its weight is no longer what the Sparsifier wrote when it was built or loaded, so its masks",
+                 l.dense.defined() ? " and dense weights" : "",
+                 " are stale. Something overwrote the parameters in between: most often DistributedDataParallel, "
+                 "built after the Sparsifier, broadcasting rank 0's weights to ranks that started from their own "
+                 "(build the Sparsifier after DistributedDataParallel, or seed every rank alike), or a model load "
+                 "without the Sparsifier's state (restore both with train::Checkpoint)");
+  }
 }
 
 void Sparsifier::Step(torch::optim::Optimizer& optimizer) {
@@ -152,6 +178,10 @@ void Sparsifier::Step(torch::optim::Optimizer& optimizer) {
 }
 
 void Sparsifier::BeforeStep() {
+  if (!checked_) {  // See Note [Weights overwritten under the Sparsifier]
+    CheckWeightsUnchanged();
+    checked_ = true;
+  }
   torch::NoGradGuard no_grad;
   for (Layer& l : layers_) {
     at::Tensor g = l.weight.mutable_grad();
@@ -194,7 +224,7 @@ Sparsifier::Layer& Sparsifier::Find(const std::string& name) {
   for (Layer& l : layers_) {
     if (l.name == name) return l;
   }
-  TORCH_CHECK(false, "Sparsifier: no sparse layer named '", name, "'");
+  LOWBIT_CHECK(false, "Sparsifier: no sparse layer named '", name, "'");
 }
 
 const Sparsifier::Layer& Sparsifier::Find(const std::string& name) const {
@@ -239,29 +269,30 @@ void Sparsifier::Save(torch::serialize::OutputArchive& archive) const {
 
 void Sparsifier::Load(torch::serialize::InputArchive& archive) {
   at::Tensor step;
-  TORCH_CHECK(archive.try_read("step", step) && step.numel() == 1, "Sparsifier::Load: the archive has no step");
+  LOWBIT_CHECK(archive.try_read("step", step) && step.numel() == 1, "Sparsifier::Load: the archive has no step");
   torch::NoGradGuard no_grad;
   for (Layer& l : layers_) {
     c10::IValue config;
-    TORCH_CHECK(archive.try_read(l.name + "/config", config), "Sparsifier::Load: the archive has no layer '", l.name,
-                "'");
-    TORCH_CHECK(config.toStringRef() == ToString(l.config), "Sparsifier::Load: layer '", l.name, "' was saved as ",
-                config.toStringRef(), ", this run has ", ToString(l.config));
+    LOWBIT_CHECK(archive.try_read(l.name + "/config", config), "Sparsifier::Load: the archive has no layer '", l.name,
+                 "'");
+    LOWBIT_CHECK(config.toStringRef() == ToString(l.config), "Sparsifier::Load: layer '", l.name, "' was saved as ",
+                 config.toStringRef(), ", this run has ", ToString(l.config));
     at::Tensor mask;
     archive.read(l.name + "/mask", mask);
-    TORCH_CHECK(mask.sizes() == l.weight.sizes() && mask.scalar_type() == at::kBool, "Sparsifier::Load: layer '",
-                l.name, "' mask has shape ", mask.sizes(), ", the weight ", l.weight.sizes());
+    LOWBIT_CHECK(mask.sizes() == l.weight.sizes() && mask.scalar_type() == at::kBool, "Sparsifier::Load: layer '",
+                 l.name, "' mask has shape ", mask.sizes(), ", the weight ", l.weight.sizes());
     l.mask = mask;
     if (l.dense.defined()) {
       at::Tensor dense;
       archive.read(l.name + "/dense", dense);
-      TORCH_CHECK(dense.sizes() == l.weight.sizes(), "Sparsifier::Load: layer '", l.name, "' dense weights have shape ",
-                  dense.sizes(), ", the weight ", l.weight.sizes());
+      LOWBIT_CHECK(dense.sizes() == l.weight.sizes(), "Sparsifier::Load: layer '", l.name,
+                   "' dense weights have shape ", dense.sizes(), ", the weight ", l.weight.sizes());
       l.dense.copy_(dense);
     }
   }
   step_ = step.item<int64_t>();
   for (Layer& l : layers_) WriteSparse(l);
+  checked_ = false;
 }
 
 }  // namespace lowbit::sparsity

@@ -8,6 +8,13 @@
 // every step the pruned weights are exactly zero (PGF: beta times W until
 // beta reaches 0). Any torch::optim::Optimizer works, the 8-bit ones too.
 //
+// With DistributedDataParallel: the Sparsifier adds no parameters, so it may
+// be built before or after DDP when every rank starts from the same weights
+// (the same seed). When they do not, build it after DDP, which broadcasts
+// rank 0's weights: a Sparsifier built before would keep this rank's own
+// masks and dense weights, and its first step throws, naming the layer (see
+// Note [Weights overwritten under the Sparsifier] in sparsifier.cpp).
+//
 // N:M groups run along the input dimension: a Linear's in_features; a
 // Conv2d's input channels at each kernel position (the GEMM's reduction
 // dimension, as sparse tensor cores want it).
@@ -100,12 +107,17 @@ class Sparsifier {
   // New masks for the layers due at step t (all of them when `all`), the
   // global ones from one threshold over their weights together.
   void RecomputeMasks(int64_t t, bool all);
+  // What the layer's parameter holds after WriteSparse.
+  at::Tensor SparseWeights(const Layer& l) const;
   void WriteSparse(Layer& l);
+  void CheckWeightsUnchanged() const;
   Layer& Find(const std::string& name);
   const Layer& Find(const std::string& name) const;
 
   std::vector<Layer> layers_;
   int64_t step_ = 0;
+  // The first BeforeStep after construction or Load checked the weights.
+  bool checked_ = false;
 };
 
 // The [rows, in] view N:M groups run along: a Linear weight as it is; a

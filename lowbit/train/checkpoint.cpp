@@ -1,6 +1,7 @@
 #include "lowbit/train/checkpoint.h"
 
 #include <fcntl.h>
+#include <torch/torch.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,12 +12,11 @@
 #include <iostream>
 #include <sstream>
 
-#include <torch/torch.h>
-
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "lowbit/base/error.h"
 #include "lowbit/comm/comm_hook.h"
 #include "lowbit/comm/distributed_data_parallel.h"
 #include "lowbit/comm/process_group.h"
@@ -92,7 +92,7 @@ T Get(const std::string& in, size_t offset) {
 void WriteFileAtomically(const std::string& path, const std::string& bytes) {
   const std::string tmp = path + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  TORCH_CHECK(fd >= 0, "Checkpoint: cannot write ", tmp, ": ", std::strerror(errno));
+  LOWBIT_CHECK(fd >= 0, "Checkpoint: cannot write ", tmp, ": ", std::strerror(errno));
   size_t done = 0;
   while (done < bytes.size()) {
     const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
@@ -100,15 +100,15 @@ void WriteFileAtomically(const std::string& path, const std::string& bytes) {
     if (n <= 0) {
       const int err = errno;
       ::close(fd);
-      TORCH_CHECK(false, "Checkpoint: writing ", tmp, " failed: ", std::strerror(err));
+      LOWBIT_CHECK(false, "Checkpoint: writing ", tmp, " failed: ", std::strerror(err));
     }
     done += static_cast<size_t>(n);
   }
   const bool synced = ::fsync(fd) == 0;
   const int sync_errno = errno;
-  TORCH_CHECK(::close(fd) == 0 && synced, "Checkpoint: writing ", tmp, " failed: ", std::strerror(sync_errno));
-  TORCH_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "Checkpoint: cannot rename ", tmp, " to ", path, ": ",
-              std::strerror(errno));
+  LOWBIT_CHECK(::close(fd) == 0 && synced, "Checkpoint: writing ", tmp, " failed: ", std::strerror(sync_errno));
+  LOWBIT_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, "Checkpoint: cannot rename ", tmp, " to ", path, ": ",
+               std::strerror(errno));
   const std::string dir = std::filesystem::path(path).parent_path().string();
   const int dir_fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir_fd >= 0) {  // best effort: some file systems cannot sync a directory
@@ -134,8 +134,8 @@ std::string Describe(const at::Tensor& t) {
 
 Checkpoint::Checkpoint(std::string directory, std::shared_ptr<comm::ProcessGroup> pg)
     : directory_(std::move(directory)), pg_(std::move(pg)) {
-  TORCH_CHECK(!directory_.empty(), "Checkpoint: the directory is empty");
-  TORCH_CHECK(pg_ != nullptr, "Checkpoint: the process group is null");
+  LOWBIT_CHECK(!directory_.empty(), "Checkpoint: the directory is empty");
+  LOWBIT_CHECK(pg_ != nullptr, "Checkpoint: the process group is null");
 }
 
 Checkpoint& Checkpoint::Model(torch::nn::Module& model) {
@@ -144,7 +144,7 @@ Checkpoint& Checkpoint::Model(torch::nn::Module& model) {
 }
 
 Checkpoint& Checkpoint::Optimizer(const std::string& name, torch::optim::Optimizer& optimizer) {
-  for (const auto& [n, o] : optimizers_) TORCH_CHECK(n != name, "Checkpoint: optimizer '", name, "' registered twice");
+  for (const auto& [n, o] : optimizers_) LOWBIT_CHECK(n != name, "Checkpoint: optimizer '", name, "' registered twice");
   optimizers_.emplace_back(name, &optimizer);
   return *this;
 }
@@ -160,22 +160,27 @@ Checkpoint& Checkpoint::Sparsifier(sparsity::Sparsifier& sparsifier) {
 }
 
 Checkpoint& Checkpoint::Counter(const std::string& name, int64_t* value) {
-  TORCH_CHECK(value != nullptr, "Checkpoint: counter '", name, "' is a null pointer");
-  for (const auto& [n, v] : counters_) TORCH_CHECK(n != name, "Checkpoint: counter '", name, "' registered twice");
+  LOWBIT_CHECK(value != nullptr, "Checkpoint: counter '", name, "' is a null pointer");
+  for (const auto& [n, v] : counters_) LOWBIT_CHECK(n != name, "Checkpoint: counter '", name, "' registered twice");
   counters_.emplace_back(name, value);
   return *this;
 }
 
 Checkpoint& Checkpoint::State(const std::string& name, std::function<void(torch::serialize::OutputArchive&)> save,
                               std::function<void(torch::serialize::InputArchive&)> load) {
-  TORCH_CHECK(save && load, "Checkpoint: state '", name, "' needs both a save and a load function");
-  for (const StateEntry& e : states_) TORCH_CHECK(e.name != name, "Checkpoint: state '", name, "' registered twice");
+  LOWBIT_CHECK(save && load, "Checkpoint: state '", name, "' needs both a save and a load function");
+  for (const StateEntry& e : states_) LOWBIT_CHECK(e.name != name, "Checkpoint: state '", name, "' registered twice");
   states_.push_back({name, std::move(save), std::move(load)});
   return *this;
 }
 
 Checkpoint& Checkpoint::Rng(bool save) {
   rng_ = save;
+  return *this;
+}
+
+Checkpoint& Checkpoint::StrictHook(bool strict) {
+  strict_hook_ = strict;
   return *this;
 }
 
@@ -193,43 +198,55 @@ bool Checkpoint::Found() const {
   pg_->AllReduce(seen)->Wait();
   std::vector<std::string> with, without;
   for (int r = 0; r < pg_->Size(); ++r) (seen[r].item<int>() != 0 ? with : without).push_back(std::to_string(r));
-  TORCH_CHECK(with.empty() || without.empty(), "Checkpoint::Found: rank(s) ", absl::StrJoin(with, ", "), " see ",
-              ManifestPath(), " but rank(s) ", absl::StrJoin(without, ", "),
-              " do not; every rank must see the same checkpoint directory (a shared file system, or a copy per host)");
+  LOWBIT_CHECK(with.empty() || without.empty(), "Checkpoint::Found: rank(s) ", absl::StrJoin(with, ", "), " see ",
+               ManifestPath(), " but rank(s) ", absl::StrJoin(without, ", "),
+               " do not; every rank must see the same checkpoint directory (a shared file system, or a copy per host)");
   return without.empty();
 }
 
 Checkpoint::Manifest Checkpoint::ReadManifest() const {
   const std::string path = ManifestPath();
   std::string text;
-  TORCH_CHECK(ReadFile(path, &text), "Checkpoint: no checkpoint in ", directory_, " (", path, " does not exist)");
+  LOWBIT_CHECK(ReadFile(path, &text), "Checkpoint: no checkpoint in ", directory_, " (", path, " does not exist)");
   Manifest m;
   bool has_format = false, has_generation = false, has_world = false;
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
     std::vector<absl::string_view> kv = absl::StrSplit(line, ' ');
     int64_t v = 0;
-    TORCH_CHECK(kv.size() == 2 && absl::SimpleAtoi(kv[1], &v), "Checkpoint: ", path, " is malformed: line '",
-                std::string(line), "'");
+    LOWBIT_CHECK(kv.size() == 2 && absl::SimpleAtoi(kv[1], &v), "Checkpoint: ", path, " is malformed: line '",
+                 std::string(line), "'");
     if (kv[0] == "lowbit-checkpoint") {
-      TORCH_CHECK(v == kCheckpointFormat, "Checkpoint: ", path, " has format ", v, "; this lowbit reads format ",
-                  kCheckpointFormat);
+      LOWBIT_CHECK(v == kCheckpointFormat, "Checkpoint: ", path, " has format ", v, "; this lowbit reads format ",
+                   kCheckpointFormat);
       has_format = true;
     } else if (kv[0] == "generation") {
-      TORCH_CHECK(v >= 1, "Checkpoint: ", path, " has generation ", v);
+      LOWBIT_CHECK(v >= 1, "Checkpoint: ", path, " has generation ", v);
       m.generation = v;
       has_generation = true;
     } else if (kv[0] == "world_size") {
-      TORCH_CHECK(v >= 1 && v <= (1 << 20), "Checkpoint: ", path, " has world_size ", v);
+      LOWBIT_CHECK(v >= 1 && v <= (1 << 20), "Checkpoint: ", path, " has world_size ", v);
       m.world_size = v;
       has_world = true;
     } else {
-      TORCH_CHECK(false, "Checkpoint: ", path, " is malformed: unknown key '", std::string(kv[0]), "'");
+      LOWBIT_CHECK(false, "Checkpoint: ", path, " is malformed: unknown key '", std::string(kv[0]), "'");
     }
   }
-  TORCH_CHECK(has_format && has_generation && has_world, "Checkpoint: ", path,
-              " is incomplete (needs lowbit-checkpoint, generation and world_size lines)");
+  LOWBIT_CHECK(has_format && has_generation && has_world, "Checkpoint: ", path,
+               " is incomplete (needs lowbit-checkpoint, generation and world_size lines)");
   return m;
 }
+
+namespace {
+
+// "Checkpoint::<what> on rank <rank>: " and the message, whose own
+// "Checkpoint::<what>: " (most checks start with it) is not repeated.
+std::string OnRank(const char* what, int rank, const std::string& message) {
+  const std::string inner = absl::StrCat("Checkpoint::", what, ": ");
+  const bool prefixed = message.compare(0, inner.size(), inner) == 0;
+  return absl::StrCat("Checkpoint::", what, " on rank ", rank, ": ", prefixed ? message.substr(inner.size()) : message);
+}
+
+}  // namespace
 
 void Checkpoint::AgreeOrThrow(const std::string& error, const char* what) const {
   at::Tensor failed = torch::zeros({pg_->Size()}, torch::kInt);
@@ -239,9 +256,9 @@ void Checkpoint::AgreeOrThrow(const std::string& error, const char* what) const 
   for (int r = 0; r < pg_->Size(); ++r) {
     if (failed[r].item<int>() != 0) ranks.push_back(std::to_string(r));
   }
-  if (!error.empty()) TORCH_CHECK(false, error);
-  TORCH_CHECK(ranks.empty(), "Checkpoint::", what, " failed on rank(s) ", absl::StrJoin(ranks, ", "),
-              " (their errors say why)");
+  if (!error.empty()) LOWBIT_CHECK(false, error);
+  LOWBIT_CHECK(ranks.empty(), "Checkpoint::", what, " failed on rank(s) ", absl::StrJoin(ranks, ", "),
+               " (their errors say why)");
 }
 
 std::vector<std::string> Checkpoint::ModelFingerprint() const {
@@ -272,7 +289,7 @@ void Checkpoint::Save() {
   try {
     std::error_code ec;
     std::filesystem::create_directories(directory_, ec);
-    TORCH_CHECK(!ec, "Checkpoint::Save: cannot create ", directory_, ": ", ec.message());
+    LOWBIT_CHECK(!ec, "Checkpoint::Save: cannot create ", directory_, ": ", ec.message());
     torch::serialize::OutputArchive archive;
     archive.write("fingerprint", c10::IValue(c10::List<std::string>(ModelFingerprint())));
     if (model_ != nullptr) {
@@ -285,6 +302,8 @@ void Checkpoint::Save() {
       archive.write("optimizer/" + name, sub);
     }
     if (ddp_ != nullptr) {
+      // Which hook wrote the state: Restore compares it with its own.
+      archive.write("hook_config", c10::IValue(ddp_->comm_hook().Config()));
       const comm::HookState state = ddp_->comm_hook().StateDict();
       if (!state.empty()) {
         torch::serialize::OutputArchive sub;
@@ -322,7 +341,7 @@ void Checkpoint::Save() {
     Put<uint64_t>(header, sum);
     WriteFileAtomically(RankPath(rank, generation), header + payload);
   } catch (const c10::Error& e) {
-    error = absl::StrCat("Checkpoint::Save on rank ", rank, ": ", e.msg());
+    error = OnRank("Save", rank, e.msg());
   }
   AgreeOrThrow(error, "Save");
 
@@ -361,40 +380,41 @@ void Checkpoint::Restore() {
     const int source = same_world ? rank : static_cast<int>(rank % m.world_size);
     const std::string path = RankPath(source, m.generation);
     std::string bytes;
-    TORCH_CHECK(ReadFile(path, &bytes), "Checkpoint::Restore: rank file ", path, " is missing (the manifest names ",
-                "generation ", m.generation, " of ", m.world_size, " ranks)");
-    TORCH_CHECK(bytes.size() >= kHeaderBytes, "Checkpoint::Restore: ", path, " is truncated (", bytes.size(),
-                " bytes, shorter than the ", kHeaderBytes, "-byte header)");
-    TORCH_CHECK(std::memcmp(bytes.data(), kMagic, 8) == 0, "Checkpoint::Restore: ", path,
-                " is not a lowbit checkpoint file (bad magic)");
+    LOWBIT_CHECK(ReadFile(path, &bytes), "Checkpoint::Restore: rank file ", path, " is missing (the manifest names ",
+                 "generation ", m.generation, " of ", m.world_size, " ranks)");
+    LOWBIT_CHECK(bytes.size() >= kHeaderBytes, "Checkpoint::Restore: ", path, " is truncated (", bytes.size(),
+                 " bytes, shorter than the ", kHeaderBytes, "-byte header)");
+    LOWBIT_CHECK(std::memcmp(bytes.data(), kMagic, 8) == 0, "Checkpoint::Restore: ", path,
+                 " is not a lowbit checkpoint file (bad magic)");
     const auto format = Get<uint32_t>(bytes, 8), file_rank = Get<uint32_t>(bytes, 12), file_world = Get<uint32_t>(bytes, 16);
     const auto file_generation = Get<int64_t>(bytes, 24);
     const auto payload_size = Get<uint64_t>(bytes, 32), sum = Get<uint64_t>(bytes, 40);
-    TORCH_CHECK(format == kCheckpointFormat, "Checkpoint::Restore: ", path, " has format ", format,
-                "; this lowbit reads format ", kCheckpointFormat);
-    TORCH_CHECK(payload_size == bytes.size() - kHeaderBytes, "Checkpoint::Restore: ", path, " is truncated or padded: ",
-                "its header says ", payload_size, " payload bytes, the file has ", bytes.size() - kHeaderBytes);
+    LOWBIT_CHECK(format == kCheckpointFormat, "Checkpoint::Restore: ", path, " has format ", format,
+                 "; this lowbit reads format ", kCheckpointFormat);
+    LOWBIT_CHECK(payload_size == bytes.size() - kHeaderBytes, "Checkpoint::Restore: ", path,
+                 " is truncated or padded: ", "its header says ", payload_size, " payload bytes, the file has ",
+                 bytes.size() - kHeaderBytes);
     const std::string payload = bytes.substr(kHeaderBytes);
-    TORCH_CHECK(Checksum(bytes.substr(0, 40), payload) == sum, "Checkpoint::Restore: ", path,
-                " is corrupted (checksum mismatch)");
-    TORCH_CHECK(file_rank == static_cast<uint32_t>(source) && file_world == static_cast<uint32_t>(m.world_size) &&
-                    file_generation == m.generation,
-                "Checkpoint::Restore: ", path, " holds rank ", file_rank, " of ", file_world, ", generation ",
-                file_generation, "; the manifest expects rank ", source, " of ", m.world_size, ", generation ",
-                m.generation);
+    LOWBIT_CHECK(Checksum(bytes.substr(0, 40), payload) == sum, "Checkpoint::Restore: ", path,
+                 " is corrupted (checksum mismatch)");
+    LOWBIT_CHECK(file_rank == static_cast<uint32_t>(source) && file_world == static_cast<uint32_t>(m.world_size) &&
+                     file_generation == m.generation,
+                 "Checkpoint::Restore: ", path, " holds rank ", file_rank, " of ", file_world, ", generation ",
+                 file_generation, "; the manifest expects rank ", source, " of ", m.world_size, ", generation ",
+                 m.generation);
 
     torch::serialize::InputArchive archive;
     archive.load_from(payload.data(), payload.size());
     c10::IValue fingerprint;
-    TORCH_CHECK(archive.try_read("fingerprint", fingerprint) && fingerprint.isList(), "Checkpoint::Restore: ", path,
-                " has no model fingerprint");
+    LOWBIT_CHECK(archive.try_read("fingerprint", fingerprint) && fingerprint.isList(), "Checkpoint::Restore: ", path,
+                 " has no model fingerprint");
     std::vector<std::string> saved;
     for (const c10::IValue& v : fingerprint.toListRef()) saved.push_back(v.toStringRef());
     const std::vector<std::string> now = ModelFingerprint();
     for (size_t i = 0; i < std::max(saved.size(), now.size()); ++i) {
-      TORCH_CHECK(i < saved.size() && i < now.size() && saved[i] == now[i], "Checkpoint::Restore: ", path,
-                  " was saved from a different model: entry ", i, " is '", i < saved.size() ? saved[i] : "(none)",
-                  "' there and '", i < now.size() ? now[i] : "(none)", "' in this model");
+      LOWBIT_CHECK(i < saved.size() && i < now.size() && saved[i] == now[i], "Checkpoint::Restore: ", path,
+                   " was saved from a different model: entry ", i, " is '", i < saved.size() ? saved[i] : "(none)",
+                   "' there and '", i < now.size() ? now[i] : "(none)", "' in this model");
     }
     if (model_ != nullptr) {
       // Copied into the tensors the model has, never swapped for new ones:
@@ -402,10 +422,10 @@ void Checkpoint::Restore() {
       torch::NoGradGuard no_grad;
       auto restore = [&](const std::string& key, at::Tensor& live) {
         at::Tensor saved;
-        TORCH_CHECK(archive.try_read(key, saved), "Checkpoint::Restore: ", path, " has no ", key);
-        TORCH_CHECK(saved.sizes() == live.sizes() && saved.scalar_type() == live.scalar_type(),
-                    "Checkpoint::Restore: ", path, " has ", key, " as ", Describe(saved), ", the model has ",
-                    Describe(live));
+        LOWBIT_CHECK(archive.try_read(key, saved), "Checkpoint::Restore: ", path, " has no ", key);
+        LOWBIT_CHECK(saved.sizes() == live.sizes() && saved.scalar_type() == live.scalar_type(),
+                     "Checkpoint::Restore: ", path, " has ", key, " as ", Describe(saved), ", the model has ",
+                     Describe(live));
         live.copy_(saved);
       };
       for (auto& p : model_->named_parameters()) restore("param/" + p.key(), p.value());
@@ -413,51 +433,63 @@ void Checkpoint::Restore() {
     }
     for (const auto& [name, opt] : optimizers_) {
       torch::serialize::InputArchive sub;
-      TORCH_CHECK(archive.try_read("optimizer/" + name, sub), "Checkpoint::Restore: ", path, " has no optimizer '",
-                  name, "'");
+      LOWBIT_CHECK(archive.try_read("optimizer/" + name, sub), "Checkpoint::Restore: ", path, " has no optimizer '",
+                   name, "'");
       opt->load(sub);
     }
-    if (ddp_ != nullptr && !ddp_->comm_hook().StateDict().empty()) {
+    // Checkpoints from before hook_config was written name no hook.
+    c10::IValue saved_hook;
+    const bool hook_named = archive.try_read("hook_config", saved_hook) && saved_hook.isString();
+    const std::string now_hook = ddp_ != nullptr ? ddp_->comm_hook().Config() : "";
+    const bool other_hook = ddp_ != nullptr && hook_named && saved_hook.toStringRef() != now_hook;
+    if (other_hook) {
+      const std::string what = absl::StrCat(path, " was saved with comm hook '", saved_hook.toStringRef(),
+                                            "', this run's hook is '", now_hook, "'");
+      LOWBIT_CHECK(!strict_hook_, "Checkpoint::Restore: ", what,
+                   " (StrictHook is set: restore under the hook that saved it)");
+      base::Warn(absl::StrCat("Checkpoint::Restore on rank ", rank, ": ", what,
+                              ": the saved hook state (error feedback, warm starts) is not loaded and this hook "
+                              "starts afresh (Checkpoint::StrictHook() makes this an error)"));
+    }
+    if (ddp_ != nullptr && !other_hook && !ddp_->comm_hook().StateDict().empty()) {
       torch::serialize::InputArchive sub;
       if (!same_world) {
-        if (rank == 0) {
-          std::cerr << "warning: checkpoint " << directory_ << " was written by " << m.world_size
-                    << " ranks, restoring on " << world << ": the comm hook's per-rank state starts afresh\n";
-        }
+        base::Warn(absl::StrCat("checkpoint ", directory_, " was written by ", m.world_size, " ranks, restoring on ",
+                                world, ": rank ", rank, "'s comm-hook state starts afresh"));
       } else if (archive.try_read("hook", sub)) {
         ddp_->comm_hook().LoadStateDict(comm::ReadHookState(sub));
       } else {
-        TORCH_CHECK(false, "Checkpoint::Restore: ", path, " has no comm-hook state, and this run's hook ",
-                    ddp_->comm_hook().Name(), " keeps some (was it saved with another hook?)");
+        LOWBIT_CHECK(false, "Checkpoint::Restore: ", path, " has no comm-hook state, and this run's hook ",
+                     ddp_->comm_hook().Name(), " keeps some (was it saved with another hook?)");
       }
     }
     if (sparsifier_ != nullptr) {
       torch::serialize::InputArchive sub;
-      TORCH_CHECK(archive.try_read("sparsifier", sub), "Checkpoint::Restore: ", path, " has no sparsifier state");
+      LOWBIT_CHECK(archive.try_read("sparsifier", sub), "Checkpoint::Restore: ", path, " has no sparsifier state");
       sparsifier_->Load(sub);
     }
     for (const StateEntry& entry : states_) {
       torch::serialize::InputArchive sub;
-      TORCH_CHECK(archive.try_read("state/" + entry.name, sub), "Checkpoint::Restore: ", path, " has no state '",
-                  entry.name, "'");
+      LOWBIT_CHECK(archive.try_read("state/" + entry.name, sub), "Checkpoint::Restore: ", path, " has no state '",
+                   entry.name, "'");
       entry.load(sub);
     }
     for (const auto& [name, value] : counters_) {
       at::Tensor t;
-      TORCH_CHECK(archive.try_read("counter/" + name, t) && t.numel() == 1 && t.scalar_type() == at::kLong,
-                  "Checkpoint::Restore: ", path, " has no counter '", name, "'");
+      LOWBIT_CHECK(archive.try_read("counter/" + name, t) && t.numel() == 1 && t.scalar_type() == at::kLong,
+                   "Checkpoint::Restore: ", path, " has no counter '", name, "'");
       *value = t.item<int64_t>();
     }
     if (rng_) {
       at::Tensor state;
-      TORCH_CHECK(archive.try_read("rng/cpu", state), "Checkpoint::Restore: ", path, " has no RNG state");
+      LOWBIT_CHECK(archive.try_read("rng/cpu", state), "Checkpoint::Restore: ", path, " has no RNG state");
       at::Generator gen = at::detail::getDefaultCPUGenerator();
       std::lock_guard<std::mutex> lock(gen.mutex());
       gen.set_state(state);
     }
     generation_ = m.generation;
   } catch (const c10::Error& e) {
-    error = absl::StrCat("Checkpoint::Restore on rank ", rank, ": ", e.msg());
+    error = OnRank("Restore", rank, e.msg());
   }
   AgreeOrThrow(error, "Restore");
 }

@@ -26,7 +26,10 @@
 // short or with changed bytes (each file carries its length and a checksum,
 // checked before anything is parsed). Restoring on a different world size
 // drops the comm-hook state with a warning (it is per rank) and takes rank
-// r's other state from the file of rank r mod the old world size.
+// r's other state from the file of rank r mod the old world size. Restoring
+// under another comm hook than the one that saved (a different Config():
+// name or settings) warns on every rank, naming both, and leaves the new
+// hook's state fresh; StrictHook() makes that an error.
 #pragma once
 
 #include <cstdint>
@@ -80,6 +83,9 @@ class Checkpoint {
                     std::function<void(torch::serialize::InputArchive&)> load);
   // The default CPU generator's state (on by default).
   Checkpoint& Rng(bool save);
+  // Restore throws, instead of warning, when the checkpoint was saved under
+  // another comm hook (Config()) than the registered DDP's.
+  Checkpoint& StrictHook(bool strict = true);
 
   // Whether the manifest exists (as this rank sees the directory).
   bool Exists() const;
@@ -127,6 +133,7 @@ class Checkpoint {
   };
   std::vector<StateEntry> states_;
   bool rng_ = true;
+  bool strict_hook_ = false;
   int64_t generation_ = 0;
 };
 

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "lowbit/comm/distributed_data_parallel.h"
+#include "tests/common/expect_error.h"
 #include "tests/common/test_env.h"
 
 namespace lowbit::comm {
@@ -87,7 +88,8 @@ TEST_F(DdpTest, GradientsMatchOneProcessOnTheConcatenatedBatch) {
     EXPECT_LE(MaxRelError(g, item.value().grad()), 1e-5) << item.key();
   }
   EXPECT_EQ(ddp.LastStepStats().buckets, static_cast<int>(ddp.BucketLayout().size()));
-  EXPECT_EQ(ddp.LastStepStats().bytes_sent, size > 1 ? ddp.LastStepStats().dense_bytes : 0);
+  EXPECT_EQ(ddp.LastStepStats().exchange_bytes_sent, size > 1 ? ddp.LastStepStats().dense_bytes : 0);
+  EXPECT_GE(ddp.LastStepStats().bytes_sent, ddp.LastStepStats().exchange_bytes_sent);
   EXPECT_GT(ddp.LastStepStats().dense_bytes, 0);
 }
 
@@ -352,6 +354,142 @@ TEST_F(DdpTest, BuffersAreBroadcastFromRankZero) {
   at::Tensor mean = bn->running_mean.clone();
   pg->Broadcast(mean, 0)->Wait();
   EXPECT_TRUE(torch::equal(bn->running_mean, mean));
+}
+
+// One backward of `model` on this rank's rows of step `step`'s batch.
+void Backward(Net& model, int step, int rank, int size) {
+  auto [x, y] = GlobalBatch(step, size);
+  torch::nn::functional::cross_entropy(model->forward(x.narrow(0, rank * kBatch, kBatch)),
+                                       y.narrow(0, rank * kBatch, kBatch))
+      .backward();
+}
+
+// Note [Parameters added after DDP]: every rank fails at its next backward,
+// naming the tensor and the cure, and keeps failing until the model is fixed.
+TEST_F(DdpTest, ParameterRegisteredAfterDdpIsNamedOnEveryRank) {
+  Net model = MakeNet(21);
+  DistributedDataParallel ddp(model.ptr(), pg);
+  Backward(model, 0, rank, size);
+  model->fc2->register_parameter("late_scale", torch::ones({5}));
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    lowbit::testing::ExpectError([&] { Backward(model, 1, rank, size); },
+                                 "DistributedDataParallel on rank " + std::to_string(rank) +
+                                     ": the model's parameters changed after DDP was built. The model has 1 "
+                                     "trainable parameter(s) that DDP's buckets do not: fc2.late_scale Float [5]");
+  }
+  lowbit::testing::ExpectError([&] { Backward(model, 1, rank, size); },
+                               "call Prepare, and anything else that adds parameters, before constructing "
+                               "DistributedDataParallel");
+  // Frozen, the late tensor needs no averaging: training goes on, and so it
+  // does with a bucketed parameter frozen after DDP (sent as zeros).
+  model->fc1->bias.set_requires_grad(false);
+  model->fc2->named_parameters(false)["late_scale"].set_requires_grad(false);
+  Backward(model, 2, rank, size);
+  EXPECT_EQ(ddp.LastStepStats().buckets, static_cast<int>(ddp.BucketLayout().size()));
+}
+
+TEST_F(DdpTest, LayerReplacedOrParameterUnfrozenAfterDdpIsNamed) {
+  {
+    Net model = MakeNet(22);
+    model->side->weight.set_requires_grad(false);
+    DistributedDataParallel ddp(model.ptr(), pg);
+    model->side->weight.set_requires_grad(true);
+    lowbit::testing::ExpectError([&] { Backward(model, 0, rank, size); },
+                                 "Parameter(s) side.weight Float [5, 32] were frozen (requires_grad false) when DDP "
+                                 "was built and train now, unaveraged");
+  }
+  Net model = MakeNet(23);
+  DistributedDataParallel ddp(model.ptr(), pg);
+  model->fc2 = model->replace_module("fc2", torch::nn::Linear(32, 5));
+  try {
+    Backward(model, 0, rank, size);
+    FAIL() << "a replaced layer trained without an error";
+  } catch (const c10::Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("2 trainable parameter(s) that DDP's buckets do not: fc2.weight Float [5, 32], fc2.bias"),
+              std::string::npos)
+        << what;
+    EXPECT_NE(what.find("DDP's buckets hold 2 parameter(s) the model no longer has: fc2."), std::string::npos) << what;
+  }
+}
+
+// Note [Parameters set by the first forward]: a module that sets a parameter
+// from the first batch it sees (as QAT's LSQ step sizes do without
+// Calibrate) starts equal on every rank, rank 0's value.
+TEST_F(DdpTest, ParametersSetByTheFirstForwardAgreeAcrossRanks) {
+  struct LazyScaleImpl : torch::nn::Module {
+    LazyScaleImpl() { scale = register_parameter("scale", torch::zeros({1})); }
+    torch::Tensor forward(torch::Tensor x) {
+      if (!initialized) {
+        torch::NoGradGuard no_grad;
+        scale.fill_(x.abs().mean().item<double>());
+        initialized = true;
+      }
+      return (x * scale).sum();
+    }
+    torch::Tensor scale;
+    bool initialized = false;
+  };
+  auto model = std::make_shared<LazyScaleImpl>();
+  DistributedDataParallel ddp(model, pg);
+  model->forward(torch::full({4}, 1.0 + rank)).backward();  // each rank its own first value
+  at::Tensor rank0 = model->scale.detach().clone();
+  pg->Broadcast(rank0, 0)->Wait();
+  EXPECT_TRUE(torch::equal(model->scale.detach(), rank0)) << model->scale.item<double>();
+  EXPECT_EQ(model->scale.item<double>(), 1.0);  // rank 0 saw ones
+  // The gradient is still the mean of every rank's own.
+  EXPECT_DOUBLE_EQ(model->scale.grad().item<double>(), 4.0 * (1.0 + (size - 1) / 2.0));
+}
+
+TEST_F(DdpTest, ASecondHookIsRefusedUntilTheFirstIsUnregistered) {
+  Net model = MakeNet(24);
+  DistributedDataParallel ddp(model.ptr(), pg);
+  ddp.RegisterCommHook(std::make_shared<OutOfPlaceHook>(pg, "first"));
+  lowbit::testing::ExpectError([&] { ddp.RegisterCommHook(std::make_shared<OutOfPlaceHook>(pg, "second")); },
+                               "RegisterCommHook: comm hook 'first' is already registered; registering 'second' would "
+                               "silently replace it");
+  EXPECT_EQ(ddp.comm_hook().Config(), "first");
+  ddp.UnregisterCommHook();
+  EXPECT_EQ(ddp.comm_hook().Name(), "allreduce");
+  ddp.RegisterCommHook(std::make_shared<OutOfPlaceHook>(pg, "second"));
+  EXPECT_EQ(ddp.comm_hook().Config(), "second");
+  // An optimizer taking over the exchange would drop the user's hook.
+  lowbit::testing::ExpectError(
+      [&] { ddp.RegisterOwnedCommHook(std::make_shared<LocalHook>(), "Owner", "OwnerOptions::exchange_hook"); },
+      "Owner does its own exchange, but comm hook 'second' is registered on this DDP and would be "
+      "silently dropped: do not register it (give that exchange to OwnerOptions::exchange_hook instead)");
+  ddp.UnregisterCommHook();
+  ddp.RegisterOwnedCommHook(std::make_shared<LocalHook>(), "Owner", "OwnerOptions::exchange_hook");
+  lowbit::testing::ExpectError([&] { ddp.RegisterCommHook(std::make_shared<OutOfPlaceHook>(pg, "third")); },
+                               "(give that exchange to OwnerOptions::exchange_hook instead)");
+  lowbit::testing::ExpectError([&] { ddp.UnregisterCommHook(); }, "the comm hook belongs to Owner");
+}
+
+// An exchange after backward (an owning optimizer's, in its step) counts in
+// the step's bytes; the bucket exchanges alone are in exchange_bytes_*.
+TEST_F(DdpTest, StepBytesCountWhatRunsBetweenBackwards) {
+  Net model = MakeNet(25);
+  DistributedDataParallel ddp(model.ptr(), pg);
+  Backward(model, 0, rank, size);
+  Backward(model, 1, rank, size);  // the first step's parameter broadcast is behind us
+  const DdpStepStats after_backward = ddp.LastStepStats();
+  EXPECT_EQ(after_backward.bytes_sent, after_backward.exchange_bytes_sent);
+  const TrafficCounters before = pg->Traffic();
+  at::Tensor extra = torch::ones({1000});
+  pg->AllReduce(extra)->Wait();  // as an optimizer's own exchange would
+  const int64_t extra_sent = pg->Traffic().bytes_sent - before.bytes_sent;
+  EXPECT_EQ(extra_sent > 0, size > 1);
+  EXPECT_EQ(ddp.LastStepStats().bytes_sent, after_backward.exchange_bytes_sent + extra_sent);
+  EXPECT_EQ(ddp.LastStepStats().exchange_bytes_sent, after_backward.exchange_bytes_sent);
+  // The next backward closes the window: the total stays the step's.
+  const int64_t step_total = ddp.LastStepStats().bytes_sent;
+  {
+    auto guard = ddp.NoSync();
+    Backward(model, 2, rank, size);
+  }
+  EXPECT_EQ(ddp.LastStepStats().bytes_sent, step_total);
+  Backward(model, 3, rank, size);
+  EXPECT_EQ(ddp.LastStepStats().bytes_sent, ddp.LastStepStats().exchange_bytes_sent);
 }
 
 TEST_F(DdpTest, BadOptionsAreRefused) {

@@ -1,5 +1,7 @@
-// ExpectError(f, needle): f must throw a c10::Error (TORCH_CHECK) whose
-// message contains needle; a test failure otherwise, naming what was wanted.
+// ExpectError(f, needle): f must throw a c10::Error (lowbit's LOWBIT_CHECK
+// throws lowbit::base::Error, one) whose what() contains needle and carries
+// no LibTorch backtrace or "Exception raised from <source path>" line; a
+// test failure otherwise, naming what was wanted.
 #pragma once
 
 #include <functional>
@@ -15,7 +17,10 @@ inline void ExpectError(const std::function<void()>& f, const std::string& needl
     f();
     ADD_FAILURE() << "no error; expected one containing '" << needle << "'";
   } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    const std::string what = e.what();
+    EXPECT_NE(what.find(needle), std::string::npos) << what;
+    EXPECT_EQ(what.find("Exception raised from"), std::string::npos) << "a backtrace in what(): " << what;
+    EXPECT_EQ(what.find("most recent call first"), std::string::npos) << "a backtrace in what(): " << what;
   }
 }
 

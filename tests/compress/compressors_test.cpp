@@ -371,7 +371,7 @@ TEST(BadInput, ClearErrors) {
 TEST(Registry, DefaultsBuildEveryHookAndTextFormMatches) {
   auto pg = std::make_shared<LocalProcessGroup>();
   for (const HookInfo& hook : HookRegistry()) {
-    std::shared_ptr<CommHook> built = MakeCommHook(pg, hook.name, {});
+    std::shared_ptr<CommHook> built = MakeCommHook(pg, hook.name, HookSettings{});
     ASSERT_NE(built, nullptr) << hook.name;
     for (const HookSetting& s : hook.settings) EXPECT_FALSE(s.help.empty()) << hook.name << " " << s.key;
   }

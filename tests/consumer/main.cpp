@@ -2,7 +2,10 @@
 // the ordinary LibTorch way, DDP with a compression hook, an 8-bit optimizer,
 // QAT, a Sparsifier, and a checkpoint. It trains 8 steps straight, and 4
 // steps, a save, fresh objects, a restore and 4 more steps; both must end
-// with the same parameters, bit for bit. Run under mpirun -np 2 (or alone).
+// with the same parameters, bit for bit. Then the mistakes that once passed
+// without a word must each throw, with a message free of backtraces: QAT
+// prepared after DDP, and a second comm hook. Run under mpirun -np 2 (or
+// alone).
 //
 //   consumer CHECKPOINT_DIR
 #include <iostream>
@@ -66,6 +69,46 @@ struct Training {
   int rank = 0;
 };
 
+// Whether `f` throws an error whose what() has `needle` and no backtrace.
+template <typename F>
+bool Loud(const char* what, F f, const std::string& needle, int rank) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    const std::string message = e.what();
+    const bool ok =
+        message.find(needle) != std::string::npos && message.find("Exception raised from") == std::string::npos;
+    if (!ok || rank == 0) std::cout << "consumer: " << what << ": " << (ok ? "" : "UNEXPECTED ") << message << "\n";
+    return ok;
+  }
+  std::cout << "consumer: " << what << ": no error\n";
+  return false;
+}
+
+bool MistakesAreLoud(std::shared_ptr<lowbit::comm::ProcessGroup> pg) {
+  torch::manual_seed(3);
+  Net net;
+  lowbit::comm::DistributedDataParallel ddp(net.ptr(), pg);
+  lowbit::qat::QatConfig w4a8 = lowbit::qat::PresetConfig("w4a8");
+  w4a8.first_last.reset();           // every layer 4-bit LSQ: learned step sizes
+  lowbit::qat::Prepare(*net, w4a8);  // too late: DDP's buckets are built
+  const bool qat = Loud(
+      "QAT after DDP",
+      [&] {
+        torch::nn::functional::cross_entropy(net->forward(torch::ones({8, 16})), torch::zeros({8}, torch::kLong))
+            .backward();
+      },
+      "weight_quantizer.log_scale", pg->Rank());
+  torch::manual_seed(3);
+  Net other;
+  lowbit::comm::DistributedDataParallel ddp2(other.ptr(), pg);
+  ddp2.RegisterCommHook(lowbit::compress::MakeCommHook(pg, "qsgd"));
+  const bool hook = Loud(
+      "second hook", [&] { ddp2.RegisterCommHook(lowbit::compress::MakeCommHook(pg, "powersgd")); },
+      "is already registered", pg->Rank());
+  return qat && hook;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -94,11 +137,12 @@ int main(int argc, char** argv) {
     auto a = straight.net->named_parameters(), b = resumed.net->named_parameters();
     for (const auto& p : a) same = same && torch::equal(p.value(), b[p.key()]);
     const double zeros = (straight.net->fc1->weight == 0).sum().item<double>() / straight.net->fc1->weight.numel();
-    const bool ok = same && zeros == 0.5;
+    const bool loud = MistakesAreLoud(pg);
+    const bool ok = same && zeros == 0.5 && loud;
     if (pg->Rank() == 0) {
       std::cout << "consumer " << (ok ? "ok" : "WRONG") << ": lowbit " << LOWBIT_VERSION << ", backend "
                 << pg->Backend() << ", " << pg->Size() << " ranks, resumed run " << (same ? "equal" : "DIFFERS")
-                << ", fc1 zeros " << zeros << "\n";
+                << ", fc1 zeros " << zeros << ", mistakes " << (loud ? "caught" : "NOT CAUGHT") << "\n";
     }
     return ok ? 0 : 1;
   } catch (const c10::Error& e) {

@@ -699,6 +699,9 @@ TEST(OneBitOptimizers, OwnsCommunicationUnderDdpWithNoSync) {
       opt.step();
       EXPECT_EQ(opt.LastStepStats().compressed, world > 1);
       if (world > 1) EXPECT_GT(opt.LastStepStats().bytes_sent, 0);
+      // DDP's step counts the optimizer's exchange, which runs after backward.
+      EXPECT_EQ(ddp.LastStepStats().exchange_bytes_sent, 0) << "step " << t;
+      EXPECT_EQ(ddp.LastStepStats().bytes_sent, opt.LastStepStats().bytes_sent) << "step " << t;
     }
   }
 }

@@ -66,7 +66,8 @@ std::string Dir(const std::string& name) {
 // One training setup: everything a checkpoint holds.
 struct TrainingRun {
   enum Kind { kEightBit, kOneBit };
-  TrainingRun(uint64_t seed, Kind kind) {
+  // `hook`: the comm hook of a kEightBit run ("" keeps DDP's default).
+  TrainingRun(uint64_t seed, Kind kind, const std::string& hook = "qsgd") {
     torch::manual_seed(seed);
     net = Net();
     qat::Prepare(*net, qat::PresetConfig("w4a8"));
@@ -79,7 +80,7 @@ struct TrainingRun {
     }
     ddp = std::make_unique<comm::DistributedDataParallel>(net.ptr(), Pg());
     if (kind == kEightBit) {
-      ddp->RegisterCommHook(compress::MakeCommHook(Pg(), "qsgd"));  // error feedback: per-rank residuals
+      if (!hook.empty()) ddp->RegisterCommHook(compress::MakeCommHook(Pg(), hook));  // qsgd: per-rank residuals
       // min_8bit_size 256: fc2's weight (4096) and fc1's (2048) get 8-bit state.
       opt = std::make_unique<optim::AdamW8bit>(net->parameters(), optim::AdamW8bitOptions(1e-2).min_8bit_size(256));
     } else {
@@ -353,6 +354,48 @@ TEST(CheckpointTest, DamagedManifestIsNamed) {
     std::ofstream(ckpt.ManifestPath(), std::ios::trunc) << text;
     ExpectError([&] { ckpt.Restore(); }, needle);
   }
+}
+
+// A checkpoint saved under qsgd, restored under PowerSGD or the default
+// allreduce: every rank warns naming both hooks and leaves the new hook's
+// state fresh; with StrictHook, every rank fails.
+TEST(CheckpointTest, RestoreUnderAnotherHookWarnsOrFails) {
+  const std::string dir = Dir("other_hook");
+  TrainingRun a(1, TrainingRun::kEightBit, "qsgd");
+  for (int i = 0; i < 3; ++i) a.Step();
+  a.Make(dir).Save();
+  const std::string qsgd = a.ddp->comm_hook().Config();
+  for (const std::string hook : {"powersgd", ""}) {
+    TrainingRun b(2, TrainingRun::kEightBit, hook);
+    const std::string now = b.ddp->comm_hook().Config();
+    const comm::HookState fresh = b.ddp->comm_hook().StateDict();
+    ::testing::internal::CaptureStderr();
+    b.Make(dir).Restore();
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(err.find("lowbit: warning: Checkpoint::Restore on rank " + std::to_string(Pg()->Rank()) + ": "),
+              std::string::npos)
+        << err;
+    EXPECT_NE(err.find("was saved with comm hook '" + qsgd + "', this run's hook is '" + now + "'"), std::string::npos)
+        << err;
+    EXPECT_EQ(b.step, 3);  // the rest is restored
+    const comm::HookState state = b.ddp->comm_hook().StateDict();
+    ASSERT_EQ(state.size(), fresh.size()) << hook;
+    for (size_t i = 0; i < state.size(); ++i) EXPECT_TRUE(torch::equal(state[i].second, fresh[i].second)) << hook;
+
+    TrainingRun strict(2, TrainingRun::kEightBit, hook);
+    ExpectError([&] { strict.Make(dir).StrictHook().Restore(); },
+                "Checkpoint::Restore on rank " + std::to_string(Pg()->Rank()) + ": " + dir);
+    ExpectError([&] { strict.Make(dir).StrictHook().Restore(); },
+                "(StrictHook is set: restore under the hook that saved it)");
+  }
+  // Under the hook that saved it: no warning, and its state comes back.
+  TrainingRun c(2, TrainingRun::kEightBit, "qsgd");
+  ::testing::internal::CaptureStderr();
+  c.Make(dir).StrictHook().Restore();
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+  const comm::HookState want = a.ddp->comm_hook().StateDict(), got = c.ddp->comm_hook().StateDict();
+  ASSERT_EQ(want.size(), got.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_TRUE(torch::equal(want[i].second, got[i].second)) << want[i].first;
 }
 
 // Saved by this world, restored by a world of one: the hook state is per

@@ -1,10 +1,11 @@
-// LOWBIT_MPI_CHECK: throws c10::Error with file:line and MPI's own message when
+// LOWBIT_MPI_CHECK: throws lowbit::base::Error with file:line (from lowbit/ on) and MPI's own message when
 // an MPI call does not return MPI_SUCCESS.
 #pragma once
 
+#include <c10/util/Exception.h>
 #include <mpi.h>
 
-#include <c10/util/Exception.h>
+#include "lowbit/base/error.h"
 
 namespace lowbit::comm::internal {
 
@@ -17,9 +18,9 @@ inline std::string MpiErrorString(int code) {
 
 }  // namespace lowbit::comm::internal
 
-#define LOWBIT_MPI_CHECK(call)                                                                  \
-  do {                                                                                          \
-    const int lowbit_mpi_rc_ = (call);                                                          \
-    TORCH_CHECK(lowbit_mpi_rc_ == MPI_SUCCESS, #call, " failed at ", __FILE__, ":", __LINE__, \
-                ": ", ::lowbit::comm::internal::MpiErrorString(lowbit_mpi_rc_));                \
+#define LOWBIT_MPI_CHECK(call)                                                                                   \
+  do {                                                                                                           \
+    const int lowbit_mpi_rc_ = (call);                                                                           \
+    LOWBIT_CHECK(lowbit_mpi_rc_ == MPI_SUCCESS, #call, " failed at ", ::lowbit::base::SourcePath(__FILE__), ":", \
+                 __LINE__, ": ", ::lowbit::comm::internal::MpiErrorString(lowbit_mpi_rc_));                      \
   } while (0)

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include "lowbit/base/error.h"
+
 namespace lowbit::compress::internal {
 
 comm::HookState SaveHookState(int world_size, int64_t step, const std::map<std::string, FeedbackState>& state) {
@@ -24,19 +26,19 @@ void LoadHookState(const comm::HookState& saved, int world_size, const std::stri
       saved_step = tensor.item<int64_t>();
     }
   }
-  TORCH_CHECK(saved_world.has_value() && saved_step.has_value(), hook,
-              " hook state: missing meta/world_size or meta/step");
+  LOWBIT_CHECK(saved_world.has_value() && saved_step.has_value(), hook,
+               " hook state: missing meta/world_size or meta/step");
   state->clear();
   if (*saved_world != world_size) {
-    TORCH_WARN(hook, " hook state was saved by ", *saved_world, " ranks, this run has ", world_size,
-               "; error feedback and warm starts start afresh");
+    base::Warn(c10::str(hook, " hook state was saved by ", *saved_world, " ranks, this run has ", world_size,
+                        "; error feedback and warm starts start afresh"));
     return;
   }
   for (const auto& [name, tensor] : saved) {
     if (name.rfind("meta/", 0) == 0) continue;
     const size_t slash = name.rfind('/');
-    TORCH_CHECK(slash != std::string::npos && slash > 0 && slash + 1 < name.size(), hook,
-                " hook state: malformed entry name '", name, "'");
+    LOWBIT_CHECK(slash != std::string::npos && slash > 0 && slash + 1 < name.size(), hook,
+                 " hook state: malformed entry name '", name, "'");
     (*state)[name.substr(0, slash)][name.substr(slash + 1)] = tensor.clone();
   }
   *step = *saved_step;
