@@ -14,6 +14,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/reflection.h"
 #include "absl/strings/str_cat.h"
+#include "lowbit/base/error.h"
 #include "lowbit/comm/distributed_data_parallel.h"
 #include "lowbit/comm/local_process_group.h"
 #include "lowbit/comm/two_level_hook.h"
@@ -21,11 +22,11 @@
 #include "lowbit/compress/defaults.h"
 #include "lowbit/launch/init.h"
 #include "lowbit/optimizers/demo.h"
-#include "lowbit/optimizers/spam.h"
 #include "lowbit/optimizers/diloco.h"
 #include "lowbit/optimizers/onebit_adam.h"
 #include "lowbit/optimizers/onebit_lamb.h"
 #include "lowbit/optimizers/optim_8bit.h"
+#include "lowbit/optimizers/spam.h"
 #include "lowbit/optimizers/zero_one_adam.h"
 #include "lowbit/qat/prepare.h"
 #include "lowbit/sparsity/sparse_config.h"
@@ -515,7 +516,7 @@ int64_t WriteParametersForPeer(torch::nn::Module& model, const std::string& dir)
     names << "\n";
     total += p.numel();
   }
-  TORCH_CHECK(params.good() && names.good(), "cannot write the parameters to ", dir);
+  LOWBIT_CHECK(params.good() && names.good(), "cannot write the parameters to ", dir);
   return total;
 }
 
@@ -570,7 +571,7 @@ int RunMain(const std::string& invalid, const std::function<int()>& run) {
 
 void ResolveResume(Methods& m, const std::shared_ptr<comm::ProcessGroup>& pg, const char* example) {
   if (m.resume != "auto") return;
-  TORCH_CHECK(!m.checkpoint.empty(), example,
+  LOWBIT_CHECK(!m.checkpoint.empty(), example,
               ": --resume auto continues from --checkpoint's directory; set --checkpoint DIR as well");
   const train::Checkpoint probe(m.checkpoint, pg);
   m.resume = probe.Found() ? m.checkpoint : "";

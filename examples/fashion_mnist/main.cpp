@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "examples/common/idx_reader.h"
 #include "examples/common/methods.h"
+#include "lowbit/base/error.h"
 #include "lowbit/comm/consistency.h"
 #include "lowbit/comm/distributed_data_parallel.h"
 #include "lowbit/compress/registry.h"
@@ -178,7 +179,7 @@ int Run(Config c) {
   int64_t train_n = data->train.images.size(0);
   if (c.max_train_examples > 0) train_n = std::min<int64_t>(train_n, c.max_train_examples);
   const int64_t steps_per_epoch = train_n / (static_cast<int64_t>(c.batch_size) * world);
-  TORCH_CHECK(steps_per_epoch > 0, "--batch_size ", c.batch_size, " x ", world, " ranks exceeds the ", train_n,
+  LOWBIT_CHECK(steps_per_epoch > 0, "--batch_size ", c.batch_size, " x ", world, " ranks exceeds the ", train_n,
               " training examples");
 
   torch::manual_seed(c.m.seed);
@@ -203,7 +204,7 @@ int Run(Config c) {
   }
   const std::string init_model = absl::GetFlag(FLAGS_init_model);
   const bool e2e_qp = absl::GetFlag(FLAGS_e2e_qp);
-  TORCH_CHECK(!e2e_qp || !c.m.qat.empty(), "--e2e_qp trains the step sizes of --qat's quantizers; set --qat (e.g. w4_lsq)");
+  LOWBIT_CHECK(!e2e_qp || !c.m.qat.empty(), "--e2e_qp trains the step sizes of --qat's quantizers; set --qat (e.g. w4_lsq)");
   if (!init_model.empty()) torch::load(model, init_model);
   if (!c.m.qat.empty()) {
     lowbit::qat::Prepare(*model, lowbit::examples::QatPreset(c.m, int64_t{c.epochs} * steps_per_epoch));
@@ -250,14 +251,14 @@ int Run(Config c) {
   std::optional<lowbit::train::Checkpoint> checkpoint;
   if (!c.m.checkpoint.empty()) checkpoint.emplace(make_checkpoint(c.m.checkpoint));
   const int start_epoch = static_cast<int>(epochs_done);
-  TORCH_CHECK(steps_done >= 0 && steps_done < steps_per_epoch, "fashion_mnist: the checkpoint in ", c.m.resume,
+  LOWBIT_CHECK(steps_done >= 0 && steps_done < steps_per_epoch, "fashion_mnist: the checkpoint in ", c.m.resume,
               " stopped at step ", steps_done, " of an epoch, but this run's epochs have ", steps_per_epoch, " steps");
 
   std::ofstream csv;
   const bool fresh = start_epoch == 0 && steps_done == 0;
   if (lead && !c.m.metrics_csv.empty()) {
     csv.open(c.m.metrics_csv, fresh ? std::ios::trunc : std::ios::app);
-    TORCH_CHECK(csv.good(), "--metrics_csv: cannot write ", c.m.metrics_csv);
+    LOWBIT_CHECK(csv.good(), "--metrics_csv: cannot write ", c.m.metrics_csv);
     if (fresh) {
       csv << "epoch,train_loss,test_accuracy,images_per_second,bytes_sent_per_step,comm_seconds_per_step,"
              "wait_seconds_per_step,train_seconds,layer_choices\n";

@@ -27,6 +27,7 @@
 #include "examples/common/methods.h"
 #include "examples/gpt/model.h"
 #include "examples/gpt/text_data.h"
+#include "lowbit/base/error.h"
 #include "lowbit/comm/consistency.h"
 #include "lowbit/comm/distributed_data_parallel.h"
 #include "lowbit/comm/two_level_hook.h"
@@ -277,7 +278,7 @@ int Run(Config c) {
   std::ofstream csv;
   if (lead && !c.m.metrics_csv.empty()) {
     csv.open(c.m.metrics_csv, start_step > 0 ? std::ios::app : std::ios::trunc);
-    TORCH_CHECK(csv.good(), "--metrics_csv: cannot write ", c.m.metrics_csv);
+    LOWBIT_CHECK(csv.good(), "--metrics_csv: cannot write ", c.m.metrics_csv);
     if (start_step == 0) csv << "step,train_loss,val_loss,val_bpc,tokens_per_second,bytes_sent,lr,train_seconds,layer_choices\n";
   }
   const int64_t tokens_per_step = c.batch_size * c.model.block_size * world;
@@ -392,7 +393,7 @@ int Run(Config c) {
     for (const std::string& d : densities) {
       for (const std::string& a : alphas) {
         lowbit::compress::ComPeftOptions o;
-        TORCH_CHECK(absl::SimpleAtod(d, &o.density) && absl::SimpleAtod(a, &o.alpha),
+        LOWBIT_CHECK(absl::SimpleAtod(d, &o.density) && absl::SimpleAtod(a, &o.alpha),
                     "--compeft_densities / --compeft_alphas: '", d, "', '", a, "' are not numbers");
         gpt::Gpt base(c.model);
         torch::load(base, base_path);

@@ -1,13 +1,13 @@
 #include "examples/gpt/model.h"
 
-#include "lowbit/qat/qk_reparam.h"
-
 #include <cmath>
 #include <limits>
 
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "lowbit/base/error.h"
+#include "lowbit/qat/qk_reparam.h"
 
 namespace lowbit::examples::gpt {
 
@@ -23,7 +23,7 @@ GptConfig GptPreset(const std::string& name) {
     c.block_size = 128;
     return c;
   }
-  TORCH_CHECK(false, "--preset must be tiny or small, got '", name, "'");
+  LOWBIT_CHECK(false, "--preset must be tiny or small, got '", name, "'");
 }
 
 std::string ValidateGptConfig(const GptConfig& c) {
@@ -47,8 +47,8 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(const GptConfig& c) : n_head_(c
 }
 
 void CausalSelfAttentionImpl::EnableQkReparam(const lowbit::qat::QuantizerConfig& weight) {
-  TORCH_CHECK(!qk_quantizer, "EnableQkReparam: enabled already");
-  TORCH_CHECK(c_attn->configured(), "EnableQkReparam: call it after qat::Prepare (c_attn is not quantized)");
+  LOWBIT_CHECK(!qk_quantizer, "EnableQkReparam: enabled already");
+  LOWBIT_CHECK(c_attn->configured(), "EnableQkReparam: call it after qat::Prepare (c_attn is not quantized)");
   const int64_t scales = weight.granularity == lowbit::qat::Granularity::kPerChannel ? n_head_ * n_embd_ : 1;
   qk_quantizer = register_module("qk_quantizer", lowbit::qat::FakeQuantizer(weight, scales, /*is_weight=*/true));
   qk_quantizer->SetWeightShape(n_head_ * n_embd_, n_embd_);
@@ -101,7 +101,7 @@ void GptImpl::EnableQkReparam(const lowbit::qat::QuantizerConfig& weight) {
 
 GptImpl::GptImpl(const GptConfig& c) : config_(c) {
   const std::string invalid = ValidateGptConfig(c);
-  TORCH_CHECK(invalid.empty(), invalid);
+  LOWBIT_CHECK(invalid.empty(), invalid);
   wte = register_module("wte", nn::Embedding(c.vocab_size, c.n_embd));
   wpe = register_module("wpe", nn::Embedding(c.block_size, c.n_embd));
   drop = register_module("drop", nn::Dropout(c.dropout));
@@ -126,7 +126,7 @@ GptImpl::GptImpl(const GptConfig& c) : config_(c) {
 
 at::Tensor GptImpl::forward(const at::Tensor& idx) {
   const int64_t T = idx.size(1);
-  TORCH_CHECK(T <= config_.block_size, "gpt: sequence of ", T, " tokens is longer than block_size ",
+  LOWBIT_CHECK(T <= config_.block_size, "gpt: sequence of ", T, " tokens is longer than block_size ",
               config_.block_size);
   const at::Tensor pos = torch::arange(T, idx.options().dtype(torch::kLong));
   at::Tensor x = drop(wte(idx) + wpe(pos));
@@ -140,8 +140,8 @@ at::Tensor GptImpl::Loss(const at::Tensor& idx, const at::Tensor& targets) {
 }
 
 at::Tensor Sample(Gpt& model, const at::Tensor& prompt, int64_t length, double temperature, uint64_t seed) {
-  TORCH_CHECK(prompt.dim() == 1 && prompt.numel() >= 1, "gpt: Sample needs a non-empty 1-D prompt");
-  TORCH_CHECK(temperature > 0, "gpt: temperature must be > 0, got ", temperature);
+  LOWBIT_CHECK(prompt.dim() == 1 && prompt.numel() >= 1, "gpt: Sample needs a non-empty 1-D prompt");
+  LOWBIT_CHECK(temperature > 0, "gpt: temperature must be > 0, got ", temperature);
   torch::NoGradGuard no_grad;
   const bool was_training = model->is_training();
   model->eval();

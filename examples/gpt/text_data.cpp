@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "lowbit/base/error.h"
 
 namespace lowbit::examples::gpt {
 namespace {
@@ -89,7 +90,7 @@ at::Tensor Encode(const CharCorpus& corpus, const std::string& text) {
   int64_t* out = ids.data_ptr<int64_t>();
   for (size_t i = 0; i < text.size(); ++i) {
     const int16_t id = corpus.ids[static_cast<unsigned char>(text[i])];
-    TORCH_CHECK(id >= 0, "gpt: byte ", static_cast<int>(static_cast<unsigned char>(text[i])), " ('", text[i],
+    LOWBIT_CHECK(id >= 0, "gpt: byte ", static_cast<int>(static_cast<unsigned char>(text[i])), " ('", text[i],
                 "') at position ", i, " is not in the corpus' vocabulary");
     out[i] = id;
   }
@@ -102,7 +103,7 @@ std::string Decode(const CharCorpus& corpus, const at::Tensor& ids) {
   text.reserve(static_cast<size_t>(c.numel()));
   const int64_t* p = c.data_ptr<int64_t>();
   for (int64_t i = 0; i < c.numel(); ++i) {
-    TORCH_CHECK(p[i] >= 0 && p[i] < corpus.size(), "gpt: token id ", p[i], " is outside the vocabulary of ",
+    LOWBIT_CHECK(p[i] >= 0 && p[i] < corpus.size(), "gpt: token id ", p[i], " is outside the vocabulary of ",
                 corpus.size());
     text.push_back(static_cast<char>(corpus.vocab[static_cast<size_t>(p[i])]));
   }
@@ -112,7 +113,7 @@ std::string Decode(const CharCorpus& corpus, const at::Tensor& ids) {
 at::Tensor TrainWindows(const CharCorpus& corpus, int64_t batch, int64_t block, uint64_t seed, int64_t rank,
                         int64_t step) {
   const int64_t n = corpus.train.numel(), starts = n - block;
-  TORCH_CHECK(starts >= 1, "gpt: the training text (", n, " tokens) is shorter than one window of ", block + 1);
+  LOWBIT_CHECK(starts >= 1, "gpt: the training text (", n, " tokens) is shorter than one window of ", block + 1);
   at::Tensor offsets = torch::empty({batch}, torch::kLong);
   int64_t* o = offsets.data_ptr<int64_t>();
   const uint64_t key = Mix(Mix(Mix(seed) ^ static_cast<uint64_t>(rank)) ^ static_cast<uint64_t>(step));
@@ -125,9 +126,9 @@ at::Tensor TrainWindows(const CharCorpus& corpus, int64_t batch, int64_t block, 
 
 at::Tensor ValWindows(const CharCorpus& corpus, int64_t count, int64_t block) {
   const int64_t n = corpus.val.numel();
-  TORCH_CHECK(n >= block + 1, "gpt: --block_size ", block, " needs ", block + 1,
+  LOWBIT_CHECK(n >= block + 1, "gpt: --block_size ", block, " needs ", block + 1,
               " tokens of validation text, and the validation split has ", n);
-  TORCH_CHECK(count >= 1, "gpt: --val_windows must be >= 1, got ", count);
+  LOWBIT_CHECK(count >= 1, "gpt: --val_windows must be >= 1, got ", count);
   const int64_t span = n - (block + 1);
   at::Tensor offsets = torch::empty({count}, torch::kLong);
   int64_t* o = offsets.data_ptr<int64_t>();

@@ -109,6 +109,9 @@ struct DistributedDataParallel::Impl : std::enable_shared_from_this<Impl> {
   TrafficCounters last_window_end;
   bool window_closed = true;
   bool has_last = false;  // a step has finished
+  // Note [Parameters set by the first forward]: each parameter's version
+  // counter when DDP last knew the ranks' parameters to be as they should.
+  std::vector<std::pair<at::Tensor, int64_t>> param_versions;
 
   void BuildBuckets() {
     std::vector<std::pair<std::string, at::Tensor>> params;
@@ -320,7 +323,7 @@ struct DistributedDataParallel::Impl : std::enable_shared_from_this<Impl> {
     window_closed = false;
     ResetStep();
     if (options.broadcast_buffers) BroadcastBuffers();
-    if (!has_last) BroadcastParameters();  // See Note [Parameters set by the first forward]
+    if (!has_last) BroadcastParametersIfWritten();  // See Note [Parameters set by the first forward]
     has_last = true;
   }
 
@@ -374,11 +377,25 @@ struct DistributedDataParallel::Impl : std::enable_shared_from_this<Impl> {
   // Some parameters get their values in the first forward, from the batch it
   // sees: a QAT quantizer's LSQ step sizes and PACT clips when Calibrate was
   // skipped. Each rank sees its own batch, so each would start from its own
-  // values, and averaged gradients never bring them together. After the
-  // first synchronised backward (before any optimizer step), DDP broadcasts
-  // rank 0's parameters once more, as it did at construction.
-  void BroadcastParameters() {
+  // values, and averaged gradients never bring them together. So when the
+  // first synchronised backward ends (before any optimizer step), if any
+  // rank's parameters were written since DDP broadcast them (their version
+  // counters moved), DDP broadcasts rank 0's parameters once more. Writes
+  // that leave every rank's own state on purpose come through
+  // ParametersRestored (Checkpoint::Restore calls it): a local-step method
+  // (DiLoCo) resumed mid-round holds different parameters on each rank.
+  void RecordParameterVersions() {
+    param_versions.clear();
+    for (const at::Tensor& p : module->parameters(/*recurse=*/true)) param_versions.emplace_back(p, p._version());
+  }
+
+  void BroadcastParametersIfWritten() {
     if (pg->Size() == 1) return;
+    bool written = false;
+    for (const auto& [p, version] : param_versions) written = written || p._version() != version;
+    at::Tensor any = at::full({1}, written ? 1 : 0, at::kInt);
+    pg->AllReduce(any, ReduceOp::kMax)->Wait();  // every rank broadcasts, or none
+    if (any.item<int>() == 0) return;
     std::vector<at::Tensor> params = module->parameters(/*recurse=*/true);
     if (!params.empty()) BroadcastFromRankZero(params);
   }
@@ -465,6 +482,7 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
   BroadcastState();
 
   impl_->BuildBuckets();
+  impl_->RecordParameterVersions();
   for (const auto& slot : impl_->slots) impl_->bucketed_keys.push_back(Key(slot.param));
   for (const at::Tensor& p : impl_->module->parameters(true)) {
     if (!p.requires_grad()) impl_->frozen_keys.push_back(Key(p));
@@ -508,8 +526,10 @@ void DistributedDataParallel::RegisterCommHook(std::shared_ptr<CommHook> hook) {
                "' is already registered; registering '", hook->Config(),
                "' would silently replace it (DDP runs one hook). Call UnregisterCommHook() first to switch hooks");
   CheckSameOnAllRanks(*impl_->pg, {hook->Config()}, "comm hook configuration", "DistributedDataParallel");
+  // The plain allreduce is the default's own exchange: registering it loses
+  // nothing when another hook (or an owning optimizer) takes its place.
+  impl_->hook_registered = hook->Config() != AllReduceHook(impl_->pg).Config();
   impl_->hook = std::move(hook);
-  impl_->hook_registered = true;
 }
 
 void DistributedDataParallel::UnregisterCommHook() {
@@ -544,6 +564,11 @@ std::string DistributedDataParallel::comm_hook_owner() const {
 }
 
 void DistributedDataParallel::FinishGradientSync() { impl_->Finish(); }
+
+void DistributedDataParallel::ParametersRestored() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->RecordParameterVersions();
+}
 
 void DistributedDataParallel::BroadcastState() {
   if (impl_->pg->Size() == 1) return;

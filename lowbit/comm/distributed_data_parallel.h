@@ -101,7 +101,8 @@ class DistributedDataParallel {
   // registration throws naming both hooks (DDP runs one hook, so the second
   // would silently drop the first; to switch hooks mid-run, call
   // UnregisterCommHook() first; to combine methods, see TwoLevelHook and the
-  // compression hook's options). The hook's Config() must be the same on
+  // compression hook's options). A hook whose Config() is the default's
+  // ("allreduce") counts as the default: another may replace it. The hook's Config() must be the same on
   // every rank; a mismatch throws on all ranks. Throws, naming the owner and
   // its option, once an optimizer owns the hook (RegisterOwnedCommHook).
   void RegisterCommHook(std::shared_ptr<CommHook> hook);
@@ -143,6 +144,15 @@ class DistributedDataParallel {
 
   // Broadcasts rank 0's parameters and buffers to all ranks.
   void BroadcastState();
+
+  // When the first synchronised backward ends, DDP broadcasts rank 0's
+  // parameters once more if any rank's were written since DDP was built (a
+  // parameter that a module sets from its first batch, as QAT's step sizes
+  // without Calibrate, would otherwise start different on each rank). Call
+  // this after loading each rank's own saved parameters, which must stay as
+  // they are (a local-step method such as DiLoCo resumed mid-round);
+  // train::Checkpoint::Restore calls it.
+  void ParametersRestored();
 
   // The latest synchronised step's statistics (see DdpStepStats::bytes_sent
   // for the window its bytes cover).

@@ -239,11 +239,17 @@ Checkpoint::Manifest Checkpoint::ReadManifest() const {
 namespace {
 
 // "Checkpoint::<what> on rank <rank>: " and the message, whose own
-// "Checkpoint::<what>: " (most checks start with it) is not repeated.
+// "Checkpoint::<what>: " or "Checkpoint: " (most checks start with one) is
+// not repeated.
 std::string OnRank(const char* what, int rank, const std::string& message) {
-  const std::string inner = absl::StrCat("Checkpoint::", what, ": ");
-  const bool prefixed = message.compare(0, inner.size(), inner) == 0;
-  return absl::StrCat("Checkpoint::", what, " on rank ", rank, ": ", prefixed ? message.substr(inner.size()) : message);
+  std::string rest = message;
+  for (const std::string& inner : {absl::StrCat("Checkpoint::", what, ": "), std::string("Checkpoint: ")}) {
+    if (rest.compare(0, inner.size(), inner) == 0) {
+      rest = rest.substr(inner.size());
+      break;
+    }
+  }
+  return absl::StrCat("Checkpoint::", what, " on rank ", rank, ": ", rest);
 }
 
 }  // namespace
@@ -487,6 +493,9 @@ void Checkpoint::Restore() {
       std::lock_guard<std::mutex> lock(gen.mutex());
       gen.set_state(state);
     }
+    // Each rank's parameters are its own saved ones: DDP must not replace
+    // them with rank 0's after the first backward.
+    if (ddp_ != nullptr) ddp_->ParametersRestored();
     generation_ = m.generation;
   } catch (const c10::Error& e) {
     error = OnRank("Restore", rank, e.msg());

@@ -463,6 +463,12 @@ TEST_F(DdpTest, ASecondHookIsRefusedUntilTheFirstIsUnregistered) {
   lowbit::testing::ExpectError([&] { ddp.RegisterCommHook(std::make_shared<OutOfPlaceHook>(pg, "third")); },
                                "(give that exchange to OwnerOptions::exchange_hook instead)");
   lowbit::testing::ExpectError([&] { ddp.UnregisterCommHook(); }, "the comm hook belongs to Owner");
+  // The plain allreduce is the default's exchange: replacing it loses nothing.
+  Net plain = MakeNet(24);
+  DistributedDataParallel plain_ddp(plain.ptr(), pg);
+  plain_ddp.RegisterCommHook(std::make_shared<AllReduceHook>(pg));
+  plain_ddp.RegisterCommHook(std::make_shared<OutOfPlaceHook>(pg, "after allreduce"));
+  EXPECT_EQ(plain_ddp.comm_hook().Config(), "after allreduce");
 }
 
 // An exchange after backward (an owning optimizer's, in its step) counts in

@@ -10,6 +10,7 @@
 #include "lowbit/compress/adaptive_hook.h"
 #include "lowbit/compress/builtin_compressors.h"
 #include "lowbit/compress/lgreco.h"
+#include "lowbit/compress/registry.h"
 #include "tests/common/test_env.h"
 
 namespace lowbit::compress {
@@ -263,6 +264,27 @@ TEST_P(AdaptiveHookTest, ChoosesTheBruteForceOptimumOnEveryRank) {
       EXPECT_TRUE(torch::equal(e4, torch::where(x.abs() >= kth, torch::zeros_like(x), x)));
     }
   }
+}
+
+// MakeCommHook's text form takes the decision callback as the name-and-
+// settings form does: the same decisions reach it.
+TEST(AdaptiveHookRegistry, TextFormTakesTheCallback) {
+  auto pg = testing::Pg();
+  const int rank = pg->Rank();
+  std::vector<std::string> from_text, from_settings;
+  auto text = MakeCommHook(pg, "adaptive_topk:density=0.05,adapt_period=3,adapt_window=2,min_compress_numel=100",
+                           [&](int64_t step, const std::string& s) { from_text.push_back(absl::StrCat(step, ": ", s)); });
+  auto settings = MakeCommHook(
+      pg, "adaptive_topk",
+      HookSettings{{"density", "0.05"}, {"adapt_period", "3"}, {"adapt_window", "2"}, {"min_compress_numel", "100"}},
+      [&](int64_t step, const std::string& s) { from_settings.push_back(absl::StrCat(step, ": ", s)); });
+  for (int step = 1; step <= 7; ++step) {
+    Bucket a(rank, step), b(rank, step);
+    text->RunHook(a.b)->Wait();
+    settings->RunHook(b.b)->Wait();
+  }
+  EXPECT_FALSE(from_settings.empty()) << "these layers are built so that adapting pays";
+  EXPECT_EQ(from_text, from_settings);
 }
 
 // A state dict restores the choices and the half-summed window: a restored

@@ -235,7 +235,7 @@ TEST(DiLoCo, OwnsDdpsHook) {
   auto gen = at::detail::createCPUGenerator(rank);
   const at::Tensor x = torch::randn({8, 5}, gen);
   model->forward(x).square().sum().backward();
-  EXPECT_EQ(ddp.LastStepStats().bytes_sent, 0);
+  EXPECT_EQ(ddp.LastStepStats().exchange_bytes_sent, 0);  // (bytes_sent has the first step's parameter broadcast)
   {
     torch::NoGradGuard no_grad;
     reference->weight.copy_(model->weight);
@@ -244,7 +244,8 @@ TEST(DiLoCo, OwnsDdpsHook) {
   reference->forward(x).square().sum().backward();
   EXPECT_TRUE(torch::allclose(model->weight.grad(), reference->weight.grad()));
   ExpectError([&] { ddp.RegisterCommHook(compress::MakeCommHook(Pg(), "fp16")); },
-              "the comm hook belongs to DiLoCo, which does its own exchange");
+              "the comm hook belongs to DiLoCo, which does its own exchange; registering 'fp16' would silently break "
+              "it (give that exchange to DiLoCoOptions::exchange_hook instead)");
 }
 
 // Ranks whose models start differently all start from rank 0's parameters,

@@ -826,8 +826,18 @@ TEST(OneBitOptimizers, AnotherHookUnderTheOptimizerIsRefused) {
   EXPECT_EQ(ddp.comm_hook_owner(), "OneBitLamb");
   lowbit::testing::ExpectError([&] { ddp.RegisterCommHook(compress::MakeCommHook(Pg(), "qsgd")); },
                                "RegisterCommHook: the comm hook belongs to OneBitLamb, which does its own exchange; "
-                               "registering 'qsgd' would silently break it");
+                               "registering 'qsgd' would silently break it (give that exchange to "
+                               "OneBitLambOptions::averaging_hook instead)");
   EXPECT_EQ(ddp.comm_hook().Name(), "optimizer");
+  // Built on a DDP that already has the user's hook, it would drop it.
+  torch::manual_seed(3);
+  Tiny other;
+  comm::DistributedDataParallel hooked(other.ptr(), Pg());
+  hooked.RegisterCommHook(compress::MakeCommHook(Pg(), "fp16"));
+  lowbit::testing::ExpectError([&] { OneBitAdam late(other->parameters(), hooked, OneBitAdamOptions(kLr)); },
+                               "OneBitAdam does its own exchange, but comm hook 'compression(fp16");
+  lowbit::testing::ExpectError([&] { OneBitAdam late(other->parameters(), hooked, OneBitAdamOptions(kLr)); },
+                               "(give that exchange to OneBitAdamOptions::averaging_hook instead)");
 }
 
 }  // namespace
