@@ -24,8 +24,8 @@
 // (lowbit::qat::Prepare, a late register_parameter, requires_grad turned
 // on): its buckets hold the parameters it found then. Each synchronised
 // step, when the first bucketed gradient arrives, DDP compares the model's
-// trainable parameters with its buckets (one walk over the module tree, a
-// few microseconds for the GPT example's 42 tensors; bench/ddp_bench) and
+// trainable parameters with its buckets (one walk over the module tree:
+// 1.2 us for 8 tensors, 37 us for 200, bench/ddp_bench) and
 // throws on every rank, naming the tensors, if one was added or removed:
 // otherwise those gradients would never be averaged and the ranks would
 // drift apart without a word.
