@@ -507,7 +507,7 @@ CommHook& DistributedDataParallel::comm_hook() const { return *impl_->hook; }
 
 namespace {
 
-// "; give that exchange to X instead" for an owner with a hook option.
+// The end of an owner's refusal: the option that takes a hook, or that it takes none.
 std::string OwnerAdvice(const std::string& owner, const std::string& option) {
   if (option.empty()) return absl::StrCat(" (", owner, " takes no comm hook)");
   return absl::StrCat(" (give that exchange to ", option, " instead)");
