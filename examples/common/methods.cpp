@@ -69,6 +69,14 @@ ABSL_FLAG(int64_t, freeze_step, -1,
           "(var_freeze_step); -1: the optimizer's default");
 ABSL_FLAG(int64_t, onebit_block, -1,
           "1-bit optimizers: elements per 1-bit scale (0: one per exchange chunk; -1: the optimizer's default)");
+ABSL_FLAG(std::string, codec, "",
+          "onebit_adam/zeroone_adam/onebit_lamb: the compressed exchange of the momentum, a --hook spec "
+          "(topk:density=0.01, ternary, powersgd:rank=8; empty: the built-in 1-bit two-phase allreduce)");
+ABSL_FLAG(bool, compress_gradients, false,
+          "--hook onebit/ternary/topk/powersgd under --optimizer adamw: compress the gradients (error feedback on "
+          "gradients, which Adam's normalisation undoes: docs/gpt.md) instead of AdamW's momentum");
+ABSL_FLAG(bool, local_momentum, false,
+          "onebit_adam: each rank keeps its own momentum after the warm-up (for --codec topk/powersgd)");
 ABSL_FLAG(int64_t, var_update_scaler, -1, "zeroone_adam: variance refreshes per interval doubling (kappa; -1: default)");
 ABSL_FLAG(int64_t, local_step_scaler, -1,
           "zeroone_adam: local-phase steps per doubling of the sync interval (-1: default)");
@@ -214,6 +222,7 @@ Methods MethodsFromFlags(const std::string& optimizer, const std::string& sparsi
   // and --range_sigmas reach it as its settings.
   if (m.outer == "sparseloco") m.hook = "sparseloco";
   m.hook_settings = HookSettingsFromFlags(m.hook, m.seed);
+  m.compress_gradients = absl::GetFlag(FLAGS_compress_gradients);
   m.two_level = absl::GetFlag(FLAGS_two_level);
   m.ranks_per_host = absl::GetFlag(FLAGS_ranks_per_host);
   m.sync_every = absl::GetFlag(FLAGS_sync_every);
@@ -235,6 +244,44 @@ bool IsOneBit(const std::string& optimizer) {
 }
 
 bool OwnsExchange(const std::string& optimizer) { return IsOneBit(optimizer) || optimizer == "demo"; }
+
+namespace {
+
+// The codec and momentum mode of --hook's momentum exchange under AdamW (MomentumExchange).
+struct MomentumCodec {
+  std::string codec;  // empty: 1-bit Adam's built-in two-phase exchange
+  bool local_momentum = false;
+};
+
+std::string Spec(const std::string& hook, compress::HookSettings settings,
+                 const std::vector<std::pair<std::string, std::string>>& fallback) {
+  for (const auto& [key, value] : fallback) {
+    if (std::none_of(settings.begin(), settings.end(), [&](const auto& kv) { return kv.first == key; })) {
+      settings.emplace_back(key, value);
+    }
+  }
+  std::string spec = hook;
+  for (size_t i = 0; i < settings.size(); ++i) {
+    absl::StrAppend(&spec, i == 0 ? ":" : ",", settings[i].first, "=", settings[i].second);
+  }
+  return spec;
+}
+
+MomentumCodec MomentumCodecFor(const Methods& m) {
+  if (m.hook == "onebit") return {};
+  if (m.hook == "ternary") return {Spec(m.hook, m.hook_settings, {}), false};
+  // Sparse and low-rank messages would zero most of a shared momentum each step: each rank keeps its own.
+  if (m.hook == "topk") return {Spec(m.hook, m.hook_settings, {{"warmup_steps", "0"}}), true};
+  // powersgd: rank 16 (width / 8 on GPT tiny; rank 4 lost 17%: docs/gpt.md) unless --rank says.
+  return {Spec(m.hook, m.hook_settings, {{"rank", "16"}, {"start_iter", "0"}}), true};
+}
+
+}  // namespace
+
+bool MomentumExchange(const Methods& m) {
+  static const std::set<std::string> kHooks = {"onebit", "ternary", "topk", "powersgd"};
+  return m.optimizer == "adamw" && kHooks.count(m.hook) > 0 && !m.compress_gradients && m.outer.empty() && !m.two_level;
+}
 
 const std::vector<std::string>& OptimizerNames() {
   static const std::vector<std::string> names = {
@@ -356,17 +403,46 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
   if (IsOneBit(m.optimizer) && m.hook != "allreduce" && m.hook != "none") {
     averaging = compress::MakeCommHook(ddp.shared_process_group(), m.hook, m.hook_settings);
   }
+  if (MomentumExchange(m)) {
+    // --hook X under AdamW: AdamW's momentum goes through X's codec after a
+    // warm-up of 10% of the run on 4-bit (QSGD, error feedback) averaged gradients.
+    const MomentumCodec mc = MomentumCodecFor(m);
+    lo::OneBitAdamOptions o(m.lr);
+    o.codec(mc.codec).local_momentum(mc.local_momentum).total_steps(m.total_steps).decoupled_weight_decay(true);
+    if (FlagSet("freeze_step")) o.freeze_step(absl::GetFlag(FLAGS_freeze_step));
+    if (m.total_steps == 0 && !FlagSet("freeze_step")) o.freeze_step(lo::kFallbackFreezeStep);
+    o.averaging_hook(
+        compress::MakeCommHook(ddp.shared_process_group(), "qsgd", {{"bits", "4"}, {"seed", std::to_string(m.seed)}}));
+    auto opt = std::make_unique<lo::OneBitAdam>(Groups(p, o), ddp, o);
+    if (ddp.shared_process_group()->Rank() == 0) {
+      std::cout << "--hook " << m.hook << " under adamw: AdamW's momentum is exchanged through "
+                << (mc.codec.empty() ? "1-bit Adam's two-phase 1-bit allreduce" : mc.codec)
+                << (mc.local_momentum ? " (each rank keeping its own momentum)" : "")
+                << " after a warm-up on 4-bit averaged gradients (lowbit::optim::OneBitAdam; "
+                   "--compress_gradients compresses the gradients instead)"
+                << std::endl;
+    }
+    return opt;
+  }
   if (m.optimizer == "onebit_adam") {
     lo::OneBitAdamOptions o;
+    o.codec(absl::GetFlag(FLAGS_codec));
+    o.local_momentum(absl::GetFlag(FLAGS_local_momentum));
     if (m.lr_given) o.lr(m.lr);
     o.averaging_hook(averaging);
-    if (FlagSet("freeze_step")) o.freeze_step(absl::GetFlag(FLAGS_freeze_step));
+    o.total_steps(m.total_steps);
+    if (FlagSet("freeze_step")) {
+      o.freeze_step(absl::GetFlag(FLAGS_freeze_step));
+    } else if (m.total_steps == 0) {
+      o.freeze_step(lo::kFallbackFreezeStep);  // the Fashion-MNIST example's measured warm-up
+    }
     if (FlagSet("onebit_block")) o.block(absl::GetFlag(FLAGS_onebit_block));
     if (onebit.weight_decay > 0) o.decoupled_weight_decay(true);
     return std::make_unique<lo::OneBitAdam>(Groups(onebit, o), ddp, o);
   }
   if (m.optimizer == "zeroone_adam") {
     lo::ZeroOneAdamOptions o;
+    o.codec(absl::GetFlag(FLAGS_codec));
     if (m.lr_given) o.lr(m.lr);
     o.averaging_hook(averaging);
     if (FlagSet("freeze_step")) o.var_freeze_step(absl::GetFlag(FLAGS_freeze_step));
@@ -385,6 +461,7 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
   }
   if (m.optimizer == "onebit_lamb") {
     lo::OneBitLambOptions o;
+    o.codec(absl::GetFlag(FLAGS_codec));
     if (m.lr_given) o.lr(m.lr);
     o.averaging_hook(averaging);
     if (FlagSet("freeze_step")) o.freeze_step(absl::GetFlag(FLAGS_freeze_step));
@@ -455,6 +532,9 @@ std::unique_ptr<optim::DiLoCo> MakeOuter(const Methods& m, const std::vector<at:
 void RegisterHook(comm::DistributedDataParallel& ddp, std::shared_ptr<comm::ProcessGroup> pg, const Methods& m,
                   bool print_decisions) {
   if (!m.outer.empty()) return;  // the outer method owns the exchange (MakeOuter)
+  // The 1-bit optimizers take --hook as their averaging hook (MakeOptimizer) and register their own;
+  // under AdamW, --hook's codec may carry the momentum instead (MomentumExchange).
+  if (OwnsExchange(m.optimizer) || MomentumExchange(m)) return;
   compress::AdaptCallback on_adapt;
   if (print_decisions) {
     on_adapt = [](int64_t step, const std::string& changes) {

@@ -77,6 +77,10 @@ struct Methods {
   double dead_zone_lambda = -1;  // --dead_zone_lambda; -1: the preset's
   double dkm_temperature = -1;   // --dkm_temperature; -1: the preset's
   bool calibrate = true;         // --calibrate: qat::Calibrate before training
+  // The run's optimizer steps, for defaults that are a fraction of the run (1-bit Adam's
+  // warm-up); 0: the example does not say, and those take their measured fixed values.
+  int64_t total_steps = 0;
+  bool compress_gradients = false;  // --compress_gradients
 };
 
 // Reads the shared flags; `default_lr` stands in for --lr when it was not given.
@@ -88,6 +92,12 @@ bool FlagSet(const char* name);
 bool IsOneBit(const std::string& optimizer);
 // The 1-bit optimizers and DeMo: they exchange what they need themselves.
 bool OwnsExchange(const std::string& optimizer);
+// --hook onebit, ternary, topk or powersgd under --optimizer adamw (without
+// --compress_gradients, --outer or --two_level): MakeOptimizer builds a
+// lowbit::optim::OneBitAdam whose exchange of AdamW's momentum is the hook's
+// codec, and RegisterHook registers nothing. Error feedback on gradients
+// does not survive Adam's normalisation (docs/gpt.md measures both).
+bool MomentumExchange(const Methods& m);
 // "sgd, sgd0, adam, ..., onebit_lamb": the --optimizer values.
 const std::vector<std::string>& OptimizerNames();
 

@@ -477,5 +477,6 @@ int main(int argc, char** argv) {
   c.weight_decay = absl::GetFlag(FLAGS_weight_decay);
   c.temperature = absl::GetFlag(FLAGS_temperature);
   c.m = ex::MethodsFromFlags(absl::GetFlag(FLAGS_optimizer), absl::GetFlag(FLAGS_sparsity), 1e-3);
+  c.m.total_steps = c.steps;
   return lowbit::examples::RunMain(ValidateFlags(c), [&] { return Run(c); });
 }

@@ -3,12 +3,29 @@
 #include <ATen/ATen.h>
 #include <absl/strings/str_cat.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "lowbit/base/error.h"
 #include "lowbit/comm/distributed_data_parallel.h"
 
 namespace lowbit::optim {
+
+int64_t ResolveFreezeStep(const std::string& name, int64_t freeze_step, int64_t total_steps, bool print_notice) {
+  LOWBIT_CHECK(freeze_step >= -1, name, ": freeze_step must be >= 0, or -1 for ", kAutoFreezeFraction * 100,
+               "% of total_steps; got ", freeze_step);
+  LOWBIT_CHECK(total_steps >= 0, name, ": total_steps must be >= 0 (0: unknown), got ", total_steps);
+  if (freeze_step >= 0) return freeze_step;
+  if (total_steps > 0) {
+    return std::max<int64_t>(1, std::llround(kAutoFreezeFraction * static_cast<double>(total_steps)));
+  }
+  if (print_notice) {
+    base::Warn(c10::str(name, ": neither freeze_step nor total_steps is set; warming up for ", kFallbackFreezeStep,
+                        " steps. Give total_steps (the warm-up is then ", kAutoFreezeFraction * 100,
+                        "% of the run) or freeze_step."));
+  }
+  return kFallbackFreezeStep;
+}
 
 OneBitAdam::OneBitAdam(std::vector<torch::optim::OptimizerParamGroup> groups, comm::DistributedDataParallel& ddp,
                        OneBitAdamOptions defaults)
@@ -28,9 +45,9 @@ OneBitAdam::OneBitAdam(std::vector<at::Tensor> params, std::shared_ptr<comm::Pro
 OneBitAdam::OneBitAdam(std::vector<torch::optim::OptimizerParamGroup> groups, std::shared_ptr<comm::ProcessGroup> pg,
                        comm::DistributedDataParallel* ddp, const OneBitAdamOptions& defaults)
     : OneBitOptimizer(std::move(groups), std::make_unique<OneBitAdamOptions>(defaults), std::move(pg), ddp),
-      freeze_step_(defaults.freeze_step()),
-      bias_correction_(defaults.bias_correction()) {
-  LOWBIT_CHECK(freeze_step_ >= 0, "OneBitAdam: freeze_step must be >= 0, got ", freeze_step_);
+      freeze_step_(ResolveFreezeStep("OneBitAdam", defaults.freeze_step(), defaults.total_steps(), rank() == 0)),
+      bias_correction_(defaults.bias_correction()),
+      local_momentum_(defaults.local_momentum()) {
   std::string groups_config;
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     const auto& o = static_cast<const OneBitAdamOptions&>(param_groups_[g].options());
@@ -39,8 +56,8 @@ OneBitAdam::OneBitAdam(std::vector<torch::optim::OptimizerParamGroup> groups, st
   }
   Initialize("OneBitAdam",
              absl::StrCat("freeze_step=", freeze_step_, ",bias_correction=", bias_correction_,
-                          ",block=", defaults.block(), groups_config),
-             defaults.block(), defaults.averaging_hook());
+                          ",local_momentum=", local_momentum_, ",block=", defaults.block(), groups_config),
+             defaults.block(), defaults.averaging_hook(), defaults.codec());
 }
 
 bool OneBitAdam::Step(int64_t t, const std::vector<at::Tensor>& grads) {
@@ -53,7 +70,7 @@ bool OneBitAdam::Step(int64_t t, const std::vector<at::Tensor>& grads) {
                                                                     : grads[i];
   }
   // Adam's denominator: v's correction stays frozen with v after the warm-up.
-  std::vector<at::Tensor> v(n), denom(n), momentum(n);
+  std::vector<at::Tensor> v(n), denom(n), momentum(n), local(n);
   for (size_t i = 0; i < n; ++i) {
     const auto& o = static_cast<const OneBitAdamOptions&>(GroupOptions(i));
     v[i] = State(i, "exp_avg_sq");
@@ -62,10 +79,12 @@ bool OneBitAdam::Step(int64_t t, const std::vector<at::Tensor>& grads) {
     denom[i] = (v[i].sqrt() / std::sqrt(bias2)).add_(o.eps());
   }
   if (!warmup) {
-    // m_r = beta1 m + (1 - beta1) g_r on each rank, then the compressed mean.
+    // m_r = beta1 m + (1 - beta1) g_r on each rank, then the compressed mean;
+    // m is the mean after the step, or m_r with local_momentum.
     for (size_t i = 0; i < n; ++i) {
       const double beta1 = std::get<0>(static_cast<const OneBitAdamOptions&>(GroupOptions(i)).betas());
       momentum[i] = State(i, "exp_avg").mul(beta1).add_(g[i], 1.0 - beta1);
+      if (local_momentum_) local[i] = momentum[i].clone();  // kept; momentum[i] becomes the mean
     }
     if (!CompressedMean(momentum, denom, v, NormalisedBounds())) return false;
   }
@@ -78,9 +97,9 @@ bool OneBitAdam::Step(int64_t t, const std::vector<at::Tensor>& grads) {
     if (warmup) {
       m.mul_(beta1).add_(g[i], 1.0 - beta1);
     } else {
-      m.copy_(momentum[i]);
+      m.copy_(local_momentum_ ? local[i] : momentum[i]);
     }
-    p.addcdiv_(m, denom[i], -o.lr() / BiasCorrection(beta1, t, bias_correction_));
+    p.addcdiv_(warmup ? m : momentum[i], denom[i], -o.lr() / BiasCorrection(beta1, t, bias_correction_));
   }
   return true;
 }

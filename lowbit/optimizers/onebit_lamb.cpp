@@ -48,7 +48,7 @@ OneBitLamb::OneBitLamb(std::vector<torch::optim::OptimizerParamGroup> groups, st
              absl::StrCat("freeze_step=", d.freeze_step(), ",bias_correction=", d.bias_correction(),
                           ",block=", d.block(), ",coeff=", d.min_coeff(), "/", d.max_coeff(), "/", d.coeff_beta(),
                           ",factor=", d.factor_min(), "/", d.factor_max(), "/", d.factor_threshold(), groups_config),
-             d.block(), d.averaging_hook());
+             d.block(), d.averaging_hook(), d.codec());
   last_coeff_.assign(params().size(), 1.0);
 }
 

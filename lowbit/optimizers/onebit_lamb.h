@@ -24,12 +24,13 @@
 //                                 lowbit::optim::OneBitLambOptions().freeze_step(100));  // lr 1e-2
 #pragma once
 
+#include <torch/arg.h>
+
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <tuple>
 #include <vector>
-
-#include <torch/arg.h>
 
 #include "lowbit/optimizers/onebit_optimizer.h"
 
@@ -51,6 +52,11 @@ struct OneBitLambOptions : public torch::optim::OptimizerCloneableOptions<OneBit
   TORCH_ARG(int64_t, block) = 0;
   // As OneBitAdamOptions::averaging_hook.
   TORCH_ARG(std::shared_ptr<comm::CommHook>, averaging_hook) = nullptr;
+  // The compressed exchange: empty, the built-in 1-bit two-phase allreduce;
+  // else a compress::MakeCommHook spec ("topk:density=0.01", "ternary",
+  // "powersgd:rank=8", "qsgd:bits=2") whose hook exchanges the normalised
+  // momentum with its own error feedback (docs/optimizers.md measures each).
+  TORCH_ARG(std::string, codec) = "";
   TORCH_ARG(double, max_coeff) = 10.0;
   TORCH_ARG(double, min_coeff) = 0.01;
   TORCH_ARG(double, coeff_beta) = 0.9;

@@ -12,6 +12,7 @@
 #include "lowbit/comm/distributed_data_parallel.h"
 #include "lowbit/compress/builtin_compressors.h"
 #include "lowbit/compress/compression_hook.h"
+#include "lowbit/compress/registry.h"
 
 namespace lowbit::optim {
 namespace {
@@ -60,17 +61,29 @@ OneBitOptimizer::OneBitOptimizer(std::vector<torch::optim::OptimizerParamGroup> 
 OneBitOptimizer::~OneBitOptimizer() = default;
 
 void OneBitOptimizer::Initialize(const std::string& name, const std::string& settings, int64_t block,
-                                 std::shared_ptr<comm::CommHook> averaging_hook) {
+                                 std::shared_ptr<comm::CommHook> averaging_hook, const std::string& codec) {
   name_ = name;
   block_ = block;
+  codec_ = codec;
   averaging_hook_ = std::move(averaging_hook);
   LOWBIT_CHECK(pg_ != nullptr, name, ": process group is null");
   LOWBIT_CHECK(averaging_hook_ == nullptr || ddp_ != nullptr, name, ": averaging_hook (",
                averaging_hook_ ? averaging_hook_->Config() : "",
                ") needs the optimizer built on a DistributedDataParallel");
   LOWBIT_CHECK(block >= 0 && block % 8 == 0, name, ": block must be 0 or a positive multiple of 8, got ", block);
-  std::vector<std::string> lines{absl::StrCat(name, "(", settings, ",averaging_hook=",
-                                              averaging_hook_ ? averaging_hook_->Config() : "allreduce", ")")};
+  if (!codec_.empty()) {
+    std::string config;
+    try {  // built here on any world size, so a bad spec fails at construction, naming the option
+      config = compress::MakeCommHook(pg_, codec_)->Config();
+    } catch (const c10::Error& e) {
+      LOWBIT_CHECK(false, name, ": codec '", codec_, "': ", base::Message(e));
+    }
+    LOWBIT_CHECK(config != "allreduce", name, ": codec must compress, got '", codec_,
+                 "' (leave it empty for the built-in 1-bit exchange)");
+  }
+  std::vector<std::string> lines{
+      absl::StrCat(name, "(", settings, ",averaging_hook=", averaging_hook_ ? averaging_hook_->Config() : "allreduce",
+                   ",codec=", codec_.empty() ? "onebit-twophase" : codec_, ")")};
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     for (const at::Tensor& p : param_groups_[g].params()) {
       const size_t i = params_.size();
@@ -121,9 +134,16 @@ double OneBitOptimizer::BiasCorrection(double beta, int64_t t, bool on) {
 
 int OneBitOptimizer::world() const { return pg_->Size(); }
 
+int OneBitOptimizer::rank() const { return pg_->Rank(); }
+
 void OneBitOptimizer::Reset() {
   exchange_.reset();
   if (world() == 1) return;
+  if (!codec_.empty()) {
+    exchange_ = compress::MakeCommHook(pg_, codec_);
+    exchange_->SetOverlap(false);  // step() waits for the exchange at once: no backward to overlap
+    return;
+  }
   compress::CompressionHookOptions o;
   o.compressor = compress::MakeSignCompressor(block_, /*scale_norm=*/1);
   o.error_feedback = compress::MakeErrorFeedback("ef");
@@ -197,8 +217,8 @@ bool OneBitOptimizer::CompressedMean(std::vector<at::Tensor>& tensors, const std
   bucket.buffer = at::empty({total}, params_.front().options());
   int64_t offset = 0;
   for (size_t i = 0; i < tensors.size(); ++i) {
-    at::Tensor view = bucket.buffer.narrow(0, offset, tensors[i].numel());
-    at::div_out(view, tensors[i].reshape({-1}), denoms[i].reshape({-1}));
+    at::Tensor view = bucket.buffer.narrow(0, offset, tensors[i].numel()).view(tensors[i].sizes());
+    at::div_out(view, tensors[i], denoms[i]);
     view.clamp_(-bounds[i], bounds[i]);
     bucket.gradients.push_back(view);
     bucket.parameter_names.push_back(ParamKey(i));
@@ -209,6 +229,8 @@ bool OneBitOptimizer::CompressedMean(std::vector<at::Tensor>& tensors, const std
   work->Wait();
   const std::vector<at::Tensor> result = work->Result();
   if (result.size() > 1 && result[1].item<double>() != 0.0) return false;
+  // A hook may hand back its mean in a tensor of its own rather than in the bucket.
+  if (!result.empty() && !result[0].is_same(bucket.buffer)) bucket.buffer.copy_(result[0].reshape({-1}));
   for (size_t i = 0; i < tensors.size(); ++i) {
     at::mul_out(tensors[i], bucket.gradients[i].view_as(tensors[i]), denoms[i]);
     mask(i);

@@ -38,10 +38,6 @@
 namespace lowbit::comm {
 class DistributedDataParallel;
 }  // namespace lowbit::comm
-namespace lowbit::compress {
-class CompressionHook;
-}  // namespace lowbit::compress
-
 namespace lowbit::optim {
 
 // (beta1, beta2), as torch::optim::AdamOptions::betas.
@@ -94,8 +90,11 @@ class OneBitOptimizer : public torch::optim::Optimizer {
   // per chunk of the two-phase exchange, as DeepSpeed).
   // `averaging_hook` (may be null) exchanges the averaging steps' buckets
   // under DDP; it needs DDP.
+  // `codec` (may be empty) is a compress::MakeCommHook spec ("topk:density=0.01",
+  // "powersgd:rank=8", "ternary", ...) that carries the compressed exchange
+  // instead of the built-in 1-bit two-phase allreduce; see CompressedMean.
   void Initialize(const std::string& name, const std::string& settings, int64_t block,
-                  std::shared_ptr<comm::CommHook> averaging_hook = nullptr);
+                  std::shared_ptr<comm::CommHook> averaging_hook = nullptr, const std::string& codec = "");
 
   // LOWBIT_CHECKs shared by the three (`name`: the optimizer's) for parameter group `group`: lr > 0,
   // betas in [0, 1), eps > 0, weight_decay >= 0. Records the group's bound
@@ -127,6 +126,7 @@ class OneBitOptimizer : public torch::optim::Optimizer {
   double& Scalar(size_t i, const std::string& name, double initial);
   double ScalarOr(size_t i, const std::string& name, double fallback) const;
   int world() const;
+  int rank() const;
 
   // In place, tensors[i] becomes the two-phase 1-bit compressed mean over
   // ranks of tensors[i] / denoms[i], times denoms[i]. The denominators are
@@ -142,7 +142,10 @@ class OneBitOptimizer : public torch::optim::Optimizer {
   // times its denominator, and would otherwise set its chunk's scale and so
   // every element's 1-bit value. The scale is mean |x| per chunk (not
   // DeepSpeed's RMS): sign compression with it is a contraction, so the
-  // error feedback stays bounded. With one rank nothing is compressed.
+  // error feedback stays bounded. With a codec (Initialize) the normalised
+  // tensors, shaped like their parameters, are one bucket of that hook
+  // instead, with its own error feedback (top-k, ternary, PowerSGD of the
+  // normalised momentum). With one rank nothing is compressed.
   // Returns false (tensors unchanged) when some rank's input was not finite.
   bool CompressedMean(std::vector<at::Tensor>& tensors, const std::vector<at::Tensor>& denoms,
                       const std::vector<at::Tensor>& v, const std::vector<double>& bounds);
@@ -162,7 +165,9 @@ class OneBitOptimizer : public torch::optim::Optimizer {
   std::vector<size_t> group_of_;
   std::vector<std::map<std::string, at::Tensor>> slots_;
   std::vector<at::Tensor> masks_;
-  std::shared_ptr<compress::CompressionHook> exchange_;
+  // The compressed exchange: the built-in 1-bit two-phase CompressionHook, or the codec's hook.
+  std::shared_ptr<comm::CommHook> exchange_;
+  std::string codec_;
   std::shared_ptr<comm::CommHook> averaging_hook_;  // null: a fp32 mean allreduce
   // With DDP: whether the next backward averages gradients (read by the hook).
   std::shared_ptr<std::atomic<bool>> average_next_;

@@ -67,7 +67,7 @@ ZeroOneAdam::ZeroOneAdam(std::vector<torch::optim::OptimizerParamGroup> groups, 
                           schedule_.var_update_scaler, ",local_step_scaler=", schedule_.local_step_scaler,
                           ",local_step_clipper=", schedule_.local_step_clipper, ",bias_correction=", bias_correction_,
                           ",block=", defaults.block(), groups_config),
-             defaults.block(), defaults.averaging_hook());
+             defaults.block(), defaults.averaging_hook(), defaults.codec());
 }
 
 bool ZeroOneAdam::Step(int64_t t, const std::vector<at::Tensor>& grads) {

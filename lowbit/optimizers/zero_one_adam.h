@@ -33,12 +33,13 @@
 //       lowbit::optim::ZeroOneAdamOptions(1e-3).var_freeze_step(400).local_step_scaler(100));
 #pragma once
 
+#include <torch/arg.h>
+
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <tuple>
 #include <vector>
-
-#include <torch/arg.h>
 
 #include "lowbit/optimizers/onebit_optimizer.h"
 
@@ -65,6 +66,11 @@ struct ZeroOneAdamOptions : public torch::optim::OptimizerCloneableOptions<ZeroO
   TORCH_ARG(int64_t, block) = 1024;
   // As OneBitAdamOptions::averaging_hook.
   TORCH_ARG(std::shared_ptr<comm::CommHook>, averaging_hook) = nullptr;
+  // The compressed exchange: empty, the built-in 1-bit two-phase allreduce;
+  // else a compress::MakeCommHook spec ("topk:density=0.01", "ternary",
+  // "powersgd:rank=8", "qsgd:bits=2") whose hook exchanges the normalised
+  // momentum with its own error feedback (docs/optimizers.md measures each).
+  TORCH_ARG(std::string, codec) = "";
 
   double get_lr() const override { return lr(); }
   void set_lr(const double lr) override { this->lr(lr); }

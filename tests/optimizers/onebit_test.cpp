@@ -88,6 +88,8 @@ void ExpectBitEqual(const Tensors& a, const Tensors& b, const std::string& what)
 // Rank j averages chunk j, adds its server error and recompresses.
 struct TwoPhase {
   int world;
+  // The exact mean instead (a lossless codec): clamped and masked as the 1-bit one.
+  bool exact = false;
   std::shared_ptr<compress::Compressor> sign = compress::MakeSignCompressor(0, 1);
   int64_t clamped = 0;  // elements the bound changed, over all exchanges
   Tensors worker;  // per rank, flat; undefined before the first exchange
@@ -111,6 +113,15 @@ struct TwoPhase {
     if (world == 1) {  // nothing to average, nothing compressed (as DeepSpeed)
       Tensors out;
       for (size_t i = 0; i < x[0].size(); ++i) out.push_back(Masked(x[0][i].clone(), v[i], masks[i]));
+      return out;
+    }
+    if (exact) {
+      Tensors out;
+      for (size_t i = 0; i < denoms.size(); ++i) {
+        at::Tensor sum = torch::zeros_like(x[0][i]);
+        for (int r = 0; r < world; ++r) sum += (x[r][i] / denoms[i]).clamp(-bounds[i], bounds[i]);
+        out.push_back(Masked(sum.div_(world).mul_(denoms[i]), v[i], masks[i]));
+      }
       return out;
     }
     const int64_t total = [&] {
@@ -433,6 +444,70 @@ TEST(OneBitOptimizers, OneBitAdamEqualsTheOneProcessReference) {
   }
 }
 
+// With a codec, the exchange is that hook's. A lossless one (top-k keeping
+// every element) must give 1-bit Adam's equations with the exact mean of the
+// normalised, clamped momenta; a lossy one sends fewer bytes and keeps the
+// ranks identical.
+TEST(OneBitOptimizers, CodecCarriesTheMomentumExchange) {
+  const int world = Pg()->Size();
+  Tensors params = InitialParams();
+  OneBitAdam opt(params, Pg(),
+                 OneBitAdamOptions(kLr)
+                     .betas({kB1, kB2})
+                     .freeze_step(3)
+                     .codec("topk:density=1,warmup_steps=0,min_compress_numel=0,compress_1d=true"));
+  EXPECT_NE(opt.Config().find("codec=topk:density=1"), std::string::npos) << opt.Config();
+  Reference ref(world);
+  ref.exchange.exact = true;
+  for (int64_t t = 1; t <= 10; ++t) {
+    SetGrads(opt, params, t);
+    opt.step();
+    ref.OneBitAdamStep(t, 3, 0.0, false);
+    EXPECT_EQ(opt.LastStepStats().compressed, t > 3 && world > 1);
+    for (size_t i = 0; i < params.size(); ++i) {
+      ASSERT_TRUE(at::allclose(params[i].detach(), ref.ranks[Pg()->Rank()].p[i], 1e-6, 1e-7))
+          << "step " << t << " tensor " << i << " differs by "
+          << (params[i].detach() - ref.ranks[Pg()->Rank()].p[i]).abs().max().item<double>();
+    }
+  }
+  if (world == 1) return;
+  // Lossy: top-k 10% of the normalised momentum. Fewer bytes than the lossless
+  // codec's, and every rank holds the same parameters.
+  Tensors lossy = InitialParams();
+  OneBitAdam sparse(
+      lossy, Pg(), OneBitAdamOptions(kLr).freeze_step(2).codec("topk:density=0.1,warmup_steps=0,min_compress_numel=0"));
+  int64_t lossless_bytes = opt.LastStepStats().bytes_sent;
+  for (int64_t t = 1; t <= 6; ++t) {
+    SetGrads(sparse, lossy, t);
+    sparse.step();
+  }
+  EXPECT_TRUE(sparse.LastStepStats().compressed);
+  EXPECT_LT(sparse.LastStepStats().bytes_sent, lossless_bytes / 4);
+  for (const at::Tensor& p : lossy) {
+    at::Tensor max = p.detach().clone(), min = p.detach().clone();
+    Pg()->AllReduce(max, comm::ReduceOp::kMax)->Wait();
+    Pg()->AllReduce(min, comm::ReduceOp::kMin)->Wait();
+    EXPECT_TRUE(at::equal(max, min)) << "the ranks' parameters differ";
+  }
+}
+
+// The automatic warm-up: 10% of total_steps (rounded, at least 1), else 200.
+TEST(OneBitOptimizers, FreezeStepFollowsTheRunLength) {
+  Tensors p = InitialParams();
+  const auto freeze = [&](OneBitAdamOptions o) {
+    OneBitAdam opt(p, Pg(), o);
+    int64_t t = 1;
+    while (opt.AveragesGradientsAt(t)) ++t;
+    return t - 1;
+  };
+  EXPECT_EQ(freeze(OneBitAdamOptions(kLr).total_steps(600)), 60);
+  EXPECT_EQ(freeze(OneBitAdamOptions(kLr).total_steps(2005)), 201);  // 200.5 rounds up
+  EXPECT_EQ(freeze(OneBitAdamOptions(kLr).total_steps(3)), 1);
+  EXPECT_EQ(freeze(OneBitAdamOptions(kLr).total_steps(600).freeze_step(7)), 7);
+  EXPECT_EQ(freeze(OneBitAdamOptions(kLr).total_steps(600).freeze_step(0)), 0);
+  EXPECT_EQ(freeze(OneBitAdamOptions(kLr)), 200);
+}
+
 TEST(OneBitOptimizers, ZeroOneAdamEqualsTheOneProcessReference) {
   const int world = Pg()->Size();
   Tensors params = InitialParams();
@@ -596,8 +671,10 @@ TEST(OneBitOptimizers, NonFiniteGradientOnOneRankSkipsTheStepEverywhere) {
 
 TEST(OneBitOptimizers, BadSettingsAreRejected) {
   Tensors p = InitialParams();
-  ExpectError([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).freeze_step(-1)); },
-               "freeze_step must be >= 0, got -1");
+  ExpectError([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).freeze_step(-2)); },
+              "OneBitAdam: freeze_step must be >= 0, or -1 for 10% of total_steps; got -2");
+  ExpectError([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).total_steps(-5)); },
+              "OneBitAdam: total_steps must be >= 0 (0: unknown), got -5");
   ExpectError([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(0.0)); }, "lr must be > 0, got 0");
   ExpectError([&] { OneBitLamb(p, Pg(), OneBitLambOptions(-1.0)); }, "lr must be > 0, got -1");
   ExpectError([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).betas({1.0, 0.999})); },
@@ -611,6 +688,12 @@ TEST(OneBitOptimizers, BadSettingsAreRejected) {
   ExpectError([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).block(12)); },
                "block must be 0 or a positive multiple of 8, got 12");
   ExpectError([&] { OneBitAdam({torch::zeros({3}, torch::kDouble)}, Pg()); }, "parameter 0 has dtype Double");
+  ExpectError([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).codec("topk:density=2")); },
+              "OneBitAdam: codec 'topk:density=2':");
+  ExpectError([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).codec("allreduce")); },
+              "OneBitAdam: codec must compress, got 'allreduce'");
+  ExpectError([&] { ZeroOneAdam(p, Pg(), ZeroOneAdamOptions(kLr).codec("nosuchhook")); },
+              "ZeroOneAdam: codec 'nosuchhook':");
   OneBitAdam opt(p, Pg());
   ExpectError([&] { opt.SetMomentumMask(p[0], torch::ones({3})); }, "momentum mask of parameter 0 has shape [3]");
   ExpectError([&] { opt.SetMomentumMask(torch::ones({3}), torch::ones({3})); }, "is not one of the 4 parameters");
