@@ -20,14 +20,16 @@ out=${LOWBIT_GPT_OUT:-$LOWBIT_BUILD/gpt_quality.jsonl}
 csv_dir=${LOWBIT_GPT_CSV_DIR:-$LOWBIT_BUILD/gpt_metrics}
 mkdir -p "$csv_dir"
 touch "$out"
-default_runs="fp32 AdamW|;fp16|--hook fp16;bf16|--hook bf16;powersgd rank 4|--hook powersgd --rank 4;\
-qsgd 4-bit (EF)|--hook qsgd --bits 4;ternary (EF)|--hook ternary;onebit (EF)|--hook onebit;\
-topk 1% (EF)|--hook topk --density 0.01;1-bit Adam|--optimizer onebit_adam;0/1 Adam|--optimizer zeroone_adam;\
+default_runs="fp32 AdamW|;fp16|--hook fp16;bf16|--hook bf16;powersgd|--hook powersgd;\
+qsgd 4-bit (EF)|--hook qsgd --bits 4;ternary|--hook ternary;onebit|--hook onebit;\
+topk 1%|--hook topk;1-bit Adam|--optimizer onebit_adam;0/1 Adam|--optimizer zeroone_adam;\
 1-bit LAMB|--optimizer onebit_lamb;adamw8bit|--optimizer adamw8bit;\
 W8A8|--qat w8a8;W4A8|--qat w4a8;W4A4 LSQ|--qat w4a4_lsq;W4A4 QuEST|--qat w4a4_quest;W2A2 QuEST|--qat w2a2_quest;\
 int8 training|--qat int8_train;fp8 training|--qat fp8_train;2:4 SR-STE (MLP)|--sparsity 2:4_srste;\
 adaptive powersgd|--hook adaptive_powersgd --rank 4;adaptive topk|--hook adaptive_topk --density 0.01;\
-adaptive qsgd|--hook adaptive_qsgd --bits 4"
+adaptive qsgd|--hook adaptive_qsgd --bits 4;\
+powersgd rank 4 (gradients)|--hook powersgd --rank 4 --compress_gradients;onebit (gradients)|--hook onebit --compress_gradients;\
+topk 1% (gradients)|--hook topk --compress_gradients;ternary (gradients)|--hook ternary --compress_gradients"
 IFS=';' read -r -a runs <<<"${LOWBIT_GPT_RUNS:-$default_runs}"
 for seed in ${LOWBIT_GPT_SEEDS:-1}; do
   for run in "${runs[@]}"; do

@@ -268,7 +268,11 @@ std::string Spec(const std::string& hook, compress::HookSettings settings,
 }
 
 MomentumCodec MomentumCodecFor(const Methods& m) {
-  if (m.hook == "onebit") return {};
+  // onebit: 1-bit Adam's own exchange, unless a setting asks for the hook's (allgather, per-block scales, EF21...).
+  const bool only_seed =
+      std::all_of(m.hook_settings.begin(), m.hook_settings.end(), [](const auto& kv) { return kv.first == "seed"; });
+  if (m.hook == "onebit" && only_seed) return {};
+  if (m.hook == "onebit") return {Spec(m.hook, m.hook_settings, {}), false};
   if (m.hook == "ternary") return {Spec(m.hook, m.hook_settings, {}), false};
   // Sparse and low-rank messages would zero most of a shared momentum each step: each rank keeps its own.
   if (m.hook == "topk") return {Spec(m.hook, m.hook_settings, {{"warmup_steps", "0"}}), true};
