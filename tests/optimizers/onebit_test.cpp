@@ -470,6 +470,30 @@ TEST(OneBitOptimizers, CodecCarriesTheMomentumExchange) {
           << (params[i].detach() - ref.ranks[Pg()->Rank()].p[i]).abs().max().item<double>();
     }
   }
+  // local_momentum: each rank keeps m_r = beta1 m_r + (1 - beta1) g_r. The mean
+  // of the m_r is the momentum of the mean gradient, so with a lossless codec
+  // (and no clamping: the reference counts it) the steps are the same.
+  {
+    Tensors local = InitialParams();
+    OneBitAdam opt_local(local, Pg(),
+                         OneBitAdamOptions(kLr)
+                             .betas({kB1, kB2})
+                             .freeze_step(3)
+                             .local_momentum(true)
+                             .codec("topk:density=1,warmup_steps=0,min_compress_numel=0,compress_1d=true"));
+    Reference again(world);
+    again.exchange.exact = true;
+    for (int64_t t = 1; t <= 10; ++t) {
+      SetGrads(opt_local, local, t);
+      opt_local.step();
+      again.OneBitAdamStep(t, 3, 0.0, false);
+      for (size_t i = 0; i < local.size(); ++i) {
+        ASSERT_TRUE(at::allclose(local[i].detach(), again.ranks[Pg()->Rank()].p[i], 1e-5, 1e-6))
+            << "local_momentum, step " << t << " tensor " << i;
+      }
+    }
+    ASSERT_EQ(again.clamped, 0) << "the reference clamped; the comparison needs unclamped values";
+  }
   if (world == 1) return;
   // Lossy: top-k 10% of the normalised momentum. Fewer bytes than the lossless
   // codec's, and every rank holds the same parameters.
@@ -482,6 +506,23 @@ TEST(OneBitOptimizers, CodecCarriesTheMomentumExchange) {
     sparse.step();
   }
   EXPECT_TRUE(sparse.LastStepStats().compressed);
+  // With a lossy codec, keeping each rank's momentum is another algorithm than
+  // sharing the decoded mean (which top-k would zero at 90% of the elements).
+  Tensors shared = InitialParams();
+  Tensors kept = InitialParams();
+  OneBitAdam shared_opt(
+      shared, Pg(),
+      OneBitAdamOptions(kLr).freeze_step(2).codec("topk:density=0.1,warmup_steps=0,min_compress_numel=0"));
+  OneBitAdam kept_opt(kept, Pg(),
+                      OneBitAdamOptions(kLr).freeze_step(2).local_momentum(true).codec(
+                          "topk:density=0.1,warmup_steps=0,min_compress_numel=0"));
+  for (int64_t t = 1; t <= 6; ++t) {
+    SetGrads(shared_opt, shared, t);
+    shared_opt.step();
+    SetGrads(kept_opt, kept, t);
+    kept_opt.step();
+  }
+  EXPECT_FALSE(at::equal(shared[2].detach(), kept[2].detach()));
   EXPECT_LT(sparse.LastStepStats().bytes_sent, lossless_bytes / 4);
   for (const at::Tensor& p : lossy) {
     at::Tensor max = p.detach().clone(), min = p.detach().clone();
