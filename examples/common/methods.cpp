@@ -280,12 +280,30 @@ MomentumCodec MomentumCodecFor(const Methods& m) {
   return {Spec(m.hook, m.hook_settings, {{"rank", "16"}, {"start_iter", "0"}}), true};
 }
 
+// --freeze_step, else 10% of the run when the example gives its length, else
+// the fixed fallback (the Fashion-MNIST example's measured warm-up), without the notice.
+void SetFreezeStep(const Methods& m, optim::OneBitAdamOptions& o) {
+  o.total_steps(m.total_steps);
+  if (FlagSet("freeze_step")) {
+    o.freeze_step(absl::GetFlag(FLAGS_freeze_step));
+  } else if (m.total_steps == 0) {
+    o.freeze_step(optim::kFallbackFreezeStep);
+  }
+}
+
 }  // namespace
 
-bool MomentumExchange(const Methods& m) {
+namespace {
+
+// --hook and --optimizer are a pair whose hook may carry AdamW's momentum.
+bool MomentumCodecApplies(const Methods& m) {
   static const std::set<std::string> kHooks = {"onebit", "ternary", "topk", "powersgd"};
-  return m.optimizer == "adamw" && kHooks.count(m.hook) > 0 && !m.compress_gradients && m.outer.empty() && !m.two_level;
+  return m.optimizer == "adamw" && kHooks.count(m.hook) > 0 && m.outer.empty() && !m.two_level;
 }
+
+}  // namespace
+
+bool MomentumExchange(const Methods& m) { return MomentumCodecApplies(m) && !m.compress_gradients; }
 
 const std::vector<std::string>& OptimizerNames() {
   static const std::vector<std::string> names = {
@@ -341,6 +359,18 @@ std::string ValidateMethods(const Methods& m) {
   if (m.optimizer == "demo" && m.hook != "allreduce" && m.hook != "none") {
     return absl::StrCat("--optimizer demo sends its own top-k DCT coefficients every step; --hook ", m.hook,
                         " would compress nothing: leave --hook out");
+  }
+  if (FlagSet("codec") && !IsOneBit(m.optimizer)) {
+    return absl::StrCat("--codec is the momentum exchange of onebit_adam, zeroone_adam or onebit_lamb; --optimizer ",
+                        m.optimizer, " has none (under adamw, --hook onebit|ternary|topk|powersgd picks the codec)");
+  }
+  if (FlagSet("local_momentum") && m.optimizer != "onebit_adam") {
+    return absl::StrCat("--local_momentum needs --optimizer onebit_adam, got ", m.optimizer);
+  }
+  if (m.compress_gradients && !MomentumCodecApplies(m)) {
+    return absl::StrCat("--compress_gradients keeps --hook onebit|ternary|topk|powersgd on the gradients under ",
+                        "--optimizer adamw (without --outer or --two_level); with --optimizer ", m.optimizer,
+                        " and --hook ", m.hook, " the gradients are what is compressed already");
   }
   if (m.ranks_per_host < 0) return absl::StrCat("--ranks_per_host must be >= 0, got ", m.ranks_per_host);
   if (FlagSet("ranks_per_host") && !m.two_level) return "--ranks_per_host needs --two_level";
@@ -412,9 +442,8 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
     // warm-up of 10% of the run on 4-bit (QSGD, error feedback) averaged gradients.
     const MomentumCodec mc = MomentumCodecFor(m);
     lo::OneBitAdamOptions o(m.lr);
-    o.codec(mc.codec).local_momentum(mc.local_momentum).total_steps(m.total_steps).decoupled_weight_decay(true);
-    if (FlagSet("freeze_step")) o.freeze_step(absl::GetFlag(FLAGS_freeze_step));
-    if (m.total_steps == 0 && !FlagSet("freeze_step")) o.freeze_step(lo::kFallbackFreezeStep);
+    o.codec(mc.codec).local_momentum(mc.local_momentum).decoupled_weight_decay(true);
+    SetFreezeStep(m, o);
     o.averaging_hook(
         compress::MakeCommHook(ddp.shared_process_group(), "qsgd", {{"bits", "4"}, {"seed", std::to_string(m.seed)}}));
     auto opt = std::make_unique<lo::OneBitAdam>(Groups(p, o), ddp, o);
@@ -434,12 +463,7 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
     o.local_momentum(absl::GetFlag(FLAGS_local_momentum));
     if (m.lr_given) o.lr(m.lr);
     o.averaging_hook(averaging);
-    o.total_steps(m.total_steps);
-    if (FlagSet("freeze_step")) {
-      o.freeze_step(absl::GetFlag(FLAGS_freeze_step));
-    } else if (m.total_steps == 0) {
-      o.freeze_step(lo::kFallbackFreezeStep);  // the Fashion-MNIST example's measured warm-up
-    }
+    SetFreezeStep(m, o);
     if (FlagSet("onebit_block")) o.block(absl::GetFlag(FLAGS_onebit_block));
     if (onebit.weight_decay > 0) o.decoupled_weight_decay(true);
     return std::make_unique<lo::OneBitAdam>(Groups(onebit, o), ddp, o);
