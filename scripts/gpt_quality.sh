@@ -26,7 +26,7 @@ topk 1%|--hook topk;1-bit Adam|--optimizer onebit_adam;0/1 Adam|--optimizer zero
 1-bit LAMB|--optimizer onebit_lamb;adamw8bit|--optimizer adamw8bit;\
 W8A8|--qat w8a8;W4A8|--qat w4a8;W4A4 LSQ|--qat w4a4_lsq;W4A4 QuEST|--qat w4a4_quest;W2A2 QuEST|--qat w2a2_quest;\
 int8 training|--qat int8_train;fp8 training|--qat fp8_train;2:4 SR-STE (MLP)|--sparsity 2:4_srste;\
-adaptive powersgd|--hook adaptive_powersgd --rank 4;adaptive topk|--hook adaptive_topk --density 0.01;\
+adaptive powersgd|--hook adaptive_powersgd;adaptive topk|--hook adaptive_topk;\
 adaptive qsgd|--hook adaptive_qsgd --bits 4;\
 powersgd rank 4 (gradients)|--hook powersgd --rank 4 --compress_gradients;onebit (gradients)|--hook onebit --compress_gradients;\
 topk 1% (gradients)|--hook topk --compress_gradients;ternary (gradients)|--hook ternary --compress_gradients"

@@ -19,10 +19,9 @@ import sys
 BARS = {"fp16": 2, "bf16": 2, "powersgd": 2, "ternary": 2, "onebit": 2, "topk 1%": 2, "powersgd rank 4": 2, "qsgd 4-bit (EF)": 2, "ternary (EF)": 2, "onebit (EF)": 2,
         "topk 1% (EF)": 2, "1-bit Adam": 2, "0/1 Adam": 2, "1-bit LAMB": 2, "adamw8bit": 1, "W8A8": 1, "W4A8": 3,
         "W4A4 LSQ": 5, "W4A4 QuEST": 5, "2:4 SR-STE (MLP)": 3}
-# The adaptive hooks compress gradients (they are not routed through AdamW's momentum), so their uniform
-# rows are the gradient hooks'.
-UNIFORM = {"adaptive powersgd": "powersgd rank 4 (gradients)", "adaptive topk": "topk 1% (gradients)",
-           "adaptive qsgd": "qsgd 4-bit (EF)"}
+# adaptive powersgd and adaptive topk carry AdamW's momentum as powersgd and topk do (rank 16, 1% local),
+# so those are their uniform rows; adaptive qsgd compresses gradients, as qsgd.
+UNIFORM = {"adaptive powersgd": "powersgd", "adaptive topk": "topk 1%", "adaptive qsgd": "qsgd 4-bit (EF)"}
 
 path = sys.argv[1]
 baseline = sys.argv[2] if len(sys.argv) > 2 else "fp32 AdamW"

@@ -1,5 +1,7 @@
 #include "examples/common/methods.h"
 
+#include <torch/torch.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -9,10 +11,9 @@
 #include <set>
 #include <sstream>
 
-#include <torch/torch.h>
-
 #include "absl/flags/flag.h"
 #include "absl/flags/reflection.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "lowbit/base/error.h"
 #include "lowbit/comm/distributed_data_parallel.h"
@@ -34,7 +35,9 @@
 
 namespace defaults = lowbit::compress::defaults;
 
-ABSL_FLAG(double, lr, -1, "peak learning rate (-1: the example's default, or the 1-bit optimizer's own: 1-bit LAMB 1e-2)");
+ABSL_FLAG(double, lr, -1,
+          "peak learning rate (-1: the example's default, or the 1-bit optimizer's own: 1-bit LAMB 1e-2; under "
+          "--outer diloco/streaming_diloco 4x the example's default)");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the initialisation, the data order and the hooks' randomness");
 ABSL_FLAG(int64_t, percentile_clipping, 100, "8-bit optimizers and lion: clip gradients at this percentile of the last 100 norms (100: off)");
 ABSL_FLAG(std::string, outer, "",
@@ -42,8 +45,10 @@ ABSL_FLAG(std::string, outer, "",
           "steps through --hook, then Nesterov outer SGD), streaming_diloco (the same in --fragments fragments "
           "synced in turn, each exchange overlapping --fragment_delay steps), sparseloco (top-k of an error-feedback "
           "buffer at 2 bits instead of the outer momentum); empty: every step exchanges gradients");
-ABSL_FLAG(int64_t, sync_every, 50, "--outer: inner steps between synchronisations (H)");
-ABSL_FLAG(double, outer_lr, 0.7, "--outer: the outer learning rate (sparseloco: 1 unless given)");
+ABSL_FLAG(int64_t, sync_every, 50,
+          "--outer: inner steps between synchronisations (H; unless given: diloco 10, streaming_diloco 25, "
+          "sparseloco 50)");
+ABSL_FLAG(double, outer_lr, 0.7, "--outer: the outer learning rate (unless given: diloco 0.5, sparseloco 1)");
 ABSL_FLAG(double, outer_momentum, 0.9, "--outer diloco/streaming_diloco: the outer Nesterov momentum");
 ABSL_FLAG(int64_t, fragments, -1, "--outer: fragments synced in turn (-1: diloco and sparseloco 1, streaming_diloco 4)");
 ABSL_FLAG(int64_t, fragment_delay, -1,
@@ -84,8 +89,8 @@ ABSL_FLAG(int64_t, local_step_clipper, -1, "zeroone_adam: the longest sync inter
 ABSL_FLAG(std::string, hook, "allreduce",
           "gradient exchange: none or allreduce (uncompressed), fp16, bf16, qsgd, onebit, topk, randomk, powersgd, "
           "ternary, adaptive_powersgd, adaptive_topk, adaptive_qsgd (L-GreCo: per-layer rank, density or bits); "
-          "with a 1-bit optimizer, the exchange of its averaging (warm-up) steps; with --outer, of the "
-          "pseudo-gradient");
+          "with a 1-bit optimizer, the exchange of its averaging (warm-up) steps (unless given: fp16); with --outer, "
+          "of the pseudo-gradient (unless given: diloco qsgd 2-bit, streaming_diloco qsgd 4-bit)");
 ABSL_FLAG(std::string, ef, "", "error feedback: none, ef, ef21, econtrol (empty: the hook's default)");
 ABSL_FLAG(double, ef_eta, defaults::kEfEta, "EControl error weight; must be about the kept fraction or less");
 ABSL_FLAG(std::string, exchange, "auto", "collective of qsgd/ternary/onebit: auto, twophase or allgather");
@@ -191,6 +196,11 @@ std::vector<torch::optim::OptimizerParamGroup> Groups(const ParamSets& p, Option
 
 }  // namespace
 
+// Under --outer diloco/streaming_diloco the inner rate's default is this times
+// the example's: each rank drifts alone between syncs, and 4e-3 to 6e-3 beat
+// DDP's 1e-3 on the GPT by 6 to 11 points (docs/low_communication.md).
+constexpr double kOuterInnerLrScale = 4.0;
+
 bool FlagSet(const char* name) {
   const absl::CommandLineFlag* f = absl::FindCommandLineFlag(name);
   return f != nullptr && f->CurrentValue() != f->DefaultValue();
@@ -221,17 +231,28 @@ Methods MethodsFromFlags(const std::string& optimizer, const std::string& sparsi
   // SparseLoCo's exchange is its own hook; --chunk, --topk, --bits, --decay
   // and --range_sigmas reach it as its settings.
   if (m.outer == "sparseloco") m.hook = "sparseloco";
+  // The 1-bit optimizers' warm-up averages fp16 gradients unless --hook says
+  // (DeepSpeed's; fp32 would be most of their bytes: docs/gpt.md).
+  if (IsOneBit(optimizer) && !FlagSet("hook")) m.hook = "fp16";
+  const bool diloco = m.outer == "diloco" || m.outer == "streaming_diloco";
+  // DiLoCo's pseudo-gradient goes through QSGD with error feedback unless --hook says (docs/low_communication.md).
+  if (diloco && !FlagSet("hook")) m.hook = "qsgd";
   m.hook_settings = HookSettingsFromFlags(m.hook, m.seed);
+  if (m.outer == "diloco" && !FlagSet("hook") && !FlagSet("bits")) m.hook_settings.emplace_back("bits", "2");
+  if (diloco && !m.lr_given) m.lr = kOuterInnerLrScale * default_lr;
   m.compress_gradients = absl::GetFlag(FLAGS_compress_gradients);
   m.two_level = absl::GetFlag(FLAGS_two_level);
   m.ranks_per_host = absl::GetFlag(FLAGS_ranks_per_host);
   m.sync_every = absl::GetFlag(FLAGS_sync_every);
+  if (!FlagSet("sync_every")) m.sync_every = m.outer == "diloco" ? 10 : m.outer == "streaming_diloco" ? 25 : 50;
   m.outer_lr = absl::GetFlag(FLAGS_outer_lr);
   m.outer_momentum = absl::GetFlag(FLAGS_outer_momentum);
   const bool streaming = m.outer == "streaming_diloco";
   m.fragments = FlagSet("fragments") ? absl::GetFlag(FLAGS_fragments) : streaming ? 4 : 1;
   m.fragment_delay = FlagSet("fragment_delay") ? absl::GetFlag(FLAGS_fragment_delay) : streaming ? 1 : 0;
   m.merge_alpha = FlagSet("merge_alpha") ? absl::GetFlag(FLAGS_merge_alpha) : streaming ? 0.5 : 0.0;
+  // DiLoCo at H=10 on the GPT: outer lr 0.5 +0.3%, 0.7 +2.1%, 1.0 +23% (docs/low_communication.md).
+  if (m.outer == "diloco" && !FlagSet("outer_lr")) m.outer_lr = 0.5;
   if (m.outer == "sparseloco") {
     if (!FlagSet("outer_lr")) m.outer_lr = 1.0;
     if (!FlagSet("outer_momentum")) m.outer_momentum = 0.0;
@@ -275,8 +296,11 @@ MomentumCodec MomentumCodecFor(const Methods& m) {
   if (m.hook == "onebit") return {Spec(m.hook, m.hook_settings, {}), false};
   if (m.hook == "ternary") return {Spec(m.hook, m.hook_settings, {}), false};
   // Sparse and low-rank messages would zero most of a shared momentum each step: each rank keeps its own.
-  if (m.hook == "topk") return {Spec(m.hook, m.hook_settings, {{"warmup_steps", "0"}}), true};
-  // powersgd: rank 16 (width / 8 on GPT tiny; rank 4 lost 17%: docs/gpt.md) unless --rank says.
+  if (m.hook == "topk" || m.hook == "adaptive_topk") {
+    return {Spec(m.hook, m.hook_settings, {{"warmup_steps", "0"}}), true};
+  }
+  // powersgd and L-GreCo's adaptive_powersgd: rank 16 (width / 8 on GPT tiny; rank 4 lost 17%:
+  // docs/gpt.md) unless --rank says; L-GreCo chooses per layer around it.
   return {Spec(m.hook, m.hook_settings, {{"rank", "16"}, {"start_iter", "0"}}), true};
 }
 
@@ -297,7 +321,9 @@ namespace {
 
 // --hook and --optimizer are a pair whose hook may carry AdamW's momentum.
 bool MomentumCodecApplies(const Methods& m) {
-  static const std::set<std::string> kHooks = {"onebit", "ternary", "topk", "powersgd"};
+  // adaptive_qsgd stays a gradient hook, as qsgd: a 4-bit gradient holds under AdamW (docs/gpt.md).
+  static const std::set<std::string> kHooks = {"onebit",   "ternary",       "topk",
+                                               "powersgd", "adaptive_topk", "adaptive_powersgd"};
   return m.optimizer == "adamw" && kHooks.count(m.hook) > 0 && m.outer.empty() && !m.two_level;
 }
 
@@ -362,15 +388,18 @@ std::string ValidateMethods(const Methods& m) {
   }
   if (FlagSet("codec") && !IsOneBit(m.optimizer)) {
     return absl::StrCat("--codec is the momentum exchange of onebit_adam, zeroone_adam or onebit_lamb; --optimizer ",
-                        m.optimizer, " has none (under adamw, --hook onebit|ternary|topk|powersgd picks the codec)");
+                        m.optimizer,
+                        " has none (under adamw, --hook onebit|ternary|topk|powersgd|adaptive_topk|adaptive_powersgd ",
+                        "picks the codec)");
   }
   if (FlagSet("local_momentum") && m.optimizer != "onebit_adam") {
     return absl::StrCat("--local_momentum needs --optimizer onebit_adam, got ", m.optimizer);
   }
   if (m.compress_gradients && !MomentumCodecApplies(m)) {
-    return absl::StrCat("--compress_gradients keeps --hook onebit|ternary|topk|powersgd on the gradients under ",
-                        "--optimizer adamw (without --outer or --two_level); with --optimizer ", m.optimizer,
-                        " and --hook ", m.hook, " the gradients are what is compressed already");
+    return absl::StrCat(
+        "--compress_gradients keeps --hook onebit|ternary|topk|powersgd|adaptive_topk|adaptive_powersgd on the ",
+        "gradients under ", "--optimizer adamw (without --outer or --two_level); with --optimizer ", m.optimizer,
+        " and --hook ", m.hook, " the gradients are what is compressed already");
   }
   if (m.ranks_per_host < 0) return absl::StrCat("--ranks_per_host must be >= 0, got ", m.ranks_per_host);
   if (FlagSet("ranks_per_host") && !m.two_level) return "--ranks_per_host needs --two_level";
@@ -424,6 +453,21 @@ std::string ValidateMethods(const Methods& m) {
   return "";
 }
 
+namespace {
+
+// Prints a 1-bit optimizer's resolved settings (its warm-up, schedule and
+// exchanges: the first line of Config()) on rank 0, and hands it on.
+template <typename Optimizer>
+std::unique_ptr<torch::optim::Optimizer> Announced(std::unique_ptr<Optimizer> opt, comm::DistributedDataParallel& ddp) {
+  if (ddp.shared_process_group()->Rank() == 0) {
+    const std::string& config = opt->Config();
+    std::cout << "optimizer: " << config.substr(0, config.find('\n')) << std::endl;
+  }
+  return opt;
+}
+
+}  // namespace
+
 std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const ParamSets& p,
                                                        comm::DistributedDataParallel& ddp) {
   namespace lo = lowbit::optim;
@@ -447,6 +491,12 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
     o.averaging_hook(
         compress::MakeCommHook(ddp.shared_process_group(), "qsgd", {{"bits", "4"}, {"seed", std::to_string(m.seed)}}));
     auto opt = std::make_unique<lo::OneBitAdam>(Groups(p, o), ddp, o);
+    if (absl::StartsWith(m.hook, "adaptive_")) {
+      const bool print = ddp.shared_process_group()->Rank() == 0;
+      opt->OnCodecAdapt([print](int64_t step, const std::string& changes) {
+        if (print) std::cout << "L-GreCo step " << step << ": " << changes << std::endl;
+      });
+    }
     if (ddp.shared_process_group()->Rank() == 0) {
       std::cout << "--hook " << m.hook << " under adamw: AdamW's momentum is exchanged through "
                 << (mc.codec.empty() ? "1-bit Adam's two-phase 1-bit allreduce" : mc.codec)
@@ -466,20 +516,27 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
     SetFreezeStep(m, o);
     if (FlagSet("onebit_block")) o.block(absl::GetFlag(FLAGS_onebit_block));
     if (onebit.weight_decay > 0) o.decoupled_weight_decay(true);
-    return std::make_unique<lo::OneBitAdam>(Groups(onebit, o), ddp, o);
+    return Announced(std::make_unique<lo::OneBitAdam>(Groups(onebit, o), ddp, o), ddp);
   }
   if (m.optimizer == "zeroone_adam") {
     lo::ZeroOneAdamOptions o;
     o.codec(absl::GetFlag(FLAGS_codec));
     if (m.lr_given) o.lr(m.lr);
     o.averaging_hook(averaging);
-    if (FlagSet("freeze_step")) o.var_freeze_step(absl::GetFlag(FLAGS_freeze_step));
+    // As SetFreezeStep: the run's length when the example gives it, else the fixed fallbacks.
+    o.total_steps(m.total_steps);
+    if (FlagSet("freeze_step")) {
+      o.var_freeze_step(absl::GetFlag(FLAGS_freeze_step));
+    } else if (m.total_steps == 0) {
+      o.var_freeze_step(optim::kFallbackFreezeStep);
+    }
+    if (m.total_steps == 0) o.local_step_scaler(optim::kFallbackLocalStepScaler);
     if (FlagSet("var_update_scaler")) o.var_update_scaler(absl::GetFlag(FLAGS_var_update_scaler));
     if (FlagSet("local_step_scaler")) o.local_step_scaler(absl::GetFlag(FLAGS_local_step_scaler));
     if (FlagSet("local_step_clipper")) o.local_step_clipper(absl::GetFlag(FLAGS_local_step_clipper));
     if (FlagSet("onebit_block")) o.block(absl::GetFlag(FLAGS_onebit_block));
     if (onebit.weight_decay > 0) o.decoupled_weight_decay(true);
-    return std::make_unique<lo::ZeroOneAdam>(Groups(onebit, o), ddp, o);
+    return Announced(std::make_unique<lo::ZeroOneAdam>(Groups(onebit, o), ddp, o), ddp);
   }
   if (m.optimizer == "demo") {
     lo::DeMoOptions o(m.lr);
@@ -494,7 +551,7 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
     o.averaging_hook(averaging);
     if (FlagSet("freeze_step")) o.freeze_step(absl::GetFlag(FLAGS_freeze_step));
     if (FlagSet("onebit_block")) o.block(absl::GetFlag(FLAGS_onebit_block));
-    return std::make_unique<lo::OneBitLamb>(Groups(onebit, o), ddp, o);
+    return Announced(std::make_unique<lo::OneBitLamb>(Groups(onebit, o), ddp, o), ddp);
   }
   // 8-bit optimizers: the same hyper-parameters as their fp32 counterparts below.
   const int64_t pc = m.percentile_clipping;
@@ -554,6 +611,15 @@ std::unique_ptr<optim::DiLoCo> MakeOuter(const Methods& m, const std::vector<at:
   o.sync_every(m.sync_every).outer_lr(m.outer_lr).outer_momentum(m.outer_momentum);
   o.fragments(m.fragments).fragment_delay(m.fragment_delay).merge_alpha(m.merge_alpha);
   if (m.two_level || (m.hook != "allreduce" && m.hook != "none")) o.exchange_hook(MakeExchange(m, ddp.shared_process_group()));
+  if (ddp.shared_process_group()->Rank() == 0) {
+    std::cout << "--outer " << m.outer << ": sync every " << m.sync_every << " steps";
+    if (m.fragments > 1)
+      std::cout << " in " << m.fragments << " fragments (delay " << m.fragment_delay << ", alpha " << m.merge_alpha
+                << ")";
+    std::cout << ", inner lr " << m.lr << ", outer lr " << m.outer_lr << " (Nesterov " << m.outer_momentum
+              << "), pseudo-gradient through "
+              << (o.exchange_hook() ? o.exchange_hook()->Config() : std::string("a fp32 allreduce")) << std::endl;
+  }
   return std::make_unique<optim::DiLoCo>(params, ddp, o);
 }
 

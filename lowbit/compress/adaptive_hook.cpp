@@ -344,26 +344,29 @@ void AdaptiveHook::Apply(const std::string& name, Layer& layer, std::optional<do
 void AdaptiveHook::Learn(const comm::GradBucket& bucket) {
   for (size_t i = 0; i < bucket.gradients.size(); ++i) {
     const std::string& name = bucket.parameter_names[i];
-    if (layers_.count(name) != 0) continue;
-    Layer layer;
-    layer.shape = bucket.gradients[i].sizes().vec();
-    layer.handling = {LayerHandling::Kind::kPlain, 0.0};
-    for (const auto& rule : options_.rules) {
-      if (rule->Enabled(name, layer.shape)) {
-        layer.handling = rule->Handling();
-        break;
-      }
-    }
-    std::optional<double> value;
-    if (layer.handling.kind == LayerHandling::Kind::kFixed) {
-      CheckValue(options_.family, layer.handling.value, ("override for '" + name + "':").c_str());
-      value = layer.handling.value;
-    } else if (layer.handling.kind == LayerHandling::Kind::kAdaptive) {
-      auto restored = restored_.find(name);
-      value = restored != restored_.end() ? restored->second : std::optional<double>(options_.default_value);
-    }
-    Apply(name, layers_.emplace(name, std::move(layer)).first->second, value);
+    if (layers_.count(name) == 0) LearnLayer(name, bucket.gradients[i].sizes().vec());
   }
+}
+
+void AdaptiveHook::LearnLayer(const std::string& name, std::vector<int64_t> shape) {
+  Layer layer;
+  layer.shape = std::move(shape);
+  layer.handling = {LayerHandling::Kind::kPlain, 0.0};
+  for (const auto& rule : options_.rules) {
+    if (rule->Enabled(name, layer.shape)) {
+      layer.handling = rule->Handling();
+      break;
+    }
+  }
+  std::optional<double> value;
+  if (layer.handling.kind == LayerHandling::Kind::kFixed) {
+    CheckValue(options_.family, layer.handling.value, ("override for '" + name + "':").c_str());
+    value = layer.handling.value;
+  } else if (layer.handling.kind == LayerHandling::Kind::kAdaptive) {
+    auto restored = restored_.find(name);
+    value = restored != restored_.end() ? restored->second : std::optional<double>(options_.default_value);
+  }
+  Apply(name, layers_.emplace(name, std::move(layer)).first->second, value);
 }
 
 bool AdaptiveHook::InWindow(int64_t step) const {
@@ -499,6 +502,10 @@ comm::HookState AdaptiveHook::StateDict() const {
                      at::tensor(value.value_or(std::numeric_limits<double>::quiet_NaN()), at::kDouble));
   }
   for (const auto& [name, sum] : sums_) out.emplace_back("lgreco/sum/" + name, sum.clone());
+  // The shapes of the parameters seen, so that a restored hook knows every layer
+  // before its first bucket (a decision due on the first step after a restore).
+  for (const auto& [name, layer] : layers_)
+    out.emplace_back("lgreco/shape/" + name, at::tensor(layer.shape, at::kLong));
   return out;
 }
 
@@ -514,6 +521,7 @@ void AdaptiveHook::LoadStateDict(const comm::HookState& state) {
   std::optional<int64_t> step, decisions;
   std::map<std::string, std::optional<double>> values;
   std::map<std::string, at::Tensor> sums;
+  std::map<std::string, std::vector<int64_t>> shapes;
   for (const auto& [name, tensor] : state) {
     if (name == "lgreco/step") {
       step = tensor.item<int64_t>();
@@ -524,6 +532,13 @@ void AdaptiveHook::LoadStateDict(const comm::HookState& state) {
       values[name.substr(13)] = std::isnan(v) ? std::nullopt : std::optional<double>(v);
     } else if (name.rfind("lgreco/sum/", 0) == 0) {
       sums[name.substr(11)] = tensor.clone();
+    } else if (name.rfind("lgreco/shape/", 0) == 0) {
+      LOWBIT_CHECK(tensor.scalar_type() == at::kLong && tensor.dim() == 1 && tensor.numel() <= 16 &&
+                       (tensor.numel() == 0 || tensor.min().item<int64_t>() >= 0),
+                   Name(), " hook state: entry '", name, "' must be a 1-D int64 shape of at most 16 sizes >= 0, got ",
+                   tensor.scalar_type(), " ", tensor.sizes());
+      const at::Tensor c = tensor.contiguous();
+      shapes[name.substr(13)] = std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
     } else if (name.rfind("lgreco/", 0) == 0) {
       LOWBIT_CHECK(false, Name(), " hook state: unknown entry '", name, "'");
     }
@@ -537,6 +552,21 @@ void AdaptiveHook::LoadStateDict(const comm::HookState& state) {
   decisions_ = *decisions;
   sums_ = std::move(sums);
   restored_ = values;
+  for (const auto& [name, shape] : shapes) {
+    auto known = layers_.find(name);
+    if (known == layers_.end()) {
+      LearnLayer(name, shape);
+    } else {
+      LOWBIT_CHECK(known->second.shape == shape, Name(), " hook state: parameter '", name, "' was saved with shape ",
+                   at::IntArrayRef(shape), ", this model's is ", at::IntArrayRef(known->second.shape));
+    }
+  }
+  for (const auto& [name, sum] : sums_) {
+    auto known = layers_.find(name);
+    LOWBIT_CHECK(known == layers_.end() || sum.sizes() == at::IntArrayRef(known->second.shape), Name(),
+                 " hook state: the error sum of '", name, "' has shape ", sum.sizes(), ", the parameter ",
+                 at::IntArrayRef(known == layers_.end() ? std::vector<int64_t>{} : known->second.shape));
+  }
   for (auto& [name, layer] : layers_) {
     auto it = values.find(name);
     if (layer.handling.kind == LayerHandling::Kind::kAdaptive && it != values.end()) Apply(name, layer, it->second);

@@ -146,6 +146,8 @@ class AdaptiveHook final : public comm::CommHook {
  private:
   bool InWindow(int64_t step) const;
   void Learn(const comm::GradBucket& bucket);
+  // Registers parameter `name` of `shape` (its handling from the rules, its value restored or the default).
+  void LearnLayer(const std::string& name, std::vector<int64_t> shape);
   void Accumulate(const comm::GradBucket& bucket);
   void Decide();
   void CheckSameChoices();

@@ -11,8 +11,9 @@
 
 namespace lowbit::optim {
 
-int64_t ResolveFreezeStep(const std::string& name, int64_t freeze_step, int64_t total_steps, bool print_notice) {
-  LOWBIT_CHECK(freeze_step >= -1, name, ": freeze_step must be >= 0, or -1 for ", kAutoFreezeFraction * 100,
+int64_t ResolveFreezeStep(const std::string& name, int64_t freeze_step, int64_t total_steps, bool print_notice,
+                          const std::string& key) {
+  LOWBIT_CHECK(freeze_step >= -1, name, ": ", key, " must be >= 0, or -1 for ", kAutoFreezeFraction * 100,
                "% of total_steps; got ", freeze_step);
   LOWBIT_CHECK(total_steps >= 0, name, ": total_steps must be >= 0 (0: unknown), got ", total_steps);
   if (freeze_step >= 0) return freeze_step;
@@ -20,9 +21,9 @@ int64_t ResolveFreezeStep(const std::string& name, int64_t freeze_step, int64_t 
     return std::max<int64_t>(1, std::llround(kAutoFreezeFraction * static_cast<double>(total_steps)));
   }
   if (print_notice) {
-    base::Warn(c10::str(name, ": neither freeze_step nor total_steps is set; warming up for ", kFallbackFreezeStep,
+    base::Warn(c10::str(name, ": neither ", key, " nor total_steps is set; warming up for ", kFallbackFreezeStep,
                         " steps. Give total_steps (the warm-up is then ", kAutoFreezeFraction * 100,
-                        "% of the run) or freeze_step."));
+                        "% of the run) or ", key, "."));
   }
   return kFallbackFreezeStep;
 }

@@ -36,9 +36,10 @@ namespace lowbit::optim {
 inline constexpr double kAutoFreezeFraction = 0.1;
 inline constexpr int64_t kFallbackFreezeStep = 200;
 
-// freeze_step as OneBitAdamOptions documents it (-1: automatic); `name` for
-// the notice and the errors.
-int64_t ResolveFreezeStep(const std::string& name, int64_t freeze_step, int64_t total_steps, bool print_notice);
+// freeze_step as OneBitAdamOptions documents it (-1: automatic); `name` (the
+// optimizer) and `key` (the option) for the notice and the errors.
+int64_t ResolveFreezeStep(const std::string& name, int64_t freeze_step, int64_t total_steps, bool print_notice,
+                          const std::string& key = "freeze_step");
 
 struct OneBitAdamOptions : public torch::optim::OptimizerCloneableOptions<OneBitAdamOptions> {
   OneBitAdamOptions(double lr = 1e-3) : lr_(lr) {}  // NOLINT: implicit, as torch::optim::AdamOptions

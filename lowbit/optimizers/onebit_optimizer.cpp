@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <absl/strings/str_cat.h>
+#include <torch/nn/module.h>
 #include <torch/serialize/archive.h>
 
 #include <cmath>
@@ -100,6 +101,14 @@ void OneBitOptimizer::Initialize(const std::string& name, const std::string& set
     }
   }
   LOWBIT_CHECK(!params_.empty(), name, ": no parameters to optimize");
+  for (size_t i = 0; i < params_.size(); ++i) exchange_names_.push_back(ParamKey(i));
+  if (ddp_ != nullptr) {
+    for (const auto& item : ddp_->module().named_parameters(/*recurse=*/true)) {
+      for (size_t i = 0; i < params_.size(); ++i) {
+        if (params_[i].is_same(item.value())) exchange_names_[i] = item.key();
+      }
+    }
+  }
   slots_.resize(params_.size());
   masks_.resize(params_.size());
   std::string config;
@@ -140,7 +149,7 @@ void OneBitOptimizer::Reset() {
   exchange_.reset();
   if (world() == 1) return;
   if (!codec_.empty()) {
-    exchange_ = compress::MakeCommHook(pg_, codec_);
+    exchange_ = compress::MakeCommHook(pg_, codec_, on_codec_adapt_);
     exchange_->SetOverlap(false);  // step() waits for the exchange at once: no backward to overlap
     return;
   }
@@ -155,6 +164,12 @@ void OneBitOptimizer::Reset() {
 }
 
 void OneBitOptimizer::ResetCompressedMean() { Reset(); }
+
+void OneBitOptimizer::OnCodecAdapt(std::function<void(int64_t, const std::string&)> on_adapt) {
+  LOWBIT_CHECK(step_ == 0, name_, ": OnCodecAdapt must come before the first step(); ", step_, " steps taken");
+  on_codec_adapt_ = std::move(on_adapt);
+  Reset();
+}
 
 std::vector<double> OneBitOptimizer::NormalisedBounds() const {
   std::vector<double> bounds;
@@ -221,7 +236,7 @@ bool OneBitOptimizer::CompressedMean(std::vector<at::Tensor>& tensors, const std
     at::div_out(view, tensors[i], denoms[i]);
     view.clamp_(-bounds[i], bounds[i]);
     bucket.gradients.push_back(view);
-    bucket.parameter_names.push_back(ParamKey(i));
+    bucket.parameter_names.push_back(exchange_names_[i]);
     bucket.offsets.push_back(offset);
     offset += tensors[i].numel();
   }

@@ -21,16 +21,17 @@
 // and loads it back with torch::load.
 #pragma once
 
+#include <ATen/core/Tensor.h>
+#include <torch/optim/optimizer.h>
+
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <tuple>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
-#include <torch/optim/optimizer.h>
 
 #include "lowbit/comm/comm_hook.h"
 #include "lowbit/comm/process_group.h"
@@ -75,6 +76,13 @@ class OneBitOptimizer : public torch::optim::Optimizer {
   // and the error would otherwise grow there. A setting, not state: set it
   // again after constructing a fresh optimizer to load into.
   void SetMomentumMask(const at::Tensor& param, const at::Tensor& mask);
+  // With a codec that adapts per layer (adaptive_powersgd, adaptive_topk,
+  // adaptive_qsgd: L-GreCo), `on_adapt` is called with each new set of
+  // decisions, as compress::MakeCommHook's callback. Before the first step().
+  // The decisions name the parameters as the module does when the optimizer
+  // is built on a DistributedDataParallel ("blocks.0.attn.weight"), else
+  // "p<i>" in parameter order.
+  void OnCodecAdapt(std::function<void(int64_t step, const std::string& summary)> on_adapt);
 
   void save(torch::serialize::OutputArchive& archive) const override;
   void load(torch::serialize::InputArchive& archive) override;
@@ -168,6 +176,9 @@ class OneBitOptimizer : public torch::optim::Optimizer {
   // The compressed exchange: the built-in 1-bit two-phase CompressionHook, or the codec's hook.
   std::shared_ptr<comm::CommHook> exchange_;
   std::string codec_;
+  std::function<void(int64_t, const std::string&)> on_codec_adapt_;
+  // The parameters' names in the codec's buckets (the module's, with DDP).
+  std::vector<std::string> exchange_names_;
   std::shared_ptr<comm::CommHook> averaging_hook_;  // null: a fp32 mean allreduce
   // With DDP: whether the next backward averages gradients (read by the hook).
   std::shared_ptr<std::atomic<bool>> average_next_;

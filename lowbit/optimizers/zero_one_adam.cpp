@@ -8,6 +8,7 @@
 
 #include "lowbit/base/error.h"
 #include "lowbit/comm/distributed_data_parallel.h"
+#include "lowbit/optimizers/onebit_adam.h"
 
 namespace lowbit::optim {
 
@@ -44,17 +45,29 @@ ZeroOneAdam::ZeroOneAdam(std::vector<torch::optim::OptimizerParamGroup> groups, 
                          comm::DistributedDataParallel* ddp, const ZeroOneAdamOptions& defaults)
     : OneBitOptimizer(std::move(groups), std::make_unique<ZeroOneAdamOptions>(defaults), std::move(pg), ddp),
       bias_correction_(defaults.bias_correction()) {
-  LOWBIT_CHECK(defaults.var_freeze_step() >= 0, "ZeroOneAdam: var_freeze_step must be >= 0, got ",
-               defaults.var_freeze_step());
-  LOWBIT_CHECK(defaults.var_update_scaler() >= 1, "ZeroOneAdam: var_update_scaler must be >= 1, got ",
-               defaults.var_update_scaler());
-  LOWBIT_CHECK(defaults.local_step_scaler() >= 1, "ZeroOneAdam: local_step_scaler must be >= 1, got ",
+  LOWBIT_CHECK(defaults.var_update_scaler() >= 1 || defaults.var_update_scaler() == -1,
+               "ZeroOneAdam: var_update_scaler must be >= 1, or -1 for var_freeze_step / ", kAutoVarUpdateDivisor,
+               "; got ", defaults.var_update_scaler());
+  LOWBIT_CHECK(defaults.local_step_scaler() >= 1 || defaults.local_step_scaler() == -1,
+               "ZeroOneAdam: local_step_scaler must be >= 1, or -1 for total_steps / ", kAutoLocalStepDivisor, "; got ",
                defaults.local_step_scaler());
   LOWBIT_CHECK(defaults.local_step_clipper() >= 1, "ZeroOneAdam: local_step_clipper must be >= 1, got ",
                defaults.local_step_clipper());
-  schedule_.var_freeze_step = defaults.var_freeze_step();
-  schedule_.var_update_scaler = defaults.var_update_scaler();
+  schedule_.var_freeze_step = ResolveFreezeStep("ZeroOneAdam", defaults.var_freeze_step(), defaults.total_steps(),
+                                                rank() == 0, "var_freeze_step");
   schedule_.local_step_scaler = defaults.local_step_scaler();
+  if (schedule_.local_step_scaler == -1) {
+    schedule_.local_step_scaler =
+        defaults.total_steps() > 0
+            ? std::max<int64_t>(1, std::llround(static_cast<double>(defaults.total_steps()) / kAutoLocalStepDivisor))
+            : kFallbackLocalStepScaler;
+  }
+  schedule_.var_update_scaler = defaults.var_update_scaler();
+  if (schedule_.var_update_scaler == -1) {
+    schedule_.var_update_scaler = defaults.total_steps() > 0
+                                      ? std::max<int64_t>(1, schedule_.var_freeze_step / kAutoVarUpdateDivisor)
+                                      : kFallbackVarUpdateScaler;
+  }
   schedule_.local_step_clipper = defaults.local_step_clipper();
   std::string groups_config;
   for (size_t g = 0; g < param_groups_.size(); ++g) {

@@ -45,6 +45,15 @@
 
 namespace lowbit::optim {
 
+// ZeroOneAdamOptions::local_step_scaler = -1: total_steps over this, without
+// total_steps the fixed fallback.
+inline constexpr int64_t kAutoLocalStepDivisor = 3;
+inline constexpr int64_t kFallbackLocalStepScaler = 200;
+// ZeroOneAdamOptions::var_update_scaler = -1: the last refresh step over this
+// with total_steps, else the fixed fallback (DeepSpeed's).
+inline constexpr int64_t kAutoVarUpdateDivisor = 2;
+inline constexpr int64_t kFallbackVarUpdateScaler = 16;
+
 struct ZeroOneAdamOptions : public torch::optim::OptimizerCloneableOptions<ZeroOneAdamOptions> {
   ZeroOneAdamOptions(double lr = 1e-3) : lr_(lr) {}  // NOLINT: implicit, as torch::optim::AdamOptions
   // Per parameter group.
@@ -55,12 +64,24 @@ struct ZeroOneAdamOptions : public torch::optim::OptimizerCloneableOptions<ZeroO
   // Decoupled: weight_decay * p joins the update (DeepSpeed's); otherwise L2.
   TORCH_ARG(bool, decoupled_weight_decay) = false;
   // Per optimizer.
-  // The settings measured best on a 702-step Fashion-MNIST run
-  // (docs/optimizers.md); DeepSpeed's BERT values are 100000, 16, 32678, 16.
-  TORCH_ARG(int64_t, var_freeze_step) = 200;
-  TORCH_ARG(int64_t, var_update_scaler) = 16;
-  TORCH_ARG(int64_t, local_step_scaler) = 200;
+  // DeepSpeed's BERT values are 100000, 16, 32678, 16. The last variance
+  // refresh; -1 (the default): kAutoFreezeFraction (10%) of total_steps, as
+  // OneBitAdamOptions::freeze_step (docs/gpt.md measures it), without
+  // total_steps kFallbackFreezeStep (200, measured best on a 702-step
+  // Fashion-MNIST run, docs/optimizers.md) and a printed notice.
+  TORCH_ARG(int64_t, var_freeze_step) = -1;
+  // Variance refreshes per doubling of their interval (kappa); -1 (the
+  // default): with total_steps, half the last refresh step (every step of the
+  // first half of the warm-up refreshes, every other of the second: on the GPT
+  // 16 lost 2.8% against fp32 AdamW, 30 1.6%, docs/gpt.md); without, 16.
+  TORCH_ARG(int64_t, var_update_scaler) = -1;
+  // Local-phase steps per doubling of the sync interval; -1 (the default):
+  // total_steps / kAutoLocalStepDivisor (3), without total_steps 200.
+  TORCH_ARG(int64_t, local_step_scaler) = -1;
   TORCH_ARG(int64_t, local_step_clipper) = 2;
+  // The run's length in optimizer steps, as a learning-rate schedule takes
+  // it; 0: unknown. Only the automatic settings (-1) read it.
+  TORCH_ARG(int64_t, total_steps) = 0;
   TORCH_ARG(bool, bias_correction) = true;
   // Elements per 1-bit scale; its exchange spans layers, so a scale per 1024.
   TORCH_ARG(int64_t, block) = 1024;

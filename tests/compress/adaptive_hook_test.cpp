@@ -3,14 +3,16 @@
 // gradients, computes each layer's errors from the math (what top-k drops,
 // the singular-value tail, a QSGD round trip), averages them, and finds the
 // cheapest choice under the binned budget by brute force.
+#include "lowbit/compress/adaptive_hook.h"
+
 #include <absl/strings/str_cat.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "lowbit/compress/adaptive_hook.h"
 #include "lowbit/compress/builtin_compressors.h"
 #include "lowbit/compress/lgreco.h"
 #include "lowbit/compress/registry.h"
+#include "tests/common/expect_error.h"
 #include "tests/common/test_env.h"
 
 namespace lowbit::compress {
@@ -294,37 +296,64 @@ TEST_P(AdaptiveHookTest, CheckpointRestoresTheChoices) {
   const int rank = pg->Rank();
   AdaptiveOptions o = Options(GetParam());
   o.alpha = 1.5;
+  // Saved after step 5 (mid-window) and after step 6, when the first step
+  // after the restore (7) decides before the restored hook has seen a bucket.
+  for (const int saved_after : {5, 6}) {
+    SCOPED_TRACE("saved after step " + std::to_string(saved_after));
+    AdaptiveHook a(pg, o);
+    for (int step = 1; step <= saved_after; ++step) {
+      Bucket bucket(rank, step);
+      a.RunHook(bucket.b)->Wait();
+    }
+    const HookState state = a.StateDict();
+    EXPECT_TRUE(StateEntry(state, "lgreco/sum/a").defined());  // steps 5 and 6 are in the second window
+    AdaptiveHook b(pg, o);
+    b.LoadStateDict(state);
+    // Saved again at once, the state is the same, entry for entry and bit for bit.
+    std::map<std::string, at::Tensor> saved, again;
+    for (const auto& [name, t] : state) saved[name] = t;
+    for (const auto& [name, t] : b.StateDict()) again[name] = t;
+    ASSERT_EQ(saved.size(), again.size());
+    for (const auto& [name, t] : saved) {
+      ASSERT_TRUE(again.count(name)) << name;
+      EXPECT_TRUE(torch::equal(t, again[name])) << name;
+    }
+    for (int step = saved_after + 1; step <= 8; ++step) {  // the second decision is at step 7
+      Bucket ba(rank, step), bb(rank, step);
+      auto wa = a.RunHook(ba.b);
+      wa->Wait();
+      auto wb = b.RunHook(bb.b);
+      wb->Wait();
+      const at::Tensor ra = wa->Result()[0];
+      const at::Tensor rb = wb->Result()[0];
+      EXPECT_TRUE(torch::equal(ra, rb)) << "step " << step;
+      EXPECT_EQ(a.ChoicesString(), b.ChoicesString()) << "step " << step;
+    }
+    EXPECT_EQ(a.decisions(), 2);
+    EXPECT_EQ(b.decisions(), 2);
+  }
+}
+
+// A saved parameter shape that is not this model's is refused, naming it.
+TEST_P(AdaptiveHookTest, RestoredShapeMismatchIsRefused) {
+  auto pg = testing::Pg();
+  AdaptiveOptions o = Options(GetParam());
   AdaptiveHook a(pg, o);
-  for (int step = 1; step <= 5; ++step) {
-    Bucket bucket(rank, step);
-    a.RunHook(bucket.b)->Wait();
+  Bucket bucket(pg->Rank(), 1);
+  a.RunHook(bucket.b)->Wait();
+  HookState state = a.StateDict();
+  for (auto& [name, t] : state) {
+    if (name == "lgreco/shape/a") t = at::tensor(std::vector<int64_t>{3, 1000}, at::kLong);
   }
-  const HookState state = a.StateDict();
-  EXPECT_TRUE(StateEntry(state, "lgreco/sum/a").defined());  // step 5 is in the second window
   AdaptiveHook b(pg, o);
-  b.LoadStateDict(state);
-  // Saved again at once, the state is the same, entry for entry and bit for bit.
-  std::map<std::string, at::Tensor> saved, again;
-  for (const auto& [name, t] : state) saved[name] = t;
-  for (const auto& [name, t] : b.StateDict()) again[name] = t;
-  ASSERT_EQ(saved.size(), again.size());
-  for (const auto& [name, t] : saved) {
-    ASSERT_TRUE(again.count(name)) << name;
-    EXPECT_TRUE(torch::equal(t, again[name])) << name;
+  Bucket seen(pg->Rank(), 1);
+  b.RunHook(seen.b)->Wait();
+  testing::ExpectError([&] { b.LoadStateDict(state); }, "parameter 'a' was saved with shape [3, 1000]");
+  for (auto& [name, t] : state) {
+    if (name == "lgreco/shape/a") t = at::tensor({1.5});
   }
-  for (int step = 6; step <= 8; ++step) {  // the second decision is at step 7
-    Bucket ba(rank, step), bb(rank, step);
-    auto wa = a.RunHook(ba.b);
-    wa->Wait();
-    auto wb = b.RunHook(bb.b);
-    wb->Wait();
-    const at::Tensor ra = wa->Result()[0];
-    const at::Tensor rb = wb->Result()[0];
-    EXPECT_TRUE(torch::equal(ra, rb)) << "step " << step;
-    EXPECT_EQ(a.ChoicesString(), b.ChoicesString()) << "step " << step;
-  }
-  EXPECT_EQ(a.decisions(), 2);
-  EXPECT_EQ(b.decisions(), 2);
+  AdaptiveHook c(pg, o);
+  testing::ExpectError([&] { c.LoadStateDict(state); }, "entry 'lgreco/shape/a' must be a 1-D int64 shape");
 }
 
 // Ranks restored from different checkpoints disagree on the choices: the

@@ -531,6 +531,20 @@ TEST(OneBitOptimizers, FreezeStepFollowsTheRunLength) {
   EXPECT_EQ(freeze(OneBitAdamOptions(kLr).total_steps(600).freeze_step(7)), 7);
   EXPECT_EQ(freeze(OneBitAdamOptions(kLr).total_steps(600).freeze_step(0)), 0);
   EXPECT_EQ(freeze(OneBitAdamOptions(kLr)), 200);
+  // 0/1 Adam: the last variance refresh and the local-step interval's doubling follow the run's length too.
+  const auto schedule = [&](ZeroOneAdamOptions o) { return ZeroOneAdam(p, Pg(), o).schedule(); };
+  EXPECT_EQ(schedule(ZeroOneAdamOptions(kLr).total_steps(600)).var_freeze_step, 60);
+  EXPECT_EQ(schedule(ZeroOneAdamOptions(kLr).total_steps(600)).local_step_scaler, 200);
+  EXPECT_EQ(schedule(ZeroOneAdamOptions(kLr).total_steps(2000)).local_step_scaler, 667);
+  EXPECT_EQ(schedule(ZeroOneAdamOptions(kLr).total_steps(600).var_freeze_step(9)).var_freeze_step, 9);
+  EXPECT_EQ(schedule(ZeroOneAdamOptions(kLr).total_steps(600).local_step_scaler(5)).local_step_scaler, 5);
+  EXPECT_EQ(schedule(ZeroOneAdamOptions(kLr)).var_freeze_step, 200);
+  EXPECT_EQ(schedule(ZeroOneAdamOptions(kLr)).local_step_scaler, 200);
+  EXPECT_EQ(schedule(ZeroOneAdamOptions(kLr).total_steps(600)).var_update_scaler, 30);
+  EXPECT_EQ(schedule(ZeroOneAdamOptions(kLr).total_steps(600).var_freeze_step(9)).var_update_scaler, 4);
+  EXPECT_EQ(schedule(ZeroOneAdamOptions(kLr).total_steps(600).var_freeze_step(1)).var_update_scaler, 1);
+  EXPECT_EQ(schedule(ZeroOneAdamOptions(kLr).total_steps(600).var_update_scaler(7)).var_update_scaler, 7);
+  EXPECT_EQ(schedule(ZeroOneAdamOptions(kLr)).var_update_scaler, 16);
 }
 
 TEST(OneBitOptimizers, ZeroOneAdamEqualsTheOneProcessReference) {
@@ -707,7 +721,13 @@ TEST(OneBitOptimizers, BadSettingsAreRejected) {
   ExpectError([&] { ZeroOneAdam(p, Pg(), ZeroOneAdamOptions(kLr).betas({0.9, -0.1})); },
                "beta2 must be in [0, 1), got -0.1");
   ExpectError([&] { ZeroOneAdam(p, Pg(), ZeroOneAdamOptions(kLr).var_freeze_step(-5)); },
-               "var_freeze_step must be >= 0, got -5");
+              "ZeroOneAdam: var_freeze_step must be >= 0, or -1 for 10% of total_steps; got -5");
+  ExpectError([&] { ZeroOneAdam(p, Pg(), ZeroOneAdamOptions(kLr).var_update_scaler(-3)); },
+              "ZeroOneAdam: var_update_scaler must be >= 1, or -1 for var_freeze_step / 2; got -3");
+  ExpectError([&] { ZeroOneAdam(p, Pg(), ZeroOneAdamOptions(kLr).local_step_scaler(0)); },
+              "ZeroOneAdam: local_step_scaler must be >= 1, or -1 for total_steps / 3; got 0");
+  ExpectError([&] { ZeroOneAdam(p, Pg(), ZeroOneAdamOptions(kLr).total_steps(-1)); },
+              "ZeroOneAdam: total_steps must be >= 0 (0: unknown), got -1");
   ExpectError([&] { OneBitLamb(p, Pg(), OneBitLambOptions(kLr).freeze_step(-2)); }, "freeze_step must be >= 0, got -2");
   ExpectError([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).eps(0)); }, "eps must be > 0, got 0");
   ExpectError([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).block(12)); },
@@ -761,6 +781,31 @@ Tensors LocalGradients(Tiny& model, int rank, int64_t t, int micro) {
 // Warm-up through DDP (NoSync accumulation, phase hook averaging) equals
 // torch::optim::Adam on the averaged summed gradients; in the compression
 // phase DDP sends nothing and leaves each rank its own gradients.
+// L-GreCo as the codec: its decisions reach OnCodecAdapt's callback, naming the
+// parameters as the module does (the optimizer is built on DDP).
+TEST(OneBitOptimizers, AdaptiveCodecNamesTheModulesParameters) {
+  if (Pg()->Size() == 1) GTEST_SKIP() << "one rank exchanges nothing";
+  torch::manual_seed(3);
+  Tiny model;
+  comm::DistributedDataParallel ddp(model.ptr(), Pg());
+  // A budget 100 times the uniform setting's error: the cheapest densities win, so decisions change.
+  OneBitAdam opt(model->parameters(), ddp,
+                 OneBitAdamOptions(kLr).freeze_step(2).local_momentum(true).codec(
+                     "adaptive_topk:density=0.5,min_compress_numel=0,adapt_period=2,adapt_window=1,adapt_alpha=100"));
+  std::vector<std::string> decisions;
+  opt.OnCodecAdapt([&](int64_t, const std::string& changes) { decisions.push_back(changes); });
+  for (int64_t t = 1; t <= 8; ++t) {
+    opt.zero_grad();
+    auto [x, y] = Batch(Pg()->Rank(), t, 0);
+    torch::nn::functional::cross_entropy(model->forward(x), y).backward();
+    opt.step();
+  }
+  ASSERT_FALSE(decisions.empty());
+  EXPECT_NE(decisions.front().find("fc1.weight"), std::string::npos) << decisions.front();
+  EXPECT_EQ(decisions.front().find("p0"), std::string::npos) << decisions.front();
+  ExpectError([&] { opt.OnCodecAdapt({}); }, "OnCodecAdapt must come before the first step(); 8 steps taken");
+}
+
 TEST(OneBitOptimizers, OwnsCommunicationUnderDdpWithNoSync) {
   const int world = Pg()->Size(), rank = Pg()->Rank();
   torch::manual_seed(3);
