@@ -45,10 +45,10 @@ ABSL_FLAG(std::string, outer, "",
           "steps through --hook, then Nesterov outer SGD), streaming_diloco (the same in --fragments fragments "
           "synced in turn, each exchange overlapping --fragment_delay steps), sparseloco (top-k of an error-feedback "
           "buffer at 2 bits instead of the outer momentum); empty: every step exchanges gradients");
-ABSL_FLAG(int64_t, sync_every, 50,
-          "--outer: inner steps between synchronisations (H; unless given: diloco 10, streaming_diloco 25, "
-          "sparseloco 50)");
-ABSL_FLAG(double, outer_lr, 0.7, "--outer: the outer learning rate (unless given: diloco 0.5, sparseloco 1)");
+ABSL_FLAG(int64_t, sync_every, -1,
+          "--outer: inner steps between synchronisations (H; -1: diloco 10, streaming_diloco 25, sparseloco 50)");
+ABSL_FLAG(double, outer_lr, -1,
+          "--outer: the outer learning rate (-1: diloco 0.5, streaming_diloco 0.7, sparseloco 1)");
 ABSL_FLAG(double, outer_momentum, 0.9, "--outer diloco/streaming_diloco: the outer Nesterov momentum");
 ABSL_FLAG(int64_t, fragments, -1, "--outer: fragments synced in turn (-1: diloco and sparseloco 1, streaming_diloco 4)");
 ABSL_FLAG(int64_t, fragment_delay, -1,
@@ -86,15 +86,16 @@ ABSL_FLAG(int64_t, var_update_scaler, -1, "zeroone_adam: variance refreshes per 
 ABSL_FLAG(int64_t, local_step_scaler, -1,
           "zeroone_adam: local-phase steps per doubling of the sync interval (-1: default)");
 ABSL_FLAG(int64_t, local_step_clipper, -1, "zeroone_adam: the longest sync interval (H; -1: default)");
-ABSL_FLAG(std::string, hook, "allreduce",
-          "gradient exchange: none or allreduce (uncompressed), fp16, bf16, qsgd, onebit, topk, randomk, powersgd, "
+ABSL_FLAG(std::string, hook, "",
+          "gradient exchange (empty: allreduce, or the method's default below): none or allreduce (uncompressed), "
+          "fp16, bf16, qsgd, onebit, topk, randomk, powersgd, "
           "ternary, adaptive_powersgd, adaptive_topk, adaptive_qsgd (L-GreCo: per-layer rank, density or bits); "
-          "with a 1-bit optimizer, the exchange of its averaging (warm-up) steps (unless given: fp16); with --outer, "
-          "of the pseudo-gradient (unless given: diloco qsgd 2-bit, streaming_diloco qsgd 4-bit)");
+          "with a 1-bit optimizer, the exchange of its averaging (warm-up) steps (empty: fp16); with --outer, "
+          "of the pseudo-gradient (empty: diloco qsgd 2-bit, streaming_diloco qsgd 4-bit)");
 ABSL_FLAG(std::string, ef, "", "error feedback: none, ef, ef21, econtrol (empty: the hook's default)");
 ABSL_FLAG(double, ef_eta, defaults::kEfEta, "EControl error weight; must be about the kept fraction or less");
 ABSL_FLAG(std::string, exchange, "auto", "collective of qsgd/ternary/onebit: auto, twophase or allgather");
-ABSL_FLAG(int, bits, defaults::kQsgdBits, "qsgd bits per element, 1-8");
+ABSL_FLAG(int, bits, -1, "qsgd bits per element, 1-8 (-1: the hook's own, 4; under --outer diloco's default qsgd 2)");
 ABSL_FLAG(int, scale_norm, defaults::kOneBitScaleNorm, "onebit scale per block: 2 = RMS (DeepSpeed), 1 = mean |g|");
 ABSL_FLAG(std::string, rounding, "", "qsgd/ternary: stochastic or nearest (empty: qsgd stochastic, ternary nearest)");
 ABSL_FLAG(int64_t, block, defaults::kBlock, "qsgd/ternary/onebit elements per scale");
@@ -214,7 +215,10 @@ Methods MethodsFromFlags(const std::string& optimizer, const std::string& sparsi
   m.seed = absl::GetFlag(FLAGS_seed);
   m.optimizer = optimizer;
   m.sparsity = sparsity;
-  m.hook = absl::GetFlag(FLAGS_hook);
+  // Empty flags stand for the method's default, so that an explicit value
+  // equal to the flag's default (--hook allreduce) is never replaced.
+  const bool hook_given = !absl::GetFlag(FLAGS_hook).empty();
+  m.hook = hook_given ? absl::GetFlag(FLAGS_hook) : "allreduce";
   m.backend = absl::GetFlag(FLAGS_backend);
   m.metrics_csv = absl::GetFlag(FLAGS_metrics_csv);
   m.checkpoint = absl::GetFlag(FLAGS_checkpoint);
@@ -233,28 +237,27 @@ Methods MethodsFromFlags(const std::string& optimizer, const std::string& sparsi
   if (m.outer == "sparseloco") m.hook = "sparseloco";
   // The 1-bit optimizers' warm-up averages fp16 gradients unless --hook says
   // (DeepSpeed's; fp32 would be most of their bytes: docs/gpt.md).
-  if (IsOneBit(optimizer) && !FlagSet("hook")) m.hook = "fp16";
+  if (IsOneBit(optimizer) && !hook_given) m.hook = "fp16";
   const bool diloco = m.outer == "diloco" || m.outer == "streaming_diloco";
   // DiLoCo's pseudo-gradient goes through QSGD with error feedback unless --hook says (docs/low_communication.md).
-  if (diloco && !FlagSet("hook")) m.hook = "qsgd";
+  if (diloco && !hook_given) m.hook = "qsgd";
   m.hook_settings = HookSettingsFromFlags(m.hook, m.seed);
-  if (m.outer == "diloco" && !FlagSet("hook") && !FlagSet("bits")) m.hook_settings.emplace_back("bits", "2");
+  if (m.outer == "diloco" && !hook_given && !FlagSet("bits")) m.hook_settings.emplace_back("bits", "2");
   if (diloco && !m.lr_given) m.lr = kOuterInnerLrScale * default_lr;
   m.compress_gradients = absl::GetFlag(FLAGS_compress_gradients);
   m.two_level = absl::GetFlag(FLAGS_two_level);
   m.ranks_per_host = absl::GetFlag(FLAGS_ranks_per_host);
   m.sync_every = absl::GetFlag(FLAGS_sync_every);
-  if (!FlagSet("sync_every")) m.sync_every = m.outer == "diloco" ? 10 : m.outer == "streaming_diloco" ? 25 : 50;
+  if (m.sync_every == -1) m.sync_every = m.outer == "diloco" ? 10 : m.outer == "streaming_diloco" ? 25 : 50;
+  // DiLoCo at H=10 on the GPT: outer lr 0.5 +0.3%, 0.7 +2.1%, 1.0 +23% (docs/low_communication.md).
   m.outer_lr = absl::GetFlag(FLAGS_outer_lr);
+  if (m.outer_lr == -1) m.outer_lr = m.outer == "diloco" ? 0.5 : m.outer == "sparseloco" ? 1.0 : 0.7;
   m.outer_momentum = absl::GetFlag(FLAGS_outer_momentum);
   const bool streaming = m.outer == "streaming_diloco";
   m.fragments = FlagSet("fragments") ? absl::GetFlag(FLAGS_fragments) : streaming ? 4 : 1;
   m.fragment_delay = FlagSet("fragment_delay") ? absl::GetFlag(FLAGS_fragment_delay) : streaming ? 1 : 0;
   m.merge_alpha = FlagSet("merge_alpha") ? absl::GetFlag(FLAGS_merge_alpha) : streaming ? 0.5 : 0.0;
-  // DiLoCo at H=10 on the GPT: outer lr 0.5 +0.3%, 0.7 +2.1%, 1.0 +23% (docs/low_communication.md).
-  if (m.outer == "diloco" && !FlagSet("outer_lr")) m.outer_lr = 0.5;
   if (m.outer == "sparseloco") {
-    if (!FlagSet("outer_lr")) m.outer_lr = 1.0;
     if (!FlagSet("outer_momentum")) m.outer_momentum = 0.0;
   }
   return m;
@@ -523,14 +526,14 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
     o.codec(absl::GetFlag(FLAGS_codec));
     if (m.lr_given) o.lr(m.lr);
     o.averaging_hook(averaging);
-    // As SetFreezeStep: the run's length when the example gives it, else the fixed fallbacks.
+    // As SetFreezeStep: the run's length when the example gives it, else the fixed fallbacks (given
+    // explicitly here only to keep the library's notice quiet; the other two fall back by themselves).
     o.total_steps(m.total_steps);
     if (FlagSet("freeze_step")) {
       o.var_freeze_step(absl::GetFlag(FLAGS_freeze_step));
     } else if (m.total_steps == 0) {
       o.var_freeze_step(optim::kFallbackFreezeStep);
     }
-    if (m.total_steps == 0) o.local_step_scaler(optim::kFallbackLocalStepScaler);
     if (FlagSet("var_update_scaler")) o.var_update_scaler(absl::GetFlag(FLAGS_var_update_scaler));
     if (FlagSet("local_step_scaler")) o.local_step_scaler(absl::GetFlag(FLAGS_local_step_scaler));
     if (FlagSet("local_step_clipper")) o.local_step_clipper(absl::GetFlag(FLAGS_local_step_clipper));
