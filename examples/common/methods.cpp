@@ -77,9 +77,10 @@ ABSL_FLAG(int64_t, onebit_block, -1,
 ABSL_FLAG(std::string, codec, "",
           "onebit_adam/zeroone_adam/onebit_lamb: the compressed exchange of the momentum, a --hook spec "
           "(topk:density=0.01, ternary, powersgd:rank=8; empty: the built-in 1-bit two-phase allreduce)");
-ABSL_FLAG(bool, compress_gradients, false,
-          "--hook onebit/ternary/topk/powersgd under --optimizer adamw: compress the gradients (error feedback on "
-          "gradients, which Adam's normalisation undoes: docs/gpt.md) instead of AdamW's momentum");
+ABSL_FLAG(
+    bool, compress_gradients, false,
+    "--hook onebit/ternary/topk/powersgd under --optimizer adam or adamw: compress the gradients (error feedback on "
+    "gradients, which Adam's normalisation undoes: docs/gpt.md) instead of the momentum");
 ABSL_FLAG(bool, local_momentum, false,
           "onebit_adam: each rank keeps its own momentum after the warm-up (for --codec topk/powersgd)");
 ABSL_FLAG(int64_t, var_update_scaler, -1, "zeroone_adam: variance refreshes per interval doubling (kappa; -1: default)");
@@ -114,6 +115,9 @@ ABSL_FLAG(int64_t, warmup_steps, -1, "topk (DGC): density warm-up steps (-1: the
 ABSL_FLAG(int64_t, min_compress_numel, -1,
           "smaller tensors are sent uncompressed (-1: the hook's default, 1024; topk 8192)");
 ABSL_FLAG(bool, compress_1d, false, "also compress 1-D tensors (biases)");
+ABSL_FLAG(std::string, plain, "fp32",
+          "compression hooks: the tensors sent uncompressed (small, 1-D) go as fp32 or fp16 (under adam/adamw "
+          "--hook topk's momentum exchange: fp16)");
 ABSL_FLAG(int64_t, adapt_period, defaults::kAdaptPeriod, "adaptive_*: steps between per-layer decisions");
 ABSL_FLAG(int64_t, adapt_window, defaults::kAdaptWindow, "adaptive_*: steps of gradients summed for each decision (<= period)");
 ABSL_FLAG(double, adapt_alpha, defaults::kAdaptAlpha, "adaptive_*: error budget as a multiple of the uniform setting's error");
@@ -300,7 +304,9 @@ MomentumCodec MomentumCodecFor(const Methods& m) {
   if (m.hook == "ternary") return {Spec(m.hook, m.hook_settings, {}), false};
   // Sparse and low-rank messages would zero most of a shared momentum each step: each rank keeps its own.
   if (m.hook == "topk" || m.hook == "adaptive_topk") {
-    return {Spec(m.hook, m.hook_settings, {{"warmup_steps", "0"}}), true};
+    // The tensors under min_compress_numel go dense: as fp16, where they are most of top-k's bytes
+    // (Fashion-MNIST's conv2 and fc2: docs/fashion_mnist.md).
+    return {Spec(m.hook, m.hook_settings, {{"warmup_steps", "0"}, {"plain", "fp16"}}), true};
   }
   // powersgd and L-GreCo's adaptive_powersgd: rank 16 (width / 8 on GPT tiny; rank 4 lost 17%:
   // docs/gpt.md) unless --rank says; L-GreCo chooses per layer around it.
@@ -327,7 +333,8 @@ bool MomentumCodecApplies(const Methods& m) {
   // adaptive_qsgd stays a gradient hook, as qsgd: a 4-bit gradient holds under AdamW (docs/gpt.md).
   static const std::set<std::string> kHooks = {"onebit",   "ternary",       "topk",
                                                "powersgd", "adaptive_topk", "adaptive_powersgd"};
-  return m.optimizer == "adamw" && kHooks.count(m.hook) > 0 && m.outer.empty() && !m.two_level;
+  return (m.optimizer == "adam" || m.optimizer == "adamw") && kHooks.count(m.hook) > 0 && m.outer.empty() &&
+         !m.two_level;
 }
 
 }  // namespace
@@ -390,10 +397,10 @@ std::string ValidateMethods(const Methods& m) {
                         " would compress nothing: leave --hook out");
   }
   if (FlagSet("codec") && !IsOneBit(m.optimizer)) {
-    return absl::StrCat("--codec is the momentum exchange of onebit_adam, zeroone_adam or onebit_lamb; --optimizer ",
-                        m.optimizer,
-                        " has none (under adamw, --hook onebit|ternary|topk|powersgd|adaptive_topk|adaptive_powersgd ",
-                        "picks the codec)");
+    return absl::StrCat(
+        "--codec is the momentum exchange of onebit_adam, zeroone_adam or onebit_lamb; --optimizer ", m.optimizer,
+        " has none (under adam or adamw, --hook onebit|ternary|topk|powersgd|adaptive_topk|adaptive_powersgd ",
+        "picks the codec)");
   }
   if (FlagSet("local_momentum") && m.optimizer != "onebit_adam") {
     return absl::StrCat("--local_momentum needs --optimizer onebit_adam, got ", m.optimizer);
@@ -401,8 +408,8 @@ std::string ValidateMethods(const Methods& m) {
   if (m.compress_gradients && !MomentumCodecApplies(m)) {
     return absl::StrCat(
         "--compress_gradients keeps --hook onebit|ternary|topk|powersgd|adaptive_topk|adaptive_powersgd on the ",
-        "gradients under ", "--optimizer adamw (without --outer or --two_level); with --optimizer ", m.optimizer,
-        " and --hook ", m.hook, " the gradients are what is compressed already");
+        "gradients under ", "--optimizer adam or adamw (without --outer or --two_level); with --optimizer ",
+        m.optimizer, " and --hook ", m.hook, " the gradients are what is compressed already");
   }
   if (m.ranks_per_host < 0) return absl::StrCat("--ranks_per_host must be >= 0, got ", m.ranks_per_host);
   if (FlagSet("ranks_per_host") && !m.two_level) return "--ranks_per_host needs --two_level";
@@ -485,15 +492,18 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
     averaging = compress::MakeCommHook(ddp.shared_process_group(), m.hook, m.hook_settings);
   }
   if (MomentumExchange(m)) {
-    // --hook X under AdamW: AdamW's momentum goes through X's codec after a
+    // --hook X under Adam or AdamW: the momentum goes through X's codec after a
     // warm-up of 10% of the run on 4-bit (QSGD, error feedback) averaged gradients.
+    // adam: no weight decay, as torch::optim::Adam's default below.
     const MomentumCodec mc = MomentumCodecFor(m);
     lo::OneBitAdamOptions o(m.lr);
-    o.codec(mc.codec).local_momentum(mc.local_momentum).decoupled_weight_decay(true);
+    o.codec(mc.codec).local_momentum(mc.local_momentum).decoupled_weight_decay(m.optimizer == "adamw");
     SetFreezeStep(m, o);
     o.averaging_hook(
         compress::MakeCommHook(ddp.shared_process_group(), "qsgd", {{"bits", "4"}, {"seed", std::to_string(m.seed)}}));
-    auto opt = std::make_unique<lo::OneBitAdam>(Groups(p, o), ddp, o);
+    ParamSets q = p;
+    if (m.optimizer == "adam") q.weight_decay = 0.0;
+    auto opt = std::make_unique<lo::OneBitAdam>(Groups(q, o), ddp, o);
     if (absl::StartsWith(m.hook, "adaptive_")) {
       const bool print = ddp.shared_process_group()->Rank() == 0;
       opt->OnCodecAdapt([print](int64_t step, const std::string& changes) {
@@ -501,14 +511,15 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
       });
     }
     if (ddp.shared_process_group()->Rank() == 0) {
-      std::cout << "--hook " << m.hook << " under adamw: AdamW's momentum is exchanged through "
+      std::cout << "--hook " << m.hook << " under " << m.optimizer << ": " << (m.optimizer == "adam" ? "Adam" : "AdamW")
+                << "'s momentum is exchanged through "
                 << (mc.codec.empty() ? "1-bit Adam's two-phase 1-bit allreduce" : mc.codec)
                 << (mc.local_momentum ? " (each rank keeping its own momentum)" : "")
                 << " after a warm-up on 4-bit averaged gradients (lowbit::optim::OneBitAdam; "
                    "--compress_gradients compresses the gradients instead)"
                 << std::endl;
     }
-    return opt;
+    return Announced(std::move(opt), ddp);
   }
   if (m.optimizer == "onebit_adam") {
     lo::OneBitAdamOptions o;

@@ -92,9 +92,10 @@ bool FlagSet(const char* name);
 bool IsOneBit(const std::string& optimizer);
 // The 1-bit optimizers and DeMo: they exchange what they need themselves.
 bool OwnsExchange(const std::string& optimizer);
-// --hook onebit, ternary, topk or powersgd under --optimizer adamw (without
-// --compress_gradients, --outer or --two_level): MakeOptimizer builds a
-// lowbit::optim::OneBitAdam whose exchange of AdamW's momentum is the hook's
+// --hook onebit, ternary, topk, powersgd, adaptive_topk or adaptive_powersgd
+// under --optimizer adam or adamw (without --compress_gradients, --outer or
+// --two_level): MakeOptimizer builds a lowbit::optim::OneBitAdam (decoupled
+// weight decay for adamw, none for adam) whose exchange of the momentum is the hook's
 // codec, and RegisterHook registers nothing. Error feedback on gradients
 // does not survive Adam's normalisation (docs/gpt.md measures both).
 bool MomentumExchange(const Methods& m);

@@ -181,6 +181,8 @@ int Run(Config c) {
   const int64_t steps_per_epoch = train_n / (static_cast<int64_t>(c.batch_size) * world);
   LOWBIT_CHECK(steps_per_epoch > 0, "--batch_size ", c.batch_size, " x ", world, " ranks exceeds the ", train_n,
               " training examples");
+  // The run's length, for defaults that are a fraction of it (the momentum exchange's warm-up).
+  c.m.total_steps = int64_t{c.epochs} * steps_per_epoch;
 
   torch::manual_seed(c.m.seed);
   Cnn model;

@@ -67,6 +67,7 @@ struct CompressionHook::Pending {
   std::vector<std::shared_ptr<Compressor>> compressors;  // per compressed tensor
   std::vector<size_t> plain;
   at::Tensor plain_buffer;
+  at::Tensor plain_wire;  // plain_fp16: what the allreduce sums
   std::shared_ptr<comm::Work> plain_work;
   bool local_bad = false;
   std::vector<at::Tensor> grads;
@@ -132,8 +133,9 @@ std::string CompressionHook::Name() const { return options_.compressor->Name(); 
 std::string CompressionHook::Config() const {
   return absl::StrCat("compression(", options_.compressor->Config(), ",ef=", options_.error_feedback->Config(),
                       ",exchange=", ToString(exchange_), ",min_compress_numel=", options_.min_compress_numel,
-                      ",compress_1d=", options_.compress_1d, ",seed=", options_.seed, ",momentum=", options_.momentum,
-                      ",clip_norm=", options_.clip_norm, ",start_iter=", options_.start_iter, ")");
+                      ",compress_1d=", options_.compress_1d, options_.plain_fp16 ? ",plain=fp16" : "",
+                      ",seed=", options_.seed, ",momentum=", options_.momentum, ",clip_norm=", options_.clip_norm,
+                      ",start_iter=", options_.start_iter, ")");
 }
 
 EncodeContext CompressionHook::Context(int rank, uint64_t tensor_key, uint64_t phase, int64_t step) const {
@@ -198,7 +200,13 @@ void CompressionHook::Launch(Pending* job) {
     offset += n;
   }
   job->plain_buffer[plain_numel].fill_(job->local_bad ? 1.0 : 0.0);
-  job->plain_work = pg_->AllReduce(job->plain_buffer, comm::ReduceOp::kSum);
+  if (options_.plain_fp16) {
+    // x / P, as the fp16 hook: a sum cannot overflow where the mean would not.
+    job->plain_wire = job->plain_buffer.div(static_cast<double>(world)).to(at::kHalf);
+    job->plain_work = pg_->AllReduce(job->plain_wire, comm::ReduceOp::kSum);
+  } else {
+    job->plain_work = pg_->AllReduce(job->plain_buffer, comm::ReduceOp::kSum);
+  }
 
   // Inputs to compress: clipped, momentum-corrected, through error feedback.
   // Classic error feedback on the all-gather exchange goes into the encoder
@@ -436,6 +444,7 @@ std::vector<at::Tensor> CompressionHook::Finish(Pending& job) {
     }
   }
   job.plain_work->Wait();
+  if (options_.plain_fp16) job.plain_buffer.copy_(job.plain_wire);  // already the mean
   const int64_t plain_numel = job.plain_buffer.numel() - 1;
   const bool bad = job.plain_buffer[plain_numel].item<float>() > 0.0f;
   at::Tensor& buffer = job.bucket.buffer;
@@ -443,7 +452,7 @@ std::vector<at::Tensor> CompressionHook::Finish(Pending& job) {
     buffer.fill_(std::numeric_limits<float>::quiet_NaN());
     return {buffer, at::ones({1}, at::kByte)};
   }
-  job.plain_buffer.div_(static_cast<double>(pg_->Size()));
+  if (!options_.plain_fp16) job.plain_buffer.div_(static_cast<double>(pg_->Size()));
   int64_t offset = 0;
   for (size_t i : job.plain) {
     at::Tensor& g = job.bucket.gradients[i];

@@ -45,6 +45,10 @@ struct CompressionHookOptions {
   // sent uncompressed.
   int64_t min_compress_numel = defaults::kMinCompressNumel;
   bool compress_1d = false;
+  // The tensors sent uncompressed (those above, and every tensor during
+  // start_iter) go as fp16 (their mean's share x / P, summed), half the
+  // bytes; false: fp32.
+  bool plain_fp16 = false;
   // The first `start_iter` steps are a plain mean allreduce and leave the
   // error-feedback state alone (1-bit Adam's and PowerSGD's warm-up).
   int64_t start_iter = 0;

@@ -79,6 +79,7 @@ std::vector<HookSetting> Compression(const char* ef, int64_t min_compress_numel 
              "collective (auto: the compressor's default)"),
       Int("min_compress_numel", min_compress_numel, 0, kBig, "smaller tensors go uncompressed"),
       Bool("compress_1d", false, "also compress 1-D tensors (biases, norms)"),
+      Choice("plain", "fp32", {"fp32", "fp16"}, "the tensors sent uncompressed go as fp32 or fp16"),
       Int("start_iter", 0, 0, kBig, "uncompressed steps first"),
       Int("seed", 0, 0, kBig, "seed of stochastic rounding and random selections"),
   };
@@ -129,7 +130,8 @@ std::vector<HookInfo> BuildRegistry() {
       {"none", "the same as allreduce", {}},
       {"fp16", "cast to fp16, allreduce", Compression("none")},
       {"bf16", "cast to bf16, allreduce", Compression("none")},
-      {"qsgd", "QSGD: bits-bit codes and a scale per block, allgather", Plus(Compression("ef"), {Bits(), Block(), Rounding("stochastic")})},
+      {"qsgd", "QSGD: bits-bit codes and a scale per block, allgather",
+       Plus(Compression("ef"), {Bits(), Block(), Rounding("stochastic")})},
       {"ternary", "TernGrad {-s, 0, s} per block, allgather", Plus(Compression("ef"), {Block(), Rounding("nearest")})},
       {"onebit", "sign and a scale per block, allgather",
        Plus(Compression("ef"), {Block(), Int("scale_norm", defaults::kOneBitScaleNorm, 1, 2, "2: RMS, 1: mean |g|")})},
@@ -137,15 +139,18 @@ std::vector<HookInfo> BuildRegistry() {
        Plus(Compression("ef", defaults::kTopKMinCompressNumel), TopK(defaults::kTopKWarmupSteps))},
       {"compeft", "ComPEFT: top-k, then sign times alpha * std per tensor, allgather",
        Plus(Compression("ef"), {Density(0.05), Real("alpha", 1.0, 0, kBig, true, "the scale is alpha * std")})},
-      {"randomk", "random-k with shared indices, allreduce", Plus(Compression("ef"), {Density(defaults::kRandomKDensity)})},
+      {"randomk", "random-k with shared indices, allreduce",
+       Plus(Compression("ef"), {Density(defaults::kRandomKDensity)})},
       {"powersgd", "PowerSGD rank-r factors, two allreduces", PowerSgd()},
-      {"sparseloco", "SparseLoCo: decayed error feedback, chunked top-k, a few bits each, allgather",
+      {"sparseloco",
+       "SparseLoCo: decayed error feedback, chunked top-k, a few bits each, allgather",
        {Int("chunk", 4096, 1, 32768, "elements per top-k chunk"), Int("topk", 64, 1, 32768, "entries kept per chunk"),
         Choice("bits", "2", {"1", "2", "4", "8"}, "bits per kept value"),
         Real("decay", 0.95, 0, 1, false, "the error-feedback buffer's decay"),
         Real("range_sigmas", 6.0, 0, kBig, true, "bins span mean +- this many standard deviations")}},
       {"adaptive_powersgd", "L-GreCo: PowerSGD rank per layer", Plus(Plus(PowerSgd(), layer_rules), Adapt())},
-      {"adaptive_topk", "L-GreCo: top-k density per layer", Plus(Plus(Compression("ef"), TopK(0)), Adapt())},
+      {"adaptive_topk", "L-GreCo: top-k density per layer",
+       Plus(Plus(Compression("ef", defaults::kTopKMinCompressNumel), TopK(0)), Adapt())},
       {"adaptive_qsgd", "L-GreCo: QSGD bits per layer",
        Plus(Plus(Compression("ef"), {Bits(), Block(), Rounding("stochastic")}), Adapt())},
   };
@@ -255,6 +260,7 @@ CompressionHookOptions CompressionFrom(const std::string& name, const Values& v)
   options.exchange = ParseExchange(v.Text("exchange"));
   options.min_compress_numel = v.Int("min_compress_numel");
   options.compress_1d = v.Bool("compress_1d");
+  options.plain_fp16 = v.Text("plain") == "fp16";
   options.start_iter = v.Int("start_iter");
   options.seed = static_cast<uint64_t>(v.Int("seed"));
   return options;

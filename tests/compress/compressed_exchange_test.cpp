@@ -255,6 +255,50 @@ TEST(CompressedExchange, NonFiniteOnOneRankFlagsEveryRank) {
   }
 }
 
+// plain=fp16: the tensors sent uncompressed (here the 40-element bias) are the
+// mean of every rank's fp16 x / P, the compressed ones are untouched, the
+// dense part costs half the bytes, and a NaN on one rank still flags all.
+TEST(CompressedExchange, PlainFp16SendsTheDenseTensorsAsHalves) {
+  auto pg = testing::Pg();
+  const int world = pg->Size();
+  auto fp32 = MakeCommHook(pg, "topk", {{"min_compress_numel", "1024"}, {"seed", "5"}});
+  auto fp16 = MakeCommHook(pg, "topk", {{"min_compress_numel", "1024"}, {"seed", "5"}, {"plain", "fp16"}});
+  EXPECT_NE(fp16->Config().find(",plain=fp16"), std::string::npos) << fp16->Config();
+  EXPECT_EQ(fp32->Config().find("plain"), std::string::npos) << fp32->Config();
+  for (int step = 1; step <= 2; ++step) {
+    GradBucket a = MakeBucket(), b = MakeBucket();
+    a.buffer.copy_(Gradient(pg->Rank(), step));
+    b.buffer.copy_(Gradient(pg->Rank(), step));
+    int64_t before = pg->Traffic().bytes_sent;
+    fp32->RunHook(a)->Wait();
+    const int64_t sent32 = pg->Traffic().bytes_sent - before;
+    before = pg->Traffic().bytes_sent;
+    fp16->RunHook(b)->Wait();
+    const int64_t sent16 = pg->Traffic().bytes_sent - before;
+    // The bias and the non-finite flag: 41 x 2 bytes instead of 41 x 4; the top-k messages are the same.
+    if (world > 1) EXPECT_EQ(sent32 - sent16, 41 * 2) << step;
+    EXPECT_TRUE(torch::equal(a.buffer.narrow(0, 0, 1920), b.buffer.narrow(0, 0, 1920))) << step;
+    EXPECT_TRUE(torch::equal(a.buffer.narrow(0, 1960, 1600), b.buffer.narrow(0, 1960, 1600))) << step;
+    at::Tensor want = at::zeros({40}, at::kHalf);
+    for (int r = 0; r < world; ++r) want.add_((Gradient(r, step).narrow(0, 1920, 40) / world).to(at::kHalf));
+    const at::Tensor got = b.buffer.narrow(0, 1920, 40);
+    // MPI's sum order is its own: exact for two ranks, within fp16 rounding for more.
+    if (world <= 2) {
+      EXPECT_TRUE(torch::equal(got, want.to(at::kFloat))) << step;
+    } else {
+      EXPECT_TRUE(torch::allclose(got, want.to(at::kFloat), 0, 4e-3)) << step;
+    }
+    EXPECT_FALSE(torch::equal(got, a.buffer.narrow(0, 1920, 40))) << "fp16 rounding must show, step " << step;
+  }
+  GradBucket c = MakeBucket();
+  c.buffer.copy_(Gradient(pg->Rank(), 3));
+  if (pg->Rank() == world - 1) c.buffer[1930] = std::numeric_limits<float>::quiet_NaN();
+  auto work = fp16->RunHook(c);
+  work->Wait();
+  EXPECT_EQ(work->Result().at(1).item<int>(), 1);
+  EXPECT_TRUE(c.buffer.isnan().all().item<bool>());
+}
+
 // Through DDP: a NaN loss on the last rank marks the step non-finite on every
 // rank, and the next step is clean again.
 TEST(CompressedExchange, DdpFlagsANonFiniteStepOnEveryRank) {

@@ -173,6 +173,21 @@ TEST(LGreCoBadInput, ClearErrors) {
               "cannot use the twophase exchange");
 }
 
+// L-GreCo is anchored to its uniform hook: each adaptive hook's settings
+// default to that hook's (top-k's dense threshold of 8192 elements too).
+TEST(LGreCoCandidates, DefaultsAreTheUniformHooks) {
+  const std::vector<std::pair<std::string, std::string>> pairs = {
+      {"adaptive_topk", "topk"}, {"adaptive_qsgd", "qsgd"}, {"adaptive_powersgd", "powersgd"}};
+  for (const auto& [adaptive, uniform] : pairs) {
+    for (const HookSetting& s : FindHook(uniform).settings) {
+      if (s.key == "warmup_steps") continue;  // nothing is adapted before compression starts (TopK(0))
+      const HookSetting* a = FindHook(adaptive).Find(s.key);
+      ASSERT_NE(a, nullptr) << adaptive << " lacks " << s.key;
+      EXPECT_EQ(a->default_value, s.default_value) << adaptive << " " << s.key;
+    }
+  }
+}
+
 TEST(LGreCoCandidates, AroundTheDefault) {
   EXPECT_EQ(DefaultCandidates(AdaptiveFamily::kPowerSgd, 4), (std::vector<double>{1, 2, 4, 8, 16}));
   EXPECT_EQ(DefaultCandidates(AdaptiveFamily::kPowerSgd, 1), (std::vector<double>{1, 2, 4}));
