@@ -70,7 +70,7 @@ for part in "${parts[@]}"; do
         "$LOWBIT_BUILD/bench/allreduce_bench" --max_log2 24 2>&1 | grep -o '{.*}' ;;
     adaptive)
       runs=("powersgd|--hook powersgd --rank 4" "adaptive_powersgd|--hook adaptive_powersgd --rank 4"
-        "topk|--hook topk --density 0.01 --warmup_steps 0 --min_compress_numel 1024" "adaptive_topk|--hook adaptive_topk --density 0.01"
+        "topk|--hook topk --density 0.01 --warmup_steps 0 --min_compress_numel 1024" "adaptive_topk|--hook adaptive_topk --density 0.01 --min_compress_numel 1024"
         "qsgd|--hook qsgd --bits 4" "adaptive_qsgd|--hook adaptive_qsgd --bits 4 --adapt_alpha 3")
       for run in "${runs[@]}"; do
         read -r -a flags <<<"${run#*|}"

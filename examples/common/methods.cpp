@@ -72,6 +72,9 @@ ABSL_FLAG(int64_t, reset_interval, -1,
 ABSL_FLAG(int64_t, freeze_step, -1,
           "onebit_adam/onebit_lamb: uncompressed warm-up steps; zeroone_adam: the last variance refresh "
           "(var_freeze_step); -1: the optimizer's default");
+ABSL_FLAG(int64_t, var_refresh, -1,
+          "onebit_adam and the momentum exchange: after the warm-up, refresh the variance from averaged gradients "
+          "every this many steps (0: never; -1: the default, never)");
 ABSL_FLAG(int64_t, onebit_block, -1,
           "1-bit optimizers: elements per 1-bit scale (0: one per exchange chunk; -1: the optimizer's default)");
 ABSL_FLAG(std::string, codec, "",
@@ -317,6 +320,7 @@ MomentumCodec MomentumCodecFor(const Methods& m) {
 // the fixed fallback (the Fashion-MNIST example's measured warm-up), without the notice.
 void SetFreezeStep(const Methods& m, optim::OneBitAdamOptions& o) {
   o.total_steps(m.total_steps);
+  if (FlagSet("var_refresh")) o.var_refresh(absl::GetFlag(FLAGS_var_refresh));
   if (FlagSet("freeze_step")) {
     o.freeze_step(absl::GetFlag(FLAGS_freeze_step));
   } else if (m.total_steps == 0) {
@@ -401,6 +405,11 @@ std::string ValidateMethods(const Methods& m) {
         "--codec is the momentum exchange of onebit_adam, zeroone_adam or onebit_lamb; --optimizer ", m.optimizer,
         " has none (under adam or adamw, --hook onebit|ternary|topk|powersgd|adaptive_topk|adaptive_powersgd ",
         "picks the codec)");
+  }
+  if (FlagSet("var_refresh") && m.optimizer != "onebit_adam" && !MomentumExchange(m)) {
+    return absl::StrCat("--var_refresh is 1-bit Adam's variance refresh: it needs --optimizer onebit_adam, or --hook ",
+                        "onebit|ternary|topk|powersgd|adaptive_topk|adaptive_powersgd under adam or adamw; got ",
+                        "--optimizer ", m.optimizer, " --hook ", m.hook);
   }
   if (FlagSet("local_momentum") && m.optimizer != "onebit_adam") {
     return absl::StrCat("--local_momentum needs --optimizer onebit_adam, got ", m.optimizer);

@@ -47,8 +47,10 @@ OneBitAdam::OneBitAdam(std::vector<torch::optim::OptimizerParamGroup> groups, st
                        comm::DistributedDataParallel* ddp, const OneBitAdamOptions& defaults)
     : OneBitOptimizer(std::move(groups), std::make_unique<OneBitAdamOptions>(defaults), std::move(pg), ddp),
       freeze_step_(ResolveFreezeStep("OneBitAdam", defaults.freeze_step(), defaults.total_steps(), rank() == 0)),
+      var_refresh_(defaults.var_refresh()),
       bias_correction_(defaults.bias_correction()),
       local_momentum_(defaults.local_momentum()) {
+  LOWBIT_CHECK(var_refresh_ >= 0, "OneBitAdam: var_refresh must be >= 0 (0: never), got ", var_refresh_);
   std::string groups_config;
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     const auto& o = static_cast<const OneBitAdamOptions&>(param_groups_[g].options());
@@ -56,14 +58,17 @@ OneBitAdam::OneBitAdam(std::vector<torch::optim::OptimizerParamGroup> groups, st
                     o.decoupled_weight_decay());
   }
   Initialize("OneBitAdam",
-             absl::StrCat("freeze_step=", freeze_step_, ",bias_correction=", bias_correction_,
-                          ",local_momentum=", local_momentum_, ",block=", defaults.block(), groups_config),
+             absl::StrCat("freeze_step=", freeze_step_,
+                          var_refresh_ > 0 ? absl::StrCat(",var_refresh=", var_refresh_) : std::string(),
+                          ",bias_correction=", bias_correction_, ",local_momentum=", local_momentum_,
+                          ",block=", defaults.block(), groups_config),
              defaults.block(), defaults.averaging_hook(), defaults.codec());
 }
 
 bool OneBitAdam::Step(int64_t t, const std::vector<at::Tensor>& grads) {
   const size_t n = params().size();
   const bool warmup = t <= freeze_step_;
+  const bool refresh = Refreshes(t);  // averaged gradients, as in the warm-up
   std::vector<at::Tensor> g(n);
   for (size_t i = 0; i < n; ++i) {
     const auto& o = static_cast<const OneBitAdamOptions&>(GroupOptions(i));
@@ -75,11 +80,19 @@ bool OneBitAdam::Step(int64_t t, const std::vector<at::Tensor>& grads) {
   for (size_t i = 0; i < n; ++i) {
     const auto& o = static_cast<const OneBitAdamOptions&>(GroupOptions(i));
     v[i] = State(i, "exp_avg_sq");
-    if (warmup) v[i].mul_(std::get<1>(o.betas())).addcmul_(g[i], g[i], 1.0 - std::get<1>(o.betas()));
-    const double bias2 = BiasCorrection(std::get<1>(o.betas()), std::min(t, freeze_step_), bias_correction_);
+    const double beta2 = std::get<1>(o.betas());
+    if (warmup) v[i].mul_(beta2).addcmul_(g[i], g[i], 1.0 - beta2);
+    if (refresh) {
+      const double decay = std::pow(beta2, static_cast<double>(var_refresh_));
+      v[i].mul_(decay).addcmul_(g[i], g[i], 1.0 - decay);
+    }
+    const double bias2 = BiasCorrection(beta2, VarianceSteps(t), bias_correction_);
     denom[i] = (v[i].sqrt() / std::sqrt(bias2)).add_(o.eps());
   }
-  if (!warmup) {
+  // A refresh step's gradients are the mean already: with a shared momentum
+  // it is the warm-up's step; each rank's own momenta still need the exchange.
+  const bool dense = warmup || (refresh && !local_momentum_);
+  if (!dense) {
     // m_r = beta1 m + (1 - beta1) g_r on each rank, then the compressed mean;
     // m is the mean after the step, or m_r with local_momentum.
     for (size_t i = 0; i < n; ++i) {
@@ -95,12 +108,12 @@ bool OneBitAdam::Step(int64_t t, const std::vector<at::Tensor>& grads) {
     at::Tensor p = params()[i];
     at::Tensor& m = State(i, "exp_avg");
     if (o.weight_decay() != 0.0 && o.decoupled_weight_decay()) p.mul_(1.0 - o.lr() * o.weight_decay());
-    if (warmup) {
+    if (dense) {
       m.mul_(beta1).add_(g[i], 1.0 - beta1);
     } else {
       m.copy_(local_momentum_ ? local[i] : momentum[i]);
     }
-    p.addcdiv_(warmup ? m : momentum[i], denom[i], -o.lr() / BiasCorrection(beta1, t, bias_correction_));
+    p.addcdiv_(dense ? m : momentum[i], denom[i], -o.lr() / BiasCorrection(beta1, t, bias_correction_));
   }
   return true;
 }

@@ -80,6 +80,15 @@ struct OneBitAdamOptions : public torch::optim::OptimizerCloneableOptions<OneBit
   // For codecs whose message is sparse or low-rank (top-k, PowerSGD), which
   // would otherwise zero most of the momentum each step.
   TORCH_ARG(bool, local_momentum) = false;
+  // After the warm-up, every var_refresh-th step (t - freeze_step a multiple
+  // of it) averages the gradients again (through averaging_hook) and
+  // refreshes the frozen variance with them, v = beta2^R v + (1 - beta2^R) g^2
+  // for R = var_refresh (one sample standing in for the R steps since the
+  // last, so v follows the run as dense Adam's would), its correction
+  // 1 - beta2^t; the momentum takes the averaged gradient too, and without
+  // local_momentum the step sends nothing else. 0 (the default): frozen
+  // for good, 1-bit Adam's rule.
+  TORCH_ARG(int64_t, var_refresh) = 0;
 
   double get_lr() const override { return lr(); }
   void set_lr(const double lr) override { this->lr(lr); }
@@ -95,14 +104,25 @@ class OneBitAdam final : public OneBitOptimizer {
              OneBitAdamOptions defaults = {});
   OneBitAdam(std::vector<at::Tensor> params, std::shared_ptr<comm::ProcessGroup> pg, OneBitAdamOptions defaults = {});
 
-  bool AveragesGradientsAt(int64_t t) const override { return t <= freeze_step_; }
+  bool AveragesGradientsAt(int64_t t) const override { return t <= freeze_step_ || Refreshes(t); }
 
  private:
   OneBitAdam(std::vector<torch::optim::OptimizerParamGroup> groups, std::shared_ptr<comm::ProcessGroup> pg,
              comm::DistributedDataParallel* ddp, const OneBitAdamOptions& defaults);
   bool Step(int64_t t, const std::vector<at::Tensor>& grads) override;
+  // Step t refreshes the variance (var_refresh).
+  bool Refreshes(int64_t t) const {
+    return var_refresh_ > 0 && t > freeze_step_ && (t - freeze_step_) % var_refresh_ == 0;
+  }
+  // The steps v has averaged, for its bias correction: t in the warm-up,
+  // then the last refresh (or the freeze).
+  int64_t VarianceSteps(int64_t t) const {
+    if (t <= freeze_step_) return t;
+    return var_refresh_ > 0 ? freeze_step_ + (t - freeze_step_) / var_refresh_ * var_refresh_ : freeze_step_;
+  }
 
   int64_t freeze_step_;
+  int64_t var_refresh_;
   bool bias_correction_;
   bool local_momentum_;
 };

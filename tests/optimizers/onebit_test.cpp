@@ -239,9 +239,15 @@ struct Reference {
     return Exchange([&](int r, size_t i) { return ranks[r].m[i].mul(kB1).add_(g[r][i], 1 - kB1); }, Denoms(freeze));
   }
 
-  // 1-bit Adam (weight decay wd, L2 or decoupled).
-  void OneBitAdamStep(int64_t t, int64_t freeze, double wd, bool decoupled) {
-    const bool warmup = t <= freeze;
+  // 1-bit Adam (weight decay wd, L2 or decoupled); with refresh > 0, every
+  // refresh-th step after the freeze is a warm-up step whose variance decays
+  // by beta2^refresh (OneBitAdamOptions::var_refresh).
+  void OneBitAdamStep(int64_t t, int64_t freeze, double wd, bool decoupled, int64_t refresh = 0) {
+    const bool refreshes = refresh > 0 && t > freeze && (t - freeze) % refresh == 0;
+    const bool warmup = t <= freeze || refreshes;
+    const double b2 = refreshes ? std::pow(kB2, static_cast<double>(refresh)) : kB2;
+    // The steps v has seen: t, or the last refresh, or the freeze.
+    const int64_t v_steps = t <= freeze ? t : refresh > 0 ? freeze + (t - freeze) / refresh * refresh : freeze;
     std::vector<Tensors> g(world);
     for (int r = 0; r < world; ++r) {
       g[r] = Gradient(r, t, warmup);
@@ -249,18 +255,18 @@ struct Reference {
         if (wd != 0 && !decoupled) g[r][i] = g[r][i].add(ranks[r].p[i], wd);
       }
     }
-    const Tensors mean = warmup ? Tensors{} : LocalMomentumMean(g, freeze);
+    const Tensors mean = warmup ? Tensors{} : LocalMomentumMean(g, v_steps);
     for (int r = 0; r < world; ++r) {
       RankState& s = ranks[r];
       for (size_t i = 0; i < s.p.size(); ++i) {
         if (wd != 0 && decoupled) s.p[i].mul_(1 - kLr * wd);
         if (warmup) {
           s.m[i].mul_(kB1).add_(g[r][i], 1 - kB1);
-          s.v[i].mul_(kB2).addcmul_(g[r][i], g[r][i], 1 - kB2);
+          s.v[i].mul_(b2).addcmul_(g[r][i], g[r][i], 1 - b2);
         } else {
           s.m[i].copy_(mean[i]);
         }
-        const at::Tensor denom = (s.v[i].sqrt() / std::sqrt(Bias(kB2, std::min(t, freeze)))).add_(kEps);
+        const at::Tensor denom = (s.v[i].sqrt() / std::sqrt(Bias(kB2, v_steps))).add_(kEps);
         s.p[i].addcdiv_(s.m[i], denom, -kLr / Bias(kB1, t));
       }
     }
@@ -441,6 +447,27 @@ TEST(OneBitOptimizers, OneBitAdamEqualsTheOneProcessReference) {
     if (mode == 0) {  // the dead unit got no momentum from the 1-bit messages, so it never moved
       EXPECT_TRUE(at::equal(params[0][0].detach(), InitialParams()[0][0].detach()));
     }
+  }
+}
+
+// var_refresh: after the freeze at 3, steps 5, 7 and 9 average the
+// gradients again (SetGrads gives them dyadic ones, so the mean is exact) and
+// refresh v with beta2^2; each is a warm-up step with no 1-bit exchange, the
+// others the reference's compressed steps, with denominators corrected for
+// the steps v has seen.
+TEST(OneBitOptimizers, VarRefreshEqualsTheOneProcessReference) {
+  const int world = Pg()->Size();
+  Tensors params = InitialParams();
+  OneBitAdam opt(params, Pg(), OneBitAdamOptions(kLr).betas({kB1, kB2}).freeze_step(3).var_refresh(2));
+  EXPECT_NE(opt.Config().find("freeze_step=3,var_refresh=2,"), std::string::npos) << opt.Config();
+  Reference ref(world);
+  for (int64_t t = 1; t <= 10; ++t) {
+    EXPECT_EQ(opt.AveragesGradientsAt(t), t <= 3 || t == 5 || t == 7 || t == 9) << t;
+    SetGrads(opt, params, t);
+    opt.step();
+    ref.OneBitAdamStep(t, 3, 0.0, false, 2);
+    EXPECT_EQ(opt.LastStepStats().compressed, (t == 4 || t == 6 || t == 8 || t == 10) && world > 1) << t;
+    ExpectBitEqual(Detached(params), ref.ranks[Pg()->Rank()].p, "step " + std::to_string(t));
   }
 }
 
@@ -714,6 +741,8 @@ TEST(OneBitOptimizers, BadSettingsAreRejected) {
               "OneBitAdam: freeze_step must be >= 0, or -1 for 10% of total_steps; got -2");
   ExpectError([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).total_steps(-5)); },
               "OneBitAdam: total_steps must be >= 0 (0: unknown), got -5");
+  ExpectError([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).var_refresh(-1)); },
+              "OneBitAdam: var_refresh must be >= 0 (0: never), got -1");
   ExpectError([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(0.0)); }, "lr must be > 0, got 0");
   ExpectError([&] { OneBitLamb(p, Pg(), OneBitLambOptions(-1.0)); }, "lr must be > 0, got -1");
   ExpectError([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).betas({1.0, 0.999})); },
