@@ -118,9 +118,9 @@ ABSL_FLAG(int64_t, warmup_steps, -1, "topk (DGC): density warm-up steps (-1: the
 ABSL_FLAG(int64_t, min_compress_numel, -1,
           "smaller tensors are sent uncompressed (-1: the hook's default, 1024; topk 8192)");
 ABSL_FLAG(bool, compress_1d, false, "also compress 1-D tensors (biases)");
-ABSL_FLAG(std::string, plain, "fp32",
-          "compression hooks: the tensors sent uncompressed (small, 1-D) go as fp32 or fp16 (under adam/adamw "
-          "--hook topk's momentum exchange: fp16)");
+ABSL_FLAG(std::string, plain, "",
+          "compression hooks: the tensors sent uncompressed (small, 1-D) go as fp32 or fp16 (empty: the hook's "
+          "default, fp32; under adam/adamw --hook topk's momentum exchange fp16)");
 ABSL_FLAG(int64_t, adapt_period, defaults::kAdaptPeriod, "adaptive_*: steps between per-layer decisions");
 ABSL_FLAG(int64_t, adapt_window, defaults::kAdaptWindow, "adaptive_*: steps of gradients summed for each decision (<= period)");
 ABSL_FLAG(double, adapt_alpha, defaults::kAdaptAlpha, "adaptive_*: error budget as a multiple of the uniform setting's error");
