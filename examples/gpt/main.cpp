@@ -47,8 +47,8 @@
 #endif
 
 ABSL_FLAG(std::string, preset, "tiny",
-          "model shape: tiny (4 layers, 4 heads, 128 wide, block 64; about 0.8M parameters) or small (6, 6, 384, "
-          "block 128; about 10.7M)");
+          "model shape: tiny (4 layers, 4 heads, 128 wide, block 64; about 0.8M parameters), medium (6, 8, 256, "
+          "block 64; about 4.8M) or small (6, 6, 384, block 128; about 10.7M)");
 ABSL_FLAG(int64_t, n_layer, 0, "transformer blocks (0: the preset's)");
 ABSL_FLAG(int64_t, n_head, 0, "attention heads (0: the preset's)");
 ABSL_FLAG(int64_t, n_embd, 0, "embedding width, a multiple of --n_head (0: the preset's)");
@@ -108,7 +108,9 @@ struct Config {
 };
 
 std::string ValidateFlags(const Config& c) {
-  if (c.preset != "tiny" && c.preset != "small") return absl::StrCat("--preset must be tiny or small, got '", c.preset, "'");
+  if (c.preset != "tiny" && c.preset != "medium" && c.preset != "small") {
+    return absl::StrCat("--preset must be tiny, medium or small, got '", c.preset, "'");
+  }
   // ValidateGptConfig names --n_layer, --n_head, --n_embd, --block_size and --dropout.
   gpt::GptConfig shape = c.model;
   shape.vocab_size = 1;  // known once the corpus is read
@@ -453,7 +455,7 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   Config c;
   c.preset = absl::GetFlag(FLAGS_preset);
-  if (c.preset == "tiny" || c.preset == "small") c.model = gpt::GptPreset(c.preset);
+  if (c.preset == "tiny" || c.preset == "medium" || c.preset == "small") c.model = gpt::GptPreset(c.preset);
   if (ex::FlagSet("n_layer")) c.model.n_layer = absl::GetFlag(FLAGS_n_layer);
   if (ex::FlagSet("n_head")) c.model.n_head = absl::GetFlag(FLAGS_n_head);
   if (ex::FlagSet("n_embd")) c.model.n_embd = absl::GetFlag(FLAGS_n_embd);

@@ -16,6 +16,12 @@ namespace nn = torch::nn;
 GptConfig GptPreset(const std::string& name) {
   GptConfig c;
   if (name == "tiny") return c;
+  if (name == "medium") {  // issue 33's larger transformer: 4.77M parameters, tiny's context
+    c.n_layer = 6;
+    c.n_head = 8;
+    c.n_embd = 256;
+    return c;
+  }
   if (name == "small") {
     c.n_layer = 6;
     c.n_head = 6;
@@ -23,7 +29,7 @@ GptConfig GptPreset(const std::string& name) {
     c.block_size = 128;
     return c;
   }
-  LOWBIT_CHECK(false, "--preset must be tiny or small, got '", name, "'");
+  LOWBIT_CHECK(false, "--preset must be tiny, medium or small, got '", name, "'");
 }
 
 std::string ValidateGptConfig(const GptConfig& c) {

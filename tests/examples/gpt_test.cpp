@@ -118,7 +118,7 @@ int64_t ExpectedParameters(const GptConfig& c) {
 }
 
 TEST(GptModel, PresetsHaveTheirParameterCounts) {
-  for (const char* preset : {"tiny", "small"}) {
+  for (const char* preset : {"tiny", "medium", "small"}) {
     GptConfig c = GptPreset(preset);
     c.vocab_size = 73;  // the King James Bible's characters
     Gpt model(c);
@@ -129,6 +129,10 @@ TEST(GptModel, PresetsHaveTheirParameterCounts) {
   GptConfig tiny = GptPreset("tiny");
   tiny.vocab_size = 73;
   EXPECT_NEAR(static_cast<double>(ExpectedParameters(tiny)), 0.81e6, 0.02e6);
+  GptConfig medium = GptPreset("medium");  // issue 33's larger transformer: >= 4M parameters, width >= 256
+  medium.vocab_size = 73;
+  EXPECT_EQ(ExpectedParameters(medium), 4774144);
+  EXPECT_EQ(medium.n_embd, 256);
   GptConfig small = GptPreset("small");
   small.vocab_size = 73;
   EXPECT_NEAR(static_cast<double>(ExpectedParameters(small)), 10.7e6, 0.1e6);
@@ -152,7 +156,7 @@ TEST(GptModel, BadConfigsAreNamed) {
   c.n_embd = 30;
   EXPECT_EQ(ValidateGptConfig(c), "--n_embd must be a positive multiple of --n_head (4), got 30");
   lowbit::testing::ExpectError([&] { Gpt{c}; }, "--n_embd must be a positive multiple of --n_head (4), got 30");
-  lowbit::testing::ExpectError([&] { GptPreset("huge"); }, "--preset must be tiny or small, got 'huge'");
+  lowbit::testing::ExpectError([&] { GptPreset("huge"); }, "--preset must be tiny, medium or small, got 'huge'");
   Gpt model(Small());
   lowbit::testing::ExpectError([&] { model->forward(torch::zeros({1, 17}, torch::kLong)); }, "sequence of 17 tokens is longer than block_size 16");
 }
