@@ -107,7 +107,8 @@ ABSL_FLAG(double, density, -1,
           "topk/randomk/compeft fraction of elements sent, in (0, 1] (-1: the hook's default, topk 0.01, randomk 0.1, "
           "compeft 0.05)");
 ABSL_FLAG(double, alpha, 1.0, "--hook compeft: each tensor's kept entries are +-alpha * its standard deviation");
-ABSL_FLAG(int, rank, defaults::kPowerSgdRank, "powersgd rank");
+ABSL_FLAG(int, rank, -1,
+          "powersgd rank (-1: the hook's own, 4; under adam/adamw --hook powersgd's momentum exchange 16)");
 ABSL_FLAG(int64_t, start_iter, -1, "uncompressed steps first (-1: powersgd 10, others 0)");
 ABSL_FLAG(bool, warm_start, true, "powersgd: reuse Q across steps");
 ABSL_FLAG(double, min_compression_rate, defaults::kMinCompressionRate, "powersgd: compress a matrix only if it shrinks this much");
