@@ -205,6 +205,11 @@ std::vector<torch::optim::OptimizerParamGroup> Groups(const ParamSets& p, Option
 
 }  // namespace
 
+// PowerSGD's rank under the momentum exchange is the model's width over this,
+// or the fallback where the example gives no width (docs/gpt.md).
+constexpr int64_t kWidthPerPowerSgdRank = 8;
+constexpr int64_t kFallbackPowerSgdRank = 16;
+
 // Under --outer diloco/streaming_diloco the inner rate's default is this times
 // the example's: each rank drifts alone between syncs, and 4e-3 to 6e-3 beat
 // DDP's 1e-3 on the GPT by 6 to 11 points (docs/low_communication.md).
@@ -299,6 +304,11 @@ std::string Spec(const std::string& hook, compress::HookSettings settings,
   return spec;
 }
 
+// PowerSGD's rank under the momentum exchange: the model's width / 8, else 16.
+int64_t MomentumPowerSgdRank(const Methods& m) {
+  return m.model_width > 0 ? std::max<int64_t>(1, m.model_width / kWidthPerPowerSgdRank) : kFallbackPowerSgdRank;
+}
+
 MomentumCodec MomentumCodecFor(const Methods& m) {
   // onebit: 1-bit Adam's own exchange, unless a setting asks for the hook's (allgather, per-block scales, EF21...).
   const bool only_seed =
@@ -312,9 +322,11 @@ MomentumCodec MomentumCodecFor(const Methods& m) {
     // (Fashion-MNIST's conv2 and fc2: docs/fashion_mnist.md).
     return {Spec(m.hook, m.hook_settings, {{"warmup_steps", "0"}, {"plain", "fp16"}}), true};
   }
-  // powersgd and L-GreCo's adaptive_powersgd: rank 16 (width / 8 on GPT tiny; rank 4 lost 17%:
-  // docs/gpt.md) unless --rank says; L-GreCo chooses per layer around it.
-  return {Spec(m.hook, m.hook_settings, {{"rank", "16"}, {"start_iter", "0"}}), true};
+  // powersgd and L-GreCo's adaptive_powersgd: rank width / 8 (16 on GPT tiny, where rank 4 lost 17%;
+  // 32 on the 256-wide medium preset, where 16 lost LARGE_R16: docs/gpt.md) unless --rank says; L-GreCo
+  // chooses per layer around it.
+  return {Spec(m.hook, m.hook_settings, {{"rank", std::to_string(MomentumPowerSgdRank(m))}, {"start_iter", "0"}}),
+          true};
 }
 
 // --freeze_step, else 10% of the run when the example gives its length, else
@@ -506,6 +518,12 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
     // warm-up of 10% of the run on 4-bit (QSGD, error feedback) averaged gradients.
     // adam: no weight decay, as torch::optim::Adam's default below.
     const MomentumCodec mc = MomentumCodecFor(m);
+    const bool lowrank = m.hook == "powersgd" || m.hook == "adaptive_powersgd";
+    if (lowrank && m.model_width == 0 && !FlagSet("rank") && ddp.shared_process_group()->Rank() == 0) {
+      std::cout << "notice: --hook " << m.hook << ": the example gives no model width, so the momentum exchange's "
+                << "PowerSGD rank is " << kFallbackPowerSgdRank << " (width / " << kWidthPerPowerSgdRank
+                << " when it does); --rank sets it" << std::endl;
+    }
     lo::OneBitAdamOptions o(m.lr);
     o.codec(mc.codec).local_momentum(mc.local_momentum).decoupled_weight_decay(m.optimizer == "adamw");
     SetFreezeStep(m, o);

@@ -183,6 +183,7 @@ int Run(Config c) {
               " training examples");
   // The run's length, for defaults that are a fraction of it (the momentum exchange's warm-up).
   c.m.total_steps = int64_t{c.epochs} * steps_per_epoch;
+  c.m.model_width = 128;  // fc1's units, the CNN's widest layer's narrow side
 
   torch::manual_seed(c.m.seed);
   Cnn model;

@@ -480,5 +480,6 @@ int main(int argc, char** argv) {
   c.temperature = absl::GetFlag(FLAGS_temperature);
   c.m = ex::MethodsFromFlags(absl::GetFlag(FLAGS_optimizer), absl::GetFlag(FLAGS_sparsity), 1e-3);
   c.m.total_steps = c.steps;
+  c.m.model_width = c.model.n_embd;
   return lowbit::examples::RunMain(ValidateFlags(c), [&] { return Run(c); });
 }
