@@ -108,7 +108,8 @@ ABSL_FLAG(double, density, -1,
           "compeft 0.05)");
 ABSL_FLAG(double, alpha, 1.0, "--hook compeft: each tensor's kept entries are +-alpha * its standard deviation");
 ABSL_FLAG(int, rank, -1,
-          "powersgd rank (-1: the hook's own, 4; under adam/adamw --hook powersgd's momentum exchange 16)");
+          "powersgd rank (-1: the hook's own, 4; under adam/adamw --hook powersgd's momentum exchange the model's "
+          "width / 8)");
 ABSL_FLAG(int64_t, start_iter, -1, "uncompressed steps first (-1: powersgd 10, others 0)");
 ABSL_FLAG(bool, warm_start, true, "powersgd: reuse Q across steps");
 ABSL_FLAG(double, min_compression_rate, defaults::kMinCompressionRate, "powersgd: compress a matrix only if it shrinks this much");
@@ -323,7 +324,7 @@ MomentumCodec MomentumCodecFor(const Methods& m) {
     return {Spec(m.hook, m.hook_settings, {{"warmup_steps", "0"}, {"plain", "fp16"}}), true};
   }
   // powersgd and L-GreCo's adaptive_powersgd: rank width / 8 (16 on GPT tiny, where rank 4 lost 17%;
-  // 32 on the 256-wide medium preset, where 16 lost LARGE_R16: docs/gpt.md) unless --rank says; L-GreCo
+  // 32 on the 256-wide medium preset, where 16 lost 4.7% by step 400: docs/gpt.md) unless --rank says; L-GreCo
   // chooses per layer around it.
   return {Spec(m.hook, m.hook_settings, {{"rank", std::to_string(MomentumPowerSgdRank(m))}, {"start_iter", "0"}}),
           true};

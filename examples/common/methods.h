@@ -80,7 +80,7 @@ struct Methods {
   // The run's optimizer steps, for defaults that are a fraction of the run (1-bit Adam's
   // warm-up); 0: the example does not say, and those take their measured fixed values.
   int64_t total_steps = 0;
-  // The model's width (a transformer's n_embd, a CNN's hidden units), for
+  // The model's width (the GPT's n_embd, Fashion-MNIST's 32 conv channels), for
   // defaults that are a fraction of it (PowerSGD's rank under the momentum
   // exchange: width / 8); 0: unknown, and those take a fixed value.
   int64_t model_width = 0;
