@@ -71,7 +71,8 @@ ABSL_FLAG(int64_t, reset_interval, -1,
           "own, 500 for SPAM and 1000 for Stable-SPAM)");
 ABSL_FLAG(int64_t, freeze_step, -1,
           "onebit_adam/onebit_lamb: uncompressed warm-up steps; zeroone_adam: the last variance refresh "
-          "(var_freeze_step); -1: the optimizer's default");
+          "(var_freeze_step); -1: 10 steps past the example's learning-rate warm-up (the GPT's --lr_warmup), "
+          "else 10% of the run");
 ABSL_FLAG(int64_t, var_refresh, -1,
           "onebit_adam and the momentum exchange: after the warm-up, refresh the variance from averaged gradients "
           "every this many steps (0: never; -1: the default, never)");
@@ -330,14 +331,15 @@ MomentumCodec MomentumCodecFor(const Methods& m) {
           true};
 }
 
-// --freeze_step, else 10% of the run when the example gives its length, else
-// the fixed fallback (the Fashion-MNIST example's measured warm-up), without the notice.
+// --freeze_step, else 10 steps past the learning rate's warm-up when the example has one (the GPT),
+// else 10% of the run when the example gives its length, else the fixed fallback (the Fashion-MNIST
+// example's measured warm-up), without the notice.
 void SetFreezeStep(const Methods& m, optim::OneBitAdamOptions& o) {
-  o.total_steps(m.total_steps);
+  o.total_steps(m.total_steps).lr_warmup_steps(m.lr_warmup_steps);
   if (FlagSet("var_refresh")) o.var_refresh(absl::GetFlag(FLAGS_var_refresh));
   if (FlagSet("freeze_step")) {
     o.freeze_step(absl::GetFlag(FLAGS_freeze_step));
-  } else if (m.total_steps == 0) {
+  } else if (m.total_steps == 0 && m.lr_warmup_steps == 0) {
     o.freeze_step(optim::kFallbackFreezeStep);
   }
 }
@@ -516,7 +518,7 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
   }
   if (MomentumExchange(m)) {
     // --hook X under Adam or AdamW: the momentum goes through X's codec after a
-    // warm-up of 10% of the run on 4-bit (QSGD, error feedback) averaged gradients.
+    // warm-up (10 steps past the learning rate's, or 10% of the run) on 4-bit (QSGD, error feedback) averaged gradients.
     // adam: no weight decay, as torch::optim::Adam's default below.
     const MomentumCodec mc = MomentumCodecFor(m);
     const bool lowrank = m.hook == "powersgd" || m.hook == "adaptive_powersgd";
@@ -568,10 +570,10 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const Methods& m, const P
     o.averaging_hook(averaging);
     // As SetFreezeStep: the run's length when the example gives it, else the fixed fallbacks (given
     // explicitly here only to keep the library's notice quiet; the other two fall back by themselves).
-    o.total_steps(m.total_steps);
+    o.total_steps(m.total_steps).lr_warmup_steps(m.lr_warmup_steps);
     if (FlagSet("freeze_step")) {
       o.var_freeze_step(absl::GetFlag(FLAGS_freeze_step));
-    } else if (m.total_steps == 0) {
+    } else if (m.total_steps == 0 && m.lr_warmup_steps == 0) {
       o.var_freeze_step(optim::kFallbackFreezeStep);
     }
     if (FlagSet("var_update_scaler")) o.var_update_scaler(absl::GetFlag(FLAGS_var_update_scaler));

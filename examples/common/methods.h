@@ -80,6 +80,9 @@ struct Methods {
   // The run's optimizer steps, for defaults that are a fraction of the run (1-bit Adam's
   // warm-up); 0: the example does not say, and those take their measured fixed values.
   int64_t total_steps = 0;
+  // The learning-rate schedule's warm-up in optimizer steps (the GPT's --lr_warmup), for the 1-bit
+  // optimizers' automatic warm-up, which ends 10 steps after it; 0: none (Fashion-MNIST's constant rate).
+  int64_t lr_warmup_steps = 0;
   // The model's width (the GPT's n_embd, Fashion-MNIST's 32 conv channels), for
   // defaults that are a fraction of it (PowerSGD's rank under the momentum
   // exchange: width / 8); 0: unknown, and those take a fixed value.

@@ -480,6 +480,7 @@ int main(int argc, char** argv) {
   c.temperature = absl::GetFlag(FLAGS_temperature);
   c.m = ex::MethodsFromFlags(absl::GetFlag(FLAGS_optimizer), absl::GetFlag(FLAGS_sparsity), 1e-3);
   c.m.total_steps = c.steps;
+  c.m.lr_warmup_steps = c.lr_warmup;
   c.m.model_width = c.model.n_embd;
   return lowbit::examples::RunMain(ValidateFlags(c), [&] { return Run(c); });
 }

@@ -11,19 +11,26 @@
 
 namespace lowbit::optim {
 
-int64_t ResolveFreezeStep(const std::string& name, int64_t freeze_step, int64_t total_steps, bool print_notice,
-                          const std::string& key) {
-  LOWBIT_CHECK(freeze_step >= -1, name, ": ", key, " must be >= 0, or -1 for ", kAutoFreezeFraction * 100,
-               "% of total_steps; got ", freeze_step);
+int64_t ResolveFreezeStep(const std::string& name, int64_t freeze_step, int64_t total_steps, int64_t lr_warmup_steps,
+                          bool print_notice, const std::string& key) {
+  LOWBIT_CHECK(freeze_step >= -1, name, ": ", key, " must be >= 0, or -1 for lr_warmup_steps + ", kFreezeAfterLrWarmup,
+               " or ", kAutoFreezeFraction * 100, "% of total_steps, the earlier; got ", freeze_step);
   LOWBIT_CHECK(total_steps >= 0, name, ": total_steps must be >= 0 (0: unknown), got ", total_steps);
+  LOWBIT_CHECK(lr_warmup_steps >= 0, name, ": lr_warmup_steps must be >= 0 (0: none or unknown), got ",
+               lr_warmup_steps);
   if (freeze_step >= 0) return freeze_step;
-  if (total_steps > 0) {
-    return std::max<int64_t>(1, std::llround(kAutoFreezeFraction * static_cast<double>(total_steps)));
+  const int64_t of_run =
+      total_steps > 0 ? std::max<int64_t>(1, std::llround(kAutoFreezeFraction * static_cast<double>(total_steps))) : 0;
+  if (lr_warmup_steps > 0) {
+    const int64_t after_warmup = lr_warmup_steps + kFreezeAfterLrWarmup;
+    return of_run > 0 ? std::min(after_warmup, of_run) : after_warmup;
   }
+  if (of_run > 0) return of_run;
   if (print_notice) {
-    base::Warn(c10::str(name, ": neither ", key, " nor total_steps is set; warming up for ", kFallbackFreezeStep,
-                        " steps. Give total_steps (the warm-up is then ", kAutoFreezeFraction * 100,
-                        "% of the run) or ", key, "."));
+    base::Warn(c10::str(name, ": none of ", key, ", lr_warmup_steps and total_steps is set; warming up for ",
+                        kFallbackFreezeStep, " steps. Give lr_warmup_steps (the warm-up then ends ",
+                        kFreezeAfterLrWarmup, " steps after the learning rate's), total_steps (",
+                        kAutoFreezeFraction * 100, "% of the run) or ", key, "."));
   }
   return kFallbackFreezeStep;
 }
@@ -46,7 +53,8 @@ OneBitAdam::OneBitAdam(std::vector<at::Tensor> params, std::shared_ptr<comm::Pro
 OneBitAdam::OneBitAdam(std::vector<torch::optim::OptimizerParamGroup> groups, std::shared_ptr<comm::ProcessGroup> pg,
                        comm::DistributedDataParallel* ddp, const OneBitAdamOptions& defaults)
     : OneBitOptimizer(std::move(groups), std::make_unique<OneBitAdamOptions>(defaults), std::move(pg), ddp),
-      freeze_step_(ResolveFreezeStep("OneBitAdam", defaults.freeze_step(), defaults.total_steps(), rank() == 0)),
+      freeze_step_(ResolveFreezeStep("OneBitAdam", defaults.freeze_step(), defaults.total_steps(),
+                                     defaults.lr_warmup_steps(), rank() == 0)),
       var_refresh_(defaults.var_refresh()),
       bias_correction_(defaults.bias_correction()),
       local_momentum_(defaults.local_momentum()) {

@@ -54,7 +54,7 @@ ZeroOneAdam::ZeroOneAdam(std::vector<torch::optim::OptimizerParamGroup> groups, 
   LOWBIT_CHECK(defaults.local_step_clipper() >= 1, "ZeroOneAdam: local_step_clipper must be >= 1, got ",
                defaults.local_step_clipper());
   schedule_.var_freeze_step = ResolveFreezeStep("ZeroOneAdam", defaults.var_freeze_step(), defaults.total_steps(),
-                                                rank() == 0, "var_freeze_step");
+                                                defaults.lr_warmup_steps(), rank() == 0, "var_freeze_step");
   schedule_.local_step_scaler = defaults.local_step_scaler();
   if (schedule_.local_step_scaler == -1) {
     schedule_.local_step_scaler =

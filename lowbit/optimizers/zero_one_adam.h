@@ -65,9 +65,11 @@ struct ZeroOneAdamOptions : public torch::optim::OptimizerCloneableOptions<ZeroO
   TORCH_ARG(bool, decoupled_weight_decay) = false;
   // Per optimizer.
   // DeepSpeed's BERT values are 100000, 16, 32678, 16. The last variance
-  // refresh; -1 (the default): kAutoFreezeFraction (10%) of total_steps, as
-  // OneBitAdamOptions::freeze_step (docs/gpt.md measures it), without
-  // total_steps kFallbackFreezeStep (200, measured best on a 702-step
+  // refresh; -1 (the default): as OneBitAdamOptions::freeze_step, the
+  // earlier of lr_warmup_steps + kFreezeAfterLrWarmup (10; 0/1 Adam's rule is
+  // the end of the learning-rate warm-up) and kAutoFreezeFraction (10%) of
+  // total_steps, whichever is given (docs/gpt.md measures both); with
+  // neither, kFallbackFreezeStep (200, measured best on a 702-step
   // Fashion-MNIST run, docs/optimizers.md) and a printed notice.
   TORCH_ARG(int64_t, var_freeze_step) = -1;
   // Variance refreshes per doubling of their interval (kappa); -1 (the
@@ -82,6 +84,9 @@ struct ZeroOneAdamOptions : public torch::optim::OptimizerCloneableOptions<ZeroO
   // The run's length in optimizer steps, as a learning-rate schedule takes
   // it; 0: unknown. Only the automatic settings (-1) read it.
   TORCH_ARG(int64_t, total_steps) = 0;
+  // As OneBitAdamOptions::lr_warmup_steps: only the automatic var_freeze_step
+  // reads it.
+  TORCH_ARG(int64_t, lr_warmup_steps) = 0;
   TORCH_ARG(bool, bias_correction) = true;
   // Elements per 1-bit scale; its exchange spans layers, so a scale per 1024.
   TORCH_ARG(int64_t, block) = 1024;

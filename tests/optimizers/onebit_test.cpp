@@ -543,7 +543,8 @@ TEST(OneBitOptimizers, CodecCarriesTheMomentumExchange) {
   }
 }
 
-// The automatic warm-up: 10% of total_steps (rounded, at least 1), else 200.
+// The automatic warm-up: the earlier of 10 steps past the learning rate's warm-up and 10% of total_steps
+// (rounded, at least 1), whichever is given, else 200.
 TEST(OneBitOptimizers, FreezeStepFollowsTheRunLength) {
   Tensors p = InitialParams();
   const auto freeze = [&](OneBitAdamOptions o) {
@@ -558,6 +559,10 @@ TEST(OneBitOptimizers, FreezeStepFollowsTheRunLength) {
   EXPECT_EQ(freeze(OneBitAdamOptions(kLr).total_steps(600).freeze_step(7)), 7);
   EXPECT_EQ(freeze(OneBitAdamOptions(kLr).total_steps(600).freeze_step(0)), 0);
   EXPECT_EQ(freeze(OneBitAdamOptions(kLr)), 200);
+  EXPECT_EQ(freeze(OneBitAdamOptions(kLr).total_steps(2000).lr_warmup_steps(50)), 60);
+  EXPECT_EQ(freeze(OneBitAdamOptions(kLr).lr_warmup_steps(300)), 310);
+  EXPECT_EQ(freeze(OneBitAdamOptions(kLr).total_steps(600).lr_warmup_steps(300)), 60);
+  EXPECT_EQ(freeze(OneBitAdamOptions(kLr).total_steps(2000).lr_warmup_steps(50).freeze_step(7)), 7);
   // 0/1 Adam: the last variance refresh and the local-step interval's doubling follow the run's length too.
   const auto schedule = [&](ZeroOneAdamOptions o) { return ZeroOneAdam(p, Pg(), o).schedule(); };
   EXPECT_EQ(schedule(ZeroOneAdamOptions(kLr).total_steps(600)).var_freeze_step, 60);
@@ -572,6 +577,9 @@ TEST(OneBitOptimizers, FreezeStepFollowsTheRunLength) {
   EXPECT_EQ(schedule(ZeroOneAdamOptions(kLr).total_steps(600).var_freeze_step(1)).var_update_scaler, 1);
   EXPECT_EQ(schedule(ZeroOneAdamOptions(kLr).total_steps(600).var_update_scaler(7)).var_update_scaler, 7);
   EXPECT_EQ(schedule(ZeroOneAdamOptions(kLr)).var_update_scaler, 16);
+  EXPECT_EQ(schedule(ZeroOneAdamOptions(kLr).total_steps(2000).lr_warmup_steps(50)).var_freeze_step, 60);
+  EXPECT_EQ(schedule(ZeroOneAdamOptions(kLr).total_steps(2000).lr_warmup_steps(50)).var_update_scaler, 30);
+  EXPECT_EQ(schedule(ZeroOneAdamOptions(kLr).lr_warmup_steps(50).var_freeze_step(9)).var_freeze_step, 9);
 }
 
 TEST(OneBitOptimizers, ZeroOneAdamEqualsTheOneProcessReference) {
@@ -738,7 +746,10 @@ TEST(OneBitOptimizers, NonFiniteGradientOnOneRankSkipsTheStepEverywhere) {
 TEST(OneBitOptimizers, BadSettingsAreRejected) {
   Tensors p = InitialParams();
   ExpectError([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).freeze_step(-2)); },
-              "OneBitAdam: freeze_step must be >= 0, or -1 for 10% of total_steps; got -2");
+              "OneBitAdam: freeze_step must be >= 0, or -1 for lr_warmup_steps + 10 or 10% of total_steps, the "
+              "earlier; got -2");
+  ExpectError([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).lr_warmup_steps(-3)); },
+              "OneBitAdam: lr_warmup_steps must be >= 0 (0: none or unknown), got -3");
   ExpectError([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).total_steps(-5)); },
               "OneBitAdam: total_steps must be >= 0 (0: unknown), got -5");
   ExpectError([&] { OneBitAdam(p, Pg(), OneBitAdamOptions(kLr).var_refresh(-1)); },
@@ -750,7 +761,10 @@ TEST(OneBitOptimizers, BadSettingsAreRejected) {
   ExpectError([&] { ZeroOneAdam(p, Pg(), ZeroOneAdamOptions(kLr).betas({0.9, -0.1})); },
                "beta2 must be in [0, 1), got -0.1");
   ExpectError([&] { ZeroOneAdam(p, Pg(), ZeroOneAdamOptions(kLr).var_freeze_step(-5)); },
-              "ZeroOneAdam: var_freeze_step must be >= 0, or -1 for 10% of total_steps; got -5");
+              "ZeroOneAdam: var_freeze_step must be >= 0, or -1 for lr_warmup_steps + 10 or 10% of total_steps, the "
+              "earlier; got -5");
+  ExpectError([&] { ZeroOneAdam(p, Pg(), ZeroOneAdamOptions(kLr).lr_warmup_steps(-1)); },
+              "ZeroOneAdam: lr_warmup_steps must be >= 0 (0: none or unknown), got -1");
   ExpectError([&] { ZeroOneAdam(p, Pg(), ZeroOneAdamOptions(kLr).var_update_scaler(-3)); },
               "ZeroOneAdam: var_update_scaler must be >= 1, or -1 for var_freeze_step / 2; got -3");
   ExpectError([&] { ZeroOneAdam(p, Pg(), ZeroOneAdamOptions(kLr).local_step_scaler(0)); },
