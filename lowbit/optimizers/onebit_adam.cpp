@@ -35,6 +35,19 @@ int64_t ResolveFreezeStep(const std::string& name, int64_t freeze_step, int64_t 
   return kFallbackFreezeStep;
 }
 
+void CheckSavedFreezeStep(const std::string& name, const std::string& key, const std::string& entry,
+                          const std::map<std::string, at::Tensor>& saved, int64_t freeze_step) {
+  const auto it = saved.find(entry);
+  if (it == saved.end()) return;
+  LOWBIT_CHECK(it->second.numel() == 1, name, ": the archive's ", entry, " entry has ", it->second.numel(),
+               " elements, not 1");
+  const int64_t was = it->second.to(at::kLong).item<int64_t>();
+  LOWBIT_CHECK(was == freeze_step, name, ": the checkpoint's warm-up ends at step ", was, " (", key,
+               "), this optimizer's at step ", freeze_step, "; resume with ", key, " ", was,
+               " (the automatic one follows total_steps and lr_warmup_steps, so a resume with another run length "
+               "or learning-rate warm-up moves it)");
+}
+
 OneBitAdam::OneBitAdam(std::vector<torch::optim::OptimizerParamGroup> groups, comm::DistributedDataParallel& ddp,
                        OneBitAdamOptions defaults)
     : OneBitAdam(std::move(groups), ddp.shared_process_group(), &ddp, defaults) {}
@@ -124,6 +137,14 @@ bool OneBitAdam::Step(int64_t t, const std::vector<at::Tensor>& grads) {
     p.addcdiv_(dense ? m : momentum[i], denom[i], -o.lr() / BiasCorrection(beta1, t, bias_correction_));
   }
   return true;
+}
+
+void OneBitAdam::SaveExtra(comm::HookState* out) const {
+  out->emplace_back("onebit_adam/freeze_step", at::tensor(freeze_step_));
+}
+
+void OneBitAdam::LoadExtra(const std::map<std::string, at::Tensor>& saved) {
+  CheckSavedFreezeStep("OneBitAdam", "freeze_step", "onebit_adam/freeze_step", saved, freeze_step_);
 }
 
 }  // namespace lowbit::optim

@@ -24,6 +24,7 @@
 #include <torch/arg.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -44,6 +45,12 @@ inline constexpr int64_t kFreezeAfterLrWarmup = 10;
 // optimizer) and `key` (the option) for the notice and the errors.
 int64_t ResolveFreezeStep(const std::string& name, int64_t freeze_step, int64_t total_steps, int64_t lr_warmup_steps,
                           bool print_notice, const std::string& key = "freeze_step");
+// A checkpoint's resolved warm-up (`entry` in the archive's extra state) must
+// be this optimizer's: an automatic one follows total_steps and
+// lr_warmup_steps, so a resume with another run length would otherwise move
+// the freeze silently. Archives without the entry (older ones) pass.
+void CheckSavedFreezeStep(const std::string& name, const std::string& key, const std::string& entry,
+                          const std::map<std::string, at::Tensor>& saved, int64_t freeze_step);
 
 struct OneBitAdamOptions : public torch::optim::OptimizerCloneableOptions<OneBitAdamOptions> {
   OneBitAdamOptions(double lr = 1e-3) : lr_(lr) {}  // NOLINT: implicit, as torch::optim::AdamOptions
@@ -119,6 +126,8 @@ class OneBitAdam final : public OneBitOptimizer {
   OneBitAdam(std::vector<torch::optim::OptimizerParamGroup> groups, std::shared_ptr<comm::ProcessGroup> pg,
              comm::DistributedDataParallel* ddp, const OneBitAdamOptions& defaults);
   bool Step(int64_t t, const std::vector<at::Tensor>& grads) override;
+  void SaveExtra(comm::HookState* out) const override;
+  void LoadExtra(const std::map<std::string, at::Tensor>& saved) override;
   // Step t refreshes the variance (var_refresh).
   bool Refreshes(int64_t t) const {
     return var_refresh_ > 0 && t > freeze_step_ && (t - freeze_step_) % var_refresh_ == 0;

@@ -183,11 +183,13 @@ void ZeroOneAdam::SaveExtra(comm::HookState* out) const {
                     at::tensor(std::vector<int64_t>{schedule_.var_interval, schedule_.var_counter,
                                                     schedule_.local_interval, schedule_.local_counter,
                                                     variance_updates_}));
+  out->emplace_back("zero_one/var_freeze_step", at::tensor(schedule_.var_freeze_step));
 }
 
 void ZeroOneAdam::LoadExtra(const std::map<std::string, at::Tensor>& saved) {
   auto it = saved.find("zero_one/schedule");
   LOWBIT_CHECK(it != saved.end() && it->second.numel() == 5, "ZeroOneAdam: the archive has no zero_one/schedule entry");
+  CheckSavedFreezeStep("ZeroOneAdam", "var_freeze_step", "zero_one/var_freeze_step", saved, schedule_.var_freeze_step);
   const at::Tensor s = it->second.to(at::kLong);
   schedule_.var_interval = s[0].item<int64_t>();
   schedule_.var_counter = s[1].item<int64_t>();

@@ -722,6 +722,46 @@ TEST(OneBitOptimizers, StateRoundTripContinuesExactly) {
   }
 }
 
+// The automatic warm-up follows the run's length: a checkpoint of a 600-step run (freeze 60) resumed as a
+// 2000-step one (freeze 200) would move the freeze silently, so load() refuses it, naming both.
+TEST(OneBitOptimizers, ResumeWithAnotherWarmupIsRefused) {
+  const auto saved = [](OneBitOptimizer& opt, Tensors& p) {
+    for (int64_t t = 1; t <= 3; ++t) {
+      SetGrads(opt, p, t);
+      opt.step();
+    }
+    torch::serialize::OutputArchive archive;
+    opt.save(archive);
+    std::ostringstream bytes;
+    archive.save_to(bytes);
+    return bytes.str();
+  };
+  const auto load = [](OneBitOptimizer& opt, const std::string& bytes) {
+    std::istringstream in(bytes);
+    torch::serialize::InputArchive archive;
+    archive.load_from(in);
+    opt.load(archive);
+  };
+  Tensors a = InitialParams();
+  OneBitAdam short_run(a, Pg(), OneBitAdamOptions(kLr).total_steps(600));
+  const std::string bytes = saved(short_run, a);
+  Tensors b = InitialParams();
+  OneBitAdam longer(b, Pg(), OneBitAdamOptions(kLr).total_steps(2000));
+  ExpectError([&] { load(longer, bytes); },
+              "OneBitAdam: the checkpoint's warm-up ends at step 60 (freeze_step), this optimizer's at step 200; "
+              "resume with freeze_step 60");
+  OneBitAdam pinned(b, Pg(), OneBitAdamOptions(kLr).total_steps(2000).freeze_step(60));
+  load(pinned, bytes);
+  EXPECT_EQ(pinned.steps(), 3);
+  Tensors c = InitialParams();
+  ZeroOneAdam zo_short(c, Pg(), ZeroOneAdamOptions(kLr).total_steps(600));
+  const std::string zo_bytes = saved(zo_short, c);
+  Tensors d = InitialParams();
+  ZeroOneAdam zo_warm(d, Pg(), ZeroOneAdamOptions(kLr).total_steps(2000).lr_warmup_steps(100));
+  ExpectError([&] { load(zo_warm, zo_bytes); },
+              "ZeroOneAdam: the checkpoint's warm-up ends at step 60 (var_freeze_step), this optimizer's at step 110");
+}
+
 TEST(OneBitOptimizers, NonFiniteGradientOnOneRankSkipsTheStepEverywhere) {
   if (Pg()->Size() == 1) GTEST_SKIP() << "needs two ranks";
   Tensors params = InitialParams();
