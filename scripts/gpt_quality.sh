@@ -12,6 +12,12 @@
 #   LOWBIT_GPT_RUNS="label|flags;..."  rows (default: every method)
 #   LOWBIT_GPT_BIN=PATH                 a copy of the binary, so a rebuild mid-sweep
 #                                       does not change the runs
+#
+# The longer yardstick and the larger transformer (docs/gpt.md) are the same
+# sweep with flags after the script's name, which come last and so win, into a
+# file of their own:
+#   LOWBIT_GPT_OUT=build/gpt_quality_2000.jsonl scripts/gpt_quality.sh --steps 2000 --eval_interval 100
+#   LOWBIT_GPT_OUT=build/gpt_quality_medium.jsonl scripts/gpt_quality.sh --preset medium --eval_interval 100
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 lowbit_setup
@@ -28,6 +34,7 @@ W8A8|--qat w8a8;W4A8|--qat w4a8;W4A4 LSQ|--qat w4a4_lsq;W4A4 QuEST|--qat w4a4_qu
 int8 training|--qat int8_train;fp8 training|--qat fp8_train;2:4 SR-STE (MLP)|--sparsity 2:4_srste;\
 adaptive powersgd|--hook adaptive_powersgd;adaptive topk|--hook adaptive_topk;\
 adaptive qsgd|--hook adaptive_qsgd --bits 4;\
+DiLoCo|--outer diloco;Streaming DiLoCo|--outer streaming_diloco;\
 powersgd rank 4 (gradients)|--hook powersgd --rank 4 --compress_gradients;onebit (gradients)|--hook onebit --compress_gradients;\
 topk 1% (gradients)|--hook topk --compress_gradients;ternary (gradients)|--hook ternary --compress_gradients"
 IFS=';' read -r -a runs <<<"${LOWBIT_GPT_RUNS:-$default_runs}"

@@ -35,10 +35,11 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 PY = "/usr/bin/python3"
 PEERS = {"gpt": os.path.join(ROOT, "bench/peers/gpt_ddp.py"),
          "fashion": os.path.join(ROOT, "bench/peers/fashion_ddp.py")}
-# label -> (system, flags). The 1-bit optimizers' first --freeze_step steps
-# average gradients (fp32, or through --hook): their speed run starts
-# compressing at once, and their time to target counts those steps at the step
-# time of the configuration that exchanges the same way (WARMUP).
+# label -> (system, flags). The 1-bit optimizers' and the momentum exchange's
+# first --freeze_step steps (or their automatic warm-up) average gradients
+# (fp16, or through --hook; 4-bit QSGD for the momentum exchange): their speed
+# run starts compressing at once, and their time to target counts those steps
+# at the step time of the configuration that exchanges the same way (WARMUP).
 CONFIGS = {
     "pytorch_allreduce": ("pytorch", ["--hook", "allreduce"]),
     "pytorch_fp16": ("pytorch", ["--hook", "fp16"]),
@@ -46,10 +47,16 @@ CONFIGS = {
     "lowbit_allreduce": ("lowbit", ["--hook", "allreduce"]),
     "lowbit_fp16": ("lowbit", ["--hook", "fp16"]),
     "lowbit_qsgd4": ("lowbit", ["--hook", "qsgd", "--bits", "4"]),
-    "lowbit_powersgd": ("lowbit", ["--hook", "powersgd", "--rank", "4"]),
+    # Under AdamW these carry the momentum through the hook's codec after a
+    # 4-bit warm-up (docs/gpt.md, "Compression under AdamW"); PowerSGD at the
+    # model's width / 8.
+    "lowbit_powersgd": ("lowbit", ["--hook", "powersgd"]),
     "lowbit_onebit": ("lowbit", ["--hook", "onebit"]),
     "lowbit_topk": ("lowbit", ["--hook", "topk"]),
-    "lowbit_onebit_adam": ("lowbit", ["--optimizer", "onebit_adam", "--freeze_step", "100"]),
+    "lowbit_ternary": ("lowbit", ["--hook", "ternary"]),
+    "lowbit_powersgd_rank4_gradients": ("lowbit", ["--hook", "powersgd", "--rank", "4", "--compress_gradients"]),
+    "lowbit_onebit_adam": ("lowbit", ["--optimizer", "onebit_adam"]),
+    "lowbit_onebit_adam_freeze100": ("lowbit", ["--optimizer", "onebit_adam", "--freeze_step", "100"]),
     "lowbit_zeroone_adam": ("lowbit", ["--optimizer", "zeroone_adam"]),
     # LAMB at its own default peak rate (1e-2), not AdamW's: its time to
     # target is the optimizer's as much as the exchange's.
@@ -63,6 +70,9 @@ CONFIGS = {
     # the peak rate measured best for each (local steps on a quarter of the
     # batch take a higher rate than DDP's 1e-3), the pseudo-gradient through
     # qsgd 4-bit.
+    # At their defaults (docs/low_communication.md, "At their defaults").
+    "lowbit_diloco": ("lowbit", ["--outer", "diloco"]),
+    "lowbit_streaming_diloco": ("lowbit", ["--outer", "streaming_diloco"]),
     "lowbit_diloco_h50_qsgd4": ("lowbit", ["--outer", "diloco", "--sync_every", "50", "--hook", "qsgd", "--bits", "4",
                                            "--lr", "4e-3"]),
     "lowbit_streaming_h50_qsgd4": ("lowbit", ["--outer", "streaming_diloco", "--sync_every", "50", "--hook", "qsgd",
@@ -77,18 +87,30 @@ CONFIGS = {
     "lowbit_two_level_diloco_h50": ("lowbit", ["--two_level", "--outer", "diloco", "--sync_every", "50", "--hook",
                                                "qsgd", "--bits", "4", "--lr", "4e-3"]),
 }
-# 1-bit optimizer -> the configuration whose step time its warm-up steps take.
-WARMUP = {"lowbit_onebit_adam": "lowbit_allreduce", "lowbit_onebit_lamb": "lowbit_allreduce",
+# A configuration with a warm-up -> the configuration whose step time its
+# warm-up steps take (the 1-bit optimizers average fp16 gradients unless --hook
+# says, the momentum exchange 4-bit QSGD ones).
+WARMUP = {"lowbit_onebit_adam": "lowbit_fp16", "lowbit_onebit_adam_freeze100": "lowbit_fp16",
+          "lowbit_onebit_lamb": "lowbit_fp16", "lowbit_zeroone_adam": "lowbit_fp16",
           "lowbit_onebit_adam_fp16": "lowbit_fp16", "lowbit_onebit_lamb_fp16": "lowbit_fp16",
-          "lowbit_onebit_lamb_qsgd4": "lowbit_qsgd4"}
+          "lowbit_onebit_lamb_qsgd4": "lowbit_qsgd4", "lowbit_onebit": "lowbit_qsgd4",
+          "lowbit_topk": "lowbit_qsgd4", "lowbit_powersgd": "lowbit_qsgd4", "lowbit_ternary": "lowbit_qsgd4"}
 # A speed run of a WARMUP configuration starts compressing after this many steps.
 SPEED_FREEZE_STEP = "2"
+# The GPT example's --lr_warmup default, and the automatic warm-up that follows from it
+# (lowbit::optim::ResolveFreezeStep: the earlier of 10 steps past it and 10% of the run).
+GPT_LR_WARMUP = 50
 
 
-def freeze_step(label):
-    """The --freeze_step of a WARMUP configuration: its warm-up steps."""
+def freeze_step(a, label):
+    """The warm-up steps of a WARMUP configuration: its --freeze_step, else the automatic one."""
     flags = CONFIGS[label][1]
-    return int(flags[flags.index("--freeze_step") + 1])
+    if "--freeze_step" in flags:
+        return int(flags[flags.index("--freeze_step") + 1])
+    steps = quality_steps(a)
+    if a.model == "gpt":
+        return min(GPT_LR_WARMUP + 10, max(1, round(0.1 * steps)))
+    return max(1, round(0.1 * steps * (60000 // (64 * a.ranks))))
 
 
 RATES_MBIT = {"10gbit": 10000, "1gbit": 1000, "100mbit": 100}
@@ -152,8 +174,10 @@ def command(a, label, network, steps, eval_interval, csv_path, port):
     system, flags = CONFIGS[label]
     if steps != quality_steps(a) and label in WARMUP:  # a speed run: the compressed phase
         flags = [f for f in flags]
-        i = flags.index("--freeze_step")
-        flags[i + 1] = SPEED_FREEZE_STEP
+        if "--freeze_step" in flags:
+            flags[flags.index("--freeze_step") + 1] = SPEED_FREEZE_STEP
+        else:
+            flags += ["--freeze_step", SPEED_FREEZE_STEP]
     if a.layout and "--two_level" in flags:
         # Hosts as blocks of R ranks: the same split on shared memory (the
         # quality pass) and under netsim (whose hosts hold ranks in blocks).
@@ -179,6 +203,22 @@ def command(a, label, network, steps, eval_interval, csv_path, port):
         return [os.path.join(ROOT, "scripts/netsim"), "--hosts", hosts, "--ranks-per-host", per_host, "--rate",
                 network, "--"] + prog
     return [os.path.join(ROOT, "scripts/netsim"), "--ranks", str(a.ranks), "--rate", network, "--"] + prog
+
+
+def quality_row(a, label, status, rows, wall_seconds):
+    """A quality row: the steps to each target (the first evaluation at or past it) and the final value."""
+    def steps_to(target):
+        if a.model == "gpt":
+            reached = [int(r["step"]) for r in rows if r.get("val_loss") and float(r["val_loss"]) <= target]
+        else:
+            per_epoch = 60000 // (64 * a.ranks)
+            reached = [int(r["epoch"]) * per_epoch for r in rows if float(r["test_accuracy"]) >= target]
+        return reached[0] if reached else None
+    key = "val_loss" if a.model == "gpt" else "test_accuracy"
+    final = float(rows[-1][key]) if rows and rows[-1].get(key) else None
+    return {"bench": "peers", "pass": "quality", "model": a.model, "config": label, "status": status,
+            "steps_to_target": steps_to(a.target), "final": final, "target": a.target,
+            "steps_to": {str(t): steps_to(t) for t in a.targets}, "wall_seconds": wall_seconds}
 
 
 def quality_steps(a):
@@ -207,7 +247,7 @@ def main():
     p.add_argument("--steps", type=int, default=600, help="the quality pass's schedule")
     p.add_argument("--eval_interval", type=int, default=50)
     p.add_argument("--val_windows", type=int, default=512)
-    p.add_argument("--target", type=float, default=None,
+    p.add_argument("--target", type=str, default=None,
                    help="target validation loss (gpt, default 1.80 nats/char) or test accuracy (fashion, default 0.88)")
     p.add_argument("--speed_steps", type=int, default=60,
                    help="steps of a speed run (a multiple of the outer methods' --sync_every, so that their syncs count)")
@@ -217,12 +257,20 @@ def main():
     p.add_argument("--timeout", type=int, default=900, help="seconds per quality run")
     p.add_argument("--speed_timeout", type=int, default=240, help="seconds per speed run")
     p.add_argument("--quality_from", default="", help="JSON lines of an earlier run: its quality rows are reused")
+    p.add_argument("--quality_csv", default="",
+                   help="CONFIG=PATH,...: quality rows from earlier runs' metrics CSVs (--metrics_csv of the example "
+                        "or the peer, at the same --steps and seed; gpt only)")
     p.add_argument("--skip_quality", action="store_true", help="speed pass only (time to target left out)")
     p.add_argument("--port", type=int, default=29700, help="first rendezvous port of the PyTorch runs")
     p.add_argument("--work", default="", help="folder for the runs' CSVs (default: a temporary one)")
     a = p.parse_args()
     if a.target is None:
-        a.target = 1.80 if a.model == "gpt" else 0.88
+        a.target = "1.80" if a.model == "gpt" else "0.88"
+    try:
+        a.targets = [float(t) for t in a.target.split(",")]
+    except ValueError:
+        sys.exit(f"peers_bench: --target must be numbers separated by commas, got '{a.target}'")
+    a.target = a.targets[0]
     if a.model == "fashion" and a.configs == ",".join(CONFIGS):
         a.configs = ",".join(c for c in CONFIGS if c not in WARMUP)
     if a.layout:
@@ -251,6 +299,16 @@ def main():
                 if row.get("pass") == "quality" and row.get("config") in labels:
                     quality[row["config"]] = row
                     emit(row)
+    for item in [x for x in a.quality_csv.split(",") if x]:
+        label, _, path = item.partition("=")
+        if label not in labels or not path:
+            sys.exit(f"peers_bench: --quality_csv wants CONFIG=PATH with CONFIG in --configs, got '{item}'")
+        rows = read_csv(path)
+        if a.model != "gpt" or not rows or int(rows[-1]["step"]) != a.steps:
+            sys.exit(f"peers_bench: --quality_csv {path}: not a {a.steps}-step GPT metrics CSV")
+        quality[label] = quality_row(a, label, "ok (from --quality_csv)", rows, None)
+        quality[label]["metrics_csv"] = path
+        emit(quality[label])
     if not a.skip_quality:
         for label in labels:
             if label in quality:
@@ -259,17 +317,7 @@ def main():
             path = os.path.join(work, f"quality-{label}.csv")
             t0 = time.time()
             status, log = run(command(a, label, "shm", quality_steps(a), a.eval_interval, path, port), a.timeout)
-            rows = read_csv(path)
-            if a.model == "gpt":
-                reached = [int(r["step"]) for r in rows if float(r["val_loss"]) <= a.target]
-                final = float(rows[-1]["val_loss"]) if rows else None
-            else:
-                per_epoch = 60000 // (64 * a.ranks)
-                reached = [int(r["epoch"]) * per_epoch for r in rows if float(r["test_accuracy"]) >= a.target]
-                final = float(rows[-1]["test_accuracy"]) if rows else None
-            q = {"bench": "peers", "pass": "quality", "model": a.model, "config": label, "status": status,
-                 "steps_to_target": reached[0] if reached else None, "final": final,
-                 "target": a.target, "wall_seconds": round(time.time() - t0, 1)}
+            q = quality_row(a, label, status, read_csv(path), round(time.time() - t0, 1))
             if status != "ok":
                 q["log_tail"] = tail(log)
             quality[label] = q
@@ -326,17 +374,21 @@ def main():
                 if step_seconds:
                     row["step_over_bound"] = step_seconds / max(wire, compute_row["step_seconds"] or 0)
             q = quality.get(label)
-            if step_seconds and q and q["steps_to_target"]:
-                steps_needed = q["steps_to_target"]
-                row["time_to_target_s"] = steps_needed * step_seconds
-                if label in WARMUP:
-                    warm, warm_label = freeze_step(label), WARMUP[label]
-                    warm_row = speed.get((network, warm_label), {})
-                    if warm_row.get("step_seconds"):
-                        row["time_to_target_s"] = (min(warm, steps_needed) * warm_row["step_seconds"] +
-                                                   max(0, steps_needed - warm) * step_seconds)
-                    else:
-                        row["time_to_target_s"] = None  # its warm-up's step time is missing
+            if step_seconds and q:
+                row["time_to"] = {}
+                for t in a.targets:
+                    steps_needed = q.get("steps_to", {}).get(str(t), q["steps_to_target"] if t == a.target else None)
+                    if not steps_needed:
+                        continue
+                    time_s = steps_needed * step_seconds
+                    if label in WARMUP:
+                        warm, warm_label = freeze_step(a, label), WARMUP[label]
+                        warm_row = speed.get((network, warm_label), {})
+                        # None: its warm-up's step time is missing
+                        time_s = (min(warm, steps_needed) * warm_row["step_seconds"] +
+                                  max(0, steps_needed - warm) * step_seconds) if warm_row.get("step_seconds") else None
+                    row["time_to"][str(t)] = time_s
+                row["time_to_target_s"] = row["time_to"].get(str(a.target))
             if not ok:
                 row["log_tail"] = tail(log)
             speed[(network, label)] = row
@@ -345,34 +397,43 @@ def main():
 
 
 def summarize(a, networks, labels, quality, speed):
-    """Ratios against PyTorch DDP on the same network, and the Markdown table."""
-    print(f"\n| network | config | step s | vs compute-only | steps to {a.target} | time to target s | "
-          f"PyTorch allreduce / this | best PyTorch hook / this | final {'val loss' if a.model == 'gpt' else 'accuracy'} |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for network in networks:
-        compute = speed[(network, "compute_only")]["step_seconds"]
-        def ttt(label):
-            r = speed.get((network, label), {})
-            return r.get("time_to_target_s")
-        py_base = ttt("pytorch_allreduce")
-        py_hooks = [t for t in (ttt("pytorch_fp16"), ttt("pytorch_powersgd")) if t]
-        py_best = min(py_hooks) if py_hooks else None
-        print(f"| {network} | compute_only | {fmt(compute)} | 1 | | | | | |")
-        for label in labels:
-            r = speed[(network, label)]
-            q = quality.get(label, {})
-            t = r.get("time_to_target_s")
-            s = r.get("step_seconds")
-            cells = [network, label if r["status"] == "ok" else f"{label} ({r['status']})", fmt(s),
-                     fmt(s / compute if s and compute else None), q.get("steps_to_target") or "not reached",
-                     fmt(t), fmt(py_base / t if py_base and t else None), fmt(py_best / t if py_best and t else None),
-                     fmt(q.get("final", q.get("final_val_loss")))]
-            print("| " + " | ".join(str(c) for c in cells) + " |")
-            if t:
-                emit({"bench": "peers", "pass": "ratio", "network": network, "config": label,
-                      "time_to_target_s": t, "pytorch_allreduce_over_this": py_base / t if py_base else None,
-                      "best_pytorch_hook_over_this": py_best / t if py_best else None,
-                      "step_over_compute_only": s / compute if s and compute else None})
+    """Ratios against PyTorch DDP on the same network, and a Markdown table per target."""
+    for target in a.targets:
+        key = str(target)
+        print(f"\n| network | config | step s | vs compute-only | steps to {target} | time to {target} s | "
+              f"PyTorch allreduce / this | best PyTorch hook / this | "
+              f"final {'val loss' if a.model == 'gpt' else 'accuracy'} |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for network in networks:
+            compute = speed[(network, "compute_only")]["step_seconds"]
+
+            def ttt(label):
+                r = speed.get((network, label), {})
+                return r.get("time_to", {}).get(key, r.get("time_to_target_s") if target == a.target else None)
+            py_base = ttt("pytorch_allreduce")
+            py_hooks = [t for t in (ttt("pytorch_fp16"), ttt("pytorch_powersgd")) if t]
+            py_best = min(py_hooks) if py_hooks else None
+            print(f"| {network} | compute_only | {fmt(compute)} | 1 | | | | | |")
+            for label in labels:
+                r = speed[(network, label)]
+                q = quality.get(label)
+                t = ttt(label)
+                s = r.get("step_seconds")
+                if q is None:
+                    reached = "no quality run"
+                else:
+                    reached = q.get("steps_to", {}).get(key, q.get("steps_to_target") if target == a.target else None)
+                cells = [network, label if r["status"] == "ok" else f"{label} ({r['status']})", fmt(s),
+                         fmt(s / compute if s and compute else None), reached or "not reached",
+                         fmt(t), fmt(py_base / t if py_base and t else None),
+                         fmt(py_best / t if py_best and t else None),
+                         fmt((q or {}).get("final", (q or {}).get("final_val_loss")))]
+                print("| " + " | ".join(str(c) for c in cells) + " |")
+                if t:
+                    emit({"bench": "peers", "pass": "ratio", "network": network, "config": label, "target": target,
+                          "time_to_target_s": t, "pytorch_allreduce_over_this": py_base / t if py_base else None,
+                          "best_pytorch_hook_over_this": py_best / t if py_best else None,
+                          "step_over_compute_only": s / compute if s and compute else None})
 
 
 def fmt(x):
