@@ -427,13 +427,17 @@ def summarize(a, networks, labels, quality, speed):
                          fmt(s / compute if s and compute else None), reached or "not reached",
                          fmt(t), fmt(py_base / t if py_base and t else None),
                          fmt(py_best / t if py_best and t else None),
-                         fmt((q or {}).get("final", (q or {}).get("final_val_loss")))]
+                         fmt_final((q or {}).get("final", (q or {}).get("final_val_loss")))]
                 print("| " + " | ".join(str(c) for c in cells) + " |")
                 if t:
                     emit({"bench": "peers", "pass": "ratio", "network": network, "config": label, "target": target,
                           "time_to_target_s": t, "pytorch_allreduce_over_this": py_base / t if py_base else None,
                           "best_pytorch_hook_over_this": py_best / t if py_best else None,
                           "step_over_compute_only": s / compute if s and compute else None})
+
+
+def fmt_final(x):
+    return "—" if x is None else f"{x:.4f}"
 
 
 def fmt(x):
