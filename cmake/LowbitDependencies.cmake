@@ -1,6 +1,12 @@
 # Finds what lowbit builds against. Only LibTorch and Abseil are required;
 # MPI, Gloo, NCCL and nvcc add backends and kernels when present.
 
+# A CUDA LibTorch (PyPI's torch 2.x wheels) adds nvcc flags for its own
+# architecture list, whose oldest (compute_50) CUDA 13's nvcc refuses; the
+# kernels' architectures instead, unless the caller names its own.
+if(NOT DEFINED TORCH_CUDA_ARCH_LIST AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
+  set(TORCH_CUDA_ARCH_LIST "8.0;9.0")
+endif()
 find_package(Torch REQUIRED)
 find_package(absl REQUIRED)
 find_package(Threads REQUIRED)

@@ -1,6 +1,7 @@
 #include "lowbit/optimizers/zero_one_adam.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <absl/strings/str_cat.h>
 
 #include <algorithm>
