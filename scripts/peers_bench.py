@@ -107,10 +107,10 @@ def freeze_step(a, label):
     flags = CONFIGS[label][1]
     if "--freeze_step" in flags:
         return int(flags[flags.index("--freeze_step") + 1])
-    steps = quality_steps(a)
-    if a.model == "gpt":
-        return min(GPT_LR_WARMUP + 10, max(1, round(0.1 * steps)))
-    return max(1, round(0.1 * steps * (60000 // (64 * a.ranks))))
+    # The same rule as the C++ one, rounding half away from zero as std::llround does.
+    steps = quality_steps(a) if a.model == "gpt" else quality_steps(a) * (60000 // (64 * a.ranks))
+    of_run = max(1, int(0.1 * steps + 0.5))
+    return min(GPT_LR_WARMUP + 10, of_run) if a.model == "gpt" else of_run
 
 
 RATES_MBIT = {"10gbit": 10000, "1gbit": 1000, "100mbit": 100}
@@ -272,7 +272,8 @@ def main():
         sys.exit(f"peers_bench: --target must be numbers separated by commas, got '{a.target}'")
     a.target = a.targets[0]
     if a.model == "fashion" and a.configs == ",".join(CONFIGS):
-        a.configs = ",".join(c for c in CONFIGS if c not in WARMUP)
+        # The 1-bit optimizers' rows are the GPT's; the hooks' (momentum exchange) rows stay.
+        a.configs = ",".join(c for c in CONFIGS if c not in WARMUP or "--optimizer" not in CONFIGS[c][1])
     if a.layout:
         parts = a.layout.split("x")
         if len(parts) != 2 or not all(x.isdigit() and int(x) >= 1 for x in parts) or \
