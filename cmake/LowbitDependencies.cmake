@@ -7,7 +7,39 @@
 if(NOT DEFINED TORCH_CUDA_ARCH_LIST AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
   set(TORCH_CUDA_ARCH_LIST "8.0;9.0")
 endif()
+# torch.utils.cmake_prefix_path names the wheel's share/cmake, whose lib/ is
+# not the wheel's: its libraries (libtorch.so, libc10.so) would then be found
+# in the system folders first, i.e. Debian's 1.13 beside the 2.x headers. The
+# folder above it is the LibTorch root, searched first.
+foreach(prefix IN LISTS CMAKE_PREFIX_PATH)
+  if(EXISTS "${prefix}/Torch/TorchConfig.cmake")
+    get_filename_component(lowbit_torch_root "${prefix}/../.." ABSOLUTE)
+    list(PREPEND CMAKE_PREFIX_PATH "${lowbit_torch_root}")
+    break()
+  endif()
+endforeach()
 find_package(Torch REQUIRED)
+# The libraries must be the LibTorch's whose headers are used (Torch_DIR set by
+# hand can still meet the trap above).
+get_filename_component(lowbit_torch_lib_dir "${TORCH_LIBRARY}" DIRECTORY)
+get_filename_component(lowbit_torch_lib_dir "${lowbit_torch_lib_dir}" REALPATH)
+get_filename_component(lowbit_torch_prefix "${TORCH_INSTALL_PREFIX}" REALPATH)
+string(FIND "${lowbit_torch_lib_dir}/" "${lowbit_torch_prefix}/" lowbit_torch_at)
+if(NOT lowbit_torch_at EQUAL 0)
+  message(FATAL_ERROR "LibTorch's headers are from ${TORCH_INSTALL_PREFIX} but TORCH_LIBRARY is ${TORCH_LIBRARY}: "
+                      "pass -DCMAKE_PREFIX_PATH=${TORCH_INSTALL_PREFIX} (the folder above share/cmake) on a fresh build folder")
+endif()
+# PyPI's LibTorch (2.x) carries parts of a newer libstdc++ of its own
+# (std::filesystem, std::chrono's time zones) and exports them from
+# libtorch.so, which does not itself need libstdc++.so.6. A program whose
+# NEEDED list names libtorch.so before libstdc++.so.6 binds its
+# std::filesystem calls to that copy, whose remove_all jumps to address 0.
+# libstdc++.so.6 named first wins the lookup; lowbit::base carries this to
+# every lowbit target and to consumers (docs/versions.md).
+set(LOWBIT_TORCH_LINK_OPTIONS "")
+if(Torch_VERSION VERSION_GREATER_EQUAL 2.0 AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  set(LOWBIT_TORCH_LINK_OPTIONS "LINKER:--push-state,--no-as-needed" "-lstdc++" "LINKER:--pop-state")
+endif()
 find_package(absl REQUIRED)
 find_package(Threads REQUIRED)
 
@@ -71,9 +103,11 @@ if(LOWBIT_USE_CCACHE)
     # Sloppiness lets ccache cache translation units that use the precompiled
     # header; depend mode skips its preprocessor pass, which would expand all of
     # <torch/torch.h> again for every file.
+    # The base folder makes paths under the source tree relative in ccache's
+    # keys, so that another clone (CI's) hits the same entries.
     set(CMAKE_CXX_COMPILER_LAUNCHER ${CMAKE_COMMAND} -E env
         CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
-        CCACHE_DEPEND=1 ${LOWBIT_CCACHE})
+        CCACHE_DEPEND=1 CCACHE_BASEDIR=${PROJECT_SOURCE_DIR} ${LOWBIT_CCACHE})
     set(CMAKE_CUDA_COMPILER_LAUNCHER ${LOWBIT_CCACHE})
   endif()
 endif()

@@ -35,6 +35,10 @@
 # With no argument all of them run (but peers); otherwise the named ones.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
+if [ "${1:-}" = --torch2 ]; then  # against LibTorch 2.x (scripts/common.sh)
+  LOWBIT_TORCH=2
+  shift
+fi
 lowbit_setup
 parts=("$@")
 [ ${#parts[@]} -eq 0 ] && parts=(kernels hooks comm adaptive optimizers optim8bit qat sparsity blas)
@@ -44,7 +48,9 @@ for part in "${parts[@]}"; do
       "$LOWBIT_BUILD/bench/compress_kernel_bench" ;;
     peers)
       read -r -a peer_args <<<"${LOWBIT_PEERS_ARGS:-}"
-      /usr/bin/python3 "$LOWBIT_ROOT/scripts/peers_bench.py" --gpt "$LOWBIT_BUILD/examples/gpt/gpt" "${peer_args[@]}" ;;
+      /usr/bin/python3 "$LOWBIT_ROOT/scripts/peers_bench.py" --python "$LOWBIT_PYTHON" \
+        --gpt "$LOWBIT_BUILD/examples/gpt/gpt" --fashion "$LOWBIT_BUILD/examples/fashion_mnist/fashion_mnist" \
+        "${peer_args[@]}" ;;
     qat)
       "$LOWBIT_BUILD/bench/qat_bench" ;;
     sparsity)
@@ -66,7 +72,7 @@ for part in "${parts[@]}"; do
         "${LOWBIT_MPIRUN[@]}" -np "$n" "$LOWBIT_BUILD/bench/ddp_bench"
       done
       # Gloo as torchrun jobs use it, with no MPI in the process.
-      /usr/bin/python3 -m torch.distributed.run --standalone --nproc_per_node 2 --redirects 1 --tee 1 --no_python \
+      "$LOWBIT_PYTHON" -m torch.distributed.run --standalone --nproc_per_node 2 --redirects 1 --tee 1 --no_python \
         "$LOWBIT_BUILD/bench/allreduce_bench" --max_log2 24 2>&1 | grep -o '{.*}' ;;
     adaptive)
       runs=("powersgd|--hook powersgd --rank 4" "adaptive_powersgd|--hook adaptive_powersgd --rank 4"

@@ -1,13 +1,22 @@
 # Shared by demo.sh, test.sh and bench.sh: installs what is missing (Debian
-# packages only), configures and builds lowbit into build/ (LOWBIT_BUILD;
-# LOWBIT_CMAKE_ARGS adds configure options, LOWBIT_TARGETS limits what is
-# built). Quiet when nothing needs doing. Source it; it defines lowbit_setup
-# and LOWBIT_MPIRUN.
+# packages; with --torch2 also PyPI's torch wheel), configures and builds
+# lowbit into build/ (LOWBIT_BUILD; LOWBIT_CMAKE_ARGS adds configure options,
+# LOWBIT_TARGETS limits what is built). Quiet when nothing needs doing. Source
+# it; it defines lowbit_setup, lowbit_use_torch2 and LOWBIT_MPIRUN.
+#
+# LibTorch 2.x: a script's first argument --torch2 (or LOWBIT_TORCH=2) builds
+# against the torch wheel pinned in scripts/requirements-torch2.txt (a CUDA
+# build; it runs without a GPU), installed by pip into the project-local
+# virtual environment .venv/torch2 (LOWBIT_TORCH2_VENV), into LOWBIT_BUILD
+# with -torch2 appended (build-torch2/, build-asan-torch2/).
+# The first install downloads about 4 GB (the nvidia-* wheels); pip's cache
+# keeps them for the next one. LOWBIT_PYTHON is the Python whose torch
+# matches the LibTorch built against (the peers and torchrun use it).
 
 LOWBIT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LOWBIT_BUILD=${LOWBIT_BUILD:-$LOWBIT_ROOT/build}
 LOWBIT_PACKAGES=(cmake ninja-build g++ ccache pkg-config zlib1g-dev libtorch-dev libopenmpi-dev openmpi-bin
-  libabsl-dev libgloo-dev libgtest-dev libgmock-dev googletest libbenchmark-dev python3-torch
+  libabsl-dev libgloo-dev libgtest-dev libgmock-dev googletest libbenchmark-dev python3-torch python3-venv
   dataset-fashion-mnist bible-kjv bible-kjv-text fortunes-min libopenblas0-openmp python3-matplotlib)
 
 lowbit_install_packages() {
@@ -42,15 +51,43 @@ lowbit_select_blas() {
   done
 }
 
+LOWBIT_PYTHON=/usr/bin/python3
+
+# Installs the pinned wheel if the virtual environment lacks it, and points the
+# build at it. Idempotent; the pins' file is the install's stamp.
+lowbit_use_torch2() {
+  local venv=${LOWBIT_TORCH2_VENV:-$LOWBIT_ROOT/.venv/torch2}
+  local req=$LOWBIT_ROOT/scripts/requirements-torch2.txt
+  if ! cmp -s "$req" "$venv/.lowbit-requirements" 2>/dev/null; then
+    echo "lowbit: installing $(grep -m1 '^torch==' "$req") from PyPI into $venv (about 4 GB the first time)"
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req" \
+      || { echo "lowbit: pip could not install $req into $venv"; return 1; }
+    cp "$req" "$venv/.lowbit-requirements"
+  fi
+  local root
+  root=$("$venv/bin/python" -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+  LOWBIT_BUILD=$LOWBIT_BUILD-torch2
+  LOWBIT_CMAKE_ARGS="-DCMAKE_PREFIX_PATH=$root ${LOWBIT_CMAKE_ARGS:-}"
+  LOWBIT_PYTHON=$venv/bin/python
+}
+
 lowbit_setup() {
   lowbit_install_packages
   lowbit_select_blas
-  if [ ! -f "$LOWBIT_BUILD/build.ninja" ]; then
+  if [ "${LOWBIT_TORCH:-}" = 2 ]; then lowbit_use_torch2; fi
+  # Configured anew when the configure options changed (another LibTorch's
+  # cached paths must not survive into the new build).
+  local args="-G Ninja -DCMAKE_BUILD_TYPE=Release ${LOWBIT_CMAKE_ARGS:-}"
+  if [ ! -f "$LOWBIT_BUILD/build.ninja" ] || [ "$(cat "$LOWBIT_BUILD/.lowbit-configure-args" 2>/dev/null)" != "$args" ]; then
     echo "lowbit: configuring $LOWBIT_BUILD"
     mkdir -p "$LOWBIT_BUILD"
-    cmake -S "$LOWBIT_ROOT" -B "$LOWBIT_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release ${LOWBIT_CMAKE_ARGS:-} \
-      >"$LOWBIT_BUILD/configure.log" 2>&1 \
+    rm -f "$LOWBIT_BUILD/CMakeCache.txt"
+    # shellcheck disable=SC2086
+    cmake -S "$LOWBIT_ROOT" -B "$LOWBIT_BUILD" $args >"$LOWBIT_BUILD/configure.log" 2>&1 \
       || { cat "$LOWBIT_BUILD/configure.log"; return 1; }
+    echo "$args" >"$LOWBIT_BUILD/.lowbit-configure-args"
     grep -A 12 'lowbit .* configuration' "$LOWBIT_BUILD/configure.log" | sed 's/^-- //'
   fi
   # Two cores: two jobs. Only errors and the final line are shown.

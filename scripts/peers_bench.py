@@ -194,7 +194,7 @@ def command(a, label, network, steps, eval_interval, csv_path, port):
         prog = binary + ["--threads", "1", "--metrics_csv", csv_path] + common + flags
     else:
         addr, ifname = ("10.77.0.1", "eth0") if network != "shm" else ("127.0.0.1", "lo")
-        prog = [PY, PEERS[a.model], "--metrics_csv", csv_path, "--master_addr", addr, "--ifname", ifname,
+        prog = [a.python, PEERS[a.model], "--metrics_csv", csv_path, "--master_addr", addr, "--ifname", ifname,
                 "--master_port", str(port)] + common + flags
     if network == "shm":
         return ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(a.ranks)] + prog
@@ -241,6 +241,8 @@ def main():
     p.add_argument("--fashion", default=os.path.join(ROOT, "build/examples/fashion_mnist/fashion_mnist"))
     p.add_argument("--epochs", type=int, default=3, help="--model fashion: the quality pass's epochs")
     p.add_argument("--speed_examples", type=int, default=8192, help="--model fashion: examples of a speed run")
+    p.add_argument("--python", default=PY,
+                   help="the Python whose torch the peers run on (scripts/bench.sh --torch2: the wheel's)")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--ranks", type=int, default=4)
     p.add_argument("--seed", type=int, default=1)
@@ -287,6 +289,12 @@ def main():
     for n in networks:
         if n != "shm" and n not in RATES_MBIT:
             sys.exit(f"peers_bench: --networks: unknown network '{n}' (shm, {', '.join(RATES_MBIT)})")
+    try:
+        torch_version = subprocess.run([a.python, "-c", "import torch; print(torch.__version__)"], check=True,
+                                       capture_output=True, text=True, timeout=120).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as e:
+        sys.exit(f"peers_bench: --python {a.python} cannot import torch: {e}")
+    print(json.dumps({"peers": "pytorch", "python": a.python, "torch": torch_version}), flush=True)
     work = a.work or tempfile.mkdtemp(prefix="lowbit-peers.")
     os.makedirs(work, exist_ok=True)
     os.environ.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMP_NUM_THREADS="1")

@@ -10,8 +10,16 @@
 # Known reports of OpenMPI and LibTorch, which are not built with the
 # sanitizer, are suppressed by scripts/sanitizers/*.supp, each entry with its
 # reason (docs/reliability.md). LOWBIT_TARGETS=... builds only those targets.
+#
+#   ./scripts/test.sh --torch2 [--sanitize=...] [ctest args]
+# the same against LibTorch 2.x: PyPI's torch wheel, installed into
+# .venv/torch2, built in build-torch2/ (scripts/common.sh, docs/versions.md).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
+if [ "${1:-}" = --torch2 ]; then
+  LOWBIT_TORCH=2
+  shift
+fi
 sanitize=
 if [[ "${1:-}" == --sanitize=* ]]; then
   sanitize=${1#--sanitize=}

@@ -7,13 +7,13 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "lowbit/base/error.h"
+#include "lowbit/base/torch_compat.h"
 #include "lowbit/kernels/scale.h"
 
 namespace lowbit::comm {
 namespace {
 
-// c10d's work type is ProcessGroup::Work in LibTorch 1.x and c10d::Work in 2.x.
-using C10dWorkPtr = decltype(std::declval<c10d::ProcessGroupGloo&>().barrier());
+using C10dWorkPtr = base::compat::C10dWorkPtr<c10d::ProcessGroupGloo>;
 
 c10d::ReduceOp ToC10d(ReduceOp op) {
   switch (op) {

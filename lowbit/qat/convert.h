@@ -38,7 +38,7 @@
 
 namespace lowbit::qat {
 
-class QuantizedLayerBase : public QuantLayer {
+class QuantizedLayerBase : public torch::nn::Module, public QuantLayer {
  public:
   // The dequantized weight, in the layer's weight shape.
   at::Tensor Weight() const override;

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_join.h"
 #include "lowbit/base/error.h"
+#include "lowbit/base/torch_compat.h"
 #include "lowbit/kernels/internal/counter_rng.h"
 #include "lowbit/qat/internal/prepared_set.h"
 
@@ -27,24 +28,27 @@ int64_t NumWeightScales(const QuantizerConfig& c, const at::Tensor& weight) {
 
 }  // namespace
 
+torch::nn::Module& QuantLayer::Self() { return dynamic_cast<torch::nn::Module&>(*this); }
+const torch::nn::Module& QuantLayer::Self() const { return dynamic_cast<const torch::nn::Module&>(*this); }
+
 double QuantLayer::LastFlipFraction() const {
   return weight_quantizer ? weight_quantizer->LastFlipFraction() : -1.0;
 }
 
 void QuantLayer::SetUp(const LayerConfig& config, const at::Tensor& weight, int64_t in_channels) {
-  LOWBIT_CHECK(!configured_, "qat: this ", name(), " is configured already (Prepare runs once per model)");
+  LOWBIT_CHECK(!configured_, "qat: this ", Self().name(), " is configured already (Prepare runs once per model)");
   if (config.weight) {
-    weight_quantizer = register_module(
+    weight_quantizer = Self().register_module(
         "weight_quantizer", FakeQuantizer(*config.weight, NumWeightScales(*config.weight, weight), /*is_weight=*/true));
     weight_quantizer->SetWeightShape(weight.size(0), weight.numel() / std::max<int64_t>(1, weight.size(0)));
   }
   if (config.input) {
     const int64_t n = config.input->granularity == Granularity::kPerChannel ? in_channels : 1;
-    input_quantizer = register_module("input_quantizer", FakeQuantizer(*config.input, n, /*is_weight=*/false));
+    input_quantizer = Self().register_module("input_quantizer", FakeQuantizer(*config.input, n, /*is_weight=*/false));
   }
   gradient_ = config.gradient;
   if (gradient_.kind != GradientQuant::kNone) {
-    gradient_draws_ = register_buffer("gradient_draws", torch::zeros({1}, torch::kDouble));
+    gradient_draws_ = Self().register_buffer("gradient_draws", torch::zeros({1}, torch::kDouble));
   }
   configured_ = true;
 }
@@ -90,7 +94,7 @@ at::Tensor QuantLayer::LayerBias(const at::Tensor& bias) const {
 }
 
 at::Tensor QuantLayer::QuantizeOutputGradient(const at::Tensor& y) {
-  if (gradient_.kind == GradientQuant::kNone || !is_training() || !y.requires_grad()) return y;
+  if (gradient_.kind == GradientQuant::kNone || !Self().is_training() || !y.requires_grad()) return y;
   const auto draw = static_cast<uint64_t>(gradient_draws_.item<double>());
   gradient_draws_.add_(1);
   return QuantizeGradient(y, gradient_, kernels::MixKey(0x9e3779b9ULL, draw));
@@ -105,7 +109,7 @@ std::vector<std::string> internal::PreparedSet::Uncalled() const {
 }
 
 LinearImpl::LinearImpl(const torch::nn::Linear& source, const LayerConfig& config)
-    : torch::nn::Module(*source), torch::nn::LinearImpl(*source) {
+    : LOWBIT_COMPAT_INIT_VIRTUAL_MODULE(*source) torch::nn::LinearImpl(*source) {
   Configure(config);
 }
 
@@ -133,12 +137,12 @@ void LinearImpl::pretty_print(std::ostream& stream) const {
 }
 
 Conv2dImpl::Conv2dImpl(const torch::nn::Conv2d& source, const LayerConfig& config)
-    : torch::nn::Module(*source), torch::nn::Conv2dImpl(*source) {
+    : LOWBIT_COMPAT_INIT_VIRTUAL_MODULE(*source) torch::nn::Conv2dImpl(*source) {
   Configure(config);
 }
 
 void Conv2dImpl::Configure(const LayerConfig& config) {
-  LOWBIT_CHECK(c10::holds_alternative<torch::enumtype::kZeros>(options.padding_mode()),
+  LOWBIT_CHECK(base::compat::HoldsAlternative<torch::enumtype::kZeros>(options.padding_mode()),
                "QuantConv2d: only zero padding is supported, got padding mode ",
                torch::enumtype::get_enum_name(options.padding_mode()));
   SetUp(config, weight, options.in_channels());
@@ -156,10 +160,10 @@ void Conv2dImpl::pretty_print(std::ostream& stream) const {
 
 at::Tensor Conv2dWithOptions(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                              const torch::nn::detail::ConvNdOptions<2>& options) {
-  if (const auto* pad = c10::get_if<torch::ExpandingArray<2>>(&options.padding())) {
+  if (const auto* pad = base::compat::GetIf<torch::ExpandingArray<2>>(&options.padding())) {
     return at::conv2d(x, weight, bias, *options.stride(), **pad, *options.dilation(), options.groups());
   }
-  const bool same = c10::holds_alternative<torch::enumtype::kSame>(options.padding());
+  const bool same = base::compat::HoldsAlternative<torch::enumtype::kSame>(options.padding());
   return at::conv2d(x, weight, bias, *options.stride(), same ? "same" : "valid", *options.dilation(),
                     options.groups());
 }

@@ -53,9 +53,13 @@ struct PreparedSet;
 }  // namespace internal
 
 // A layer ForwardLayer can call: Linear and Conv2d here, and the converted
-// layers in qat/convert.h.
-class QuantLayer : public virtual torch::nn::Module {
+// layers in qat/convert.h. An interface beside torch::nn::Module, not derived
+// from it: the layers derive from LibTorch's modules, whose Module base is
+// virtual in 1.13 and plain in 2.x, so a second path to Module would be a
+// second Module in 2.x. dynamic_cast crosses between the two.
+class QuantLayer {
  public:
+  virtual ~QuantLayer() = default;
   virtual at::Tensor forward(const at::Tensor& x) = 0;
   // The weight the layer computes with (dequantized, for converted layers).
   virtual at::Tensor Weight() const = 0;
@@ -77,6 +81,9 @@ class QuantLayer : public virtual torch::nn::Module {
   void Track(const std::shared_ptr<internal::PreparedSet>& set, const std::string& name);
 
  protected:
+  // This layer as the module it also is.
+  torch::nn::Module& Self();
+  const torch::nn::Module& Self() const;
   void SetUp(const LayerConfig& config, const at::Tensor& weight, int64_t in_channels);
   at::Tensor QuantizeInput(const at::Tensor& x);
   at::Tensor QuantizeWeight(const at::Tensor& w);

@@ -28,7 +28,14 @@ launcher=$(command -v ccache >/dev/null && echo -DCMAKE_CXX_COMPILER_LAUNCHER=cc
 # headers and libraries, and the links to them live there); otherwise CMake
 # is told not to find CUDAToolkit, which an unconditional
 # find_dependency(CUDAToolkit) turns into an error.
-if [ "$(id -u)" -eq 0 ] && unshare --mount true 2>/dev/null; then
+# A lowbit built against a CUDA LibTorch (PyPI's wheels) is not CPU-only:
+# LibTorch's own package then needs the toolkit, so it stays in view.
+config=$(compgen -G "$work/prefix/lib*/cmake/lowbit/lowbitConfig.cmake" | head -n 1)
+if grep -q '^set(_lowbit_links_cuda ON)' "$config"; then
+  hide=()
+  hidden="none: lowbit links a CUDA LibTorch, whose package needs the CUDA toolkit"
+  no_cuda=()
+elif [ "$(id -u)" -eq 0 ] && unshare --mount true 2>/dev/null; then
   hide=(unshare --mount sh -c 'mount -t tmpfs lowbit-no-cuda /usr/local && ! command -v nvcc >/dev/null && exec "$@"' sh)
   hidden="an empty /usr/local"
   no_cuda=()
@@ -41,7 +48,8 @@ fi
   "${no_cuda[@]}" >"$work/configure.log" 2>&1 || { cat "$work/configure.log"; exit 1; }
 "${hide[@]}" cmake --build "$work/build" >"$work/build.log" 2>&1 \
   || { grep -E -A5 'error|FAILED' "$work/build.log" | head -60; exit 1; }
-echo "consumer: configured and built without the CUDA toolkit ($hidden)"
+grep -o 'consumer: LibTorch .*' "$work/configure.log"
+echo "consumer: configured and built; CUDA toolkit hidden: $hidden"
 # With the toolkit in view, COMPONENTS cuda gives lowbit::cuda_kernels.
 if compgen -G "$work/prefix/lib*/cmake/lowbit/lowbitCudaTargets.cmake" >/dev/null && command -v nvcc >/dev/null; then
   cmake -S "$work/project" -B "$work/build-cuda" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" \
