@@ -5,6 +5,8 @@
 // a CUDA device it prints one line saying so and exits 0.
 //
 //   cuda_kernel_bench [--floats 1000000,16000000,64000000] [--reps 20]
+#include <cuda_runtime_api.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -12,8 +14,6 @@
 #include <functional>
 #include <string>
 #include <vector>
-
-#include <cuda_runtime_api.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -29,13 +29,13 @@ ABSL_FLAG(int, reps, 20, "timed repetitions per kernel (after 3 untimed)");
 
 namespace {
 
-#define CHECK_CUDA(expr)                                                                 \
-  do {                                                                                   \
-    cudaError_t err_ = (expr);                                                           \
-    if (err_ != cudaSuccess) {                                                           \
+#define CHECK_CUDA(expr)                                                                    \
+  do {                                                                                      \
+    cudaError_t err_ = (expr);                                                              \
+    if (err_ != cudaSuccess) {                                                              \
       std::fprintf(stderr, "cuda_kernel_bench: %s: %s\n", #expr, cudaGetErrorString(err_)); \
-      std::exit(1);                                                                      \
-    }                                                                                    \
+      std::exit(1);                                                                         \
+    }                                                                                       \
   } while (0)
 
 template <typename T>

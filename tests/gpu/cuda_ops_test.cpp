@@ -9,13 +9,13 @@
 // CPU result itself; for the compressing hooks, whose random draws come from
 // the tensor's device generator, the compression error the CPU run makes on
 // the same gradients: the CUDA run's must be of the same size.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
 #include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <torch/torch.h>
 
 #include "lowbit/comm/backends.h"
 #include "lowbit/comm/distributed_data_parallel.h"
