@@ -9,9 +9,9 @@
 # build; it runs without a GPU), installed by pip into the project-local
 # virtual environment .venv/torch2 (LOWBIT_TORCH2_VENV), into LOWBIT_BUILD
 # with -torch2 appended (build-torch2/, build-asan-torch2/).
-# The first install downloads about 4 GB (the nvidia-* wheels); pip's cache
-# keeps them for the next one. LOWBIT_PYTHON is the Python whose torch
-# matches the LibTorch built against (the peers and torchrun use it).
+# The install is 4.7 GB (mostly the nvidia-* CUDA wheels), 64 s on a fresh
+# environment here (docs/versions.md). LOWBIT_PYTHON is the Python whose
+# torch matches the LibTorch built against (the peers and torchrun use it).
 
 LOWBIT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LOWBIT_BUILD=${LOWBIT_BUILD:-$LOWBIT_ROOT/build}
@@ -59,7 +59,7 @@ lowbit_use_torch2() {
   local venv=${LOWBIT_TORCH2_VENV:-$LOWBIT_ROOT/.venv/torch2}
   local req=$LOWBIT_ROOT/scripts/requirements-torch2.txt
   if ! cmp -s "$req" "$venv/.lowbit-requirements" 2>/dev/null; then
-    echo "lowbit: installing $(grep -m1 '^torch==' "$req") from PyPI into $venv (about 4 GB the first time)"
+    echo "lowbit: installing $(grep -m1 '^torch==' "$req") from PyPI into $venv (4.7 GB)"
     rm -rf "$venv"
     /usr/bin/python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check -r "$req" \

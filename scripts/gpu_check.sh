@@ -84,7 +84,7 @@ if [ "$mode" = --dry-run ]; then
   lowbit_install_packages
   lowbit_use_torch2
   python=${LOWBIT_GPU_PYTHON:-$LOWBIT_PYTHON}
-  say "dry run: Debian's LibTorch, Abseil and GoogleTest hidden: ${LOWBIT_GPU_CHECK_HIDDEN:+yes}${LOWBIT_GPU_CHECK_HIDDEN:-no (not root)}"
+  say "dry run: Debian's LibTorch, Abseil and GoogleTest hidden: $([ -n "${LOWBIT_GPU_CHECK_HIDDEN:-}" ] && echo yes || echo 'no (not root)')"
 else
   python=${LOWBIT_GPU_PYTHON:-python3}
 fi
@@ -101,8 +101,12 @@ ninja_dir=$(dirname "$(ls "$tools"/ninja-*.data/scripts/ninja)")
 export PATH=$tools/cmake/data/bin:$ninja_dir:$PATH
 
 {
-  echo "host: $(hostname), $(nproc) cores"
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 || echo "nvidia-smi: none"
+  echo "host: $(uname -n), $(nproc) cores"
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  else
+    echo "nvidia-smi: none"
+  fi
   "$python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available(), "devices", torch.cuda.device_count())'
   command -v nvcc >/dev/null && nvcc --version | tail -n 1 || ls /usr/local/cuda/bin/nvcc
   echo "cmake $(cmake --version | head -n 1 | awk '{print $3}'), ninja $(ninja --version)"
@@ -136,7 +140,7 @@ run_step() {  # name timeout_s command...
   shift 2
   say "running $name"
   timeout "$limit" "$@" >"$out/$name.log" 2>&1 || rc=$?
-  grep -E '^\[  (PASSED|FAILED|SKIPPED) |^\[==========\]|Failure|error' "$out/$name.log" | head -n 60 | tee -a "$log" || true
+  grep -E '^\[  (PASSED|FAILED)  \]|^\[  SKIPPED \] [0-9]+ test|Failure|error' "$out/$name.log" | head -n 60 | tee -a "$log" || true
   status+=("\"$name\":$rc")
   say "$name: exit $rc"
 }
