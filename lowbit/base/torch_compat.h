@@ -3,6 +3,8 @@
 // is named here once, so no other file tests a version.
 //
 //   kTorchMajor / kTorchMinor   the LibTorch the library was compiled with
+//   TorchLine()                 the same as "1.13", "2.11" (checkpoints
+//                               record it: torch::optim's archives differ)
 //   HoldsAlternative<T>(v)      torch::nn options' variants (padding_mode,
 //   GetIf<T>(&v)                padding): c10::variant in 1.x, std::variant
 //                               in 2.x, where c10's functions are gone
@@ -21,6 +23,7 @@
 #include <torch/nn/cloneable.h>
 #include <torch/version.h>
 
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <variant>
@@ -47,6 +50,7 @@ namespace lowbit::base::compat {
 
 inline constexpr int kTorchMajor = TORCH_VERSION_MAJOR;
 inline constexpr int kTorchMinor = TORCH_VERSION_MINOR;
+inline std::string TorchLine() { return std::to_string(kTorchMajor) + "." + std::to_string(kTorchMinor); }
 
 template <typename T, typename Variant>
 bool HoldsAlternative(const Variant& v) {

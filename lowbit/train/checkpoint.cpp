@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "lowbit/base/error.h"
+#include "lowbit/base/torch_compat.h"
 #include "lowbit/comm/comm_hook.h"
 #include "lowbit/comm/distributed_data_parallel.h"
 #include "lowbit/comm/process_group.h"
@@ -298,6 +299,7 @@ void Checkpoint::Save() {
     LOWBIT_CHECK(!ec, "Checkpoint::Save: cannot create ", directory_, ": ", ec.message());
     torch::serialize::OutputArchive archive;
     archive.write("fingerprint", c10::IValue(c10::List<std::string>(ModelFingerprint())));
+    archive.write("libtorch", c10::IValue(base::compat::TorchLine()));
     if (model_ != nullptr) {
       for (const auto& p : model_->named_parameters()) archive.write("param/" + p.key(), p.value().detach());
       for (const auto& b : model_->named_buffers()) archive.write("buffer/" + b.key(), b.value(), /*is_buffer=*/true);
@@ -414,6 +416,19 @@ void Checkpoint::Restore() {
     c10::IValue fingerprint;
     LOWBIT_CHECK(archive.try_read("fingerprint", fingerprint) && fingerprint.isList(), "Checkpoint::Restore: ", path,
                  " has no model fingerprint");
+    // torch::optim's archives differ between LibTorch lines: a 1.13 Adam
+    // state read by 2.11 lands on other parameters (a shape error at the
+    // first step, or silently wrong state where the shapes agree).
+    c10::IValue libtorch;
+    const bool recorded = archive.try_read("libtorch", libtorch) && libtorch.isString();
+    const std::string written = recorded ? libtorch.toStringRef() : "1.13";
+    LOWBIT_CHECK(written == base::compat::TorchLine(), "Checkpoint::Restore: ", path,
+                 " was written by lowbit built against LibTorch ", written,
+                 recorded ? "" : " (it recorded no version: every lowbit before 2.x support was built against 1.13)",
+                 ", and this program is built against LibTorch ", base::compat::TorchLine(),
+                 "; LibTorch's optimizer state archives differ between the two, so the optimizer's per-parameter "
+                 "state would land on other parameters. Resume with LibTorch ",
+                 written, ", or start afresh");
     std::vector<std::string> saved;
     for (const c10::IValue& v : fingerprint.toListRef()) saved.push_back(v.toStringRef());
     const std::vector<std::string> now = ModelFingerprint();
